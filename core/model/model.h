@@ -1,0 +1,106 @@
+// The model runtime's interface (design.md "Model"): embeddings, N decoder layers that expose
+// their linears and norms under uniform names, final norm and head. Implementations hold plain
+// ATen tensors; layers are materialised on demand and can be released, so the layer-wise runner
+// keeps only the current layer resident.
+//
+// Uniform names: attn.q attn.k attn.v attn.o mlp.gate mlp.up mlp.down (OPT/GPT-2: mlp.fc1
+// mlp.fc2); norms norm.attn norm.mlp. Weights are [out, in] in every family (GPT-2's Conv1D is
+// transposed on load, its fused c_attn split into q/k/v).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/model/model_config.h"
+
+namespace calq::core {
+
+class Tokenizer;
+
+struct Linear {
+  at::Tensor weight;  ///< [out, in], compute dtype
+  at::Tensor bias;    ///< [out] or undefined
+  at::Tensor forward(const at::Tensor& x) const;  ///< x [..., in] -> [..., out]
+};
+
+struct Norm {
+  at::Tensor weight;  ///< [hidden]
+  at::Tensor bias;    ///< [hidden] (LayerNorm) or undefined (RMSNorm)
+};
+
+/// Sees every linear's input during a forward pass (calibration statistics, capture).
+/// `input` is [batch, seq, in] exactly as the linear receives it.
+using LinearObserver =
+    std::function<void(int64_t layer_index, std::string_view linear_name, const at::Tensor& input)>;
+
+/// Per-forward state shared by all layers: positions and masks for one sequence length.
+struct ForwardContext {
+  int64_t seq_len = 0;
+  at::Tensor rope_cos;     ///< [seq, head_dim] (Llama family), compute dtype
+  at::Tensor rope_sin;     ///< [seq, head_dim]
+  at::Tensor causal_mask;  ///< [seq, seq] additive mask, 0 or -inf, compute dtype
+  LinearObserver observer;  ///< may be empty
+};
+
+class DecoderLayer {
+ public:
+  virtual ~DecoderLayer() = default;
+  /// x: [batch, seq, hidden] in the compute dtype -> same shape.
+  virtual at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) = 0;
+  virtual Linear& linear(std::string_view name) = 0;  ///< throws for names this family lacks
+  virtual std::vector<std::string> linear_names() const = 0;  ///< in execution order
+  virtual Norm& norm(std::string_view name) = 0;  ///< "norm.attn" | "norm.mlp"
+  virtual int64_t index() const = 0;
+};
+
+struct LoadOptions {
+  std::string path;            ///< HF model dir, a .safetensors file's dir, or llama2.c .bin
+  std::string tokenizer_path;  ///< optional: overrides the tokenizer found beside the model
+  std::string device = "cpu";  ///< cpu | cuda
+  c10::ScalarType compute_dtype = c10::ScalarType::Float;
+  bool load_tokenizer = true;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelConfig& config() const = 0;
+  int64_t n_layers() const { return config().n_layers; }
+
+  /// ids: [batch, seq] int64 -> hidden [batch, seq, hidden] (with learned positions if any).
+  virtual at::Tensor embed(const at::Tensor& ids) = 0;
+  virtual ForwardContext make_context(int64_t seq_len) const = 0;
+  virtual DecoderLayer& layer(int64_t i) = 0;  ///< materialises layer i if needed
+  virtual void release(int64_t i) = 0;         ///< frees layer i's tensors
+  /// hidden [batch, seq, hidden] -> logits [batch, seq, vocab] in float32 (final norm + head).
+  virtual at::Tensor logits(const at::Tensor& hidden) = 0;
+
+  /// Full forward, every layer in turn: ids [batch, seq] -> float32 logits.
+  at::Tensor forward(const at::Tensor& ids, const LinearObserver& observer = {});
+
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  void set_tokenizer(std::shared_ptr<const Tokenizer> tokenizer) { tokenizer_ = std::move(tokenizer); }
+  c10::ScalarType compute_dtype() const { return compute_dtype_; }
+  const std::string& device() const { return device_; }
+  const std::string& path() const { return path_; }
+  int64_t n_parameters() const { return n_parameters_; }
+
+ protected:
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  c10::ScalarType compute_dtype_ = c10::ScalarType::Float;
+  std::string device_ = "cpu";
+  std::string path_;
+  int64_t n_parameters_ = 0;
+};
+
+/// Picks the family from config.json's model_type (or the .bin extension for llama2.c) via the
+/// family table, and loads the tokenizer unless told not to.
+std::unique_ptr<Model> load_model(const LoadOptions& options);
+
+}  // namespace calq::core

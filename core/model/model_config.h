@@ -1,0 +1,44 @@
+// The architecture facts calq needs from an HF config.json (or a llama2.c header), normalised
+// across families and across transformers 4/5 spellings (rope_theta vs rope_parameters,
+// torch_dtype vs dtype). Missing required fields are errors naming the file and the field.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <c10/core/ScalarType.h>
+
+namespace calq::core {
+
+enum class Family { Llama, Opt, Gpt2 };  // Llama covers llama, mistral, qwen2 and llama2.c
+
+struct ModelConfig {
+  std::string source;      ///< the file the facts came from (for error messages)
+  std::string model_type;  ///< "llama", "mistral", "qwen2", "opt", "gpt2", "llama2c"
+  Family family = Family::Llama;
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;  ///< OPT ffn_dim, GPT-2 n_inner (4·E when null)
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t max_positions = 0;
+  double norm_eps = 1e-5;       ///< rms_norm_eps or layer_norm_epsilon
+  double rope_theta = 10000.0;  ///< Llama family only
+  bool attention_bias = false;  ///< q/k/v(/o) biases (Qwen2: q/k/v always)
+  bool o_bias = false;
+  bool mlp_bias = false;
+  bool tie_word_embeddings = false;
+  std::string activation = "silu";  ///< silu | relu | gelu_new | gelu
+  std::optional<int64_t> sliding_window;
+  std::optional<int32_t> bos_token_id;
+  std::optional<int32_t> eos_token_id;
+  c10::ScalarType storage_dtype = c10::ScalarType::Float;  ///< dtype the checkpoint declares
+};
+
+/// Parses `<dir>/config.json`. Throws calq::Error naming the file and the missing/bad field.
+ModelConfig read_hf_config(const std::string& config_json_path);
+
+}  // namespace calq::core
