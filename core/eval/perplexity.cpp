@@ -1,1 +1,54 @@
-// placeholder: filled in by issue #2 work
+#include "core/eval/perplexity.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/model/model.h"
+#include "core/progress.h"
+
+namespace calq::core {
+
+PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& tokens,
+                                     const PerplexityOptions& options, const std::string& source) {
+  CALQ_CHECK(options.seqlen >= 2, "--seqlen: {} is too short; expected at least 2", options.seqlen);
+  const auto n_tokens = static_cast<int64_t>(tokens.size());
+  int64_t n_windows = n_tokens / options.seqlen;
+  CALQ_CHECK(n_windows > 0, "{}: {} tokens is shorter than one window of {}; expected at least {}",
+             source, n_tokens, options.seqlen, options.seqlen);
+  if (options.max_windows > 0) n_windows = std::min(n_windows, options.max_windows);
+
+  const at::Tensor all = at::from_blob(const_cast<int32_t*>(tokens.data()), {n_tokens}, at::kInt)
+                             .narrow(0, 0, n_windows * options.seqlen)
+                             .to(at::kLong)
+                             .view({n_windows, options.seqlen});
+  const int64_t batch = std::max<int64_t>(1, options.batch_size);
+  at::NoGradGuard no_grad;
+  double nll_sum = 0.0;
+  Progress progress(options.label, n_windows, options.show_progress);
+  for (int64_t w = 0; w < n_windows; w += batch) {
+    const int64_t b = std::min(batch, n_windows - w);
+    const at::Tensor ids = all.narrow(0, w, b).to(at::Device(model.device()));
+    const at::Tensor logits = model.forward(ids).to(at::kFloat);  // [b, seqlen, vocab]
+    const at::Tensor log_probs =
+        at::log_softmax(logits.narrow(1, 0, options.seqlen - 1), /*dim=*/-1);
+    const at::Tensor targets = ids.narrow(1, 1, options.seqlen - 1).unsqueeze(-1);
+    const at::Tensor nll = -log_probs.gather(-1, targets).squeeze(-1);  // [b, seqlen - 1]
+    nll_sum += nll.to(at::kDouble).sum().item<double>();
+    progress.step(b);
+  }
+  progress.finish();
+
+  PerplexityResult result;
+  result.seqlen = options.seqlen;
+  result.tokens = n_tokens;
+  result.windows = n_windows;
+  result.predicted = n_windows * (options.seqlen - 1);
+  result.nll = nll_sum / static_cast<double>(result.predicted);
+  result.ppl = std::exp(result.nll);
+  return result;
+}
+
+}  // namespace calq::core

@@ -1,1 +1,49 @@
-// placeholder: filled in by issue #2 work
+#include "core/io/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace calq::core {
+namespace {
+
+// Closes the descriptor on every path out of the constructor; the mapping outlives it.
+struct FdCloser {
+  int fd;
+  ~FdCloser() { ::close(fd); }
+};
+
+}  // namespace
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) fail("{}: cannot open: {}; expected a readable file", path, std::strerror(errno));
+  const FdCloser closer{fd};
+
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail("{}: cannot stat: {}", path, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail("{}: not a regular file; expected a file to read", path);
+  size_ = static_cast<std::size_t>(st.st_size);
+  if (size_ == 0) return;  // mmap rejects a zero length
+
+  void* addr = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (addr == MAP_FAILED) {
+    fail("{}: cannot map {} bytes into memory: {}", path, size_, std::strerror(errno));
+  }
+  data_ = static_cast<const uint8_t*>(addr);
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+}  // namespace calq::core

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -72,8 +73,13 @@ class SafetensorsCheckpoint {
  private:
   const SafetensorsFile& file_for(const std::string& name) const;
 
+  void add_file(const std::string& file_path);
+  void read_index(const std::string& index_path);
+
   std::string path_;
+  std::string index_path_;                         // empty for a single file
   std::map<std::string, std::string> weight_map_;  // tensor name -> shard file path
+  mutable std::mutex mutex_;                       // guards open_: loaders may run in threads
   mutable std::map<std::string, std::unique_ptr<SafetensorsFile>> open_;
 };
 

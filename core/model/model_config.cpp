@@ -1,1 +1,288 @@
-// placeholder: filled in by issue #2 work
+// read_hf_config: config.json -> ModelConfig for the families calq runs (formats.md §5).
+// Accepts the transformers ≥ 5 spelling ("dtype", "rope_parameters") and the older one
+// ("torch_dtype", top-level "rope_theta", "rope_scaling"). Everything calq cannot run yet
+// (RoPE scaling, post-LN OPT, GPT-2 attention variants) is refused with a sentence that says so.
+#include "core/model/model_config.h"
+
+#include <fstream>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace calq::core {
+namespace {
+
+using nlohmann::json;
+
+// Typed access to one config.json object; every message names the file and the field.
+class ConfigFields {
+ public:
+  ConfigFields(const std::string& path, const json& object) : path_(path), j_(object) {}
+
+  bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+  const json& at(const char* key) const { return j_.at(key); }
+
+  int64_t required_int(const char* key) const {
+    if (!has(key)) fail("{}: missing field \"{}\"; expected an integer", path_, key);
+    return int_value(key);
+  }
+  int64_t required_positive(const char* key) const {
+    const int64_t v = required_int(key);
+    CALQ_CHECK(v > 0, "{}: field \"{}\" is {}; expected a positive integer", path_, key, v);
+    return v;
+  }
+  std::optional<int64_t> optional_int(const char* key) const {
+    if (!has(key)) return std::nullopt;
+    return int_value(key);
+  }
+  double optional_double(const char* key, double fallback) const {
+    if (!has(key)) return fallback;
+    const json& v = j_.at(key);
+    CALQ_CHECK(v.is_number(), "{}: field \"{}\" is {}; expected a number", path_, key, v.dump());
+    return v.get<double>();
+  }
+  bool optional_bool(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    const json& v = j_.at(key);
+    CALQ_CHECK(v.is_boolean(), "{}: field \"{}\" is {}; expected true or false", path_, key,
+               v.dump());
+    return v.get<bool>();
+  }
+  std::optional<std::string> optional_string(const char* key) const {
+    if (!has(key)) return std::nullopt;
+    const json& v = j_.at(key);
+    CALQ_CHECK(v.is_string(), "{}: field \"{}\" is {}; expected a string", path_, key, v.dump());
+    return v.get<std::string>();
+  }
+  // bos/eos ids: an integer, null, or (Llama 3 style) a list whose first entry we keep.
+  std::optional<int32_t> optional_token_id(const char* key) const {
+    if (!has(key)) return std::nullopt;
+    const json& v = j_.at(key);
+    if (v.is_array()) {
+      if (v.empty() || !v.front().is_number_integer()) return std::nullopt;
+      return v.front().get<int32_t>();
+    }
+    CALQ_CHECK(v.is_number_integer(), "{}: field \"{}\" is {}; expected an integer", path_, key,
+               v.dump());
+    return v.get<int32_t>();
+  }
+
+ private:
+  int64_t int_value(const char* key) const {
+    const json& v = j_.at(key);
+    CALQ_CHECK(v.is_number_integer(), "{}: field \"{}\" is {}; expected an integer", path_, key,
+               v.dump());
+    return v.get<int64_t>();
+  }
+
+  const std::string& path_;
+  const json& j_;
+};
+
+c10::ScalarType parse_dtype(const std::string& path, const ConfigFields& f) {
+  // transformers ≥ 5 writes "dtype"; older files "torch_dtype".
+  std::optional<std::string> name = f.optional_string("dtype");
+  const char* key = "dtype";
+  if (!name) {
+    name = f.optional_string("torch_dtype");
+    key = "torch_dtype";
+  }
+  if (!name) return c10::ScalarType::Float;  // PretrainedConfig's default
+  if (*name == "float32" || *name == "float") return c10::ScalarType::Float;
+  if (*name == "float16" || *name == "half") return c10::ScalarType::Half;
+  if (*name == "bfloat16") return c10::ScalarType::BFloat16;
+  fail("{}: field \"{}\" is \"{}\"; expected float32, float16 or bfloat16", path, key, *name);
+}
+
+// RoPE: only the plain ("default") rotary embedding is implemented.
+double parse_rope_theta(const std::string& path, const ConfigFields& f) {
+  if (f.has("rope_scaling")) {
+    const json& s = f.at("rope_scaling");
+    const std::string type = s.is_object() ? s.value("rope_type", s.value("type", "")) : "";
+    CALQ_CHECK(type == "default", "{}: rope_scaling {} is not supported yet; expected null", path,
+               s.dump());
+  }
+  double theta = f.optional_double("rope_theta", 10000.0);  // LlamaConfig default
+  if (f.has("rope_parameters")) {
+    const json& p = f.at("rope_parameters");
+    CALQ_CHECK(p.is_object(), "{}: field \"rope_parameters\" is {}; expected an object", path,
+               p.dump());
+    const json type = p.value("rope_type", json("default"));
+    CALQ_CHECK(type == "default",
+               "{}: rope_parameters.rope_type {} is not supported yet; expected \"default\"", path,
+               type.dump());
+    if (p.contains("rope_theta")) {
+      CALQ_CHECK(p.at("rope_theta").is_number(),
+                 "{}: field \"rope_parameters.rope_theta\" is {}; expected a number", path,
+                 p.at("rope_theta").dump());
+      theta = p.at("rope_theta").get<double>();
+    }
+  }
+  return theta;
+}
+
+// Llama, Mistral, Qwen2 (formats.md §5.1–5.3).
+void parse_llama_family(const std::string& path, const ConfigFields& f, ModelConfig& c) {
+  c.family = Family::Llama;
+  c.vocab_size = f.required_positive("vocab_size");
+  c.hidden_size = f.required_positive("hidden_size");
+  c.intermediate_size = f.required_positive("intermediate_size");
+  c.n_layers = f.required_positive("num_hidden_layers");
+  c.n_heads = f.required_positive("num_attention_heads");
+  c.n_kv_heads = f.optional_int("num_key_value_heads").value_or(c.n_heads);
+  CALQ_CHECK(c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0,
+             "{}: num_key_value_heads {} does not divide num_attention_heads {}; expected a "
+             "divisor",
+             path, c.n_kv_heads, c.n_heads);
+  if (f.has("head_dim")) {
+    c.head_dim = f.required_positive("head_dim");
+  } else {
+    CALQ_CHECK(c.hidden_size % c.n_heads == 0,
+               "{}: hidden_size {} is not a multiple of num_attention_heads {} and head_dim is "
+               "absent; expected head_dim",
+               path, c.hidden_size, c.n_heads);
+    c.head_dim = c.hidden_size / c.n_heads;
+  }
+  CALQ_CHECK(c.head_dim % 2 == 0, "{}: head_dim {} is odd; expected an even size for RoPE", path,
+             c.head_dim);
+  c.max_positions = f.optional_int("max_position_embeddings").value_or(2048);
+  c.norm_eps = f.optional_double("rms_norm_eps", 1e-6);  // LlamaConfig's default
+  c.rope_theta = parse_rope_theta(path, f);
+  c.activation = f.optional_string("hidden_act").value_or("silu");
+  CALQ_CHECK(c.activation == "silu", "{}: hidden_act \"{}\" is not supported; expected \"silu\"",
+             path, c.activation);
+  c.tie_word_embeddings = f.optional_bool("tie_word_embeddings", false);
+
+  if (c.model_type == "qwen2") {
+    // Qwen2Attention: q/k/v always carry a bias, o_proj never (not a config flag).
+    c.attention_bias = true;
+    c.o_bias = false;
+    c.mlp_bias = false;
+    CALQ_CHECK(!f.optional_bool("use_sliding_window", false),
+               "{}: use_sliding_window true is not supported yet for qwen2; expected false", path);
+  } else {
+    c.attention_bias = f.optional_bool("attention_bias", false);
+    c.o_bias = c.attention_bias;  // LlamaAttention: attention_bias applies to o_proj too
+    c.mlp_bias = f.optional_bool("mlp_bias", false);
+  }
+  if (c.model_type == "mistral" && f.has("sliding_window")) {
+    const int64_t window = f.required_int("sliding_window");
+    CALQ_CHECK(window > 0, "{}: field \"sliding_window\" is {}; expected a positive integer or null",
+               path, window);
+    c.sliding_window = window;
+  }
+}
+
+// OPT, pre-LN variants only (formats.md §5.4).
+void parse_opt(const std::string& path, const ConfigFields& f, ModelConfig& c) {
+  c.family = Family::Opt;
+  c.vocab_size = f.required_positive("vocab_size");
+  c.hidden_size = f.required_positive("hidden_size");
+  c.intermediate_size = f.required_positive("ffn_dim");
+  c.n_layers = f.required_positive("num_hidden_layers");
+  c.n_heads = f.required_positive("num_attention_heads");
+  c.max_positions = f.required_positive("max_position_embeddings");
+  CALQ_CHECK(c.hidden_size % c.n_heads == 0,
+             "{}: hidden_size {} is not a multiple of num_attention_heads {}; expected a multiple",
+             path, c.hidden_size, c.n_heads);
+  c.n_kv_heads = c.n_heads;
+  c.head_dim = c.hidden_size / c.n_heads;
+  c.norm_eps = 1e-5;  // OPT's nn.LayerNorm default, not a config field
+  CALQ_CHECK(f.optional_bool("do_layer_norm_before", true),
+             "{}: do_layer_norm_before false (post-LN OPT, e.g. opt-350m) is not supported; "
+             "expected true",
+             path);
+  const int64_t proj_dim = f.optional_int("word_embed_proj_dim").value_or(c.hidden_size);
+  CALQ_CHECK(proj_dim == c.hidden_size,
+             "{}: word_embed_proj_dim {} differs from hidden_size {} (project_in/project_out, "
+             "e.g. opt-350m) which is not supported; expected them equal",
+             path, proj_dim, c.hidden_size);
+  CALQ_CHECK(!f.optional_bool("_remove_final_layer_norm", false),
+             "{}: _remove_final_layer_norm true is not supported; expected false", path);
+  CALQ_CHECK(f.optional_bool("layer_norm_elementwise_affine", true),
+             "{}: layer_norm_elementwise_affine false is not supported; expected true", path);
+  c.activation = f.optional_string("activation_function").value_or("relu");
+  CALQ_CHECK(c.activation == "relu",
+             "{}: activation_function \"{}\" is not supported for opt; expected \"relu\"", path,
+             c.activation);
+  const bool bias = f.optional_bool("enable_bias", true);
+  c.attention_bias = c.o_bias = c.mlp_bias = bias;
+  c.tie_word_embeddings = f.optional_bool("tie_word_embeddings", true);
+}
+
+// GPT-2 (formats.md §5.5).
+void parse_gpt2(const std::string& path, const ConfigFields& f, ModelConfig& c) {
+  c.family = Family::Gpt2;
+  c.vocab_size = f.required_positive("vocab_size");
+  c.hidden_size = f.required_positive("n_embd");
+  c.n_heads = f.required_positive("n_head");
+  c.n_layers = f.required_positive("n_layer");
+  c.max_positions = f.required_positive("n_positions");
+  CALQ_CHECK(c.hidden_size % c.n_heads == 0,
+             "{}: n_embd {} is not a multiple of n_head {}; expected a multiple", path,
+             c.hidden_size, c.n_heads);
+  c.n_kv_heads = c.n_heads;
+  c.head_dim = c.hidden_size / c.n_heads;
+  c.intermediate_size = f.optional_int("n_inner").value_or(4 * c.hidden_size);  // null -> 4E
+  CALQ_CHECK(c.intermediate_size > 0, "{}: field \"n_inner\" is {}; expected a positive integer",
+             path, c.intermediate_size);
+  c.norm_eps = f.optional_double("layer_norm_epsilon", 1e-5);
+  c.activation = f.optional_string("activation_function").value_or("gelu_new");
+  CALQ_CHECK(c.activation == "gelu_new" || c.activation == "gelu_pytorch_tanh" ||
+                 c.activation == "gelu",
+             "{}: activation_function \"{}\" is not supported for gpt2; expected \"gelu_new\"",
+             path, c.activation);
+  if (c.activation == "gelu_pytorch_tanh") c.activation = "gelu_new";  // the same function
+  CALQ_CHECK(f.optional_bool("scale_attn_weights", true),
+             "{}: scale_attn_weights false is not supported; expected true", path);
+  CALQ_CHECK(!f.optional_bool("scale_attn_by_inverse_layer_idx", false),
+             "{}: scale_attn_by_inverse_layer_idx true is not supported; expected false", path);
+  CALQ_CHECK(!f.optional_bool("reorder_and_upcast_attn", false),
+             "{}: reorder_and_upcast_attn true is not supported; expected false", path);
+  c.attention_bias = c.o_bias = c.mlp_bias = true;  // Conv1D always has a bias
+  c.tie_word_embeddings = f.optional_bool("tie_word_embeddings", true);
+}
+
+}  // namespace
+
+ModelConfig read_hf_config(const std::string& config_json_path) {
+  const std::string& path = config_json_path;
+  std::ifstream in(path);
+  CALQ_CHECK(in.good(), "{}: cannot open; expected an HF config.json", path);
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON ({}); expected an HF config.json", path, e.what());
+  }
+  CALQ_CHECK(j.is_object(), "{}: top level is not an object; expected an HF config.json", path);
+  const ConfigFields f(path, j);
+
+  ModelConfig c;
+  c.source = path;
+  const std::optional<std::string> model_type = f.optional_string("model_type");
+  CALQ_CHECK(model_type.has_value(),
+             "{}: missing field \"model_type\"; expected a string (llama, mistral, qwen2, opt, "
+             "gpt2)",
+             path);
+  c.model_type = *model_type;
+  if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
+    parse_llama_family(path, f, c);
+  } else if (c.model_type == "opt") {
+    parse_opt(path, f, c);
+  } else if (c.model_type == "gpt2") {
+    parse_gpt2(path, f, c);
+  } else {
+    fail("{}: model_type \"{}\" is not supported; expected one of llama, mistral, qwen2, opt, gpt2",
+         path, c.model_type);
+  }
+  c.storage_dtype = parse_dtype(path, f);
+  c.bos_token_id = f.optional_token_id("bos_token_id");
+  c.eos_token_id = f.optional_token_id("eos_token_id");
+  return c;
+}
+
+}  // namespace calq::core

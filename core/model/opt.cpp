@@ -1,1 +1,134 @@
-// placeholder: filled in by issue #2 work
+// OPT forward, op for op as transformers 5 modeling_opt.py (OPTDecoderLayer with
+// do_layer_norm_before = true; OPTAttention scales q right after q_proj, bias included).
+#include "core/model/opt.h"
+
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/model/attention.h"
+#include "core/model/decoder_model.h"
+
+namespace calq::core {
+namespace {
+
+constexpr int64_t kPositionOffset = 2;  // OPTLearnedPositionalEmbedding: position p reads row p+2
+constexpr double kLayerNormEps = 1e-5;  // nn.LayerNorm default; OPT has no config field for it
+
+enum LinearIndex : size_t { kQ, kK, kV, kO, kFc1, kFc2 };
+
+at::Tensor layer_norm(const at::Tensor& x, const Norm& norm) {
+  return at::layer_norm(x, {x.size(-1)}, norm.weight, norm.bias, kLayerNormEps);
+}
+
+class OptLayer final : public NamedDecoderLayer {
+ public:
+  OptLayer(int64_t index, std::vector<std::pair<std::string, Linear>> linears, Norm attn_norm,
+           Norm mlp_norm, const ModelConfig& config)
+      : NamedDecoderLayer(index, std::move(linears), std::move(attn_norm), std::move(mlp_norm)),
+        n_heads_(config.n_heads),
+        head_dim_(config.head_dim) {}
+
+  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
+    const int64_t batch = x.size(0), seq = x.size(1);
+    at::Tensor h = layer_norm(x, attn_norm_);  // self_attn_layer_norm
+    observe(kQ, h, ctx);
+    observe(kK, h, ctx);
+    observe(kV, h, ctx);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+    const at::Tensor q =
+        (at(kQ).forward(h) * scale).view({batch, seq, n_heads_, head_dim_});  // scaled q_proj
+    const at::Tensor k = at(kK).forward(h).view({batch, seq, n_heads_, head_dim_});
+    const at::Tensor v = at(kV).forward(h).view({batch, seq, n_heads_, head_dim_});
+    const at::Tensor attn = causal_attention(q, k, v, /*scale=*/1.0, ctx.causal_mask);
+    at::Tensor out = x + apply(kO, attn, ctx);  // out_proj
+
+    h = layer_norm(out, mlp_norm_);  // final_layer_norm (per layer)
+    const at::Tensor hidden = apply(kFc1, h, ctx).relu_();
+    return out.add_(apply(kFc2, hidden, ctx));
+  }
+
+ private:
+  int64_t n_heads_, head_dim_;
+};
+
+class OptModel final : public DecoderModel {
+ public:
+  OptModel(ModelConfig config, std::shared_ptr<const WeightSource> weights,
+           const LoadOptions& options)
+      : DecoderModel(std::move(config), std::move(weights), options) {
+    const ModelConfig& c = config_;
+    prefix_ = weights_->contains("model.decoder.embed_tokens.weight") ? "model.decoder."
+                                                                     : "decoder.";
+    embed_ = load(prefix_ + "embed_tokens.weight", {c.vocab_size, c.hidden_size});
+    positions_ =
+        load(prefix_ + "embed_positions.weight", {c.max_positions + kPositionOffset, c.hidden_size});
+    final_norm_ = Norm{load(prefix_ + "final_layer_norm.weight", {c.hidden_size}),
+                       load(prefix_ + "final_layer_norm.bias", {c.hidden_size})};
+    head_ = c.tie_word_embeddings ? embed_ : load("lm_head.weight", {c.vocab_size, c.hidden_size});
+  }
+
+  at::Tensor embed(const at::Tensor& ids) override {
+    const at::Tensor checked = check_ids(ids);
+    const int64_t seq = checked.size(1);
+    CALQ_CHECK(seq <= config_.max_positions,
+               "{}: {} tokens exceed max_position_embeddings {}; expected at most that many",
+               path_, seq, config_.max_positions);
+    // No padding: positions are 0..S-1 (cumsum(attention_mask) - 1), rows 2..S+1.
+    return at::embedding(embed_, checked) + positions_.narrow(0, kPositionOffset, seq);
+  }
+
+  ForwardContext make_context(int64_t seq_len) const override {
+    ForwardContext ctx;
+    ctx.seq_len = seq_len;
+    ctx.causal_mask = causal_mask(seq_len);
+    return ctx;
+  }
+
+  at::Tensor logits(const at::Tensor& hidden) override {
+    return project_logits(layer_norm(hidden, final_norm_), head_);
+  }
+
+ protected:
+  std::unique_ptr<DecoderLayer> build_layer(int64_t i) override {
+    const ModelConfig& c = config_;
+    const std::string p = fmt::format("{}layers.{}.", prefix_, i);
+    const int64_t H = c.hidden_size, F = c.intermediate_size;
+    const bool b = c.attention_bias;  // enable_bias covers every linear
+    std::vector<std::pair<std::string, Linear>> linears;
+    linears.emplace_back("attn.q", load_linear(p + "self_attn.q_proj", H, H, b));
+    linears.emplace_back("attn.k", load_linear(p + "self_attn.k_proj", H, H, b));
+    linears.emplace_back("attn.v", load_linear(p + "self_attn.v_proj", H, H, b));
+    linears.emplace_back("attn.o", load_linear(p + "self_attn.out_proj", H, H, b));
+    linears.emplace_back("mlp.fc1", load_linear(p + "fc1", F, H, b));
+    linears.emplace_back("mlp.fc2", load_linear(p + "fc2", H, F, b));
+    Norm attn_norm{load(p + "self_attn_layer_norm.weight", {H}),
+                   load(p + "self_attn_layer_norm.bias", {H})};
+    Norm mlp_norm{load(p + "final_layer_norm.weight", {H}), load(p + "final_layer_norm.bias", {H})};
+    return std::make_unique<OptLayer>(i, std::move(linears), std::move(attn_norm),
+                                      std::move(mlp_norm), c);
+  }
+
+ private:
+  std::string prefix_;    // "model.decoder." or "decoder."
+  at::Tensor embed_;      // [V, H]
+  at::Tensor positions_;  // [max_positions + 2, H]
+  Norm final_norm_;       // model.decoder.final_layer_norm
+  at::Tensor head_;       // [V, H], embed_ itself when tied
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_opt_model(ModelConfig config,
+                                      std::shared_ptr<const WeightSource> weights,
+                                      const LoadOptions& options) {
+  CALQ_ASSERT(config.family == Family::Opt, "make_opt_model given {}", config.model_type);
+  return std::make_unique<OptModel>(std::move(config), std::move(weights), options);
+}
+
+}  // namespace calq::core

@@ -1,0 +1,121 @@
+// `calq eval`: perplexity of a model on a text under the GPTQ protocol (algorithms.md §10.1).
+// stdout gets one result line per text; --json writes the figures with their protocol.
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/eval/eval_text.h"
+#include "core/eval/perplexity.h"
+#include "core/io/atomic_file.h"
+#include "core/log.h"
+#include "core/model/model.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace calq::cli {
+namespace {
+
+struct EvalArgs {
+  std::string model;
+  std::string tokenizer;
+  std::vector<std::string> data;
+  std::string join = "as-is";
+  int64_t seqlen = 2048;
+  int64_t batch_size = 8;
+  int64_t max_windows = 0;
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  std::string json;
+};
+
+c10::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "float16") return at::kHalf;
+  if (name == "bfloat16") return at::kBFloat16;
+  fail("--dtype: unknown value \"{}\"; expected float32, float16 or bfloat16", name);
+}
+
+int run_eval(const EvalArgs& args) {
+  core::LoadOptions load;
+  load.path = args.model;
+  load.tokenizer_path = args.tokenizer;
+  load.device = args.device;
+  load.compute_dtype = parse_dtype(args.dtype);
+  auto model = core::load_model(load);
+  CALQ_CHECK(model->tokenizer() != nullptr,
+             "{}: no tokenizer found beside the model; expected --tokenizer PATH", args.model);
+  const core::TextJoin join = core::parse_text_join(args.join);
+
+  nlohmann::json results = nlohmann::json::array();
+  for (const std::string& path : args.data) {
+    const core::EvalText text = core::read_eval_text(path, join);
+    log::info("tokenizing {} ({} bytes)", path, text.text.size());
+    const std::vector<int32_t> tokens = model->tokenizer()->encode(text.text, /*add_bos=*/true);
+    core::PerplexityOptions options;
+    options.seqlen = args.seqlen;
+    options.batch_size = args.batch_size;
+    options.max_windows = args.max_windows;
+    options.label = "ppl " + text.dataset;
+    core::PerplexityResult r = core::evaluate_perplexity(*model, tokens, options, path);
+    r.dataset = text.dataset;
+    r.join = core::text_join_name(text.join);
+    std::printf("%s: ppl %.4f (seqlen %lld, %lld tokens, %lld windows, join %s)\n",
+                r.dataset.c_str(), r.ppl, static_cast<long long>(r.seqlen),
+                static_cast<long long>(r.tokens), static_cast<long long>(r.windows),
+                r.join.c_str());
+    std::fflush(stdout);
+    results.push_back({{"dataset", r.dataset},
+                       {"path", path},
+                       {"join", r.join},
+                       {"seqlen", r.seqlen},
+                       {"tokens", r.tokens},
+                       {"windows", r.windows},
+                       {"predicted_tokens", r.predicted},
+                       {"nll", r.nll},
+                       {"ppl", r.ppl}});
+  }
+  if (!args.json.empty()) {
+    nlohmann::json doc = {{"model", args.model},
+                          {"tokenizer", model->tokenizer()->path()},
+                          {"device", args.device},
+                          {"dtype", args.dtype},
+                          {"perplexity", results}};
+    core::write_string_atomically(args.json, doc.dump(2) + "\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+CommandRunner add_eval_command(CLI::App& app) {
+  auto args = std::make_shared<EvalArgs>();
+  CLI::App* cmd = app.add_subcommand("eval", "Perplexity of a model on text (GPTQ protocol)");
+  cmd->add_option("--model", args->model, "HF model directory or llama2.c .bin")->required();
+  cmd->add_option("--tokenizer", args->tokenizer,
+                  "Tokenizer file (default: the one beside the model)");
+  cmd->add_option("--data", args->data, "Text file(s) to evaluate")->required();
+  cmd->add_option("--join", args->join,
+                  "as-is (file unchanged) | wikitext-rows (raw WikiText: rows joined by \\n\\n)")
+      ->capture_default_str();
+  cmd->add_option("--seqlen", args->seqlen, "Window length in tokens")->capture_default_str()
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
+  cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-windows", args->max_windows, "Evaluate only the first N windows (0 = all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--device", args->device, "cpu | cuda")->capture_default_str();
+  cmd->add_option("--dtype", args->dtype, "Compute dtype: float32 | float16 | bfloat16")
+      ->capture_default_str();
+  cmd->add_option("--json", args->json, "Write the figures to this JSON file");
+  return [args] { return run_eval(*args); };
+}
+
+}  // namespace calq::cli

@@ -1,0 +1,129 @@
+// `calq inspect PATH`: what a model directory or file holds — architecture, parameter count,
+// quantization config, and (with --tensors) every tensor's dtype and shape.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/io/safetensors.h"
+#include "core/model/model.h"
+#include "core/model/model_config.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace calq::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct InspectArgs {
+  std::string path;
+  bool tensors = false;
+  bool json = false;
+};
+
+const char* family_name(core::Family family) {
+  switch (family) {
+    case core::Family::Llama: return "llama";
+    case core::Family::Opt: return "opt";
+    case core::Family::Gpt2: return "gpt2";
+  }
+  return "?";
+}
+
+nlohmann::json describe_config(const core::ModelConfig& c) {
+  return {{"model_type", c.model_type},     {"family", family_name(c.family)},
+          {"layers", c.n_layers},           {"hidden", c.hidden_size},
+          {"intermediate", c.intermediate_size}, {"heads", c.n_heads},
+          {"kv_heads", c.n_kv_heads},       {"head_dim", c.head_dim},
+          {"vocab", c.vocab_size},          {"max_positions", c.max_positions},
+          {"tied_head", c.tie_word_embeddings}};
+}
+
+int run_inspect(const InspectArgs& args) {
+  nlohmann::json doc = {{"path", args.path}};
+  const bool hf_dir = fs::is_directory(args.path) && fs::exists(fs::path(args.path) / "config.json");
+  if (hf_dir) {
+    const std::string config_path = (fs::path(args.path) / "config.json").string();
+    doc["config"] = describe_config(core::read_hf_config(config_path));
+    std::ifstream in(config_path);
+    const nlohmann::json raw = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    doc["quantization_config"] =
+        raw.is_object() && raw.contains("quantization_config") ? raw["quantization_config"]
+                                                               : nlohmann::json(nullptr);
+    const core::SafetensorsCheckpoint checkpoint(args.path);
+    int64_t params = 0;
+    uint64_t bytes = 0;
+    nlohmann::json tensors = nlohmann::json::array();
+    for (const std::string& name : checkpoint.names()) {
+      const core::TensorInfo& info = checkpoint.info(name);
+      params += info.numel();
+      bytes += info.end - info.begin;
+      if (args.tensors) {
+        tensors.push_back({{"name", name},
+                           {"dtype", std::string(core::dtype_name(info.dtype))},
+                           {"shape", info.shape}});
+      }
+    }
+    doc["tensor_count"] = checkpoint.names().size();
+    doc["stored_elements"] = params;
+    doc["bytes"] = bytes;
+    if (args.tensors) doc["tensors"] = tensors;
+  } else {
+    core::LoadOptions load;
+    load.path = args.path;
+    load.load_tokenizer = false;
+    auto model = core::load_model(load);
+    doc["config"] = describe_config(model->config());
+    doc["stored_elements"] = model->n_parameters();
+    doc["quantization_config"] = nullptr;
+  }
+
+  if (args.json) {
+    std::printf("%s\n", doc.dump(2).c_str());
+    return 0;
+  }
+  const nlohmann::json& c = doc["config"];
+  std::printf("%s\n", args.path.c_str());
+  std::printf("  family        %s (model_type %s)\n", c["family"].get<std::string>().c_str(),
+              c["model_type"].get<std::string>().c_str());
+  std::printf("  layers        %lld, hidden %lld, intermediate %lld\n",
+              c["layers"].get<long long>(), c["hidden"].get<long long>(),
+              c["intermediate"].get<long long>());
+  std::printf("  attention     %lld heads, %lld kv heads, head_dim %lld\n",
+              c["heads"].get<long long>(), c["kv_heads"].get<long long>(),
+              c["head_dim"].get<long long>());
+  std::printf("  vocab         %lld (%s head)\n", c["vocab"].get<long long>(),
+              c["tied_head"].get<bool>() ? "tied" : "untied");
+  std::printf("  elements      %lld stored\n", doc["stored_elements"].get<long long>());
+  std::printf("  quantization  %s\n", doc["quantization_config"].is_null()
+                                          ? "none (float checkpoint)"
+                                          : doc["quantization_config"].dump().c_str());
+  if (args.tensors) {
+    for (const auto& t : doc["tensors"]) {
+      std::printf("  %-60s %-5s %s\n", t["name"].get<std::string>().c_str(),
+                  t["dtype"].get<std::string>().c_str(),
+                  fmt::format("{}", t["shape"].get<std::vector<int64_t>>()).c_str());
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+CommandRunner add_inspect_command(CLI::App& app) {
+  auto args = std::make_shared<InspectArgs>();
+  CLI::App* cmd = app.add_subcommand("inspect", "Architecture, sizes and quantization config");
+  cmd->add_option("path", args->path, "HF model directory or llama2.c .bin")->required();
+  cmd->add_flag("--tensors", args->tensors, "List every tensor with dtype and shape");
+  cmd->add_flag("--json", args->json, "Print JSON instead of text");
+  return [args] { return run_inspect(*args); };
+}
+
+}  // namespace calq::cli

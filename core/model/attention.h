@@ -1,0 +1,18 @@
+// Causal multi-head / grouped-query attention as one batched matmul per step (no per-head
+// loops), shared by the Llama, OPT and GPT-2 layers. Numerics follow transformers'
+// eager_attention_forward: scores in the compute dtype, softmax in float32, cast back.
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+namespace calq::core {
+
+/// q: [B, S, nh, hd], k and v: [B, S, nkv, hd] (nkv divides nh; query head h reads kv head
+/// h / (nh / nkv), as transformers repeat_kv), mask: [S, S] additive (0 / -inf) in q's dtype.
+/// Returns softmax(q kᵀ · scale + mask) v as [B, S, nh · hd] in q's dtype.
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            double scale, const at::Tensor& mask);
+
+}  // namespace calq::core

@@ -1,0 +1,76 @@
+// The machinery the three family implementations share: a Model that materialises decoder
+// layers from a WeightSource on demand and frees them on release, and a DecoderLayer base that
+// resolves the uniform linear/norm names. Families (llama.h, opt.h, gpt2.h) add the math.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/model/model.h"
+#include "core/model/weight_source.h"
+
+namespace calq::core {
+
+/// A decoder layer whose linears live in a name-ordered list (execution order) and whose two
+/// norms are norm.attn / norm.mlp.
+class NamedDecoderLayer : public DecoderLayer {
+ public:
+  NamedDecoderLayer(int64_t index, std::vector<std::pair<std::string, Linear>> linears,
+                    Norm attn_norm, Norm mlp_norm);
+  Linear& linear(std::string_view name) override;
+  std::vector<std::string> linear_names() const override;
+  Norm& norm(std::string_view name) override;
+  int64_t index() const override { return index_; }
+
+ protected:
+  /// The k-th linear in execution order (families index with their own enum).
+  Linear& at(size_t k) { return linears_[k].second; }
+  /// Calls ctx.observer (if any) with the input of the k-th linear, then applies it.
+  at::Tensor apply(size_t k, const at::Tensor& x, const ForwardContext& ctx);
+  void observe(size_t k, const at::Tensor& x, const ForwardContext& ctx) const;
+
+  int64_t index_;
+  std::vector<std::pair<std::string, Linear>> linears_;
+  Norm attn_norm_;
+  Norm mlp_norm_;
+};
+
+/// A Model over a WeightSource with lazily built layers. Subclasses load their resident
+/// tensors (embeddings, final norm, head) in their constructor and build layers in build_layer.
+class DecoderModel : public Model {
+ public:
+  DecoderModel(ModelConfig config, std::shared_ptr<const WeightSource> weights,
+               const LoadOptions& options);
+  const ModelConfig& config() const override { return config_; }
+  DecoderLayer& layer(int64_t i) override;
+  void release(int64_t i) override;
+
+ protected:
+  virtual std::unique_ptr<DecoderLayer> build_layer(int64_t i) = 0;
+
+  /// Checked load of one tensor, converted to the compute dtype and device.
+  at::Tensor load(const std::string& name, const std::vector<int64_t>& shape) const;
+  /// `prefix`.weight [out, in] and, when `bias`, `prefix`.bias [out].
+  Linear load_linear(const std::string& prefix, int64_t out, int64_t in, bool bias) const;
+  /// float32 logits of hidden [.., H] against head weight [V, H] (compute dtype matmul, as
+  /// transformers' lm_head followed by .float()).
+  static at::Tensor project_logits(const at::Tensor& hidden, const at::Tensor& head);
+  /// ids [batch, seq] int64 on the model's device, checked against the vocabulary.
+  at::Tensor check_ids(const at::Tensor& ids) const;
+  /// The additive causal mask [seq, seq] in the compute dtype (0 / -inf), optionally limited
+  /// to the last `window` keys (Mistral sliding window).
+  at::Tensor causal_mask(int64_t seq_len, int64_t window = 0) const;
+
+  ModelConfig config_;
+  std::shared_ptr<const WeightSource> weights_;
+  c10::Device device_obj_;
+  std::vector<std::unique_ptr<DecoderLayer>> layers_;
+};
+
+}  // namespace calq::core

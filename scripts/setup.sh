@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs calq's build dependencies from Debian packages. Idempotent and quiet: when every
+# package is already installed it does nothing (no apt-get update, no network).
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config ccache
+  libtorch-dev libeigen3-dev libopenblas-dev libyaml-cpp-dev catch2
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsentencepiece-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done" >&2
