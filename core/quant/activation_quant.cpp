@@ -1,0 +1,91 @@
+#include "core/quant/activation_quant.h"
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+
+namespace calq::core {
+namespace {
+
+QuantSpec as_uniform_spec(const ActQuantSpec& spec) {
+  QuantSpec q;
+  q.bits = spec.bits;
+  q.grid = activation_grid(spec);
+  q.granularity = Granularity::PerChannel;  // one per row of the 2-d view; validated below
+  q.group_size = -1;
+  validate(q);
+  return q;
+}
+
+at::Tensor rows_of(const at::Tensor& x) {
+  CALQ_CHECK(x.dim() >= 1 && x.numel() > 0 && at::isFloatingType(x.scalar_type()),
+             "cannot quantize a {}-d {} activation with {} elements; expected a non-empty "
+             "floating-point [..., in] tensor",
+             x.dim(), c10::toString(x.scalar_type()), x.numel());
+  return x.reshape({-1, x.size(-1)});
+}
+
+}  // namespace
+
+Grid activation_grid(const ActQuantSpec& spec) {
+  return spec.sym ? Grid::Absmax : Grid::AwqAsym;
+}
+
+QuantParams fit_activation_params(const at::Tensor& x, const ActQuantSpec& spec) {
+  const QuantSpec q = as_uniform_spec(spec);
+  const at::Tensor rows = rows_of(x);
+  if (spec.granularity == ActGranularity::PerTensor) {
+    const QuantParams p = fit_params_last_dim(rows.reshape({-1}), q);  // 0-dim
+    return {p.scale.reshape({1}), p.zero.reshape({1})};
+  }
+  const QuantParams p = fit_params_last_dim(rows, q);
+  const at::IntArrayRef lead = x.sizes().slice(0, x.dim() - 1);
+  return {p.scale.reshape(lead), p.zero.reshape(lead)};
+}
+
+at::Tensor fake_quantize_activations(const at::Tensor& x,
+                                     const ActQuantSpec& spec,
+                                     const std::optional<at::Tensor>& static_scale,
+                                     const std::optional<at::Tensor>& static_zero) {
+  const QuantSpec q = as_uniform_spec(spec);
+  const at::Tensor rows = rows_of(x).to(at::kFloat);
+  at::Tensor scale;
+  at::Tensor zero;
+  if (static_scale.has_value()) {
+    CALQ_CHECK(spec.granularity == ActGranularity::PerTensor,
+               "a static activation scale is one scale per tensor; expected per-tensor "
+               "granularity, not per-token");
+    CALQ_CHECK(static_scale->numel() == 1 && static_scale->item<double>() > 0,
+               "static activation scale: expected one positive value; got {} values",
+               static_scale->numel());
+    scale = static_scale->to(rows.device(), at::kFloat).reshape({1});
+    if (spec.sym) {
+      CALQ_CHECK(!static_zero.has_value() ||
+                     (static_zero->numel() == 1 && static_zero->item<double>() == 0),
+                 "static activation zero point given for a symmetric grid; expected none or 0");
+      zero = at::zeros({1}, rows.options().dtype(at::kInt));
+    } else {
+      CALQ_CHECK(static_zero.has_value() && static_zero->numel() == 1,
+                 "asymmetric static activation quantization needs one zero point; expected "
+                 "static_zero with one value");
+      zero = static_zero->to(rows.device(), at::kInt).reshape({1});
+      const int32_t z = zero.item<int32_t>();
+      const CodeRange cr = code_range(q.grid, q.bits);
+      CALQ_CHECK(z >= cr.qmin && z <= cr.qmax,
+                 "static activation zero point {} is outside the {}-bit code range [{}, {}]", z,
+                 q.bits, cr.qmin, cr.qmax);
+    }
+  } else {
+    CALQ_CHECK(!static_zero.has_value(), "static activation zero point given without a scale");
+    const QuantParams p = spec.granularity == ActGranularity::PerTensor
+                              ? fit_params_last_dim(rows.reshape({-1}), q)  // 0-dim
+                              : fit_params_last_dim(rows, q);               // [tokens]
+    scale = p.scale.reshape({-1});
+    zero = p.zero.reshape({-1});
+  }
+  // [tokens] or [1] params → [tokens, 1] / [1, 1] against rows [tokens, in].
+  const at::Tensor codes = quantize_codes(rows, scale, zero, q);
+  return dequantize(codes, scale, zero).reshape(x.sizes()).to(x.scalar_type());
+}
+
+}  // namespace calq::core
