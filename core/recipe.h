@@ -1,0 +1,134 @@
+// The recipe: recipe.yaml (+ --set overrides) validated into plain structs with every default
+// filled (key names and defaults: docs/recipe.md, design.md "Recipe (YAML)"). All user-facing
+// checks happen in load_recipe; errors name the file and the key path. Pass options stay as
+// core::Options views: each pass (algorithms/) parses and finish()es its own.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/eval/eval_text.h"
+#include "core/options.h"
+
+namespace calq::core {
+
+/// A path from the recipe. Relative paths written in the file are resolved against the recipe
+/// file's directory; relative paths given with --set against the current directory (where the
+/// shell user typed them). `resolved` is absolute and lexically normal.
+struct RecipePath {
+  std::string resolved;    ///< what to open
+  std::string as_written;  ///< the string in the recipe or the --set value
+};
+
+enum class Device { Cpu, Cuda };
+enum class ComputeDtype { Float32, Float16, BFloat16 };
+enum class WeightFormat { Int, Fp8E4M3, Fp8E5M2, Fp4E2M1, Nf4 };
+enum class QuantGrid { Gptq, Ct, Awq, Absmax };  ///< grid conventions, algorithms.md §1.1
+enum class ScaleDtype { Float16, Float32, BFloat16 };
+enum class ActGranularity { Token, Tensor };
+enum class SaveFormat { Fake, Gptq, Awq, CompressedTensors };
+
+struct ModelSection {
+  RecipePath path;                      ///< HF model directory or llama2.c .bin
+  std::optional<RecipePath> tokenizer;  ///< only where the model has none of its own
+  Device device = Device::Cpu;
+  ComputeDtype dtype = ComputeDtype::Float32;
+};
+
+struct CalibrationSection {
+  RecipePath data;  ///< calibration text
+  int64_t n_samples = 128;
+  int64_t seqlen = 2048;
+  int64_t seed = 0;                   ///< >= 0; the only seed calibration draws from
+  std::optional<RecipePath> offsets;  ///< one token offset per line; replays exact windows
+};
+
+struct WeightScheme {
+  int bits = 4;              ///< 2, 3, 4, 8 for int; implied by the fp/nf formats (8 or 4)
+  int64_t group_size = 128;  ///< > 0, or -1 = per output channel
+  bool sym = false;
+  WeightFormat format = WeightFormat::Int;
+  QuantGrid grid = QuantGrid::Gptq;
+  ScaleDtype scale_dtype = ScaleDtype::Float16;
+};
+
+struct ActivationScheme {
+  int bits = 8;  ///< 4 or 8
+  ActGranularity granularity = ActGranularity::Token;
+  bool dynamic = true;
+  bool sym = true;
+};
+
+/// Per-linear weight overrides (mixed precision): fields left empty keep the scheme's value.
+struct WeightOverride {
+  std::string pattern;  ///< glob over uniform linear names, e.g. "mlp.down" or "attn.*"
+  std::optional<int> bits;
+  std::optional<int64_t> group_size;
+  std::optional<bool> sym;
+};
+
+struct SchemeSection {
+  WeightScheme weights;
+  std::optional<ActivationScheme> activations;  ///< nullopt = activations stay float
+  std::vector<std::string> targets = {"attn.*", "mlp.*"};
+  std::vector<WeightOverride> overrides;  ///< in file order
+};
+
+struct PassEntry {
+  std::string name;  ///< the YAML key: "gptq", "rtn", ...
+  Options options;   ///< key path "passes.<i>.<name>"; the pass reads and finish()es it
+};
+
+struct PerplexityEval {
+  RecipePath data;
+  int64_t seqlen = 2048;
+  TextJoin join = TextJoin::AsIs;
+  int64_t max_windows = 0;  ///< 0 = every window
+};
+
+struct EvalSection {
+  std::vector<PerplexityEval> perplexity;
+};
+
+struct SaveSection {
+  SaveFormat format = SaveFormat::Fake;
+  RecipePath path;
+};
+
+struct Recipe {
+  std::string file;                    ///< the recipe path as given
+  std::vector<std::string> overrides;  ///< the --set strings, in order
+  ModelSection model;
+  std::optional<CalibrationSection> calibration;  ///< absent section = none
+  SchemeSection scheme;
+  std::vector<PassEntry> passes;  ///< empty = plain RTN to the scheme
+  EvalSection eval;
+  std::optional<SaveSection> save;  ///< absent = no export
+
+  /// The fully resolved recipe as JSON text (report.json "recipe"): every section with its
+  /// defaults, paths resolved, absent optional sections as null. Pass options include the
+  /// defaults their pass has read so far, so call it after the passes are built.
+  std::string resolved_json(int indent = -1) const;
+  /// FNV-1a 64 over resolved_json() with sorted keys and no whitespace (a cache key); the same
+  /// caveat on pass defaults applies.
+  uint64_t hash() const;
+  std::string hash_hex() const;  ///< 16 lowercase hex digits
+};
+
+/// Reads `path` (YAML), applies each "key.path=value" override (the value parsed as YAML:
+/// `bits=3`, `offsets=null`, `targets=[attn.*]`; numeric parts index lists; missing keys are
+/// created), validates, and fills defaults. Throws calq::Error "<path>: <key.path>: ...".
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Names as written in YAML, for logs and report.json.
+const char* device_name(Device device);
+const char* compute_dtype_name(ComputeDtype dtype);
+const char* weight_format_name(WeightFormat format);
+const char* quant_grid_name(QuantGrid grid);
+const char* scale_dtype_name(ScaleDtype dtype);
+const char* act_granularity_name(ActGranularity granularity);
+const char* save_format_name(SaveFormat format);
+
+}  // namespace calq::core

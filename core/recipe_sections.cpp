@@ -1,0 +1,369 @@
+#include "core/recipe_sections.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "core/options_tree.h"
+
+namespace calq::core {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// One table per enum: the YAML names, in the order error messages list them.
+template <typename E>
+using NameTable = std::vector<std::pair<const char*, E>>;
+
+const NameTable<Device> kDevices = {{"cpu", Device::Cpu}, {"cuda", Device::Cuda}};
+const NameTable<ComputeDtype> kComputeDtypes = {{"float32", ComputeDtype::Float32},
+                                                {"float16", ComputeDtype::Float16},
+                                                {"bfloat16", ComputeDtype::BFloat16}};
+const NameTable<WeightFormat> kWeightFormats = {{"int", WeightFormat::Int},
+                                                {"fp8_e4m3", WeightFormat::Fp8E4M3},
+                                                {"fp8_e5m2", WeightFormat::Fp8E5M2},
+                                                {"fp4_e2m1", WeightFormat::Fp4E2M1},
+                                                {"nf4", WeightFormat::Nf4}};
+const NameTable<QuantGrid> kGrids = {{"gptq", QuantGrid::Gptq},
+                                     {"ct", QuantGrid::Ct},
+                                     {"awq", QuantGrid::Awq},
+                                     {"absmax", QuantGrid::Absmax}};
+const NameTable<ScaleDtype> kScaleDtypes = {{"float16", ScaleDtype::Float16},
+                                            {"float32", ScaleDtype::Float32},
+                                            {"bfloat16", ScaleDtype::BFloat16}};
+const NameTable<ActGranularity> kGranularities = {{"token", ActGranularity::Token},
+                                                  {"tensor", ActGranularity::Tensor}};
+const NameTable<SaveFormat> kSaveFormats = {{"fake", SaveFormat::Fake},
+                                            {"gptq", SaveFormat::Gptq},
+                                            {"awq", SaveFormat::Awq},
+                                            {"compressed-tensors", SaveFormat::CompressedTensors}};
+const NameTable<TextJoin> kJoins = {{"as-is", TextJoin::AsIs},
+                                    {"wikitext-rows", TextJoin::WikitextRows}};
+
+const std::vector<int64_t> kWeightBits = {2, 3, 4, 8};
+
+template <typename E>
+const char* name_in(const NameTable<E>& table, E value) {
+  for (const auto& [name, v] : table) {
+    if (v == value)
+      return name;
+  }
+  return "?";
+}
+
+template <typename E>
+E get_enum(const Options& o, const std::string& key, E fallback, const NameTable<E>& table) {
+  std::vector<std::string> names;
+  for (const auto& entry : table)
+    names.push_back(entry.first);
+  const std::string name = o.get_string_in(key, name_in(table, fallback), names);
+  for (const auto& [n, v] : table) {
+    if (name == n)
+      return v;
+  }
+  return fallback;
+}
+
+// Checks the keys of a section before reading it, so a typo'd required key reports "unknown
+// key; did you mean" rather than "missing".
+void expect_keys(const Options& o, const std::vector<std::string>& keys) {
+  o.declare(keys);
+  o.finish();
+}
+
+std::optional<RecipePath> find_path(const Options& o, const std::string& key) {
+  const auto written = o.find_string(key);
+  if (!written)
+    return std::nullopt;
+  if (written->empty())
+    o.fail(key, "empty path; expected a file or directory");
+  // In-file paths are relative to the recipe (recipes travel with their data); --set paths
+  // relative to the current directory, where the shell user typed them.
+  const fs::path base = detail::OptionsAccess::from_override(o, key)
+                            ? fs::current_path()
+                            : fs::absolute(fs::path(o.file())).parent_path();
+  const fs::path p(*written);
+  return RecipePath{(p.is_absolute() ? p : base / p).lexically_normal().string(), *written};
+}
+
+RecipePath require_path(const Options& o, const std::string& key) {
+  if (auto p = find_path(o, key))
+    return *p;
+  o.fail(key, "missing; expected a path");
+}
+
+void check_group_size(const Options& o, const std::string& key, int64_t group_size) {
+  if (group_size == 0 || group_size < -1) {
+    o.fail(key, "{} is not a valid group size; expected a positive integer or -1 (per channel)",
+           group_size);
+  }
+}
+
+ModelSection read_model(const Options& root) {
+  const auto m = root.find_child("model");
+  if (!m)
+    root.fail("model", "missing; expected a mapping with at least path");
+  expect_keys(*m, {"path", "tokenizer", "device", "dtype"});
+  ModelSection out;
+  out.path = require_path(*m, "path");
+  out.tokenizer = find_path(*m, "tokenizer");
+  out.device = get_enum(*m, "device", out.device, kDevices);
+  out.dtype = get_enum(*m, "dtype", out.dtype, kComputeDtypes);
+  return out;
+}
+
+std::optional<CalibrationSection> read_calibration(const Options& root) {
+  const auto c = root.find_child("calibration");
+  if (!c)
+    return std::nullopt;
+  expect_keys(*c, {"data", "nsamples", "seqlen", "seed", "offsets"});
+  CalibrationSection out;
+  out.data = require_path(*c, "data");
+  out.n_samples = c->get_int_at_least("nsamples", out.n_samples, 1);
+  out.seqlen = c->get_int_at_least("seqlen", out.seqlen, 2);  // one predicted token at least
+  out.seed = c->get_int_at_least("seed", out.seed, 0);
+  out.offsets = find_path(*c, "offsets");
+  return out;
+}
+
+int weight_format_bits(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::Fp8E4M3:
+    case WeightFormat::Fp8E5M2:
+      return 8;
+    case WeightFormat::Fp4E2M1:
+    case WeightFormat::Nf4:
+      return 4;
+    case WeightFormat::Int:
+      break;
+  }
+  return 0;
+}
+
+WeightScheme read_weights(const Options& w) {
+  expect_keys(w, {"bits", "group_size", "sym", "format", "grid", "scale_dtype"});
+  WeightScheme out;
+  out.format = get_enum(w, "format", out.format, kWeightFormats);
+  if (const int width = weight_format_bits(out.format); width != 0) {
+    // A float/NF format fixes its width; bits may repeat it but not contradict it.
+    const int64_t bits = w.get_int("bits", width);
+    if (bits != width) {
+      w.fail("bits", "{} does not match format {}; expected {}", bits,
+             weight_format_name(out.format), width);
+    }
+    out.bits = width;
+  } else {
+    out.bits = static_cast<int>(w.get_int_in("bits", out.bits, kWeightBits));
+  }
+  out.group_size = w.get_int("group_size", out.group_size);
+  check_group_size(w, "group_size", out.group_size);
+  out.sym = w.get_bool("sym", out.sym);
+  out.grid = get_enum(w, "grid", out.grid, kGrids);
+  out.scale_dtype = get_enum(w, "scale_dtype", out.scale_dtype, kScaleDtypes);
+  return out;
+}
+
+std::optional<ActivationScheme> read_activations(const Options& scheme) {
+  const auto a = scheme.find_child("activations");
+  if (!a)
+    return std::nullopt;
+  expect_keys(*a, {"bits", "granularity", "dynamic", "sym"});
+  ActivationScheme out;
+  out.bits = static_cast<int>(a->get_int_in("bits", out.bits, {4, 8}));
+  out.granularity = get_enum(*a, "granularity", out.granularity, kGranularities);
+  out.dynamic = a->get_bool("dynamic", out.dynamic);
+  out.sym = a->get_bool("sym", out.sym);
+  return out;
+}
+
+std::vector<WeightOverride> read_weight_overrides(const Options& scheme) {
+  std::vector<WeightOverride> out;
+  const auto ov = scheme.find_child("overrides");
+  if (!ov)
+    return out;
+  for (const auto& pattern : ov->keys()) {
+    if (pattern.empty())
+      ov->fail(pattern, "empty pattern; expected a glob over linear names");
+    const Options e = ov->child(pattern);
+    expect_keys(e, {"bits", "group_size", "sym"});
+    WeightOverride entry{pattern, std::nullopt, std::nullopt, std::nullopt};
+    if (e.has("bits"))
+      entry.bits = static_cast<int>(e.get_int_in("bits", 0, kWeightBits));
+    if ((entry.group_size = e.find_int("group_size"))) {
+      check_group_size(e, "group_size", *entry.group_size);
+    }
+    entry.sym = e.find_bool("sym");
+    out.push_back(entry);
+  }
+  return out;
+}
+
+SchemeSection read_scheme(const Options& root) {
+  const Options s = root.child("scheme");
+  expect_keys(s, {"weights", "activations", "targets", "overrides"});
+  SchemeSection out;
+  out.weights = read_weights(s.child("weights"));
+  out.activations = read_activations(s);
+  out.targets = s.get_strings("targets", out.targets);
+  if (out.targets.empty())
+    s.fail("targets", "empty list; expected at least one glob pattern");
+  for (size_t i = 0; i < out.targets.size(); ++i) {
+    if (out.targets[i].empty()) {
+      s.fail("targets." + std::to_string(i), "empty pattern; expected a glob over linear names");
+    }
+  }
+  out.overrides = read_weight_overrides(s);
+  return out;
+}
+
+EvalSection read_eval(const Options& root) {
+  const Options e = root.child("eval");
+  expect_keys(e, {"perplexity"});
+  EvalSection out;
+  for (const Options& p : e.get_list_of_maps("perplexity")) {
+    expect_keys(p, {"data", "seqlen", "join", "max_windows"});
+    PerplexityEval item;
+    item.data = require_path(p, "data");
+    item.seqlen = p.get_int_at_least("seqlen", item.seqlen, 2);
+    item.join = get_enum(p, "join", item.join, kJoins);
+    item.max_windows = p.get_int_at_least("max_windows", item.max_windows, 0);
+    out.perplexity.push_back(item);
+  }
+  return out;
+}
+
+std::optional<SaveSection> read_save(const Options& root) {
+  const auto s = root.find_child("save");
+  if (!s)
+    return std::nullopt;
+  expect_keys(*s, {"format", "path"});
+  std::vector<std::string> names;
+  for (const auto& entry : kSaveFormats)
+    names.push_back(entry.first);
+  if (!s->has("format"))
+    s->fail("format", "missing; expected one of {}", fmt::join(names, ", "));
+  SaveSection out;
+  out.format = get_enum(*s, "format", out.format, kSaveFormats);
+  out.path = require_path(*s, "path");
+  return out;
+}
+
+Json path_json(const std::optional<RecipePath>& p) {
+  return p ? Json(p->resolved) : Json(nullptr);
+}
+
+Json resolved_tree(const Recipe& r) {
+  Json out = Json::object();
+  out["model"] = {{"path", r.model.path.resolved},
+                  {"tokenizer", path_json(r.model.tokenizer)},
+                  {"device", device_name(r.model.device)},
+                  {"dtype", compute_dtype_name(r.model.dtype)}};
+  out["calibration"] = nullptr;
+  if (const auto& c = r.calibration) {
+    out["calibration"] = {{"data", c->data.resolved},
+                          {"nsamples", c->n_samples},
+                          {"seqlen", c->seqlen},
+                          {"seed", c->seed},
+                          {"offsets", path_json(c->offsets)}};
+  }
+  const WeightScheme& w = r.scheme.weights;
+  Json scheme = Json::object();
+  scheme["weights"] = {{"bits", w.bits},
+                       {"group_size", w.group_size},
+                       {"sym", w.sym},
+                       {"format", weight_format_name(w.format)},
+                       {"grid", quant_grid_name(w.grid)},
+                       {"scale_dtype", scale_dtype_name(w.scale_dtype)}};
+  scheme["activations"] = nullptr;
+  if (const auto& a = r.scheme.activations) {
+    scheme["activations"] = {{"bits", a->bits},
+                             {"granularity", act_granularity_name(a->granularity)},
+                             {"dynamic", a->dynamic},
+                             {"sym", a->sym}};
+  }
+  scheme["targets"] = r.scheme.targets;
+  scheme["overrides"] = Json::object();
+  for (const auto& o : r.scheme.overrides) {
+    Json entry = Json::object();
+    if (o.bits)
+      entry["bits"] = *o.bits;
+    if (o.group_size)
+      entry["group_size"] = *o.group_size;
+    if (o.sym)
+      entry["sym"] = *o.sym;
+    scheme["overrides"][o.pattern] = entry;
+  }
+  out["scheme"] = scheme;
+  out["passes"] = Json::array();
+  for (const auto& p : r.passes) {
+    Json options = detail::OptionsAccess::resolved(p.options);
+    if (options.is_null())
+      options = Json::object();
+    out["passes"].push_back(Json::object({{p.name, options}}));
+  }
+  out["eval"] = {{"perplexity", Json::array()}};
+  for (const auto& p : r.eval.perplexity) {
+    out["eval"]["perplexity"].push_back({{"data", p.data.resolved},
+                                         {"seqlen", p.seqlen},
+                                         {"join", text_join_name(p.join)},
+                                         {"max_windows", p.max_windows}});
+  }
+  out["save"] = nullptr;
+  if (r.save)
+    out["save"] = {{"format", save_format_name(r.save->format)}, {"path", r.save->path.resolved}};
+  return out;
+}
+
+}  // namespace
+
+void detail::read_sections(const Options& root, Recipe& recipe) {
+  expect_keys(root, {"model", "calibration", "scheme", "passes", "eval", "save"});
+  recipe.model = read_model(root);
+  recipe.calibration = read_calibration(root);
+  recipe.scheme = read_scheme(root);
+  recipe.eval = read_eval(root);
+  recipe.save = read_save(root);
+}
+
+std::string Recipe::resolved_json(int indent) const {
+  return resolved_tree(*this).dump(indent);
+}
+
+uint64_t Recipe::hash() const {
+  // Sorted keys (nlohmann::json, not ordered_json) so the hash ignores the file's key order.
+  const std::string canonical = nlohmann::json::parse(resolved_tree(*this).dump()).dump();
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64 offset basis
+  for (unsigned char c : canonical) {
+    h ^= c;
+    h *= 0x100000001b3ULL;  // FNV-1a 64 prime
+  }
+  return h;
+}
+
+std::string Recipe::hash_hex() const {
+  return fmt::format("{:016x}", hash());
+}
+
+const char* device_name(Device device) {
+  return name_in(kDevices, device);
+}
+const char* compute_dtype_name(ComputeDtype dtype) {
+  return name_in(kComputeDtypes, dtype);
+}
+const char* weight_format_name(WeightFormat format) {
+  return name_in(kWeightFormats, format);
+}
+const char* quant_grid_name(QuantGrid grid) {
+  return name_in(kGrids, grid);
+}
+const char* scale_dtype_name(ScaleDtype dtype) {
+  return name_in(kScaleDtypes, dtype);
+}
+const char* act_granularity_name(ActGranularity g) {
+  return name_in(kGranularities, g);
+}
+const char* save_format_name(SaveFormat format) {
+  return name_in(kSaveFormats, format);
+}
+
+}  // namespace calq::core
