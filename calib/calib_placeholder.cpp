@@ -1,2 +1,0 @@
-// placeholder until the calibration engine (issue #3)
-namespace calq::calib { int calib_module_anchor = 0; }
