@@ -12,7 +12,9 @@ namespace calq::cli {
 
 using CommandRunner = std::function<int()>;
 
+CommandRunner add_run_command(CLI::App& app);
 CommandRunner add_eval_command(CLI::App& app);
 CommandRunner add_inspect_command(CLI::App& app);
+CommandRunner add_bench_command(CLI::App& app);
 
 }  // namespace calq::cli

@@ -39,8 +39,10 @@ int run(int argc, char** argv) {
     calq::cli::CommandRunner runner = adder(app);
     runners[app.get_subcommands({}).at(before)] = std::move(runner);
   };
+  add(calq::cli::add_run_command);
   add(calq::cli::add_eval_command);
   add(calq::cli::add_inspect_command);
+  add(calq::cli::add_bench_command);
 
   try {
     app.parse(argc, argv);

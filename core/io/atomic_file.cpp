@@ -1,9 +1,5 @@
 #include "core/io/atomic_file.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -11,6 +7,10 @@
 #include <filesystem>
 #include <streambuf>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -26,7 +26,8 @@ class FdStreamBuf : public std::streambuf {
 
  protected:
   int_type overflow(int_type ch) override {
-    if (!flush_buffer()) return traits_type::eof();
+    if (!flush_buffer())
+      return traits_type::eof();
     if (!traits_type::eq_int_type(ch, traits_type::eof())) {
       *pptr() = traits_type::to_char_type(ch);
       pbump(1);
@@ -36,8 +37,10 @@ class FdStreamBuf : public std::streambuf {
 
   std::streamsize xsputn(const char* s, std::streamsize n) override {
     // Tensor payloads are large: write them straight through instead of copying via the buffer.
-    if (n < static_cast<std::streamsize>(buffer_.size())) return std::streambuf::xsputn(s, n);
-    if (!flush_buffer() || !write_all(s, static_cast<std::size_t>(n))) return 0;
+    if (n < static_cast<std::streamsize>(buffer_.size()))
+      return std::streambuf::xsputn(s, n);
+    if (!flush_buffer() || !write_all(s, static_cast<std::size_t>(n)))
+      return 0;
     return n;
   }
 
@@ -51,17 +54,20 @@ class FdStreamBuf : public std::streambuf {
 
   bool flush_buffer() {
     const auto n = static_cast<std::size_t>(pptr() - pbase());
-    if (n > 0 && !write_all(pbase(), n)) return false;
+    if (n > 0 && !write_all(pbase(), n))
+      return false;
     reset_put_area();
     return true;
   }
 
   bool write_all(const char* p, std::size_t n) {
-    if (error_ != 0) return false;
+    if (error_ != 0)
+      return false;
     while (n > 0) {
       const ssize_t written = ::write(fd_, p, std::min(n, kMaxWriteBytes));
       if (written < 0) {
-        if (errno == EINTR) continue;
+        if (errno == EINTR)
+          continue;
         error_ = errno;
         return false;
       }
@@ -86,17 +92,20 @@ class TempFile {
       do {
         fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
       } while (fd_ < 0 && errno == EINTR);
-      if (fd_ < 0 && errno != EEXIST) break;
+      if (fd_ < 0 && errno != EEXIST)
+        break;
     }
     if (fd_ < 0) {
-      fail("{}: cannot create temporary file {}: {}; expected a writable directory", target,
-           path_, std::strerror(errno));
+      fail("{}: cannot create temporary file {}: {}; expected a writable directory", target, path_,
+           std::strerror(errno));
     }
   }
 
   ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
+    if (fd_ >= 0)
+      ::close(fd_);
+    if (!committed_)
+      ::unlink(path_.c_str());
   }
 
   TempFile(const TempFile&) = delete;
@@ -105,10 +114,12 @@ class TempFile {
   int fd() const { return fd_; }
 
   void commit() {
-    if (::fsync(fd_) != 0) fail("{}: fsync of {} failed: {}", target_, path_, std::strerror(errno));
+    if (::fsync(fd_) != 0)
+      fail("{}: fsync of {} failed: {}", target_, path_, std::strerror(errno));
     const int fd = fd_;
     fd_ = -1;
-    if (::close(fd) != 0) fail("{}: close of {} failed: {}", target_, path_, std::strerror(errno));
+    if (::close(fd) != 0)
+      fail("{}: close of {} failed: {}", target_, path_, std::strerror(errno));
     if (::rename(path_.c_str(), target_.c_str()) != 0) {
       fail("{}: cannot rename {} to it: {}", target_, path_, std::strerror(errno));
     }
@@ -120,9 +131,11 @@ class TempFile {
   // Makes the rename itself durable. Best effort: some file systems refuse fsync on directories.
   void sync_parent_directory() const {
     std::string dir = std::filesystem::path(target_).parent_path().string();
-    if (dir.empty()) dir = ".";
+    if (dir.empty())
+      dir = ".";
     const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd < 0) return;
+    if (dir_fd < 0)
+      return;
     ::fsync(dir_fd);
     ::close(dir_fd);
   }

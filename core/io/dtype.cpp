@@ -41,34 +41,42 @@ const DTypeRow& row(DType dtype) {
 
 }  // namespace
 
-std::string_view dtype_name(DType dtype) { return row(dtype).name; }
+std::string_view dtype_name(DType dtype) {
+  return row(dtype).name;
+}
 
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const DTypeRow& r : kRows) {
-    if (r.name == name) return r.dtype;
+    if (r.name == name)
+      return r.dtype;
   }
   return std::nullopt;
 }
 
-std::size_t dtype_size(DType dtype) { return row(dtype).size; }
+std::size_t dtype_size(DType dtype) {
+  return row(dtype).size;
+}
 
 c10::ScalarType to_scalar_type(DType dtype) {
   const DTypeRow& r = row(dtype);
   if (!r.scalar_type) {
-    fail("dtype {} has no ATen scalar type in this LibTorch build; expected one of BOOL, U8, I8, "
-         "I16, I32, I64, F16, BF16, F32, F64",
-         r.name);
+    fail(
+        "dtype {} has no ATen scalar type in this LibTorch build; expected one of BOOL, U8, I8, "
+        "I16, I32, I64, F16, BF16, F32, F64",
+        r.name);
   }
   return *r.scalar_type;
 }
 
 DType from_scalar_type(c10::ScalarType type) {
   for (const DTypeRow& r : kRows) {
-    if (r.scalar_type == type) return r.dtype;
+    if (r.scalar_type == type)
+      return r.dtype;
   }
-  fail("ATen scalar type {} has no safetensors dtype; expected one of Bool, Byte, Char, Short, "
-       "Int, Long, Half, BFloat16, Float, Double",
-       c10::toString(type));
+  fail(
+      "ATen scalar type {} has no safetensors dtype; expected one of Bool, Byte, Char, Short, "
+      "Int, Long, Half, BFloat16, Float, Double",
+      c10::toString(type));
 }
 
 }  // namespace calq::core

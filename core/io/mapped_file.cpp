@@ -1,12 +1,12 @@
 #include "core/io/mapped_file.h"
 
+#include <cerrno>
+#include <cstring>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 #include "core/error.h"
 
@@ -26,14 +26,18 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   do {
     fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
-  if (fd < 0) fail("{}: cannot open: {}; expected a readable file", path, std::strerror(errno));
+  if (fd < 0)
+    fail("{}: cannot open: {}; expected a readable file", path, std::strerror(errno));
   const FdCloser closer{fd};
 
   struct stat st {};
-  if (::fstat(fd, &st) != 0) fail("{}: cannot stat: {}", path, std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) fail("{}: not a regular file; expected a file to read", path);
+  if (::fstat(fd, &st) != 0)
+    fail("{}: cannot stat: {}", path, std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    fail("{}: not a regular file; expected a file to read", path);
   size_ = static_cast<std::size_t>(st.st_size);
-  if (size_ == 0) return;  // mmap rejects a zero length
+  if (size_ == 0)
+    return;  // mmap rejects a zero length
 
   void* addr = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   if (addr == MAP_FAILED) {
@@ -43,7 +47,8 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 }
 
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_ != nullptr)
+    ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
 }  // namespace calq::core

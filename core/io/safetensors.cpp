@@ -28,13 +28,21 @@ constexpr std::size_t kMaxQuoted = 80;  // JSON fragments quoted in messages are
 
 std::string brief(const json& value) {
   std::string text = value.dump();
-  if (text.size() > kMaxQuoted) text = text.substr(0, kMaxQuoted) + "...";
+  if (text.size() > kMaxQuoted)
+    text = text.substr(0, kMaxQuoted) + "...";
   return text;
+}
+
+// A name from a file or a caller, JSON-quoted so control characters cannot break the one-line
+// error message.
+std::string json_quoted(const std::string& name) {
+  return json(name).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  for (std::size_t i = 0; i < shape.size(); ++i)
+    out += (i ? ", " : "") + std::to_string(shape[i]);
   return out + "]";
 }
 
@@ -55,8 +63,11 @@ uint64_t read_u64_le(const uint8_t* p) {
 // Parses JSON text, also rejecting duplicate keys at any depth: nlohmann silently keeps the
 // last one, while the reference reader (serde) refuses them, and a duplicate tensor name would
 // make two readers see different tensors.
-json parse_json_strict(const char* begin, const char* end, const std::string& path,
-                       const char* what, const char* expected) {
+json parse_json_strict(const char* begin,
+                       const char* end,
+                       const std::string& path,
+                       const char* what,
+                       const char* expected) {
   std::vector<std::set<std::string>> open_objects;
   std::optional<std::string> duplicate;
   const json::parser_callback_t track_keys = [&](int, json::parse_event_t event, json& parsed) {
@@ -66,7 +77,8 @@ json parse_json_strict(const char* begin, const char* end, const std::string& pa
       open_objects.pop_back();
     } else if (event == json::parse_event_t::key && !open_objects.empty()) {
       const auto& key = parsed.get_ref<const std::string&>();
-      if (!open_objects.back().insert(key).second && !duplicate) duplicate = key;
+      if (!open_objects.back().insert(key).second && !duplicate)
+        duplicate = key;
     }
     return true;
   };
@@ -76,8 +88,8 @@ json parse_json_strict(const char* begin, const char* end, const std::string& pa
   } catch (const json::exception& e) {
     fail("{}: {} is not valid JSON ({}); expected {}", path, what, e.what(), expected);
   }
-  CALQ_CHECK(!duplicate, "{}: duplicate key \"{}\" in the {}; expected each key once", path,
-             *duplicate, what);
+  CALQ_CHECK(!duplicate, "{}: duplicate key {} in the {}; expected each key once", path,
+             json_quoted(*duplicate), what);
   CALQ_CHECK(value.is_object(), "{}: {} is a JSON {}; expected {}", path, what, value.type_name(),
              expected);
   return value;
@@ -87,7 +99,8 @@ json parse_json_strict(const char* begin, const char* end, const std::string& pa
 template <typename T>
 std::optional<T> checked_mul(T a, T b) {
   T product;
-  if (__builtin_mul_overflow(a, b, &product)) return std::nullopt;
+  if (__builtin_mul_overflow(a, b, &product))
+    return std::nullopt;
   return product;
 }
 
@@ -100,8 +113,8 @@ std::vector<int64_t> parse_shape(const json& shape, const std::string& where) {
     if (dim.is_number_unsigned()) {
       const uint64_t value = dim.get<uint64_t>();
       CALQ_CHECK(value <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
-                 "{}: dimension {} in shape {} overflows int64; expected a realistic shape",
-                 where, value, brief(shape));
+                 "{}: dimension {} in shape {} overflows int64; expected a realistic shape", where,
+                 value, brief(shape));
       dims.push_back(static_cast<int64_t>(value));
     } else if (dim.is_number_integer()) {  // nlohmann stores only negative integers as signed
       fail("{}: negative dimension {} in shape {}; expected dimensions >= 0", where,
@@ -115,9 +128,11 @@ std::vector<int64_t> parse_shape(const json& shape, const std::string& where) {
 }
 
 // Checks one header entry on its own; how entries fit together is check_tiling's job.
-TensorInfo parse_entry(const std::string& path, const std::string& name, const json& entry,
+TensorInfo parse_entry(const std::string& path,
+                       const std::string& name,
+                       const json& entry,
                        uint64_t data_size) {
-  const std::string where = fmt::format("{}: tensor \"{}\"", path, name);
+  const std::string where = fmt::format("{}: tensor {}", path, json_quoted(name));
   constexpr const char* kShapeOfEntry = "an object with dtype, shape and data_offsets";
   CALQ_CHECK(entry.is_object(), "{}: entry is a JSON {}; expected {}", where, entry.type_name(),
              kShapeOfEntry);
@@ -143,14 +158,16 @@ TensorInfo parse_entry(const std::string& path, const std::string& name, const j
              brief(offsets));
   info.begin = offsets[0].get<uint64_t>();
   info.end = offsets[1].get<uint64_t>();
-  CALQ_CHECK(info.begin <= info.end, "{}: data_offsets [{}, {}] are reversed; expected begin <= end",
-             where, info.begin, info.end);
+  CALQ_CHECK(info.begin <= info.end,
+             "{}: data_offsets [{}, {}] are reversed; expected begin <= end", where, info.begin,
+             info.end);
   CALQ_CHECK(info.end <= data_size,
              "{}: bytes {}..{} exceed the data section ({} bytes); expected end <= {}", where,
              info.begin, info.end, data_size, data_size);
 
   std::optional<int64_t> numel = 1;
-  for (int64_t dim : info.shape) numel = numel ? checked_mul<int64_t>(*numel, dim) : numel;
+  for (int64_t dim : info.shape)
+    numel = numel ? checked_mul<int64_t>(*numel, dim) : numel;
   CALQ_CHECK(numel, "{}: element count of shape {} overflows int64; expected a realistic shape",
              where, shape_string(info.shape));
   const std::optional<uint64_t> n_bytes =
@@ -167,11 +184,13 @@ TensorInfo parse_entry(const std::string& path, const std::string& name, const j
 
 // Sorted by offset, tensors must cover [0, data_size) exactly once, as the reference reader
 // demands: no gaps, no overlaps, nothing after the last tensor.
-void check_tiling(const std::string& path, const std::map<std::string, TensorInfo>& tensors,
+void check_tiling(const std::string& path,
+                  const std::map<std::string, TensorInfo>& tensors,
                   uint64_t data_size) {
   std::vector<const TensorInfo*> order;
   order.reserve(tensors.size());
-  for (const auto& entry : tensors) order.push_back(&entry.second);
+  for (const auto& entry : tensors)
+    order.push_back(&entry.second);
   std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
     return std::tie(a->begin, a->end, a->name) < std::tie(b->begin, b->end, b->name);
   });
@@ -179,14 +198,16 @@ void check_tiling(const std::string& path, const std::map<std::string, TensorInf
   const TensorInfo* previous = nullptr;
   for (const TensorInfo* t : order) {
     if (t->begin < covered) {
-      fail("{}: tensor \"{}\" (bytes {}..{}) overlaps tensor \"{}\" (bytes {}..{}); expected "
-           "tensors to tile the data section",
-           path, t->name, t->begin, t->end, previous->name, previous->begin, previous->end);
+      fail(
+          "{}: tensor {} (bytes {}..{}) overlaps tensor {} (bytes {}..{}); expected "
+          "tensors to tile the data section",
+          path, json_quoted(t->name), t->begin, t->end, json_quoted(previous->name),
+          previous->begin, previous->end);
     }
     CALQ_CHECK(t->begin == covered,
-               "{}: gap of {} unused bytes before tensor \"{}\" (bytes {}..{}); expected tensors "
+               "{}: gap of {} unused bytes before tensor {} (bytes {}..{}); expected tensors "
                "to tile the data section from byte 0",
-               path, t->begin - covered, t->name, t->begin, t->end);
+               path, t->begin - covered, json_quoted(t->name), t->begin, t->end);
     covered = t->end;
     previous = t;
   }
@@ -201,8 +222,8 @@ std::map<std::string, std::string> parse_metadata(const std::string& path, const
              kMetadataKey, metadata.type_name());
   std::map<std::string, std::string> out;
   for (const auto& [key, value] : metadata.items()) {
-    CALQ_CHECK(value.is_string(), "{}: \"{}\" value of \"{}\" is {}; expected a string", path,
-               kMetadataKey, key, brief(value));
+    CALQ_CHECK(value.is_string(), "{}: \"{}\" value of {} is {}; expected a string", path,
+               kMetadataKey, json_quoted(key), brief(value));
     out.emplace(key, value.get<std::string>());
   }
   return out;
@@ -212,7 +233,8 @@ std::map<std::string, std::string> parse_metadata(const std::string& path, const
 
 int64_t TensorInfo::numel() const {
   int64_t n = 1;
-  for (int64_t dim : shape) n *= dim;  // cannot overflow: checked when the header was read
+  for (int64_t dim : shape)
+    n *= dim;  // cannot overflow: checked when the header was read
   return n;
 }
 
@@ -251,15 +273,16 @@ SafetensorsFile::~SafetensorsFile() = default;
 
 const TensorInfo& SafetensorsFile::info(const std::string& name) const {
   const auto it = tensors_.find(name);
-  CALQ_CHECK(it != tensors_.end(), "{}: no tensor \"{}\"; expected one of the {} tensors in it",
-             path_, name, tensors_.size());
+  CALQ_CHECK(it != tensors_.end(), "{}: no tensor {}; expected one of the {} tensors in it", path_,
+             json_quoted(name), tensors_.size());
   return it->second;
 }
 
 std::vector<std::string> SafetensorsFile::names() const {
   std::vector<std::string> out;
   out.reserve(tensors_.size());
-  for (const auto& entry : tensors_) out.push_back(entry.first);
+  for (const auto& entry : tensors_)
+    out.push_back(entry.first);
   return out;
 }
 
@@ -269,18 +292,19 @@ at::Tensor SafetensorsFile::load(const std::string& name) const {
   try {
     scalar_type = to_scalar_type(t.dtype);
   } catch (const Error& e) {
-    fail("{}: tensor \"{}\": {}", path_, name, e.what());
+    fail("{}: tensor {}: {}", path_, json_quoted(name), e.what());
   }
   at::Tensor out = at::empty(t.shape, at::TensorOptions().dtype(scalar_type).device(at::kCPU));
   const std::size_t n_bytes = t.end - t.begin;
-  if (n_bytes == 0) return out;  // an empty tensor's data_ptr may be null
+  if (n_bytes == 0)
+    return out;  // an empty tensor's data_ptr may be null
   const uint8_t* src = file_->data() + data_start_ + t.begin;
   if (t.dtype == DType::Bool) {
     // Any other byte in an ATen bool is undefined behaviour downstream.
     const auto* bad = std::find_if(src, src + n_bytes, [](uint8_t b) { return b > 1; });
     CALQ_CHECK(bad == src + n_bytes,
-               "{}: tensor \"{}\": BOOL element {} has byte value {}; expected 0 or 1", path_,
-               name, bad - src, *bad);
+               "{}: tensor {}: BOOL element {} has byte value {}; expected 0 or 1", path_,
+               json_quoted(name), bad - src, *bad);
   }
   std::memcpy(out.data_ptr(), src, n_bytes);
   return out;
@@ -299,15 +323,15 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) : path_(pa
     } else if (fs::exists(index)) {
       read_index(index.string());
     } else {
-      fail("{}: no model.safetensors or model.safetensors.index.json; expected a model "
-           "directory with safetensors weights",
-           path);
+      fail(
+          "{}: no model.safetensors or model.safetensors.index.json; expected a model "
+          "directory with safetensors weights",
+          path);
     }
   } else if (fs::exists(status)) {
     add_file(path);
   } else {
-    fail("{}: no such file or directory; expected a model directory or a .safetensors file",
-         path);
+    fail("{}: no such file or directory; expected a model directory or a .safetensors file", path);
   }
 }
 
@@ -315,7 +339,8 @@ SafetensorsCheckpoint::~SafetensorsCheckpoint() = default;
 
 void SafetensorsCheckpoint::add_file(const std::string& file_path) {
   auto file = std::make_unique<SafetensorsFile>(file_path);
-  for (const std::string& name : file->names()) weight_map_.emplace(name, file_path);
+  for (const std::string& name : file->names())
+    weight_map_.emplace(name, file_path);
   open_.emplace(file_path, std::move(file));
 }
 
@@ -336,19 +361,20 @@ void SafetensorsCheckpoint::read_index(const std::string& index_path) {
   const fs::path dir = fs::path(index_path).parent_path();
   std::set<std::string> checked;
   for (const auto& [name, shard] : weight_map.items()) {
-    CALQ_CHECK(shard.is_string(), "{}: shard of tensor \"{}\" is {}; expected a file name",
-               index_path, name, brief(shard));
+    CALQ_CHECK(shard.is_string(), "{}: shard of tensor {} is {}; expected a file name", index_path,
+               json_quoted(name), brief(shard));
     const fs::path relative(shard.get<std::string>());
-    const bool escapes = std::find(relative.begin(), relative.end(), fs::path(".."))  != relative.end();
+    const bool escapes =
+        std::find(relative.begin(), relative.end(), fs::path("..")) != relative.end();
     CALQ_CHECK(!relative.empty() && relative.is_relative() && !escapes,
-               "{}: shard \"{}\" of tensor \"{}\" is not a plain relative path; expected a file "
+               "{}: shard {} of tensor {} is not a plain relative path; expected a file "
                "name beside the index",
-               index_path, relative.string(), name);
+               index_path, brief(shard), json_quoted(name));
     const std::string shard_path = (dir / relative).string();
     if (checked.insert(shard_path).second) {
       CALQ_CHECK(fs::is_regular_file(shard_path),
-                 "{}: shard file {} (for tensor \"{}\") is missing; expected it beside the index",
-                 index_path, shard_path, name);
+                 "{}: shard file {} (for tensor {}) is missing; expected it beside the index",
+                 index_path, shard_path, json_quoted(name));
     }
     weight_map_.emplace(name, shard_path);
   }
@@ -361,19 +387,23 @@ bool SafetensorsCheckpoint::contains(const std::string& name) const {
 std::vector<std::string> SafetensorsCheckpoint::names() const {
   std::vector<std::string> out;
   out.reserve(weight_map_.size());
-  for (const auto& entry : weight_map_) out.push_back(entry.first);
+  for (const auto& entry : weight_map_)
+    out.push_back(entry.first);
   return out;
 }
 
 const SafetensorsFile& SafetensorsCheckpoint::file_for(const std::string& name) const {
   const auto it = weight_map_.find(name);
-  CALQ_CHECK(it != weight_map_.end(), "{}: no tensor \"{}\"; expected one of its {} tensors",
-             path_, name, weight_map_.size());
+  CALQ_CHECK(it != weight_map_.end(), "{}: no tensor {}; expected one of its {} tensors", path_,
+             json_quoted(name), weight_map_.size());
   const std::lock_guard<std::mutex> lock(mutex_);
   std::unique_ptr<SafetensorsFile>& file = open_[it->second];
-  if (!file) file = std::make_unique<SafetensorsFile>(it->second);
-  CALQ_CHECK(file->contains(name), "{}: no tensor \"{}\", though {} maps it to this shard; "
-             "expected the shard to hold it", it->second, name, index_path_);
+  if (!file)
+    file = std::make_unique<SafetensorsFile>(it->second);
+  CALQ_CHECK(file->contains(name),
+             "{}: no tensor {}, though {} maps it to this shard; "
+             "expected the shard to hold it",
+             it->second, json_quoted(name), index_path_);
   return *file;
 }
 
@@ -402,19 +432,20 @@ std::vector<WriteEntry> plan_entries(const std::string& path, const NamedTensors
   std::set<std::string> seen;
   for (const auto& [name, tensor] : tensors) {
     CALQ_CHECK(!name.empty() && name != kMetadataKey,
-               "{}: tensor name \"{}\" is empty or reserved; expected a name other than {}", path,
-               name, kMetadataKey);
-    CALQ_CHECK(seen.insert(name).second, "{}: duplicate tensor name \"{}\"; expected each once",
-               path, name);
-    CALQ_CHECK(tensor.defined(), "{}: tensor \"{}\" is undefined; expected a tensor", path, name);
+               "{}: tensor name {} is empty or reserved; expected a name other than {}", path,
+               json_quoted(name), kMetadataKey);
+    CALQ_CHECK(seen.insert(name).second, "{}: duplicate tensor name {}; expected each once", path,
+               json_quoted(name));
+    CALQ_CHECK(tensor.defined(), "{}: tensor {} is undefined; expected a tensor", path,
+               json_quoted(name));
     CALQ_CHECK(tensor.layout() == at::kStrided,
-               "{}: tensor \"{}\" is sparse or otherwise not strided; expected a dense tensor", path,
-               name);
+               "{}: tensor {} is sparse or otherwise not strided; expected a dense tensor", path,
+               json_quoted(name));
     DType dtype;
     try {
       dtype = from_scalar_type(tensor.scalar_type());
     } catch (const Error& e) {
-      fail("{}: tensor \"{}\": {}", path, name, e.what());
+      fail("{}: tensor {}: {}", path, json_quoted(name), e.what());
     }
     const auto n_bytes = static_cast<uint64_t>(tensor.numel()) * dtype_size(dtype);
     entries.push_back({&name, &tensor, dtype, n_bytes});
@@ -427,15 +458,21 @@ std::vector<WriteEntry> plan_entries(const std::string& path, const NamedTensors
   return entries;
 }
 
-std::string encode_header(const std::string& path, const std::vector<WriteEntry>& entries,
+std::string encode_header(const std::string& path,
+                          const std::vector<WriteEntry>& entries,
                           const std::map<std::string, std::string>& metadata) {
-  json header = json::object();
-  json meta(metadata);
+  // ordered_json reproduces the reference writer's bytes: metadata, then tensors in offset order,
+  // fields in the order dtype, shape, data_offsets.
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
   const auto format = metadata.find("format");
   CALQ_CHECK(format == metadata.end() || format->second == "pt",
-             "{}: metadata format \"{}\"; expected \"pt\" (the tensors are PyTorch's)", path,
-             format == metadata.end() ? "" : format->second);
-  meta["format"] = "pt";
+             "{}: metadata format {}; expected \"pt\" (the tensors are PyTorch's)", path,
+             json_quoted(format == metadata.end() ? "" : format->second));
+  nlohmann::ordered_json meta = {{"format", "pt"}};
+  for (const auto& [key, value] : metadata) {
+    if (key != "format")
+      meta[key] = value;
+  }
   header[kMetadataKey] = std::move(meta);
   uint64_t offset = 0;
   for (const WriteEntry& e : entries) {
@@ -447,7 +484,7 @@ std::string encode_header(const std::string& path, const std::vector<WriteEntry>
   std::string text;
   try {
     text = header.dump();
-  } catch (const json::exception& e) {
+  } catch (const nlohmann::ordered_json::exception& e) {
     fail("{}: cannot encode the header ({}); expected UTF-8 names and metadata", path, e.what());
   }
   // Spaces are JSON whitespace; padding makes the data section start 8-byte aligned.
@@ -457,7 +494,8 @@ std::string encode_header(const std::string& path, const std::vector<WriteEntry>
 
 }  // namespace
 
-void write_safetensors(const std::string& path, const NamedTensors& tensors,
+void write_safetensors(const std::string& path,
+                       const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata) {
   const std::vector<WriteEntry> entries = plan_entries(path, tensors);
   const std::string header = encode_header(path, entries, metadata);
@@ -468,11 +506,11 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     out.write(length, sizeof length);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
     for (const WriteEntry& e : entries) {
-      if (e.n_bytes == 0) continue;
+      if (e.n_bytes == 0)
+        continue;
       // One tensor at a time, so a GPU model needs host memory for its largest tensor only.
       const at::Tensor cpu = e.tensor->to(at::kCPU).contiguous();
-      out.write(static_cast<const char*>(cpu.data_ptr()),
-                static_cast<std::streamsize>(e.n_bytes));
+      out.write(static_cast<const char*>(cpu.data_ptr()), static_cast<std::streamsize>(e.n_bytes));
     }
   });
 }

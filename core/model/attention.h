@@ -12,7 +12,10 @@ namespace calq::core {
 /// q: [B, S, nh, hd], k and v: [B, S, nkv, hd] (nkv divides nh; query head h reads kv head
 /// h / (nh / nkv), as transformers repeat_kv), mask: [S, S] additive (0 / -inf) in q's dtype.
 /// Returns softmax(q kᵀ · scale + mask) v as [B, S, nh · hd] in q's dtype.
-at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            double scale, const at::Tensor& mask);
+at::Tensor causal_attention(const at::Tensor& q,
+                            const at::Tensor& k,
+                            const at::Tensor& v,
+                            double scale,
+                            const at::Tensor& mask);
 
 }  // namespace calq::core

@@ -12,7 +12,8 @@ namespace calq::core {
 
 NamedDecoderLayer::NamedDecoderLayer(int64_t index,
                                      std::vector<std::pair<std::string, Linear>> linears,
-                                     Norm attn_norm, Norm mlp_norm)
+                                     Norm attn_norm,
+                                     Norm mlp_norm)
     : index_(index),
       linears_(std::move(linears)),
       attn_norm_(std::move(attn_norm)),
@@ -20,7 +21,8 @@ NamedDecoderLayer::NamedDecoderLayer(int64_t index,
 
 Linear& NamedDecoderLayer::linear(std::string_view name) {
   for (auto& [n, l] : linears_) {
-    if (n == name) return l;
+    if (n == name)
+      return l;
   }
   fail("layer {}: no linear \"{}\"; expected one of {}", index_, name,
        fmt::join(linear_names(), ", "));
@@ -29,18 +31,22 @@ Linear& NamedDecoderLayer::linear(std::string_view name) {
 std::vector<std::string> NamedDecoderLayer::linear_names() const {
   std::vector<std::string> names;
   names.reserve(linears_.size());
-  for (const auto& entry : linears_) names.push_back(entry.first);
+  for (const auto& entry : linears_)
+    names.push_back(entry.first);
   return names;
 }
 
 Norm& NamedDecoderLayer::norm(std::string_view name) {
-  if (name == "norm.attn") return attn_norm_;
-  if (name == "norm.mlp") return mlp_norm_;
+  if (name == "norm.attn")
+    return attn_norm_;
+  if (name == "norm.mlp")
+    return mlp_norm_;
   fail("layer {}: no norm \"{}\"; expected norm.attn or norm.mlp", index_, name);
 }
 
 void NamedDecoderLayer::observe(size_t k, const at::Tensor& x, const ForwardContext& ctx) const {
-  if (ctx.observer) ctx.observer(index_, linears_[k].first, x);
+  if (ctx.observer)
+    ctx.observer(index_, linears_[k].first, x);
 }
 
 at::Tensor NamedDecoderLayer::apply(size_t k, const at::Tensor& x, const ForwardContext& ctx) {
@@ -48,7 +54,8 @@ at::Tensor NamedDecoderLayer::apply(size_t k, const at::Tensor& x, const Forward
   return linears_[k].second.forward(x);
 }
 
-DecoderModel::DecoderModel(ModelConfig config, std::shared_ptr<const WeightSource> weights,
+DecoderModel::DecoderModel(ModelConfig config,
+                           std::shared_ptr<const WeightSource> weights,
                            const LoadOptions& options)
     : config_(std::move(config)), weights_(std::move(weights)), device_obj_(options.device) {
   compute_dtype_ = options.compute_dtype;
@@ -62,7 +69,8 @@ DecoderLayer& DecoderModel::layer(int64_t i) {
   CALQ_CHECK(i >= 0 && i < config_.n_layers, "{}: layer {} out of range; expected 0..{}", path_, i,
              config_.n_layers - 1);
   auto& slot = layers_[static_cast<size_t>(i)];
-  if (!slot) slot = build_layer(i);
+  if (!slot)
+    slot = build_layer(i);
   return *slot;
 }
 
@@ -76,16 +84,19 @@ at::Tensor DecoderModel::load(const std::string& name, const std::vector<int64_t
   return load_weight(*weights_, name, shape, compute_dtype_, device_obj_);
 }
 
-Linear DecoderModel::load_linear(const std::string& prefix, int64_t out, int64_t in,
+Linear DecoderModel::load_linear(const std::string& prefix,
+                                 int64_t out,
+                                 int64_t in,
                                  bool bias) const {
   Linear l;
   l.weight = load(prefix + ".weight", {out, in});
-  if (bias) l.bias = load(prefix + ".bias", {out});
+  if (bias)
+    l.bias = load(prefix + ".bias", {out});
   return l;
 }
 
 at::Tensor DecoderModel::project_logits(const at::Tensor& hidden, const at::Tensor& head) {
-  return at::linear(hidden, head).to(at::kFloat);
+  return Linear{head, {}}.forward(hidden).to(at::kFloat);
 }
 
 at::Tensor DecoderModel::check_ids(const at::Tensor& ids) const {
@@ -111,7 +122,8 @@ at::Tensor DecoderModel::causal_mask(int64_t seq_len, int64_t window) const {
   const at::Tensor i = at::arange(seq_len, opts).unsqueeze(1);
   const at::Tensor j = at::arange(seq_len, opts).unsqueeze(0);
   at::Tensor hidden = j > i;
-  if (window > 0) hidden = hidden.logical_or(i - j >= window);
+  if (window > 0)
+    hidden = hidden.logical_or(i - j >= window);
   at::Tensor mask = at::zeros({seq_len, seq_len}, opts.dtype(compute_dtype_));
   return mask.masked_fill_(hidden, -std::numeric_limits<double>::infinity());
 }

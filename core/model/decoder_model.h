@@ -21,8 +21,10 @@ namespace calq::core {
 /// norms are norm.attn / norm.mlp.
 class NamedDecoderLayer : public DecoderLayer {
  public:
-  NamedDecoderLayer(int64_t index, std::vector<std::pair<std::string, Linear>> linears,
-                    Norm attn_norm, Norm mlp_norm);
+  NamedDecoderLayer(int64_t index,
+                    std::vector<std::pair<std::string, Linear>> linears,
+                    Norm attn_norm,
+                    Norm mlp_norm);
   Linear& linear(std::string_view name) override;
   std::vector<std::string> linear_names() const override;
   Norm& norm(std::string_view name) override;
@@ -45,7 +47,8 @@ class NamedDecoderLayer : public DecoderLayer {
 /// tensors (embeddings, final norm, head) in their constructor and build layers in build_layer.
 class DecoderModel : public Model {
  public:
-  DecoderModel(ModelConfig config, std::shared_ptr<const WeightSource> weights,
+  DecoderModel(ModelConfig config,
+               std::shared_ptr<const WeightSource> weights,
                const LoadOptions& options);
   const ModelConfig& config() const override { return config_; }
   DecoderLayer& layer(int64_t i) override;

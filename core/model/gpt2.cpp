@@ -1,1 +1,146 @@
-// placeholder: filled in by issue #2 work
+// GPT-2 forward, as transformers 5 modeling_gpt2.py (GPT2Block, GPT2Attention with
+// scale_attn_weights, GPT2MLP with NewGELUActivation).
+#include "core/model/gpt2.h"
+
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/model/attention.h"
+#include "core/model/decoder_model.h"
+
+namespace calq::core {
+namespace {
+
+enum LinearIndex : size_t { kQ, kK, kV, kO, kFc1, kFc2 };
+
+at::Tensor layer_norm(const at::Tensor& x, const Norm& norm, double eps) {
+  return at::layer_norm(x, {x.size(-1)}, norm.weight, norm.bias, eps);
+}
+
+class Gpt2Layer final : public NamedDecoderLayer {
+ public:
+  Gpt2Layer(int64_t index,
+            std::vector<std::pair<std::string, Linear>> linears,
+            Norm attn_norm,
+            Norm mlp_norm,
+            const ModelConfig& config)
+      : NamedDecoderLayer(index, std::move(linears), std::move(attn_norm), std::move(mlp_norm)),
+        n_heads_(config.n_heads),
+        head_dim_(config.head_dim),
+        eps_(config.norm_eps),
+        // gelu_new = NewGELUActivation, the tanh approximation; "gelu" = exact erf GELU.
+        gelu_approximate_(config.activation == "gelu_new" ? "tanh" : "none") {}
+
+  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
+    const int64_t batch = x.size(0), seq = x.size(1);
+    at::Tensor h = layer_norm(x, attn_norm_, eps_);  // ln_1
+    observe(kQ, h, ctx);
+    observe(kK, h, ctx);
+    observe(kV, h, ctx);
+    const at::Tensor q = at(kQ).forward(h).view({batch, seq, n_heads_, head_dim_});
+    const at::Tensor k = at(kK).forward(h).view({batch, seq, n_heads_, head_dim_});
+    const at::Tensor v = at(kV).forward(h).view({batch, seq, n_heads_, head_dim_});
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));  // scale_attn_weights
+    const at::Tensor attn = causal_attention(q, k, v, scale, ctx.causal_mask);
+    at::Tensor out = apply(kO, attn, ctx).add_(x);  // residual + attn.c_proj
+
+    h = layer_norm(out, mlp_norm_, eps_);  // ln_2
+    at::Tensor hidden = apply(kFc1, h, ctx);
+    at::gelu_(hidden, gelu_approximate_);
+    return out.add_(apply(kFc2, hidden, ctx));
+  }
+
+ private:
+  int64_t n_heads_, head_dim_;
+  double eps_;
+  std::string gelu_approximate_;
+};
+
+class Gpt2Model final : public DecoderModel {
+ public:
+  Gpt2Model(ModelConfig config,
+            std::shared_ptr<const WeightSource> weights,
+            const LoadOptions& options)
+      : DecoderModel(std::move(config), std::move(weights), options) {
+    const ModelConfig& c = config_;
+    prefix_ = weights_->contains("transformer.wte.weight") ? "transformer." : "";
+    embed_ = load(prefix_ + "wte.weight", {c.vocab_size, c.hidden_size});
+    positions_ = load(prefix_ + "wpe.weight", {c.max_positions, c.hidden_size});
+    final_norm_ = Norm{load(prefix_ + "ln_f.weight", {c.hidden_size}),
+                       load(prefix_ + "ln_f.bias", {c.hidden_size})};
+    head_ = c.tie_word_embeddings ? embed_ : load("lm_head.weight", {c.vocab_size, c.hidden_size});
+  }
+
+  at::Tensor embed(const at::Tensor& ids) override {
+    const at::Tensor checked = check_ids(ids);
+    const int64_t seq = checked.size(1);
+    CALQ_CHECK(seq <= config_.max_positions,
+               "{}: {} tokens exceed n_positions {}; expected at most that many", path_, seq,
+               config_.max_positions);
+    return at::embedding(embed_, checked) + positions_.narrow(0, 0, seq);
+  }
+
+  ForwardContext make_context(int64_t seq_len) const override {
+    ForwardContext ctx;
+    ctx.seq_len = seq_len;
+    ctx.causal_mask = causal_mask(seq_len);
+    return ctx;
+  }
+
+  at::Tensor logits(const at::Tensor& hidden) override {
+    return project_logits(layer_norm(hidden, final_norm_, config_.norm_eps), head_);
+  }
+
+ protected:
+  std::unique_ptr<DecoderLayer> build_layer(int64_t i) override {
+    const ModelConfig& c = config_;
+    const std::string p = fmt::format("{}h.{}.", prefix_, i);
+    const int64_t E = c.hidden_size, F = c.intermediate_size;
+    // c_attn: Conv1D weight [E, 3E] -> [3E, E]; output rows [0,E) q, [E,2E) k, [2E,3E) v.
+    const at::Tensor qkv_w = load(p + "attn.c_attn.weight", {E, 3 * E}).t();
+    const at::Tensor qkv_b = load(p + "attn.c_attn.bias", {3 * E});
+    std::vector<std::pair<std::string, Linear>> linears;
+    const char* qkv_names[] = {"attn.q", "attn.k", "attn.v"};
+    for (int64_t part = 0; part < 3; ++part) {
+      Linear l{qkv_w.narrow(0, part * E, E).clone(), qkv_b.narrow(0, part * E, E).clone()};
+      linears.emplace_back(qkv_names[part], std::move(l));
+    }
+    linears.emplace_back("attn.o", load_conv1d(p + "attn.c_proj", E, E));
+    linears.emplace_back("mlp.fc1", load_conv1d(p + "mlp.c_fc", E, F));
+    linears.emplace_back("mlp.fc2", load_conv1d(p + "mlp.c_proj", F, E));
+    Norm attn_norm{load(p + "ln_1.weight", {E}), load(p + "ln_1.bias", {E})};
+    Norm mlp_norm{load(p + "ln_2.weight", {E}), load(p + "ln_2.bias", {E})};
+    return std::make_unique<Gpt2Layer>(i, std::move(linears), std::move(attn_norm),
+                                       std::move(mlp_norm), c);
+  }
+
+ private:
+  // Conv1D stores weight [in, out] (y = x W + b); calq's Linear wants [out, in].
+  Linear load_conv1d(const std::string& prefix, int64_t in, int64_t out) const {
+    return Linear{load(prefix + ".weight", {in, out}).t().contiguous(),
+                  load(prefix + ".bias", {out})};
+  }
+
+  std::string prefix_;    // "transformer." or ""
+  at::Tensor embed_;      // wte [V, E]
+  at::Tensor positions_;  // wpe [n_positions, E]
+  Norm final_norm_;       // ln_f
+  at::Tensor head_;       // [V, E], embed_ itself when tied
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_gpt2_model(ModelConfig config,
+                                       std::shared_ptr<const WeightSource> weights,
+                                       const LoadOptions& options) {
+  CALQ_ASSERT(config.family == Family::Gpt2, "make_gpt2_model given {}", config.model_type);
+  return std::make_unique<Gpt2Model>(std::move(config), std::move(weights), options);
+}
+
+}  // namespace calq::core

@@ -19,26 +19,35 @@ namespace calq::core {
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor variance = xf.pow(2).mean(-1, /*keepdim=*/true);
-  const at::Tensor normed = xf * at::rsqrt(variance + eps);
-  return weight * normed.to(x.scalar_type());
+  at::Tensor normed = xf * variance.add_(eps).rsqrt_();
+  if (x.scalar_type() != at::kFloat)
+    normed = normed.to(x.scalar_type());
+  return normed.mul_(weight);  // = weight * normed: one rounding either way
 }
 
 namespace {
 
 // transformers apply_rotary_pos_emb: x·cos + rotate_half(x)·sin, rotate_half(x) =
-// cat(-x[.., hd/2:], x[.., :hd/2]). x [B, S, n, hd]; cos, sin [S, 1, hd].
+// cat(-x[.., hd/2:], x[.., :hd/2]). x [B, S, n, hd]; cos, sin [S, 1, hd]. Written as
+// x·cos, then += (∓ the other half)·sin per half: the same products and sums (negation is
+// exact), without materialising rotate_half.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
-  const at::Tensor rotated = at::cat({x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)}, -1);
-  return x * cos + rotated * sin;
+  at::Tensor out = x * cos;
+  out.narrow(-1, 0, half).addcmul_(x.narrow(-1, half, half), sin.narrow(-1, 0, half), -1);
+  out.narrow(-1, half, half).addcmul_(x.narrow(-1, 0, half), sin.narrow(-1, half, half), 1);
+  return out;
 }
 
 enum LinearIndex : size_t { kQ, kK, kV, kO, kGate, kUp, kDown };
 
 class LlamaLayer final : public NamedDecoderLayer {
  public:
-  LlamaLayer(int64_t index, std::vector<std::pair<std::string, Linear>> linears, Norm attn_norm,
-             Norm mlp_norm, const ModelConfig& config)
+  LlamaLayer(int64_t index,
+             std::vector<std::pair<std::string, Linear>> linears,
+             Norm attn_norm,
+             Norm mlp_norm,
+             const ModelConfig& config)
       : NamedDecoderLayer(index, std::move(linears), std::move(attn_norm), std::move(mlp_norm)),
         n_heads_(config.n_heads),
         n_kv_heads_(config.n_kv_heads),
@@ -63,13 +72,14 @@ class LlamaLayer final : public NamedDecoderLayer {
     k = apply_rope(k, cos, sin);
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));  // hd^-0.5
     const at::Tensor attn = causal_attention(q, k, v, scale, ctx.causal_mask);
-    at::Tensor out = x + apply(kO, attn, ctx);
+    at::Tensor out = apply(kO, attn, ctx).add_(x);  // residual (x + o, exactly)
 
     // MLP block: down(silu(gate(x)) ⊙ up(x)) (LlamaMLP).
     h = rms_norm(out, mlp_norm_.weight, eps_);
     observe(kGate, h, ctx);
     observe(kUp, h, ctx);
-    at::Tensor gated = at(kGate).forward(h).silu_();
+    at::Tensor gated = at(kGate).forward(h);
+    at::silu_(gated);
     gated.mul_(at(kUp).forward(h));
     return out.add_(apply(kDown, gated, ctx));
   }
@@ -81,7 +91,8 @@ class LlamaLayer final : public NamedDecoderLayer {
 
 class LlamaModel final : public DecoderModel {
  public:
-  LlamaModel(ModelConfig config, std::shared_ptr<const WeightSource> weights,
+  LlamaModel(ModelConfig config,
+             std::shared_ptr<const WeightSource> weights,
              const LoadOptions& options)
       : DecoderModel(std::move(config), std::move(weights), options) {
     const ModelConfig& c = config_;
@@ -95,9 +106,7 @@ class LlamaModel final : public DecoderModel {
     inv_freq_ = at::reciprocal(at::pow(c.rope_theta, exponent));
   }
 
-  at::Tensor embed(const at::Tensor& ids) override {
-    return at::embedding(embed_, check_ids(ids));
-  }
+  at::Tensor embed(const at::Tensor& ids) override { return at::embedding(embed_, check_ids(ids)); }
 
   ForwardContext make_context(int64_t seq_len) const override {
     ForwardContext ctx;
@@ -125,8 +134,10 @@ class LlamaModel final : public DecoderModel {
     const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
     std::vector<std::pair<std::string, Linear>> linears;
     linears.emplace_back("attn.q", load_linear(p + "self_attn.q_proj", q_out, H, c.attention_bias));
-    linears.emplace_back("attn.k", load_linear(p + "self_attn.k_proj", kv_out, H, c.attention_bias));
-    linears.emplace_back("attn.v", load_linear(p + "self_attn.v_proj", kv_out, H, c.attention_bias));
+    linears.emplace_back("attn.k",
+                         load_linear(p + "self_attn.k_proj", kv_out, H, c.attention_bias));
+    linears.emplace_back("attn.v",
+                         load_linear(p + "self_attn.v_proj", kv_out, H, c.attention_bias));
     linears.emplace_back("attn.o", load_linear(p + "self_attn.o_proj", H, q_out, c.o_bias));
     linears.emplace_back("mlp.gate", load_linear(p + "mlp.gate_proj", I, H, c.mlp_bias));
     linears.emplace_back("mlp.up", load_linear(p + "mlp.up_proj", I, H, c.mlp_bias));

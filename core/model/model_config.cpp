@@ -26,7 +26,8 @@ class ConfigFields {
   const json& at(const char* key) const { return j_.at(key); }
 
   int64_t required_int(const char* key) const {
-    if (!has(key)) fail("{}: missing field \"{}\"; expected an integer", path_, key);
+    if (!has(key))
+      fail("{}: missing field \"{}\"; expected an integer", path_, key);
     return int_value(key);
   }
   int64_t required_positive(const char* key) const {
@@ -35,34 +36,40 @@ class ConfigFields {
     return v;
   }
   std::optional<int64_t> optional_int(const char* key) const {
-    if (!has(key)) return std::nullopt;
+    if (!has(key))
+      return std::nullopt;
     return int_value(key);
   }
   double optional_double(const char* key, double fallback) const {
-    if (!has(key)) return fallback;
+    if (!has(key))
+      return fallback;
     const json& v = j_.at(key);
     CALQ_CHECK(v.is_number(), "{}: field \"{}\" is {}; expected a number", path_, key, v.dump());
     return v.get<double>();
   }
   bool optional_bool(const char* key, bool fallback) const {
-    if (!has(key)) return fallback;
+    if (!has(key))
+      return fallback;
     const json& v = j_.at(key);
     CALQ_CHECK(v.is_boolean(), "{}: field \"{}\" is {}; expected true or false", path_, key,
                v.dump());
     return v.get<bool>();
   }
   std::optional<std::string> optional_string(const char* key) const {
-    if (!has(key)) return std::nullopt;
+    if (!has(key))
+      return std::nullopt;
     const json& v = j_.at(key);
     CALQ_CHECK(v.is_string(), "{}: field \"{}\" is {}; expected a string", path_, key, v.dump());
     return v.get<std::string>();
   }
   // bos/eos ids: an integer, null, or (Llama 3 style) a list whose first entry we keep.
   std::optional<int32_t> optional_token_id(const char* key) const {
-    if (!has(key)) return std::nullopt;
+    if (!has(key))
+      return std::nullopt;
     const json& v = j_.at(key);
     if (v.is_array()) {
-      if (v.empty() || !v.front().is_number_integer()) return std::nullopt;
+      if (v.empty() || !v.front().is_number_integer())
+        return std::nullopt;
       return v.front().get<int32_t>();
     }
     CALQ_CHECK(v.is_number_integer(), "{}: field \"{}\" is {}; expected an integer", path_, key,
@@ -90,10 +97,14 @@ c10::ScalarType parse_dtype(const std::string& path, const ConfigFields& f) {
     name = f.optional_string("torch_dtype");
     key = "torch_dtype";
   }
-  if (!name) return c10::ScalarType::Float;  // PretrainedConfig's default
-  if (*name == "float32" || *name == "float") return c10::ScalarType::Float;
-  if (*name == "float16" || *name == "half") return c10::ScalarType::Half;
-  if (*name == "bfloat16") return c10::ScalarType::BFloat16;
+  if (!name)
+    return c10::ScalarType::Float;  // PretrainedConfig's default
+  if (*name == "float32" || *name == "float")
+    return c10::ScalarType::Float;
+  if (*name == "float16" || *name == "half")
+    return c10::ScalarType::Half;
+  if (*name == "bfloat16")
+    return c10::ScalarType::BFloat16;
   fail("{}: field \"{}\" is \"{}\"; expected float32, float16 or bfloat16", path, key, *name);
 }
 
@@ -170,8 +181,9 @@ void parse_llama_family(const std::string& path, const ConfigFields& f, ModelCon
   }
   if (c.model_type == "mistral" && f.has("sliding_window")) {
     const int64_t window = f.required_int("sliding_window");
-    CALQ_CHECK(window > 0, "{}: field \"sliding_window\" is {}; expected a positive integer or null",
-               path, window);
+    CALQ_CHECK(window > 0,
+               "{}: field \"sliding_window\" is {}; expected a positive integer or null", path,
+               window);
     c.sliding_window = window;
   }
 }
@@ -231,11 +243,12 @@ void parse_gpt2(const std::string& path, const ConfigFields& f, ModelConfig& c) 
              path, c.intermediate_size);
   c.norm_eps = f.optional_double("layer_norm_epsilon", 1e-5);
   c.activation = f.optional_string("activation_function").value_or("gelu_new");
-  CALQ_CHECK(c.activation == "gelu_new" || c.activation == "gelu_pytorch_tanh" ||
-                 c.activation == "gelu",
-             "{}: activation_function \"{}\" is not supported for gpt2; expected \"gelu_new\"",
-             path, c.activation);
-  if (c.activation == "gelu_pytorch_tanh") c.activation = "gelu_new";  // the same function
+  CALQ_CHECK(
+      c.activation == "gelu_new" || c.activation == "gelu_pytorch_tanh" || c.activation == "gelu",
+      "{}: activation_function \"{}\" is not supported for gpt2; expected \"gelu_new\"", path,
+      c.activation);
+  if (c.activation == "gelu_pytorch_tanh")
+    c.activation = "gelu_new";  // the same function
   CALQ_CHECK(f.optional_bool("scale_attn_weights", true),
              "{}: scale_attn_weights false is not supported; expected true", path);
   CALQ_CHECK(!f.optional_bool("scale_attn_by_inverse_layer_idx", false),

@@ -28,8 +28,11 @@ at::Tensor layer_norm(const at::Tensor& x, const Norm& norm) {
 
 class OptLayer final : public NamedDecoderLayer {
  public:
-  OptLayer(int64_t index, std::vector<std::pair<std::string, Linear>> linears, Norm attn_norm,
-           Norm mlp_norm, const ModelConfig& config)
+  OptLayer(int64_t index,
+           std::vector<std::pair<std::string, Linear>> linears,
+           Norm attn_norm,
+           Norm mlp_norm,
+           const ModelConfig& config)
       : NamedDecoderLayer(index, std::move(linears), std::move(attn_norm), std::move(mlp_norm)),
         n_heads_(config.n_heads),
         head_dim_(config.head_dim) {}
@@ -42,11 +45,11 @@ class OptLayer final : public NamedDecoderLayer {
     observe(kV, h, ctx);
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
     const at::Tensor q =
-        (at(kQ).forward(h) * scale).view({batch, seq, n_heads_, head_dim_});  // scaled q_proj
+        at(kQ).forward(h).mul_(scale).view({batch, seq, n_heads_, head_dim_});  // scaled q_proj
     const at::Tensor k = at(kK).forward(h).view({batch, seq, n_heads_, head_dim_});
     const at::Tensor v = at(kV).forward(h).view({batch, seq, n_heads_, head_dim_});
     const at::Tensor attn = causal_attention(q, k, v, /*scale=*/1.0, ctx.causal_mask);
-    at::Tensor out = x + apply(kO, attn, ctx);  // out_proj
+    at::Tensor out = apply(kO, attn, ctx).add_(x);  // residual + out_proj
 
     h = layer_norm(out, mlp_norm_);  // final_layer_norm (per layer)
     const at::Tensor hidden = apply(kFc1, h, ctx).relu_();
@@ -59,15 +62,16 @@ class OptLayer final : public NamedDecoderLayer {
 
 class OptModel final : public DecoderModel {
  public:
-  OptModel(ModelConfig config, std::shared_ptr<const WeightSource> weights,
+  OptModel(ModelConfig config,
+           std::shared_ptr<const WeightSource> weights,
            const LoadOptions& options)
       : DecoderModel(std::move(config), std::move(weights), options) {
     const ModelConfig& c = config_;
-    prefix_ = weights_->contains("model.decoder.embed_tokens.weight") ? "model.decoder."
-                                                                     : "decoder.";
+    prefix_ =
+        weights_->contains("model.decoder.embed_tokens.weight") ? "model.decoder." : "decoder.";
     embed_ = load(prefix_ + "embed_tokens.weight", {c.vocab_size, c.hidden_size});
-    positions_ =
-        load(prefix_ + "embed_positions.weight", {c.max_positions + kPositionOffset, c.hidden_size});
+    positions_ = load(prefix_ + "embed_positions.weight",
+                      {c.max_positions + kPositionOffset, c.hidden_size});
     final_norm_ = Norm{load(prefix_ + "final_layer_norm.weight", {c.hidden_size}),
                        load(prefix_ + "final_layer_norm.bias", {c.hidden_size})};
     head_ = c.tie_word_embeddings ? embed_ : load("lm_head.weight", {c.vocab_size, c.hidden_size});
@@ -77,8 +81,8 @@ class OptModel final : public DecoderModel {
     const at::Tensor checked = check_ids(ids);
     const int64_t seq = checked.size(1);
     CALQ_CHECK(seq <= config_.max_positions,
-               "{}: {} tokens exceed max_position_embeddings {}; expected at most that many",
-               path_, seq, config_.max_positions);
+               "{}: {} tokens exceed max_position_embeddings {}; expected at most that many", path_,
+               seq, config_.max_positions);
     // No padding: positions are 0..S-1 (cumsum(attention_mask) - 1), rows 2..S+1.
     return at::embedding(embed_, checked) + positions_.narrow(0, kPositionOffset, seq);
   }

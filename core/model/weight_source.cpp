@@ -26,7 +26,8 @@ class SafetensorsSource final : public WeightSource {
 };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -35,8 +36,10 @@ std::shared_ptr<WeightSource> open_safetensors_source(const std::string& path) {
   return std::make_shared<SafetensorsSource>(path);
 }
 
-at::Tensor load_weight(const WeightSource& source, const std::string& name,
-                       const std::vector<int64_t>& shape, c10::ScalarType dtype,
+at::Tensor load_weight(const WeightSource& source,
+                       const std::string& name,
+                       const std::vector<int64_t>& shape,
+                       c10::ScalarType dtype,
                        c10::Device device) {
   CALQ_CHECK(source.contains(name), "{}: no tensor \"{}\"; expected it for this architecture",
              source.path(), name);
@@ -58,7 +61,8 @@ int64_t count_parameters(const WeightSource& source) {
       continue;  // buffers, not parameters
     }
     int64_t numel = 1;
-    for (int64_t d : source.shape(name)) numel *= d;
+    for (int64_t d : source.shape(name))
+      numel *= d;
     n += numel;
   }
   return n;

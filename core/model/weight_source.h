@@ -29,8 +29,10 @@ std::shared_ptr<WeightSource> open_safetensors_source(const std::string& path);
 
 /// Loads `name`, checks it has `shape` (error: "<path>: tensor "x" has shape [a, b]; expected
 /// [c, d]") and converts it to `dtype` on `device`.
-at::Tensor load_weight(const WeightSource& source, const std::string& name,
-                       const std::vector<int64_t>& shape, c10::ScalarType dtype,
+at::Tensor load_weight(const WeightSource& source,
+                       const std::string& name,
+                       const std::vector<int64_t>& shape,
+                       c10::ScalarType dtype,
                        c10::Device device);
 
 /// Parameters stored in the source: every tensor's numel except known non-parameter buffers

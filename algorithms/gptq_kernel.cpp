@@ -1,0 +1,258 @@
+// algorithms.md §3.1 steps 1–4 and 8–10 (shared by both implementations), §3.4 damp escalation,
+// and the device dispatch of gptq_quantize.
+#include "algorithms/gptq_kernel.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <numeric>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include "algorithms/gptq_steps.h"
+#include "core/error.h"
+
+namespace calq::algorithms {
+namespace gptq_detail {
+namespace {
+
+std::string shape_of(const at::Tensor& t) {
+  std::string out = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) out += fmt::format("{}{}", d ? ", " : "", t.size(d));
+  return out + "]";
+}
+
+void check_arguments(const at::Tensor& W,
+                     const at::Tensor& H,
+                     const core::QuantSpec& spec,
+                     const GptqOptions& opts) {
+  core::validate(spec);
+  CALQ_CHECK(W.defined() && W.dim() == 2 && W.numel() > 0 && at::isFloatingType(W.scalar_type()),
+             "gptq: weight {} {}; expected a non-empty 2-d [rows, cols] floating-point tensor",
+             W.defined() ? shape_of(W) : "undefined",
+             W.defined() ? c10::toString(W.scalar_type()) : "");
+  const int64_t cols = W.size(1);
+  CALQ_CHECK(H.defined() && H.dim() == 2 && H.size(0) == cols && H.size(1) == cols &&
+                 at::isFloatingType(H.scalar_type()),
+             "gptq: Hessian {} for a weight {}; expected a floating-point [{}, {}] tensor",
+             H.defined() ? shape_of(H) : "undefined", shape_of(W), cols, cols);
+  CALQ_CHECK(W.device() == H.device(), "gptq: weight on {} but Hessian on {}; expected one device",
+             W.device().str(), H.device().str());
+  CALQ_CHECK(std::isfinite(opts.damp) && opts.damp >= 0,
+             "gptq.damp: {} is not a valid relative damp; expected a finite value >= 0", opts.damp);
+  CALQ_CHECK(opts.block_size >= 1, "gptq.block_size: {}; expected a positive number of columns",
+             opts.block_size);
+  CALQ_CHECK(opts.max_damp_escalations >= 0,
+             "gptq: max_damp_escalations {}; expected a count >= 0", opts.max_damp_escalations);
+}
+
+// §3.1 step 4: stable descending argsort of diag(H) — ties (dead columns all have 1) keep the
+// lower original index first, which torch.argsort does not promise (§3.5-d).
+std::vector<int64_t> act_order_perm(const at::Tensor& H) {
+  const at::Tensor diag = H.diagonal().to(at::kCPU, at::kFloat).contiguous();
+  const float* d = diag.data_ptr<float>();
+  std::vector<int64_t> perm(static_cast<size_t>(diag.numel()));
+  std::iota(perm.begin(), perm.end(), int64_t{0});
+  std::stable_sort(perm.begin(), perm.end(), [d](int64_t a, int64_t b) { return d[a] > d[b]; });
+  return perm;
+}
+
+}  // namespace
+
+at::Tensor empty_buffer(at::IntArrayRef sizes, at::ScalarType dtype, at::Device device) {
+  const at::TensorOptions options = at::TensorOptions().dtype(dtype).device(device);
+  int64_t numel = 1;
+  for (int64_t size : sizes) numel *= size;
+  const size_t bytes = size_t(numel) * at::elementSize(dtype);
+  constexpr size_t kHugePage = size_t{2} << 20;
+  if (!device.is_cpu() || bytes < 4 * kHugePage) return at::empty(sizes, options);
+  const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  void* data = std::aligned_alloc(kHugePage, rounded);
+  CALQ_CHECK(data != nullptr, "gptq: cannot allocate a {} MiB buffer", rounded >> 20);
+  madvise(data, rounded, MADV_HUGEPAGE);  // a hint: failure (no THP) only costs speed
+  return at::from_blob(data, sizes, [](void* p) { std::free(p); }, options);
+}
+
+namespace {
+thread_local std::array<at::Tensor, size_t(Scratch::kCount)> scratch_cache;
+}  // namespace
+
+at::Tensor scratch(Scratch slot, at::IntArrayRef sizes, at::Device device) {
+  if (!device.is_cpu()) return at::empty(sizes, at::TensorOptions().dtype(at::kFloat).device(device));
+  int64_t numel = 1;
+  for (int64_t size : sizes) numel *= size;
+  at::Tensor& cached = scratch_cache[size_t(slot)];
+  if (!cached.defined() || cached.numel() < numel)
+    cached = empty_buffer({numel}, at::kFloat, device);
+  return cached.narrow(0, 0, numel).view(sizes);
+}
+
+bool all_finite(const at::Tensor& t) {
+  if (!(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous()))
+    return at::isfinite(t).all().item<bool>();
+  const float* p = t.data_ptr<float>();
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, t.numel(), int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+    bool ok = true;
+    for (int64_t i = begin; i < end; ++i) ok &= std::isfinite(p[i]);
+    if (!ok) finite = false;
+  });
+  return finite;
+}
+
+GptqSetup prepare(const at::Tensor& W_in,
+                  const at::Tensor& H_in,
+                  const core::QuantSpec& spec,
+                  const GptqOptions& opts) {
+  check_arguments(W_in, H_in, spec, opts);
+  GptqSetup s;
+  const int64_t rows = W_in.size(0);
+  const int64_t cols = W_in.size(1);
+  const at::Device device = W_in.device();
+  s.group_size = spec.granularity == core::Granularity::PerGroup ? spec.group_size : -1;
+  s.n_groups = s.group_size == -1 ? 1 : (cols + s.group_size - 1) / s.group_size;
+  const bool static_groups = s.group_size != -1 && opts.static_groups;
+  s.dynamic_groups = s.group_size != -1 && !opts.static_groups;
+
+  // fp32 copies (the reference quantizes `W.clone().float()` against an fp32 H), W transposed.
+  at::Tensor Wt = scratch(Scratch::Wt, {cols, rows}, device).copy_(W_in.t());
+  at::Tensor H = scratch(Scratch::H, {cols, cols}, device).copy_(H_in);
+  CALQ_CHECK(all_finite(Wt), "gptq: weight {} holds NaN or Inf; expected finite values",
+             shape_of(W_in));
+  CALQ_CHECK(all_finite(H),
+             "gptq: Hessian {} holds NaN or Inf; expected finite values (check the calibration "
+             "statistics)",
+             shape_of(H_in));
+
+  // Step 1: per-channel (or per-tensor) params from the whole W, before dead columns are zeroed
+  // (§3.5-b).
+  if (s.group_size == -1) {
+    const core::QuantParams p = core::fit_params(Wt.t(), spec);
+    s.fixed_scales = p.scale.reshape({1, rows});
+    s.fixed_zeros = p.zero.reshape({1, rows});
+  }
+
+  // Step 2: dead columns (H[j, j] == 0): H[j, j] = 1, W[:, j] = 0.
+  const at::Tensor dead = H.diagonal().eq(0);
+  s.dead_columns = dead.sum().item<int64_t>();
+  if (s.dead_columns > 0) {
+    H.diagonal().masked_fill_(dead, 1.0);
+    Wt.index_fill_(0, dead.nonzero().flatten(), 0.0);
+  }
+
+  // Step 3: static groups, fitted now on W[:, k·g : (k+1)·g] in original order (the last group
+  // shorter when g does not divide cols).
+  if (static_groups) {
+    std::vector<at::Tensor> scales, zeros;
+    for (int64_t k = 0; k < s.n_groups; ++k) {
+      const int64_t begin = k * s.group_size;
+      const int64_t len = std::min(s.group_size, cols - begin);
+      const core::QuantParams p = core::fit_params(Wt.narrow(0, begin, len).t(), spec);
+      scales.push_back(p.scale);
+      zeros.push_back(p.zero);
+    }
+    s.fixed_scales = at::stack(scales, 0).contiguous();
+    s.fixed_zeros = at::stack(zeros, 0).contiguous();
+  }
+
+  // Step 4: act-order permutation of W's columns and H's rows and columns.
+  std::vector<int64_t> invperm;
+  if (opts.act_order) {
+    const std::vector<int64_t> perm = act_order_perm(H);
+    invperm.resize(perm.size());
+    for (size_t k = 0; k < perm.size(); ++k) invperm[static_cast<size_t>(perm[k])] = int64_t(k);
+    s.perm = at::tensor(perm, at::kLong);
+    const at::Tensor p = s.perm.to(device);
+    at::Tensor permuted = scratch(Scratch::WtPermuted, {cols, rows}, device);
+    at::index_select_out(permuted, Wt, 0, p);
+    Wt = permuted;
+    at::Tensor half = scratch(Scratch::HPermuted, {cols, cols}, device);
+    at::index_select_out(half, H, 0, p);
+    at::index_select_out(H, half, 1, p);
+  }
+  s.mean_diag = H.diagonal().to(at::kDouble).mean().item<double>();
+  s.Wt = Wt;
+  s.H = H;
+
+  // Step 9: g_idx per AutoGPTQ — j / g; invperm[j] / g for act-order dynamic groups (groups are
+  // consecutive in processing order); all zeros per channel. pos_group[k] = g_idx[perm[k]] is
+  // then the params slot of processing position k in every case.
+  s.g_idx = at::zeros({cols}, at::kInt);
+  s.pos_group = at::zeros({cols}, at::kLong);
+  if (s.group_size != -1) {
+    int32_t* g_idx = s.g_idx.data_ptr<int32_t>();
+    for (int64_t j = 0; j < cols; ++j) {
+      const int64_t pos = (opts.act_order && s.dynamic_groups) ? invperm[size_t(j)] : j;
+      g_idx[j] = static_cast<int32_t>(pos / s.group_size);
+    }
+    int64_t* pos_group = s.pos_group.data_ptr<int64_t>();
+    const int64_t* perm = opts.act_order ? s.perm.data_ptr<int64_t>() : nullptr;
+    for (int64_t k = 0; k < cols; ++k) pos_group[k] = g_idx[perm ? perm[k] : k];
+  }
+  return s;
+}
+
+double next_damp(double damp) {
+  return damp == 0 ? 0.01 : damp * 10;
+}
+
+void fail_factorization(int64_t cols,
+                        const GptqOptions& opts,
+                        double last_damp,
+                        const std::string& what) {
+  fail(
+      "gptq: the damped Hessian [{} x {}] is not positive definite ({}) even at damp {:g} after "
+      "{} escalation(s) from damp {:g}; expected a positive semi-definite H = 2XᵀX/N (check the "
+      "calibration statistics of this linear)",
+      cols, cols, what, last_damp, opts.max_damp_escalations, opts.damp);
+}
+
+void assemble(const GptqSetup& setup,
+              const core::QuantSpec& spec,
+              const at::Tensor& codes,
+              const at::Tensor& dequantized,
+              const at::Tensor& scales,
+              const at::Tensor& zeros,
+              GptqResult& result) {
+  if (setup.perm.defined()) {
+    result.perm.assign(setup.perm.data_ptr<int64_t>(),
+                       setup.perm.data_ptr<int64_t>() + setup.perm.numel());
+  }
+  core::QuantizedTensor& q = result.q;
+  q.codes = codes;
+  // Step 10: one params column per group, in group-index order.
+  q.scales = scales.t().contiguous();
+  q.zeros = zeros.t().contiguous();
+  q.g_idx = setup.g_idx.to(codes.device());
+  q.bits = spec.bits;
+  q.grid = spec.grid;
+  q.granularity = spec.granularity;
+  q.group_size = spec.group_size;
+  q.scale_dtype = spec.scale_dtype;
+  q.check();
+  result.dequantized = dequantized;
+  result.dead_columns = setup.dead_columns;
+}
+
+}  // namespace gptq_detail
+
+void release_gptq_scratch() {
+  for (at::Tensor& t : gptq_detail::scratch_cache) t.reset();
+}
+
+GptqResult gptq_quantize(const at::Tensor& W,
+                         const at::Tensor& H,
+                         const core::QuantSpec& spec,
+                         const GptqOptions& opts) {
+  if (W.defined() && W.device().is_cpu()) return gptq_detail::gptq_quantize_cpu(W, H, spec, opts);
+  return gptq_quantize_generic(W, H, spec, opts);
+}
+
+}  // namespace calq::algorithms

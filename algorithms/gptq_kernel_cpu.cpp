@@ -1,0 +1,464 @@
+// The CPU implementation of GPTQ (algorithms.md §3.1 steps 5–7). float32 throughout, on a
+// transposed copy Wt [cols, rows] so that a column of W is a contiguous row. The lazy batch update
+// is one OpenBLAS SGEMM per block, the inverse factor comes from LAPACK, and the in-block column
+// loop runs over tiles of rows in parallel: GPTQ never mixes rows (a row's errors feed only that
+// row, its group params are fitted on that row), so tiles are independent between group fits.
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <cblas.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#include <xmmintrin.h>
+#endif
+#include <fmt/format.h>
+
+#include "algorithms/gptq_kernel.h"
+#include "algorithms/gptq_steps.h"
+#include "core/error.h"
+
+// LAPACK through its Fortran ABI (OpenBLAS exports it; Debian's OpenBLAS is built without
+// LAPACKE). The trailing size_t are gfortran's hidden lengths of the character arguments.
+extern "C" {
+void spotrf_(const char* uplo, const int* n, float* a, const int* lda, int* info, size_t);
+void strtri_(const char* uplo,
+             const char* diag,
+             const int* n,
+             float* a,
+             const int* lda,
+             int* info,
+             size_t,
+             size_t);
+}
+
+namespace calq::algorithms::gptq_detail {
+namespace {
+double tnow(){return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();}
+#define PROF(name) if (getenv("CALQ_PROF")) {double t_=tnow(); fprintf(stderr, "PROF %-10s %.3f\n", name, t_-prof_t); prof_t=t_;}
+
+// Rows per tile of the in-block loop. A tile of the current block is packed contiguously
+// ([B][kTileRows], 64 KiB at B = 128): rows of W1 at their natural stride (rows · 4 bytes, a power
+// of two for real layers) would all map to the same cache sets.
+constexpr int64_t kTileRows = 128;
+
+// Round half to even as std::nearbyint under the default rounding mode (§0), in two float ops the
+// compiler vectorizes: for |x| < 2^22, x + 1.5·2^23 lands in [2^23, 2^24) where floats are the
+// integers, so the add rounds x to the nearest integer, ties to even, and the subtraction is
+// exact. Larger |x| are pinned to ±2^22 first: callers clamp the result into a code range of at
+// most 2^8 around a zero point below 2^8, where ±2^22 and nearbyint(x) clamp alike.
+inline float round_half_even(float x) {
+  constexpr float kLimit = 4194304.0f;   // 2^22
+  constexpr float kMagic = 12582912.0f;  // 1.5 · 2^23
+  const float xc = std::min(std::max(x, -kLimit), kLimit);
+  return (xc + kMagic) - kMagic;
+}
+
+// min(max(v, lo), hi) as at::clamp, except that a NaN becomes lo (no UB in the int cast below).
+inline float clamp_code(float v, float lo, float hi) {
+  v = v > lo ? v : lo;
+  return v < hi ? v : hi;
+}
+
+// The hot loops below are compiled for AVX-512, AVX2 and the baseline (ifunc dispatch at load
+// time). They are element-wise IEEE float ops with no reductions and, as the whole file, built
+// with -ffp-contract=off, so every clone gives the same bits (no FMA: the reference multiplies
+// and subtracts in two roundings).
+#define CALQ_GPTQ_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+
+// §3.1 step 7 for one column segment of n rows: q = Q(w; s, z), the error e = (w − q)/d and the
+// reference's loss (w − q)²/d², added per row into `loss` (double). The grid arithmetic is core/quant/quantizer.cpp codes_f32 and
+// core::dequantize op for op (x / s true division; ct grids clamp before rounding), so codes and
+// dequantized values equal core's bit for bit (gptq_kernel_test checks it).
+template <bool kCtOrder>
+inline __attribute__((always_inline)) void quantize_column(const float* __restrict w,
+                                                           const float* __restrict s,
+                                                           const float* __restrict z,
+                                                           int64_t n,
+                                                           float d,
+                                                           float qmin,
+                                                           float qmax,
+                                                           int32_t* __restrict code,
+                                                           float* __restrict deq,
+                                                           float* __restrict e,
+                                                           double* __restrict loss) {
+  const float dd = d * d;
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = w[i] / s[i];
+    const float v = kCtOrder ? round_half_even(clamp_code(x + z[i], qmin, qmax))
+                             : clamp_code(round_half_even(x) + z[i], qmin, qmax);
+    code[i] = static_cast<int32_t>(v);
+    const float q = s[i] * (v - z[i]);  // = s · (float(code) − z), core::dequantize
+    const float err = w[i] - q;
+    deq[i] = q;
+    e[i] = err / d;
+    loss[i] += double((err * err) / dd);
+  }
+}
+
+CALQ_GPTQ_HOT void quantize_column_gptq(const float* w, const float* s, const float* z, int64_t n,
+                                        float d, float qmin, float qmax, int32_t* code,
+                                        float* deq, float* e, double* loss) {
+  quantize_column<false>(w, s, z, n, d, qmin, qmax, code, deq, e, loss);
+}
+
+CALQ_GPTQ_HOT void quantize_column_ct(const float* w, const float* s, const float* z, int64_t n,
+                                      float d, float qmin, float qmax, int32_t* code, float* deq,
+                                      float* e, double* loss) {
+  quantize_column<true>(w, s, z, n, d, qmin, qmax, code, deq, e, loss);
+}
+
+// The eager in-block update of one tile: w[t'][i] −= e[i] · u[t'] for t' < m (rows `stride`
+// apart): the reference's W1[:, i:] −= err ⊗ U1[i, i:], product and difference rounded apart.
+CALQ_GPTQ_HOT void update_tile(const float* __restrict e, const float* __restrict u, int64_t m,
+                               float* __restrict w, int64_t stride, int64_t n) {
+  for (int64_t t = 0; t < m; ++t) {
+    const float ut = u[t];
+    float* __restrict row = w + t * stride;
+    for (int64_t i = 0; i < n; ++i) row[i] -= e[i] * ut;
+  }
+}
+
+// Copies the first n entries of nb rows `stride` apart (a tile's outputs, one row per column of
+// W) transposed into out[i · cols + t], with SSE2 4 × 4 transposes (bit moves: T may be int32).
+template <typename T>
+void transpose_tile(const T* tile, int64_t stride, int64_t nb, int64_t n, T* out, int64_t cols) {
+  static_assert(sizeof(T) == sizeof(float), "4-byte elements");
+  int64_t i0 = 0;
+#if defined(__SSE2__)
+  const auto* src = reinterpret_cast<const float*>(static_cast<const void*>(tile));
+  auto* dst = reinterpret_cast<float*>(static_cast<void*>(out));
+  for (; i0 + 4 <= n; i0 += 4) {
+    int64_t t0 = 0;
+    for (; t0 + 4 <= nb; t0 += 4) {
+      __m128 r0 = _mm_loadu_ps(src + (t0 + 0) * stride + i0);
+      __m128 r1 = _mm_loadu_ps(src + (t0 + 1) * stride + i0);
+      __m128 r2 = _mm_loadu_ps(src + (t0 + 2) * stride + i0);
+      __m128 r3 = _mm_loadu_ps(src + (t0 + 3) * stride + i0);
+      _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+      _mm_storeu_ps(dst + (i0 + 0) * cols + t0, r0);
+      _mm_storeu_ps(dst + (i0 + 1) * cols + t0, r1);
+      _mm_storeu_ps(dst + (i0 + 2) * cols + t0, r2);
+      _mm_storeu_ps(dst + (i0 + 3) * cols + t0, r3);
+    }
+    for (; t0 < nb; ++t0) {
+      for (int64_t i = i0; i < i0 + 4; ++i) out[i * cols + t0] = tile[t0 * stride + i];
+    }
+  }
+#endif
+  for (; i0 < n; ++i0) {
+    for (int64_t t = 0; t < nb; ++t) out[i0 * cols + t] = tile[t * stride + i0];
+  }
+}
+
+// Step 8, Q ← Q[:, invperm], row by row (a row is cache-resident): out[i][j] = row[invperm[j]].
+template <typename T>
+void unpermute_columns(T* data, int64_t rows, int64_t cols, const std::vector<int64_t>& invperm) {
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    std::vector<T> row(static_cast<size_t>(cols));
+    for (int64_t i = begin; i < end; ++i) {
+      T* out = data + i * cols;
+      std::copy(out, out + cols, row.begin());
+      for (int64_t j = 0; j < cols; ++j) out[j] = row[size_t(invperm[size_t(j)])];
+    }
+  });
+}
+
+// Steps 5–6 for one λ: u = U, the upper Cholesky factor of (H + λI)⁻¹, row-major [c, c] with a
+// zero strict lower triangle. Returns what failed, or "" on success.
+// Numerics: the reference forms H⁻¹ = cholesky_inverse(chol(H)) and factors it again (4/3 c³
+// flops). Here U = R⁻¹ where H + λI = R Rᵀ with R upper: then (H + λI)⁻¹ = R⁻ᵀR⁻¹ = UᵀU with U
+// upper and a positive diagonal — the Cholesky factor of the inverse, by uniqueness. R is the
+// ordinary Cholesky factor of J(H + λI)J read backwards (J reverses the index order), so the
+// route is reverse → potrf → trtri → reverse: 2/3 c³ flops and H⁻¹ is never formed. It differs
+// from the reference's U by float rounding only (the generic implementation keeps that route).
+std::string inverse_factor(const float* h, int64_t c, float lambda, float* u) {
+  const int64_t n2 = c * c;
+  // The flat reverse of a row-major square matrix reverses both axes: u = J H J (+ λ on the
+  // diagonal, which J maps onto itself). Symmetric, so its column-major view is the same matrix.
+  for (int64_t i = 0; i < n2; ++i) u[i] = h[n2 - 1 - i];
+  for (int64_t i = 0; i < c; ++i) u[i * c + i] += lambda;
+  const int n = static_cast<int>(c);
+  int info = 0;
+  // Column-major upper = row-major lower: the row-major lower triangle becomes L' with
+  // J H J = L' L'ᵀ, then its inverse.
+  spotrf_("U", &n, u, &n, &info, 1);
+  if (info > 0) return fmt::format("Cholesky factorization failed at leading minor {}", info);
+  CALQ_ASSERT(info == 0, "spotrf: argument {} invalid", -info);
+  strtri_("U", "N", &n, u, &n, &info, 1, 1);
+  if (info > 0) return fmt::format("zero pivot {} in the Cholesky factor", info);
+  CALQ_ASSERT(info == 0, "strtri: argument {} invalid", -info);
+  // Reversing again maps row-major lower L'⁻¹ to row-major upper J L'⁻¹ J = R⁻¹ = U; the lower
+  // triangle then holds the untouched half of J H J reversed, which is cleared.
+  std::reverse(u, u + n2);
+  bool finite = true;
+  for (int64_t i = 0; i < c; ++i) {
+    float* row = u + i * c;
+    std::fill(row, row + i, 0.0f);
+    for (int64_t j = i; j < c; ++j) finite &= std::isfinite(row[j]);
+    finite &= row[i] > 0;
+  }
+  return finite ? std::string() : std::string("non-finite inverse factor");
+}
+
+// tr(ΔW H ΔWᵀ) with ΔW [rows, c]: G = ΔWᵀΔW by SSYRK into `g` (upper triangle, half a GEMM),
+// then Σ_i H_ii G_ii + Σ_{i<j} (H_ij + H_ji) G_ij in double (exact for a non-symmetric H too),
+// over 64 × 64 tiles with the H_ji tile copied out (column reads of H would thrash the cache).
+// One partial sum per tile row, added in order: the same result for any thread count.
+double proxy_trace(const float* dw, int64_t rows, int64_t c, const float* h, float* g) {
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(c), int(rows), 1.0f, dw, int(c), 0.0f, g,
+              int(c));
+  constexpr int64_t kB = 64;
+  const int64_t n_blocks = (c + kB - 1) / kB;
+  std::vector<double> partial(static_cast<size_t>(n_blocks), 0.0);
+  at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> h_ji(kB * kB);
+    for (int64_t bi = begin; bi < end; ++bi) {
+      const int64_t i0 = bi * kB, i1 = std::min(c, i0 + kB);
+      double sum = 0;
+      for (int64_t i = i0; i < i1; ++i) sum += double(h[i * c + i]) * g[i * c + i];
+      for (int64_t j0 = i0; j0 < c; j0 += kB) {
+        const int64_t j1 = std::min(c, j0 + kB);
+        for (int64_t j = j0; j < j1; ++j)
+          std::memcpy(&h_ji[size_t((j - j0) * kB)], h + j * c + i0, sizeof(float) * (i1 - i0));
+        for (int64_t i = i0; i < i1; ++i) {
+          for (int64_t j = std::max(j0, i + 1); j < j1; ++j)
+            sum += (double(h[i * c + j]) + h_ji[size_t((j - j0) * kB + (i - i0))]) * g[i * c + j];
+        }
+      }
+      partial[size_t(bi)] = sum;
+    }
+  });
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+// Runs the rest of the call with one ATen (OpenMP) thread, restoring the count on exit. Both
+// OpenMP's and OpenBLAS's idle workers spin-wait after a parallel call; alternating the two
+// pools (GEMM, then an ATen op or parallel_for, then GEMM) made each pool's workers compete with
+// the other's spinners, which on 2 cores took 1.9 s instead of 1.3 s for a 4096² layer. So from
+// the first BLAS call on, OpenBLAS is the only pool and the O(rows·cols) work runs on this thread.
+class OnlyBlasThreads {
+ public:
+  OnlyBlasThreads() : threads_(at::get_num_threads()) {
+    if (threads_ > 1) at::set_num_threads(1);
+  }
+  ~OnlyBlasThreads() {
+    if (threads_ > 1) at::set_num_threads(threads_);
+  }
+  OnlyBlasThreads(const OnlyBlasThreads&) = delete;
+  OnlyBlasThreads& operator=(const OnlyBlasThreads&) = delete;
+
+ private:
+  int threads_;
+};
+
+}  // namespace
+
+GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
+                             const at::Tensor& H_in,
+                             const core::QuantSpec& spec,
+                             const GptqOptions& opts) {
+  const auto start = std::chrono::steady_clock::now();
+  CALQ_CHECK(W_in.device().is_cpu() && H_in.device().is_cpu(),
+             "gptq: the CPU implementation got tensors on {}; expected cpu", W_in.device().str());
+  openblas_set_num_threads(at::get_num_threads());  // one thread count for ATen and OpenBLAS
+  double prof_t = tnow(); double acc_in = 0, acc_lazy = 0, acc_fit = 0;
+  const GptqSetup setup = prepare(W_in, H_in, spec, opts);
+  PROF("prepare")  // ATen ops, all threads
+  const OnlyBlasThreads only_blas_threads;
+  const int64_t rows = setup.Wt.size(1);
+  const int64_t cols = setup.Wt.size(0);
+  CALQ_CHECK(rows <= INT_MAX && cols <= INT_MAX,
+             "gptq: weight [{}, {}] too large for BLAS 32-bit sizes", rows, cols);
+  const at::Device cpu(at::kCPU);
+  GptqResult result;
+
+  // Steps 5–6, escalating damp on failure (§3.4).
+  at::Tensor u = scratch(Scratch::U, {cols, cols}, cpu);
+  double damp = opts.damp;
+  for (int attempt = 0;; ++attempt) {
+    const auto lambda = static_cast<float>(damp * setup.mean_diag);
+    const std::string what =
+        inverse_factor(setup.H.data_ptr<float>(), cols, lambda, u.data_ptr<float>());
+    if (what.empty()) {
+      result.damp_escalations = attempt;
+      break;
+    }
+    if (attempt == opts.max_damp_escalations) fail_factorization(cols, opts, damp, what);
+    damp = next_damp(damp);
+  }
+  result.damp_used = damp;
+  PROF("factor")
+
+  // Step 7. The outer W is setup.Wt ([cols, rows], lazily updated in place); the current block
+  // W1 and its outputs live tile by tile ([n_tiles][B][kTileRows]); E1 is [B, rows] for the GEMM.
+  const int64_t B = std::min(opts.block_size, cols);
+  const int64_t g = setup.group_size;
+  const int64_t n_tiles = (rows + kTileRows - 1) / kTileRows;
+  constexpr int64_t kT = kTileRows;
+  at::Tensor w1 = at::empty({n_tiles, B, kT}, at::kFloat);
+  at::Tensor block_codes = at::empty({n_tiles, B, kT}, at::kInt);
+  at::Tensor block_deq = at::empty({n_tiles, B, kT}, at::kFloat);
+  at::Tensor e1 = at::empty({B, rows}, at::kFloat);
+  at::Tensor codes = empty_buffer({rows, cols}, at::kInt, cpu);  // the result, [rows, cols]
+  at::Tensor deq = empty_buffer({rows, cols}, at::kFloat, cpu);
+  at::Tensor scales = setup.dynamic_groups ? at::empty({setup.n_groups, rows}, at::kFloat)
+                                           : setup.fixed_scales.contiguous();
+  at::Tensor zeros = setup.dynamic_groups ? at::empty({setup.n_groups, rows}, at::kInt)
+                                          : setup.fixed_zeros.contiguous();
+  at::Tensor zeros_f = zeros.to(at::kFloat);  // the zero as the float the arithmetic uses
+
+  float* wt_p = setup.Wt.data_ptr<float>();
+  float* w1_p = w1.data_ptr<float>();
+  float* e1_p = e1.data_ptr<float>();
+  const float* u_p = u.data_ptr<float>();
+  const int64_t* pos_group = setup.pos_group.data_ptr<int64_t>();
+  const float* scales_p = scales.data_ptr<float>();  // stable: filled in place by fit_group
+  const float* zeros_fp = zeros_f.data_ptr<float>();
+  int32_t* block_codes_p = block_codes.data_ptr<int32_t>();
+  float* block_deq_p = block_deq.data_ptr<float>();
+  int32_t* codes_p = codes.data_ptr<int32_t>();
+  float* deq_p = deq.data_ptr<float>();
+  const core::CodeRange range = core::code_range(spec.grid, spec.bits);
+  const auto qmin = static_cast<float>(range.qmin);
+  const auto qmax = static_cast<float>(range.qmax);
+  const bool ct_order = spec.grid == core::Grid::CtSym || spec.grid == core::Grid::CtAsym;
+  std::vector<double> tile_loss(static_cast<size_t>(n_tiles), 0.0);
+
+  // Dynamic group params at processing position k = i1 + t, k % g == 0 (§3.1 step 7), from
+  // columns [k, k + g) of the outer W (reference, stale) or of the fully updated W (§3.5-a).
+  auto fit_group = [&](int64_t i1, int64_t t, int64_t nb) {
+    const int64_t k = i1 + t;
+    const int64_t len = std::min(g, cols - k);
+    at::Tensor src = setup.Wt.narrow(0, k, len);
+    if (opts.fit_on_updated_block) {
+      src = at::empty({len, rows}, at::kFloat);
+      float* src_p = src.data_ptr<float>();
+      const int64_t in_block = std::min(len, nb - t);
+      if (t == 0)  // the block is not packed yet: W1 is still the outer W
+        std::memcpy(src_p, wt_p + k * rows, sizeof(float) * in_block * rows);
+      for (int64_t t2 = t; t > 0 && t2 < t + in_block; ++t2) {  // unpack W1's tiles
+        for (int64_t tile = 0; tile < n_tiles; ++tile) {
+          const int64_t r0 = tile * kT;
+          std::memcpy(src_p + (t2 - t) * rows + r0, w1_p + (tile * B + t2) * kT,
+                      sizeof(float) * std::min(kT, rows - r0));
+        }
+      }
+      if (len > in_block) {  // past the block: outer W minus this block's pending update
+        float* tail = src_p + in_block * rows;
+        std::memcpy(tail, wt_p + (i1 + nb) * rows, sizeof(float) * (len - in_block) * rows);
+        if (t > 0) {
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(len - in_block), int(rows),
+                      int(t), -1.0f, u_p + i1 * cols + i1 + nb, int(cols), e1_p, int(rows), 1.0f,
+                      tail, int(rows));
+        }
+      }
+    }
+    const core::QuantParams p = core::fit_params(src.t(), spec);  // one (s, z) per row of W
+    const int64_t group = k / g;
+    scales[group].copy_(p.scale);
+    zeros[group].copy_(p.zero);
+    zeros_f[group].copy_(p.zero);
+  };
+
+  // Columns [ta, tb) of the block [i1, i1 + nb) for every row, tile by tile: quantize, then the
+  // eager in-block update W1[:, t'] −= e · U[k, i1 + t'] for t' > t. The first segment packs the
+  // tile from the outer W, the last one writes its codes back in the original column order.
+  auto run_columns = [&](int64_t i1, int64_t nb, int64_t ta, int64_t tb) {
+    at::parallel_for(0, n_tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
+      std::array<double, kT> loss{};  // per row of the tile
+      for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+        loss.fill(0.0);
+        const int64_t r0 = tile * kT;
+        const int64_t n = std::min(kT, rows - r0);
+        float* w1_tile = w1_p + tile * B * kT;
+        int32_t* codes_tile = block_codes_p + tile * B * kT;
+        float* deq_tile = block_deq_p + tile * B * kT;
+        if (ta == 0) {
+          for (int64_t t = 0; t < nb; ++t)
+            std::memcpy(w1_tile + t * kT, wt_p + (i1 + t) * rows + r0, sizeof(float) * n);
+        }
+        for (int64_t t = ta; t < tb; ++t) {
+          const int64_t k = i1 + t;
+          const float* u_row = u_p + k * cols;
+          const int64_t offset = pos_group[k] * rows + r0;
+          float* w = w1_tile + t * kT;
+          float* e = e1_p + t * rows + r0;
+          (ct_order ? quantize_column_ct : quantize_column_gptq)(
+              w, scales_p + offset, zeros_fp + offset, n, u_row[k], qmin, qmax,
+              codes_tile + t * kT, deq_tile + t * kT, e, loss.data());
+          update_tile(e, u_row + k + 1, nb - t - 1, w + kT, kT, n);
+        }
+        for (int64_t i = 0; i < n; ++i) tile_loss[size_t(tile)] += loss[size_t(i)];
+        if (tb == nb) {  // the block's outputs to [rows, cols], still in processing order
+          transpose_tile(codes_tile, kT, nb, n, codes_p + r0 * cols + i1, cols);
+          transpose_tile(deq_tile, kT, nb, n, deq_p + r0 * cols + i1, cols);
+        }
+      }
+    });
+  };
+
+  PROF("alloc7")
+  for (int64_t i1 = 0; i1 < cols; i1 += B) {
+    double T0 = tnow();
+    const int64_t i2 = std::min(i1 + B, cols);
+    const int64_t nb = i2 - i1;
+    for (int64_t ta = 0; ta < nb;) {
+      int64_t tb = nb;
+      if (setup.dynamic_groups) {  // segments end where the next group starts
+        const int64_t k = i1 + ta;
+        if (k % g == 0) { double F0 = tnow(); fit_group(i1, ta, nb); acc_fit += tnow() - F0; }
+        tb = std::min(nb, (k / g + 1) * g - i1);
+      }
+      run_columns(i1, nb, ta, tb);
+      ta = tb;
+    }
+    double T1 = tnow(); acc_in += T1 - T0;
+    if (i2 < cols) {  // lazy batch update: W[:, i2:] −= E1 · U[i1:i2, i2:]
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(cols - i2), int(rows), int(nb),
+                  -1.0f, u_p + i1 * cols + i2, int(cols), e1_p, int(rows), 1.0f,
+                  wt_p + i2 * rows, int(rows));
+    }
+    acc_lazy += tnow() - T1;
+  }
+  if (getenv("CALQ_PROF")) fprintf(stderr, "PROF inblock %.3f lazy %.3f fit %.3f\n", acc_in, acc_lazy, acc_fit);
+  PROF("loop")
+
+  if (setup.perm.defined()) {  // step 8
+    std::vector<int64_t> invperm(static_cast<size_t>(cols));
+    for (int64_t k = 0; k < cols; ++k) invperm[size_t(setup.perm.data_ptr<int64_t>()[k])] = k;
+    unpermute_columns(codes_p, rows, cols, invperm);
+    unpermute_columns(deq_p, rows, cols, invperm);
+  }
+  double loss = 0;
+  for (double l : tile_loss) loss += l;
+  CALQ_CHECK(std::isfinite(loss),
+             "gptq: the error feedback diverged (non-finite weights) at damp {:g}; the damped "
+             "Hessian [{} x {}] is too ill-conditioned for float32; expected a larger gptq.damp",
+             damp, cols, cols);
+  result.reference_loss = loss / 2;
+  assemble(setup, spec, codes, deq, scales, zeros, result);
+
+  PROF("assemble")
+  // Proxy loss, reusing the outer W's buffer for ΔW [rows, cols] and U's for G.
+  const at::Tensor W32 = W_in.to(at::kFloat).contiguous();
+  const at::Tensor H32 = H_in.to(at::kFloat).contiguous();
+  at::Tensor dW = at::from_blob(wt_p, {rows, cols}, at::kFloat);
+  at::sub_out(dW, W32, deq);
+  result.proxy_loss =
+      proxy_trace(wt_p, rows, cols, H32.data_ptr<float>(), u.data_ptr<float>()) / double(rows);
+  PROF("proxy")
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace calq::algorithms::gptq_detail

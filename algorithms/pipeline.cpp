@@ -1,0 +1,155 @@
+#include "algorithms/pipeline.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+
+#include "algorithms/registry.h"
+#include "algorithms/targets.h"
+#include "calib/calibration_set.h"
+#include "calib/layerwise_runner.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/model/model.h"
+#include "core/progress.h"
+#include "core/recipe.h"
+
+namespace calq::algorithms {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<LinearTarget> targets_of(const core::Recipe& recipe,
+                                     const std::vector<std::string>& linears) {
+  std::vector<LinearTarget> targets;
+  for (const std::string& name : linears) {
+    if (auto t = resolve_target(recipe.scheme, name)) targets.push_back(std::move(*t));
+  }
+  return targets;
+}
+
+/// The LayerHandler that applies every pass to each subset in recipe order.
+class PassDriver : public calib::LayerHandler {
+ public:
+  PassDriver(const core::Recipe& recipe, std::vector<std::unique_ptr<Pass>>& passes,
+             QuantizationResult& result)
+      : recipe_(recipe), passes_(passes), result_(result) {}
+
+  void begin_layer(core::DecoderLayer&, int64_t index) override {
+    if (static_cast<int64_t>(result_.layers.size()) <= index) result_.layers.resize(index + 1);
+  }
+
+  std::vector<std::vector<std::string>> schedule(core::DecoderLayer& layer) override {
+    return true_sequential_subsets(layer.linear_names());
+  }
+
+  calib::Requirements needs(core::DecoderLayer&, const std::vector<std::string>& subset) override {
+    calib::Requirements needs;
+    for (const LinearTarget& target : targets_of(recipe_, subset)) {
+      for (const auto& pass : passes_) needs[target.name].merge(pass->needs(target));
+    }
+    return needs;
+  }
+
+  void process(calib::LayerStep& step) override {
+    const std::vector<LinearTarget> targets = targets_of(recipe_, step.linears);
+    if (targets.empty()) return;
+    PassStep pass_step{step, targets, result_.layers[static_cast<size_t>(step.layer_index)]};
+    for (const auto& pass : passes_) {
+      const auto start = Clock::now();
+      pass->apply(pass_step);
+      result_.pass_seconds[pass->name()] +=
+          std::chrono::duration<double>(Clock::now() - start).count();
+    }
+  }
+
+  bool propagate_quantized() const override {
+    for (const auto& pass : passes_) {
+      if (!pass->propagate_quantized()) return false;
+    }
+    return true;
+  }
+
+  void end_layer(core::DecoderLayer&, int64_t) override {}
+
+ private:
+  const core::Recipe& recipe_;
+  std::vector<std::unique_ptr<Pass>>& passes_;
+  QuantizationResult& result_;
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe) {
+  std::vector<std::unique_ptr<Pass>> passes;
+  int quantizing = 0;
+  for (size_t i = 0; i < recipe.passes.size(); ++i) {
+    const core::PassEntry& entry = recipe.passes[i];
+    std::unique_ptr<Pass> pass = make_pass(entry.name, entry.options, recipe.scheme);
+    if (quantizing > 0) {
+      fail("{}: passes.{}.{}: runs after a quantizing pass ({}); expected transforms "
+           "(smoothquant, awq) first and exactly one quantizing pass (rtn, gptq) last",
+           recipe.file, i, entry.name, passes.back()->name());
+    }
+    if (pass->quantizes()) ++quantizing;
+    passes.push_back(std::move(pass));
+  }
+  if (quantizing == 0) {
+    // "passes: none = plain RTN to the scheme" (design.md); transforms alone also end in RTN.
+    passes.push_back(make_pass("rtn", core::Options(), recipe.scheme));
+  }
+  return passes;
+}
+
+bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
+                       const core::Model& model, const core::Recipe& recipe) {
+  static const std::vector<std::string> kAll = {"attn.q", "attn.k", "attn.v", "attn.o",
+                                                "mlp.gate", "mlp.up", "mlp.down", "mlp.fc1",
+                                                "mlp.fc2"};
+  (void)model;
+  for (const LinearTarget& target : targets_of(recipe, kAll)) {
+    for (const auto& pass : passes) {
+      if (pass->needs(target).any()) return true;
+    }
+  }
+  return false;
+}
+
+QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
+                                  std::vector<std::unique_ptr<Pass>>& passes,
+                                  const calib::CalibrationSet* calibration, int64_t batch_size) {
+  QuantizationResult result;
+  for (const auto& pass : passes) result.pass_names.push_back(pass->name());
+  const auto start = Clock::now();
+  PassDriver driver(recipe, passes, result);
+  result.propagated_quantized = driver.propagate_quantized();
+  if (calibration != nullptr && needs_calibration(passes, model, recipe)) {
+    result.used_calibration = true;
+    calib::RunnerOptions options;
+    options.batch_size = batch_size;
+    calib::LayerwiseRunner runner(model, calibration->windows, options);
+    runner.run(driver);
+  } else {
+    // No statistics needed: visit the weights only, no forward passes.
+    at::NoGradGuard no_grad;
+    const at::Tensor no_inputs;
+    Progress progress("quantize layers", model.n_layers());
+    for (int64_t i = 0; i < model.n_layers(); ++i) {
+      core::DecoderLayer& layer = model.layer(i);
+      driver.begin_layer(layer, i);
+      const auto subsets = driver.schedule(layer);
+      for (size_t k = 0; k < subsets.size(); ++k) {
+        std::map<std::string, calib::LinearStats> stats;
+        calib::LayerStep step{layer, i, static_cast<int64_t>(k), subsets[k], stats, no_inputs,
+                              {}};
+        driver.process(step);
+      }
+      driver.end_layer(layer, i);
+      progress.step();
+    }
+  }
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return result;
+}
+
+}  // namespace calq::algorithms

@@ -1,0 +1,48 @@
+// Runs a recipe's passes over a model: builds the passes from the registry, checks that their
+// order makes sense, and drives them layer by layer through the calibration engine (or straight
+// over the weights when no pass needs calibration data, e.g. plain RTN).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "algorithms/pass.h"
+
+namespace calq::core {
+class Model;
+struct Recipe;
+}  // namespace calq::core
+
+namespace calq::calib {
+struct CalibrationSet;
+}
+
+namespace calq::algorithms {
+
+struct QuantizationResult {
+  std::vector<std::string> pass_names;          ///< in the order they ran
+  std::map<std::string, double> pass_seconds;   ///< wall time inside each pass's apply
+  std::vector<std::map<std::string, LinearState>> layers;  ///< per layer, by linear name
+  bool used_calibration = false;
+  bool propagated_quantized = true;
+  double seconds = 0.0;
+};
+
+/// Builds the recipe's passes (an implicit trailing "rtn" when none quantizes) and rejects
+/// invalid orders with a reason (e.g. two quantizing passes, a transform after quantization).
+std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe);
+
+/// True when any pass needs statistics for any targeted linear.
+bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
+                       const core::Model& model, const core::Recipe& recipe);
+
+/// Quantizes `model` in place. `calibration` may be null when needs_calibration() is false.
+QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
+                                  std::vector<std::unique_ptr<Pass>>& passes,
+                                  const calib::CalibrationSet* calibration,
+                                  int64_t batch_size = 8);
+
+}  // namespace calq::algorithms

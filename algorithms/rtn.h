@@ -1,0 +1,19 @@
+// RTN: round-to-nearest of each targeted linear to the scheme's grid, no calibration (the
+// baseline every table starts from; algorithms.md §1). Also the minimal example of a pass.
+#pragma once
+
+#include <memory>
+
+#include "algorithms/pass.h"
+
+namespace calq::algorithms {
+
+std::unique_ptr<Pass> make_rtn(const core::Options& options);
+
+/// Shared by quantizing passes: stores `q` in the linear's state and writes its dequantized
+/// weight (scales rounded to the storage dtype, as the exported checkpoint will hold) into the
+/// layer, in the layer's dtype.
+void install_quantized(core::DecoderLayer& layer, const std::string& linear,
+                       core::QuantizedTensor q, LinearState& state);
+
+}  // namespace calq::algorithms

@@ -1,0 +1,101 @@
+#include "algorithms/targets.h"
+
+#include <set>
+
+#include "core/error.h"
+#include "core/recipe.h"
+
+namespace calq::algorithms {
+
+bool glob_match(const std::string& pattern, const std::string& name) {
+  // Iterative matcher with single-star backtracking: linear in practice, no regex engine.
+  size_t p = 0, n = 0, star = std::string::npos, mark = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == name[n])) {
+      ++p;
+      ++n;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = n;
+    } else if (star != std::string::npos) {
+      p = star + 1;
+      n = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+namespace {
+
+core::Grid grid_for(core::QuantGrid grid, bool sym) {
+  switch (grid) {
+    case core::QuantGrid::Gptq: return core::resolve_grid("gptq", sym);
+    case core::QuantGrid::Ct: return core::resolve_grid("ct", sym);
+    case core::QuantGrid::Awq: return core::resolve_grid("awq", sym);
+    case core::QuantGrid::Absmax: return core::resolve_grid("absmax", sym);
+  }
+  CALQ_ASSERT(false, "unhandled grid");
+}
+
+at::ScalarType scale_type(core::ScaleDtype dtype) {
+  switch (dtype) {
+    case core::ScaleDtype::Float16: return at::kHalf;
+    case core::ScaleDtype::Float32: return at::kFloat;
+    case core::ScaleDtype::BFloat16: return at::kBFloat16;
+  }
+  return at::kFloat;
+}
+
+}  // namespace
+
+std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
+                                           const std::string& linear) {
+  bool targeted = false;
+  for (const std::string& pattern : scheme.targets) targeted = targeted || glob_match(pattern, linear);
+  if (!targeted) return std::nullopt;
+  int bits = scheme.weights.bits;
+  int64_t group_size = scheme.weights.group_size;
+  bool sym = scheme.weights.sym;
+  for (const core::WeightOverride& o : scheme.overrides) {
+    if (!glob_match(o.pattern, linear)) continue;
+    if (o.bits) bits = *o.bits;
+    if (o.group_size) group_size = *o.group_size;
+    if (o.sym) sym = *o.sym;
+  }
+  CALQ_CHECK(scheme.weights.format == core::WeightFormat::Int,
+             "scheme.weights.format: {} weights are not implemented for integer passes yet; "
+             "expected int", core::weight_format_name(scheme.weights.format));
+  LinearTarget target;
+  target.name = linear;
+  target.spec = core::weight_spec(bits, grid_for(scheme.weights.grid, sym), group_size);
+  target.spec.scale_dtype = scale_type(scheme.weights.scale_dtype);
+  core::validate(target.spec);
+  return target;
+}
+
+std::vector<std::vector<std::string>> true_sequential_subsets(
+    const std::vector<std::string>& linear_names) {
+  static const std::vector<std::vector<std::string>> kOrder = {
+      {"attn.q", "attn.k", "attn.v"}, {"attn.o"}, {"mlp.gate", "mlp.up"},
+      {"mlp.fc1"},                    {"mlp.down"}, {"mlp.fc2"}};
+  const std::set<std::string> present(linear_names.begin(), linear_names.end());
+  std::vector<std::vector<std::string>> subsets;
+  std::set<std::string> placed;
+  for (const auto& group : kOrder) {
+    std::vector<std::string> subset;
+    for (const std::string& name : group) {
+      if (present.count(name)) {
+        subset.push_back(name);
+        placed.insert(name);
+      }
+    }
+    if (!subset.empty()) subsets.push_back(subset);
+  }
+  CALQ_ASSERT(placed.size() == present.size(), "a linear of the layer has no sequential slot");
+  return subsets;
+}
+
+}  // namespace calq::algorithms

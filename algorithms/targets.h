@@ -1,0 +1,29 @@
+// Which linears of a layer the recipe quantizes and to what: scheme.targets (globs over uniform
+// names) and scheme.overrides (per-linear bits / group size / sym) resolved into a QuantSpec per
+// linear. Also the true-sequential order of a family's linears (algorithms.md §3.2).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "algorithms/pass.h"
+
+namespace calq::core {
+struct SchemeSection;
+}
+
+namespace calq::algorithms {
+
+/// fnmatch-style glob: '*' any run, '?' one character. "attn.*" matches "attn.q".
+bool glob_match(const std::string& pattern, const std::string& name);
+
+/// The QuantSpec for `linear` (overrides applied in file order), or nullopt if not targeted.
+std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
+                                           const std::string& linear);
+
+/// Subsets in true-sequential order (IST-DASLab/gptq llama_sequential): q,k,v → o → gate,up →
+/// down (OPT/GPT-2: q,k,v → o → fc1 → fc2), restricted to `linear_names` present in the layer.
+std::vector<std::vector<std::string>> true_sequential_subsets(
+    const std::vector<std::string>& linear_names);
+
+}  // namespace calq::algorithms

@@ -1,0 +1,99 @@
+#include "calib/calibration_set.h"
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "calib/seeded_rng.h"
+#include "core/error.h"
+#include "core/eval/eval_text.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace calq::calib {
+namespace {
+
+std::vector<int64_t> read_offsets(const std::string& path) {
+  std::ifstream in(path);
+  CALQ_CHECK(in.good(), "{}: cannot open the calibration offsets file", path);
+  std::vector<int64_t> offsets;
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos || line[first] == '#') continue;
+    std::istringstream fields(line);
+    int64_t value = -1;
+    std::string rest;
+    CALQ_CHECK((fields >> value) && !(fields >> rest) && value >= 0,
+               "{}:{}: \"{}\" is not a token offset; expected one non-negative integer per line",
+               path, line_no, line);
+    offsets.push_back(value);
+  }
+  return offsets;
+}
+
+}  // namespace
+
+uint64_t fnv1a64(const void* data, size_t bytes, uint64_t seed) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t h = seed;
+  for (size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+CalibrationSet make_calibration_set(const core::Tokenizer& tokenizer,
+                                    const CalibrationOptions& options) {
+  CALQ_CHECK(options.nsamples > 0, "calibration.nsamples: {} must be positive", options.nsamples);
+  CALQ_CHECK(options.seqlen > 1, "calibration.seqlen: {} must be at least 2", options.seqlen);
+  const core::EvalText text = core::read_eval_text(options.data);
+  const std::vector<int32_t> stream = tokenizer.encode(text.text, /*add_bos=*/true);
+  const auto n_tokens = static_cast<int64_t>(stream.size());
+
+  CalibrationSet set;
+  set.dataset = text.dataset;
+  set.path = options.data;
+  set.stream_tokens = n_tokens;
+  set.seed = options.seed;
+  // nsamples·seqlen beyond the text means windows would have to repeat: refuse rather than
+  // calibrate on duplicated data without saying so.
+  CALQ_CHECK(options.nsamples * options.seqlen <= n_tokens - 1,
+             "{}: calibration.nsamples × calibration.seqlen = {} × {} = {} tokens exceeds the {} "
+             "tokens of the text; expected a longer text or fewer/shorter windows",
+             options.data, options.nsamples, options.seqlen, options.nsamples * options.seqlen,
+             n_tokens);
+
+  if (!options.offsets_path.empty()) {
+    set.offsets = read_offsets(options.offsets_path);
+    set.replayed = true;
+    CALQ_CHECK(static_cast<int64_t>(set.offsets.size()) == options.nsamples,
+               "{}: {} offsets but calibration.nsamples is {}; expected one offset per window",
+               options.offsets_path, set.offsets.size(), options.nsamples);
+    for (size_t i = 0; i < set.offsets.size(); ++i) {
+      CALQ_CHECK(set.offsets[i] + options.seqlen <= n_tokens,
+                 "{}: offset {} (window {}) + seqlen {} runs past the {} tokens of {}",
+                 options.offsets_path, set.offsets[i], i, options.seqlen, n_tokens, options.data);
+    }
+  } else {
+    SeededRng rng(options.seed);
+    set.offsets.reserve(static_cast<size_t>(options.nsamples));
+    for (int64_t i = 0; i < options.nsamples; ++i) {
+      set.offsets.push_back(rng.uniform_int(0, n_tokens - options.seqlen - 1));
+    }
+  }
+
+  set.windows = at::empty({options.nsamples, options.seqlen}, at::kLong);
+  auto* out = set.windows.data_ptr<int64_t>();
+  for (int64_t i = 0; i < options.nsamples; ++i) {
+    const int64_t start = set.offsets[static_cast<size_t>(i)];
+    for (int64_t t = 0; t < options.seqlen; ++t) out[i * options.seqlen + t] = stream[start + t];
+  }
+  set.hash = fnv1a64(out, static_cast<size_t>(set.windows.numel()) * sizeof(int64_t));
+  return set;
+}
+
+}  // namespace calq::calib

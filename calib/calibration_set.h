@@ -1,0 +1,44 @@
+// Calibration windows (algorithms.md §10.2): the whole calibration text tokenized once (one BOS),
+// then `nsamples` windows of `seqlen` tokens at offsets drawn by calq's own seeded RNG in
+// [0, tokens − seqlen − 1] (as GPTQ's randint), or replayed from an offsets file. The hash of the
+// windows goes into report.json so two runs can prove they saw the same data.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace calq::core {
+class Tokenizer;
+}
+
+namespace calq::calib {
+
+struct CalibrationOptions {
+  std::string data;          ///< text file (read as is)
+  int64_t nsamples = 128;
+  int64_t seqlen = 2048;
+  uint64_t seed = 0;
+  std::string offsets_path;  ///< optional: one token offset per line (replaces the RNG)
+};
+
+struct CalibrationSet {
+  std::string dataset;           ///< file stem of the text
+  std::string path;
+  int64_t stream_tokens = 0;     ///< tokens of the whole text (BOS included)
+  std::vector<int64_t> offsets;  ///< start of each window in the token stream
+  at::Tensor windows;            ///< [nsamples, seqlen] int64 token ids (CPU)
+  uint64_t hash = 0;             ///< FNV-1a 64 over the windows' token ids
+  uint64_t seed = 0;
+  bool replayed = false;         ///< offsets came from a file
+};
+
+CalibrationSet make_calibration_set(const core::Tokenizer& tokenizer,
+                                    const CalibrationOptions& options);
+
+/// FNV-1a 64 over raw bytes: stable across platforms and runs; used for reports and cache keys.
+uint64_t fnv1a64(const void* data, size_t bytes, uint64_t seed = 0xcbf29ce484222325ULL);
+
+}  // namespace calq::calib

@@ -1,0 +1,89 @@
+#include "calib/layerwise_runner.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/model/model.h"
+#include "core/progress.h"
+
+namespace calq::calib {
+
+LayerwiseRunner::LayerwiseRunner(core::Model& model, at::Tensor windows, RunnerOptions options)
+    : model_(model), windows_(std::move(windows)), options_(options) {
+  CALQ_ASSERT(windows_.dim() == 2, "calibration windows must be [nsamples, seqlen]");
+}
+
+at::Tensor LayerwiseRunner::forward_layer(
+    core::DecoderLayer& layer, const at::Tensor& inputs, const Requirements* needs,
+    std::map<std::string, LinearStatsAccumulator>* accumulators) const {
+  const int64_t n = inputs.size(0);
+  const int64_t batch = std::max<int64_t>(1, options_.batch_size);
+  core::ForwardContext ctx = model_.make_context(inputs.size(1));
+  if (needs != nullptr && accumulators != nullptr && !accumulators->empty()) {
+    ctx.observer = [accumulators](int64_t, std::string_view name, const at::Tensor& x) {
+      const auto it = accumulators->find(std::string(name));
+      if (it != accumulators->end()) it->second.add(x);
+    };
+  }
+  std::vector<at::Tensor> outputs;
+  outputs.reserve(static_cast<size_t>((n + batch - 1) / batch));
+  for (int64_t s = 0; s < n; s += batch) {
+    outputs.push_back(layer.forward(inputs.narrow(0, s, std::min(batch, n - s)), ctx));
+  }
+  return at::cat(outputs, 0);
+}
+
+void LayerwiseRunner::run(LayerHandler& handler) {
+  at::NoGradGuard no_grad;
+  const auto device = at::Device(model_.device());
+  // X_0: embeddings of every calibration window, kept resident for the whole loop.
+  std::vector<at::Tensor> embedded;
+  const int64_t n = windows_.size(0);
+  const int64_t batch = std::max<int64_t>(1, options_.batch_size);
+  for (int64_t s = 0; s < n; s += batch) {
+    embedded.push_back(model_.embed(windows_.narrow(0, s, std::min(batch, n - s)).to(device)));
+  }
+  at::Tensor inputs = at::cat(embedded, 0);
+  embedded.clear();
+
+  Progress progress("calibrate layers", model_.n_layers(), options_.show_progress);
+  for (int64_t i = 0; i < model_.n_layers(); ++i) {
+    core::DecoderLayer& layer = model_.layer(i);
+    handler.begin_layer(layer, i);
+    // AWQ-style handlers hand the next layer the float output: compute it before any change.
+    at::Tensor float_outputs;
+    if (!handler.propagate_quantized()) float_outputs = forward_layer(layer, inputs, nullptr, nullptr);
+
+    const std::vector<std::vector<std::string>> schedule = handler.schedule(layer);
+    for (size_t k = 0; k < schedule.size(); ++k) {
+      const std::vector<std::string>& subset = schedule[k];
+      const Requirements needs = handler.needs(layer, subset);
+      std::map<std::string, LinearStatsAccumulator> accumulators;
+      for (const auto& [name, request] : needs) {
+        if (request.any()) accumulators.emplace(name, LinearStatsAccumulator(request));
+      }
+      std::map<std::string, LinearStats> stats;
+      if (!accumulators.empty()) {
+        forward_layer(layer, inputs, &needs, &accumulators);
+        for (const auto& [name, acc] : accumulators) stats.emplace(name, acc.finish());
+      }
+      LayerStep step{layer, i, static_cast<int64_t>(k), subset, stats, inputs,
+                     [&layer, this](const at::Tensor& x) {
+                       return layer.forward(x, model_.make_context(x.size(1)));
+                     }};
+      handler.process(step);
+    }
+    handler.end_layer(layer, i);
+    inputs = handler.propagate_quantized() ? forward_layer(layer, inputs, nullptr, nullptr)
+                                           : float_outputs;
+    if (options_.release_layers) model_.release(i);
+    log::debug("layer {} done", i);
+    progress.step();
+  }
+  progress.finish();
+}
+
+}  // namespace calq::calib

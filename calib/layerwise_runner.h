@@ -1,0 +1,75 @@
+// The calibration engine's layer loop (design.md "LayerwiseRunner"; IST-DASLab/gptq
+// llama_sequential). For layer i: the handler names the linears to process in turn (true
+// sequential: q,k,v → o → gate,up → down); for each subset the runner runs the layer over the
+// calibration inputs X_i once, collecting exactly the statistics the handler asked for, then
+// hands them over; finally X_{i+1} = layer_i(X_i) with the quantized layer (GPTQ) or the float
+// layer as it was before processing (AWQ), as the handler says.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "calib/linear_stats.h"
+
+namespace calq::core {
+class Model;
+class DecoderLayer;
+}  // namespace calq::core
+
+namespace calq::calib {
+
+/// One subset of one layer, ready to be transformed.
+struct LayerStep {
+  core::DecoderLayer& layer;
+  int64_t layer_index = 0;
+  int64_t step_index = 0;  ///< position of this subset in the layer's schedule
+  const std::vector<std::string>& linears;       ///< the subset
+  std::map<std::string, LinearStats>& stats;     ///< collected for the subset's linears
+  const at::Tensor& layer_inputs;                ///< X_i [nsamples, seqlen, hidden]
+  /// Runs the layer (as it is now) on a slice of inputs: [b, seq, hidden] -> same.
+  std::function<at::Tensor(const at::Tensor&)> forward;
+};
+
+class LayerHandler {
+ public:
+  virtual ~LayerHandler() = default;
+  /// Called once per layer before anything runs (e.g. to snapshot float weights).
+  virtual void begin_layer(core::DecoderLayer& layer, int64_t index) = 0;
+  /// The subsets of linears to process, in order.
+  virtual std::vector<std::vector<std::string>> schedule(core::DecoderLayer& layer) = 0;
+  /// What to collect for the subset's linears (may be empty: no forward is run).
+  virtual Requirements needs(core::DecoderLayer& layer, const std::vector<std::string>& subset) = 0;
+  virtual void process(LayerStep& step) = 0;
+  /// true: X_{i+1} from the processed layer (GPTQ); false: from the float layer (AWQ).
+  virtual bool propagate_quantized() const = 0;
+  virtual void end_layer(core::DecoderLayer& layer, int64_t index) = 0;
+};
+
+struct RunnerOptions {
+  int64_t batch_size = 8;  ///< calibration windows per layer forward
+  bool show_progress = true;
+  bool release_layers = false;  ///< free each layer after processing (bounded memory)
+};
+
+class LayerwiseRunner {
+ public:
+  /// `windows`: [nsamples, seqlen] int64 calibration token ids.
+  LayerwiseRunner(core::Model& model, at::Tensor windows, RunnerOptions options = {});
+  void run(LayerHandler& handler);
+
+ private:
+  at::Tensor forward_layer(core::DecoderLayer& layer, const at::Tensor& inputs,
+                           const Requirements* needs,
+                           std::map<std::string, LinearStatsAccumulator>* accumulators) const;
+
+  core::Model& model_;
+  at::Tensor windows_;
+  RunnerOptions options_;
+};
+
+}  // namespace calq::calib

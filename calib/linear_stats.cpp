@@ -1,0 +1,65 @@
+#include "calib/linear_stats.h"
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+
+namespace calq::calib {
+
+void StatRequest::merge(const StatRequest& other) {
+  hessian = hessian || other.hessian;
+  absmax = absmax || other.absmax;
+  mean_abs = mean_abs || other.mean_abs;
+  inputs = inputs || other.inputs;
+}
+
+void LinearStatsAccumulator::add(const at::Tensor& x) {
+  CALQ_ASSERT(x.dim() == 2 || x.dim() == 3, "linear input must be 2-D or 3-D, got {}-D", x.dim());
+  const int64_t batch = x.dim() == 3 ? x.size(0) : 1;
+  const at::Tensor flat = x.reshape({-1, x.size(-1)});
+  n_samples_ += batch;
+  n_tokens_ += flat.size(0);
+  if (request_.hessian) {
+    const at::Tensor f = flat.to(at::kFloat);
+    const at::Tensor product = at::matmul(f.t(), f).to(at::kDouble);
+    if (xtx_.defined()) {
+      xtx_.add_(product);
+    } else {
+      xtx_ = product;
+    }
+  }
+  if (request_.absmax || request_.mean_abs) {
+    const at::Tensor a = flat.abs().to(at::kFloat);
+    if (request_.absmax) {
+      const at::Tensor m = std::get<0>(a.max(0));
+      absmax_ = absmax_.defined() ? at::maximum(absmax_, m) : m;
+    }
+    if (request_.mean_abs) {
+      const at::Tensor s = a.to(at::kDouble).sum(0);
+      if (abs_sum_.defined()) {
+        abs_sum_.add_(s);
+      } else {
+        abs_sum_ = s;
+      }
+    }
+  }
+  if (request_.inputs) inputs_.push_back(flat.clone());
+}
+
+LinearStats LinearStatsAccumulator::finish() const {
+  LinearStats stats;
+  stats.n_samples = n_samples_;
+  stats.n_tokens = n_tokens_;
+  if (n_samples_ == 0) return stats;
+  if (request_.hessian) {
+    stats.hessian = (xtx_ * (2.0 / static_cast<double>(n_samples_))).to(at::kFloat);
+  }
+  if (request_.absmax) stats.absmax = absmax_;
+  if (request_.mean_abs) {
+    stats.mean_abs = (abs_sum_ / static_cast<double>(n_tokens_)).to(at::kFloat);
+  }
+  if (request_.inputs) stats.inputs = at::cat(inputs_, 0);
+  return stats;
+}
+
+}  // namespace calq::calib

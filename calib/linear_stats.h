@@ -1,0 +1,59 @@
+// What passes ask the runner to observe on a linear's input, and the accumulators that gather it
+// in one forward sweep (imatrix-style "ask, then collect"):
+//   hessian   H = 2 Σ xᵀx / N, N = number of calibration sequences (IST-DASLab/gptq add_batch),
+//   absmax    max |x| per input channel (SmoothQuant act_scales),
+//   mean_abs  mean |x| per input channel over tokens (AWQ's activation salience),
+//   inputs    the raw inputs [tokens, in] (AWQ scale/clip search, LKD).
+// Accumulation: each batch's xᵀx is one float32 GEMM, summed into a float64 accumulator and
+// normalised once at the end. Why: float32 GEMMs keep the O(tokens·in²) work fast, the float64
+// sum keeps the result independent of how many batches there were (to ~1e-7) and avoids the
+// reference's running rescale H·N/(N+n), whose rounding depends on the batch order.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+namespace calq::calib {
+
+struct StatRequest {
+  bool hessian = false;
+  bool absmax = false;
+  bool mean_abs = false;
+  bool inputs = false;
+  bool any() const { return hessian || absmax || mean_abs || inputs; }
+  void merge(const StatRequest& other);
+};
+
+/// Uniform linear name ("attn.q", ...) -> what to collect for it.
+using Requirements = std::map<std::string, StatRequest>;
+
+struct LinearStats {
+  at::Tensor hessian;   ///< [in, in] float32, 2 Σ xᵀx / n_samples
+  at::Tensor absmax;    ///< [in] float32
+  at::Tensor mean_abs;  ///< [in] float32
+  at::Tensor inputs;    ///< [n_tokens, in] in the compute dtype
+  int64_t n_samples = 0;  ///< calibration sequences seen
+  int64_t n_tokens = 0;
+};
+
+class LinearStatsAccumulator {
+ public:
+  explicit LinearStatsAccumulator(StatRequest request) : request_(request) {}
+  /// x: [batch, seq, in] (or [tokens, in] with batch = 1): the linear's input.
+  void add(const at::Tensor& x);
+  LinearStats finish() const;
+
+ private:
+  StatRequest request_;
+  at::Tensor xtx_;       // float64 Σ xᵀx
+  at::Tensor absmax_;    // float32
+  at::Tensor abs_sum_;   // float64 Σ |x|
+  std::vector<at::Tensor> inputs_;
+  int64_t n_samples_ = 0;
+  int64_t n_tokens_ = 0;
+};
+
+}  // namespace calq::calib

@@ -1,0 +1,143 @@
+// `calq run RECIPE.yaml`: load the model, build the calibration set, run the recipe's passes,
+// evaluate, and write DIR/report.json (design.md "report.json"). Errors in the recipe stop the
+// run before any output is written.
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "algorithms/pipeline.h"
+#include "calib/calibration_set.h"
+#include "cli/commands.h"
+#include "cli/run_report.h"
+#include "core/error.h"
+#include "core/eval/eval_text.h"
+#include "core/eval/perplexity.h"
+#include "core/io/atomic_file.h"
+#include "core/log.h"
+#include "core/model/model.h"
+#include "core/recipe.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace calq::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct RunArgs {
+  std::string recipe;
+  std::vector<std::string> overrides;
+  std::string out;
+  int64_t batch_size = 8;
+};
+
+c10::ScalarType to_scalar(core::ComputeDtype dtype) {
+  switch (dtype) {
+    case core::ComputeDtype::Float32: return at::kFloat;
+    case core::ComputeDtype::Float16: return at::kHalf;
+    case core::ComputeDtype::BFloat16: return at::kBFloat16;
+  }
+  return at::kFloat;
+}
+
+std::string pass_list(const std::vector<std::unique_ptr<algorithms::Pass>>& passes) {
+  std::string names;
+  for (const auto& p : passes) names += (names.empty() ? "" : ", ") + std::string(p->name());
+  return names;
+}
+
+int run_recipe(const RunArgs& args) {
+  const auto start = Clock::now();
+  const core::Recipe recipe = core::load_recipe(args.recipe, args.overrides);
+  // Build the passes first: their option errors must come before any heavy work.
+  auto passes = algorithms::build_passes(recipe);
+  if (recipe.save) {
+    fail("{}: save: exporting checkpoints is not available in this version of calq (planned: "
+         "issue #5); expected no save section",
+         recipe.file);
+  }
+  const std::string out_dir =
+      args.out.empty() ? (fs::path("out") / fs::path(args.recipe).stem()).string() : args.out;
+
+  core::LoadOptions load;
+  load.path = recipe.model.path.resolved;
+  if (recipe.model.tokenizer) load.tokenizer_path = recipe.model.tokenizer->resolved;
+  load.device = core::device_name(recipe.model.device);
+  load.compute_dtype = to_scalar(recipe.model.dtype);
+  auto model = core::load_model(load);
+
+  RunReport report(recipe, *model);
+  std::optional<calib::CalibrationSet> calibration;
+  if (algorithms::needs_calibration(passes, *model, recipe)) {
+    CALQ_CHECK(recipe.calibration.has_value(),
+               "{}: calibration: missing; the passes ({}) need calibration data", recipe.file,
+               pass_list(passes));
+    CALQ_CHECK(model->tokenizer() != nullptr,
+               "{}: model.tokenizer: the model has no tokenizer; expected a tokenizer path",
+               recipe.file);
+    calib::CalibrationOptions c;
+    c.data = recipe.calibration->data.resolved;
+    c.nsamples = recipe.calibration->n_samples;
+    c.seqlen = recipe.calibration->seqlen;
+    c.seed = static_cast<uint64_t>(recipe.calibration->seed);
+    if (recipe.calibration->offsets) c.offsets_path = recipe.calibration->offsets->resolved;
+    log::info("calibration: {} windows of {} tokens from {}", c.nsamples, c.seqlen, c.data);
+    calibration = calib::make_calibration_set(*model->tokenizer(), c);
+    report.set_calibration(*calibration);
+  }
+
+  log::info("quantizing with {}", recipe.passes.empty() ? "rtn (no passes given)" : "the recipe's passes");
+  const algorithms::QuantizationResult result = algorithms::quantize_model(
+      *model, recipe, passes, calibration ? &*calibration : nullptr, args.batch_size);
+  report.set_quantization(result);
+  log::info("quantized in {:.1f} s", result.seconds);
+
+  for (const core::PerplexityEval& e : recipe.eval.perplexity) {
+    CALQ_CHECK(model->tokenizer() != nullptr,
+               "{}: eval: the model has no tokenizer; expected model.tokenizer", recipe.file);
+    const core::EvalText text = core::read_eval_text(e.data.resolved, e.join);
+    const std::vector<int32_t> tokens = model->tokenizer()->encode(text.text, true);
+    core::PerplexityOptions options;
+    options.seqlen = e.seqlen;
+    options.max_windows = e.max_windows;
+    options.batch_size = args.batch_size;
+    options.label = "ppl " + text.dataset;
+    core::PerplexityResult r = core::evaluate_perplexity(*model, tokens, options, e.data.resolved);
+    r.dataset = text.dataset;
+    r.join = core::text_join_name(e.join);
+    std::printf("%s: ppl %.4f (seqlen %lld, %lld tokens, %lld windows)\n", r.dataset.c_str(),
+                r.ppl, static_cast<long long>(r.seqlen), static_cast<long long>(r.tokens),
+                static_cast<long long>(r.windows));
+    std::fflush(stdout);
+    report.add_perplexity(r, e.data.resolved);
+  }
+
+  report.finish(std::chrono::duration<double>(Clock::now() - start).count());
+  fs::create_directories(out_dir);
+  const std::string report_path = (fs::path(out_dir) / "report.json").string();
+  core::write_string_atomically(report_path, report.dump() + "\n");
+  log::info("report written to {}", report_path);
+  return 0;
+}
+
+}  // namespace
+
+CommandRunner add_run_command(CLI::App& app) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand("run", "Quantize (and evaluate) as a recipe says");
+  cmd->add_option("recipe", args->recipe, "Recipe YAML")->required();
+  cmd->add_option("--set", args->overrides, "Override a recipe key: key.path=value (repeatable)");
+  cmd->add_option("--out", args->out, "Output directory (default out/<recipe name>)");
+  cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  return [args] { return run_recipe(*args); };
+}
+
+}  // namespace calq::cli

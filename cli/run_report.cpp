@@ -1,0 +1,117 @@
+#include "cli/run_report.h"
+
+#include <sys/resource.h>
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "algorithms/pipeline.h"
+#include "calib/calibration_set.h"
+#include "core/eval/perplexity.h"
+#include "core/model/model.h"
+#include "core/recipe.h"
+
+#ifndef CALQ_GIT_DESCRIBE
+#define CALQ_GIT_DESCRIBE "unknown"
+#endif
+
+namespace calq::cli {
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+namespace {
+
+const char* family_name(core::Family family) {
+  switch (family) {
+    case core::Family::Llama: return "llama";
+    case core::Family::Opt: return "opt";
+    case core::Family::Gpt2: return "gpt2";
+  }
+  return "?";
+}
+
+}  // namespace
+
+RunReport::RunReport(const core::Recipe& recipe, const core::Model& model)
+    : recipe_(recipe), doc_(std::make_unique<nlohmann::json>()) {
+  nlohmann::json& d = *doc_;
+  d["calq_version"] = "0.1.0";
+  d["git"] = CALQ_GIT_DESCRIBE;
+  d["model"] = {{"path", model.path()},
+                {"family", family_name(model.config().family)},
+                {"model_type", model.config().model_type},
+                {"params", model.n_parameters()}};
+  d["calibration"] = nullptr;
+  d["threads"] = at::get_num_threads();
+}
+
+RunReport::~RunReport() = default;
+
+void RunReport::set_calibration(const calib::CalibrationSet& set) {
+  (*doc_)["calibration"] = {{"dataset", set.dataset},
+                            {"path", set.path},
+                            {"nsamples", set.windows.size(0)},
+                            {"seqlen", set.windows.size(1)},
+                            {"seed", set.seed},
+                            {"replayed_offsets", set.replayed},
+                            {"stream_tokens", set.stream_tokens},
+                            {"windows_hash", fmt::format("{:016x}", set.hash)}};
+}
+
+void RunReport::set_quantization(const algorithms::QuantizationResult& result) {
+  nlohmann::json passes = nlohmann::json::array();
+  for (const std::string& name : result.pass_names) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (size_t i = 0; i < result.layers.size(); ++i) {
+      nlohmann::json linears = nlohmann::json::object();
+      for (const auto& [linear, state] : result.layers[i]) {
+        const auto it = state.reports.find(name);
+        if (it == state.reports.end()) continue;
+        nlohmann::json entry = nlohmann::json::object();
+        for (const auto& [k, v] : it->second.figures) entry[k] = v;
+        for (const auto& [k, v] : it->second.notes) entry[k] = v;
+        linears[linear] = entry;
+      }
+      if (!linears.empty()) layers.push_back({{"index", i}, {"linears", linears}});
+    }
+    const auto seconds = result.pass_seconds.find(name);
+    passes.push_back({{"name", name},
+                      {"seconds", seconds == result.pass_seconds.end() ? 0.0 : seconds->second},
+                      {"layers", layers}});
+  }
+  nlohmann::json& d = *doc_;
+  d["passes"] = passes;
+  d["quantization"] = {{"seconds", result.seconds},
+                       {"used_calibration", result.used_calibration},
+                       {"next_layer_inputs", result.propagated_quantized ? "quantized" : "float"}};
+}
+
+void RunReport::add_perplexity(const core::PerplexityResult& r, const std::string& path) {
+  (*doc_)["eval"]["perplexity"].push_back({{"dataset", r.dataset},
+                                           {"path", path},
+                                           {"join", r.join},
+                                           {"seqlen", r.seqlen},
+                                           {"tokens", r.tokens},
+                                           {"windows", r.windows},
+                                           {"nll", r.nll},
+                                           {"ppl", r.ppl}});
+}
+
+void RunReport::finish(double total_seconds) {
+  nlohmann::json& d = *doc_;
+  // Pass defaults are only known once the passes have read their options: resolve last.
+  d["recipe"] = nlohmann::json::parse(recipe_.resolved_json());
+  d["recipe_hash"] = recipe_.hash_hex();
+  d["export"] = nullptr;
+  d["timing"] = {{"total_s", total_seconds}};
+  d["memory"] = {{"peak_rss_mb", peak_rss_mb()}};
+}
+
+std::string RunReport::dump() const { return doc_->dump(2); }
+
+}  // namespace calq::cli

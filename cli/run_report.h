@@ -1,0 +1,43 @@
+// report.json of `calq run` (design.md "report.json"): the resolved recipe, model, calibration
+// protocol, per-pass per-layer per-linear figures, perplexities with their protocol, timing and
+// peak memory. Numbers that matter live here so tables and plots are generated, never typed.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace calq::core {
+class Model;
+struct Recipe;
+struct PerplexityResult;
+}  // namespace calq::core
+namespace calq::calib {
+struct CalibrationSet;
+}
+namespace calq::algorithms {
+struct QuantizationResult;
+}
+
+namespace calq::cli {
+
+class RunReport {
+ public:
+  RunReport(const core::Recipe& recipe, const core::Model& model);
+  ~RunReport();
+  void set_calibration(const calib::CalibrationSet& set);
+  void set_quantization(const algorithms::QuantizationResult& result);
+  void add_perplexity(const core::PerplexityResult& result, const std::string& path);
+  void finish(double total_seconds);
+  std::string dump() const;
+
+ private:
+  const core::Recipe& recipe_;
+  std::unique_ptr<nlohmann::json> doc_;
+};
+
+/// Peak resident set size of this process in MiB (getrusage).
+double peak_rss_mb();
+
+}  // namespace calq::cli
