@@ -217,7 +217,7 @@ TEST_CASE("resolved_json records pass defaults once the pass has read them, and 
   CHECK(load_recipe(dir.write(kMinimal), {"scheme.weights.bits=3"}).hash() != minimal.hash());
 }
 
-TEST_CASE("--set overrides scalars, nested keys, list entries, nulls and flow lists",
+TEST_CASE("set overrides apply to scalars, nested keys, list entries, nulls and flow lists",
           "[core][recipe]") {
   RecipeDir dir;
   const std::string path = dir.write(kFull);
