@@ -2,8 +2,6 @@
 // and the device dispatch of gptq_quantize.
 #include "algorithms/gptq_kernel.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -15,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <sys/mman.h>
 
 #include "algorithms/gptq_steps.h"
 #include "core/error.h"
@@ -25,7 +24,8 @@ namespace {
 
 std::string shape_of(const at::Tensor& t) {
   std::string out = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) out += fmt::format("{}{}", d ? ", " : "", t.size(d));
+  for (int64_t d = 0; d < t.dim(); ++d)
+    out += fmt::format("{}{}", d ? ", " : "", t.size(d));
   return out + "]";
 }
 
@@ -49,8 +49,8 @@ void check_arguments(const at::Tensor& W,
              "gptq.damp: {} is not a valid relative damp; expected a finite value >= 0", opts.damp);
   CALQ_CHECK(opts.block_size >= 1, "gptq.block_size: {}; expected a positive number of columns",
              opts.block_size);
-  CALQ_CHECK(opts.max_damp_escalations >= 0,
-             "gptq: max_damp_escalations {}; expected a count >= 0", opts.max_damp_escalations);
+  CALQ_CHECK(opts.max_damp_escalations >= 0, "gptq: max_damp_escalations {}; expected a count >= 0",
+             opts.max_damp_escalations);
 }
 
 // §3.1 step 4: stable descending argsort of diag(H) — ties (dead columns all have 1) keep the
@@ -69,15 +69,18 @@ std::vector<int64_t> act_order_perm(const at::Tensor& H) {
 at::Tensor empty_buffer(at::IntArrayRef sizes, at::ScalarType dtype, at::Device device) {
   const at::TensorOptions options = at::TensorOptions().dtype(dtype).device(device);
   int64_t numel = 1;
-  for (int64_t size : sizes) numel *= size;
+  for (int64_t size : sizes)
+    numel *= size;
   const size_t bytes = size_t(numel) * at::elementSize(dtype);
   constexpr size_t kHugePage = size_t{2} << 20;
-  if (!device.is_cpu() || bytes < 4 * kHugePage) return at::empty(sizes, options);
+  if (!device.is_cpu() || bytes < 4 * kHugePage)
+    return at::empty(sizes, options);
   const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
   void* data = std::aligned_alloc(kHugePage, rounded);
   CALQ_CHECK(data != nullptr, "gptq: cannot allocate a {} MiB buffer", rounded >> 20);
   madvise(data, rounded, MADV_HUGEPAGE);  // a hint: failure (no THP) only costs speed
-  return at::from_blob(data, sizes, [](void* p) { std::free(p); }, options);
+  return at::from_blob(
+      data, sizes, [](void* p) { std::free(p); }, options);
 }
 
 namespace {
@@ -85,9 +88,11 @@ thread_local std::array<at::Tensor, size_t(Scratch::kCount)> scratch_cache;
 }  // namespace
 
 at::Tensor scratch(Scratch slot, at::IntArrayRef sizes, at::Device device) {
-  if (!device.is_cpu()) return at::empty(sizes, at::TensorOptions().dtype(at::kFloat).device(device));
+  if (!device.is_cpu())
+    return at::empty(sizes, at::TensorOptions().dtype(at::kFloat).device(device));
   int64_t numel = 1;
-  for (int64_t size : sizes) numel *= size;
+  for (int64_t size : sizes)
+    numel *= size;
   at::Tensor& cached = scratch_cache[size_t(slot)];
   if (!cached.defined() || cached.numel() < numel)
     cached = empty_buffer({numel}, at::kFloat, device);
@@ -101,8 +106,10 @@ bool all_finite(const at::Tensor& t) {
   std::atomic<bool> finite{true};
   at::parallel_for(0, t.numel(), int64_t{1} << 16, [&](int64_t begin, int64_t end) {
     bool ok = true;
-    for (int64_t i = begin; i < end; ++i) ok &= std::isfinite(p[i]);
-    if (!ok) finite = false;
+    for (int64_t i = begin; i < end; ++i)
+      ok &= std::isfinite(p[i]);
+    if (!ok)
+      finite = false;
   });
   return finite;
 }
@@ -167,7 +174,8 @@ GptqSetup prepare(const at::Tensor& W_in,
   if (opts.act_order) {
     const std::vector<int64_t> perm = act_order_perm(H);
     invperm.resize(perm.size());
-    for (size_t k = 0; k < perm.size(); ++k) invperm[static_cast<size_t>(perm[k])] = int64_t(k);
+    for (size_t k = 0; k < perm.size(); ++k)
+      invperm[static_cast<size_t>(perm[k])] = int64_t(k);
     s.perm = at::tensor(perm, at::kLong);
     const at::Tensor p = s.perm.to(device);
     at::Tensor permuted = scratch(Scratch::WtPermuted, {cols, rows}, device);
@@ -194,7 +202,8 @@ GptqSetup prepare(const at::Tensor& W_in,
     }
     int64_t* pos_group = s.pos_group.data_ptr<int64_t>();
     const int64_t* perm = opts.act_order ? s.perm.data_ptr<int64_t>() : nullptr;
-    for (int64_t k = 0; k < cols; ++k) pos_group[k] = g_idx[perm ? perm[k] : k];
+    for (int64_t k = 0; k < cols; ++k)
+      pos_group[k] = g_idx[perm ? perm[k] : k];
   }
   return s;
 }
@@ -244,14 +253,16 @@ void assemble(const GptqSetup& setup,
 }  // namespace gptq_detail
 
 void release_gptq_scratch() {
-  for (at::Tensor& t : gptq_detail::scratch_cache) t.reset();
+  for (at::Tensor& t : gptq_detail::scratch_cache)
+    t.reset();
 }
 
 GptqResult gptq_quantize(const at::Tensor& W,
                          const at::Tensor& H,
                          const core::QuantSpec& spec,
                          const GptqOptions& opts) {
-  if (W.defined() && W.device().is_cpu()) return gptq_detail::gptq_quantize_cpu(W, H, spec, opts);
+  if (W.defined() && W.device().is_cpu())
+    return gptq_detail::gptq_quantize_cpu(W, H, spec, opts);
   return gptq_quantize_generic(W, H, spec, opts);
 }
 

@@ -21,9 +21,9 @@ namespace calq::algorithms {
 
 /// The YAML `gptq: {act_order, damp, block_size, static_groups}` plus the §3.5-a flavour switch.
 struct GptqOptions {
-  bool act_order = false;  ///< §3.1 step 4: process columns by descending diag(H) (stable sort)
-  double damp = 0.01;      ///< §3.1 step 5: λ = damp · mean(diag(H)); ≥ 0
-  int64_t block_size = 128;    ///< §3.1 step 7: columns per lazy batch; ≥ 1
+  bool act_order = false;    ///< §3.1 step 4: process columns by descending diag(H) (stable sort)
+  double damp = 0.01;        ///< §3.1 step 5: λ = damp · mean(diag(H)); ≥ 0
+  int64_t block_size = 128;  ///< §3.1 step 7: columns per lazy batch; ≥ 1
   bool static_groups = false;  ///< §3.1 step 3: group params fitted up front in original order
   /// §3.5-a. false (the reference, IST-DASLab/gptq): dynamic group params are fitted on the outer
   /// W, which lacks the current block's updates. true ("clean"): fitted on the fully updated
@@ -50,6 +50,7 @@ struct GptqResult {
   std::vector<int64_t> perm;  ///< processing order (original column of each position); empty
                               ///< without act-order
   double seconds = 0;         ///< wall time of the whole call
+  double proxy_seconds = 0;   ///< the part of `seconds` spent computing proxy_loss
 };
 
 /// GPTQ-quantizes one linear (algorithms.md §3.1 steps 1–10).

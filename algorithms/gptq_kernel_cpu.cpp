@@ -1,8 +1,8 @@
-// The CPU implementation of GPTQ (algorithms.md §3.1 steps 5–7). float32 throughout, on a
+// The CPU implementation of GPTQ (algorithms.md §3.1 steps 5–8). float32 throughout, on a
 // transposed copy Wt [cols, rows] so that a column of W is a contiguous row. The lazy batch update
-// is one OpenBLAS SGEMM per block, the inverse factor comes from LAPACK, and the in-block column
-// loop runs over tiles of rows in parallel: GPTQ never mixes rows (a row's errors feed only that
-// row, its group params are fitted on that row), so tiles are independent between group fits.
+// is one OpenBLAS SGEMM per block and the inverse factor comes from LAPACK (gptq_linalg.cpp); the
+// in-block column loop walks tiles of rows (GPTQ never mixes rows: a row's errors feed only that
+// row, its group params are fitted on that row), each tile packed so that it stays in cache.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -19,30 +19,14 @@
 #include <emmintrin.h>
 #include <xmmintrin.h>
 #endif
-#include <fmt/format.h>
 
 #include "algorithms/gptq_kernel.h"
+#include "algorithms/gptq_linalg.h"
 #include "algorithms/gptq_steps.h"
 #include "core/error.h"
 
-// LAPACK through its Fortran ABI (OpenBLAS exports it; Debian's OpenBLAS is built without
-// LAPACKE). The trailing size_t are gfortran's hidden lengths of the character arguments.
-extern "C" {
-void spotrf_(const char* uplo, const int* n, float* a, const int* lda, int* info, size_t);
-void strtri_(const char* uplo,
-             const char* diag,
-             const int* n,
-             float* a,
-             const int* lda,
-             int* info,
-             size_t,
-             size_t);
-}
-
 namespace calq::algorithms::gptq_detail {
 namespace {
-double tnow(){return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();}
-#define PROF(name) if (getenv("CALQ_PROF")) {double t_=tnow(); fprintf(stderr, "PROF %-10s %.3f\n", name, t_-prof_t); prof_t=t_;}
 
 // Rows per tile of the in-block loop. A tile of the current block is packed contiguously
 // ([B][kTileRows], 64 KiB at B = 128): rows of W1 at their natural stride (rows · 4 bytes, a power
@@ -74,9 +58,10 @@ inline float clamp_code(float v, float lo, float hi) {
 #define CALQ_GPTQ_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 
 // §3.1 step 7 for one column segment of n rows: q = Q(w; s, z), the error e = (w − q)/d and the
-// reference's loss (w − q)²/d², added per row into `loss` (double). The grid arithmetic is core/quant/quantizer.cpp codes_f32 and
-// core::dequantize op for op (x / s true division; ct grids clamp before rounding), so codes and
-// dequantized values equal core's bit for bit (gptq_kernel_test checks it).
+// reference's loss (w − q)²/d², added per row into `loss` (double). The grid arithmetic is
+// core/quant/quantizer.cpp codes_f32 and core::dequantize op for op (x / s true division; ct grids
+// clamp before rounding), so codes and dequantized values equal core's bit for bit
+// (gptq_kernel_test checks it).
 template <bool kCtOrder>
 inline __attribute__((always_inline)) void quantize_column(const float* __restrict w,
                                                            const float* __restrict s,
@@ -103,26 +88,47 @@ inline __attribute__((always_inline)) void quantize_column(const float* __restri
   }
 }
 
-CALQ_GPTQ_HOT void quantize_column_gptq(const float* w, const float* s, const float* z, int64_t n,
-                                        float d, float qmin, float qmax, int32_t* code,
-                                        float* deq, float* e, double* loss) {
+CALQ_GPTQ_HOT void quantize_column_gptq(const float* w,
+                                        const float* s,
+                                        const float* z,
+                                        int64_t n,
+                                        float d,
+                                        float qmin,
+                                        float qmax,
+                                        int32_t* code,
+                                        float* deq,
+                                        float* e,
+                                        double* loss) {
   quantize_column<false>(w, s, z, n, d, qmin, qmax, code, deq, e, loss);
 }
 
-CALQ_GPTQ_HOT void quantize_column_ct(const float* w, const float* s, const float* z, int64_t n,
-                                      float d, float qmin, float qmax, int32_t* code, float* deq,
-                                      float* e, double* loss) {
+CALQ_GPTQ_HOT void quantize_column_ct(const float* w,
+                                      const float* s,
+                                      const float* z,
+                                      int64_t n,
+                                      float d,
+                                      float qmin,
+                                      float qmax,
+                                      int32_t* code,
+                                      float* deq,
+                                      float* e,
+                                      double* loss) {
   quantize_column<true>(w, s, z, n, d, qmin, qmax, code, deq, e, loss);
 }
 
 // The eager in-block update of one tile: w[t'][i] −= e[i] · u[t'] for t' < m (rows `stride`
 // apart): the reference's W1[:, i:] −= err ⊗ U1[i, i:], product and difference rounded apart.
-CALQ_GPTQ_HOT void update_tile(const float* __restrict e, const float* __restrict u, int64_t m,
-                               float* __restrict w, int64_t stride, int64_t n) {
+CALQ_GPTQ_HOT void update_tile(const float* __restrict e,
+                               const float* __restrict u,
+                               int64_t m,
+                               float* __restrict w,
+                               int64_t stride,
+                               int64_t n) {
   for (int64_t t = 0; t < m; ++t) {
     const float ut = u[t];
     float* __restrict row = w + t * stride;
-    for (int64_t i = 0; i < n; ++i) row[i] -= e[i] * ut;
+    for (int64_t i = 0; i < n; ++i)
+      row[i] -= e[i] * ut;
   }
 }
 
@@ -149,96 +155,27 @@ void transpose_tile(const T* tile, int64_t stride, int64_t nb, int64_t n, T* out
       _mm_storeu_ps(dst + (i0 + 3) * cols + t0, r3);
     }
     for (; t0 < nb; ++t0) {
-      for (int64_t i = i0; i < i0 + 4; ++i) out[i * cols + t0] = tile[t0 * stride + i];
+      for (int64_t i = i0; i < i0 + 4; ++i)
+        out[i * cols + t0] = tile[t0 * stride + i];
     }
   }
 #endif
   for (; i0 < n; ++i0) {
-    for (int64_t t = 0; t < nb; ++t) out[i0 * cols + t] = tile[t * stride + i0];
+    for (int64_t t = 0; t < nb; ++t)
+      out[i0 * cols + t] = tile[t * stride + i0];
   }
 }
 
 // Step 8, Q ← Q[:, invperm], row by row (a row is cache-resident): out[i][j] = row[invperm[j]].
 template <typename T>
 void unpermute_columns(T* data, int64_t rows, int64_t cols, const std::vector<int64_t>& invperm) {
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    std::vector<T> row(static_cast<size_t>(cols));
-    for (int64_t i = begin; i < end; ++i) {
-      T* out = data + i * cols;
-      std::copy(out, out + cols, row.begin());
-      for (int64_t j = 0; j < cols; ++j) out[j] = row[size_t(invperm[size_t(j)])];
-    }
-  });
-}
-
-// Steps 5–6 for one λ: u = U, the upper Cholesky factor of (H + λI)⁻¹, row-major [c, c] with a
-// zero strict lower triangle. Returns what failed, or "" on success.
-// Numerics: the reference forms H⁻¹ = cholesky_inverse(chol(H)) and factors it again (4/3 c³
-// flops). Here U = R⁻¹ where H + λI = R Rᵀ with R upper: then (H + λI)⁻¹ = R⁻ᵀR⁻¹ = UᵀU with U
-// upper and a positive diagonal — the Cholesky factor of the inverse, by uniqueness. R is the
-// ordinary Cholesky factor of J(H + λI)J read backwards (J reverses the index order), so the
-// route is reverse → potrf → trtri → reverse: 2/3 c³ flops and H⁻¹ is never formed. It differs
-// from the reference's U by float rounding only (the generic implementation keeps that route).
-std::string inverse_factor(const float* h, int64_t c, float lambda, float* u) {
-  const int64_t n2 = c * c;
-  // The flat reverse of a row-major square matrix reverses both axes: u = J H J (+ λ on the
-  // diagonal, which J maps onto itself). Symmetric, so its column-major view is the same matrix.
-  for (int64_t i = 0; i < n2; ++i) u[i] = h[n2 - 1 - i];
-  for (int64_t i = 0; i < c; ++i) u[i * c + i] += lambda;
-  const int n = static_cast<int>(c);
-  int info = 0;
-  // Column-major upper = row-major lower: the row-major lower triangle becomes L' with
-  // J H J = L' L'ᵀ, then its inverse.
-  spotrf_("U", &n, u, &n, &info, 1);
-  if (info > 0) return fmt::format("Cholesky factorization failed at leading minor {}", info);
-  CALQ_ASSERT(info == 0, "spotrf: argument {} invalid", -info);
-  strtri_("U", "N", &n, u, &n, &info, 1, 1);
-  if (info > 0) return fmt::format("zero pivot {} in the Cholesky factor", info);
-  CALQ_ASSERT(info == 0, "strtri: argument {} invalid", -info);
-  // Reversing again maps row-major lower L'⁻¹ to row-major upper J L'⁻¹ J = R⁻¹ = U; the lower
-  // triangle then holds the untouched half of J H J reversed, which is cleared.
-  std::reverse(u, u + n2);
-  bool finite = true;
-  for (int64_t i = 0; i < c; ++i) {
-    float* row = u + i * c;
-    std::fill(row, row + i, 0.0f);
-    for (int64_t j = i; j < c; ++j) finite &= std::isfinite(row[j]);
-    finite &= row[i] > 0;
+  std::vector<T> row(static_cast<size_t>(cols));
+  for (int64_t i = 0; i < rows; ++i) {
+    T* out = data + i * cols;
+    std::copy(out, out + cols, row.begin());
+    for (int64_t j = 0; j < cols; ++j)
+      out[j] = row[size_t(invperm[size_t(j)])];
   }
-  return finite ? std::string() : std::string("non-finite inverse factor");
-}
-
-// tr(ΔW H ΔWᵀ) with ΔW [rows, c]: G = ΔWᵀΔW by SSYRK into `g` (upper triangle, half a GEMM),
-// then Σ_i H_ii G_ii + Σ_{i<j} (H_ij + H_ji) G_ij in double (exact for a non-symmetric H too),
-// over 64 × 64 tiles with the H_ji tile copied out (column reads of H would thrash the cache).
-// One partial sum per tile row, added in order: the same result for any thread count.
-double proxy_trace(const float* dw, int64_t rows, int64_t c, const float* h, float* g) {
-  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(c), int(rows), 1.0f, dw, int(c), 0.0f, g,
-              int(c));
-  constexpr int64_t kB = 64;
-  const int64_t n_blocks = (c + kB - 1) / kB;
-  std::vector<double> partial(static_cast<size_t>(n_blocks), 0.0);
-  at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> h_ji(kB * kB);
-    for (int64_t bi = begin; bi < end; ++bi) {
-      const int64_t i0 = bi * kB, i1 = std::min(c, i0 + kB);
-      double sum = 0;
-      for (int64_t i = i0; i < i1; ++i) sum += double(h[i * c + i]) * g[i * c + i];
-      for (int64_t j0 = i0; j0 < c; j0 += kB) {
-        const int64_t j1 = std::min(c, j0 + kB);
-        for (int64_t j = j0; j < j1; ++j)
-          std::memcpy(&h_ji[size_t((j - j0) * kB)], h + j * c + i0, sizeof(float) * (i1 - i0));
-        for (int64_t i = i0; i < i1; ++i) {
-          for (int64_t j = std::max(j0, i + 1); j < j1; ++j)
-            sum += (double(h[i * c + j]) + h_ji[size_t((j - j0) * kB + (i - i0))]) * g[i * c + j];
-        }
-      }
-      partial[size_t(bi)] = sum;
-    }
-  });
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
 }
 
 // Runs the rest of the call with one ATen (OpenMP) thread, restoring the count on exit. Both
@@ -249,10 +186,12 @@ double proxy_trace(const float* dw, int64_t rows, int64_t c, const float* h, flo
 class OnlyBlasThreads {
  public:
   OnlyBlasThreads() : threads_(at::get_num_threads()) {
-    if (threads_ > 1) at::set_num_threads(1);
+    if (threads_ > 1)
+      at::set_num_threads(1);
   }
   ~OnlyBlasThreads() {
-    if (threads_ > 1) at::set_num_threads(threads_);
+    if (threads_ > 1)
+      at::set_num_threads(threads_);
   }
   OnlyBlasThreads(const OnlyBlasThreads&) = delete;
   OnlyBlasThreads& operator=(const OnlyBlasThreads&) = delete;
@@ -271,9 +210,7 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   CALQ_CHECK(W_in.device().is_cpu() && H_in.device().is_cpu(),
              "gptq: the CPU implementation got tensors on {}; expected cpu", W_in.device().str());
   openblas_set_num_threads(at::get_num_threads());  // one thread count for ATen and OpenBLAS
-  double prof_t = tnow(); double acc_in = 0, acc_lazy = 0, acc_fit = 0;
-  const GptqSetup setup = prepare(W_in, H_in, spec, opts);
-  PROF("prepare")  // ATen ops, all threads
+  const GptqSetup setup = prepare(W_in, H_in, spec, opts);  // ATen ops, all threads
   const OnlyBlasThreads only_blas_threads;
   const int64_t rows = setup.Wt.size(1);
   const int64_t cols = setup.Wt.size(0);
@@ -293,11 +230,11 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
       result.damp_escalations = attempt;
       break;
     }
-    if (attempt == opts.max_damp_escalations) fail_factorization(cols, opts, damp, what);
+    if (attempt == opts.max_damp_escalations)
+      fail_factorization(cols, opts, damp, what);
     damp = next_damp(damp);
   }
   result.damp_used = damp;
-  PROF("factor")
 
   // Step 7. The outer W is setup.Wt ([cols, rows], lazily updated in place); the current block
   // W1 and its outputs live tile by tile ([n_tiles][B][kTileRows]); E1 is [B, rows] for the GEMM.
@@ -372,75 +309,72 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
 
   // Columns [ta, tb) of the block [i1, i1 + nb) for every row, tile by tile: quantize, then the
   // eager in-block update W1[:, t'] −= e · U[k, i1 + t'] for t' > t. The first segment packs the
-  // tile from the outer W, the last one writes its codes back in the original column order.
+  // tile from the outer W, the last one writes its outputs to codes/deq ([rows, cols], processing
+  // order). On this thread only: see OnlyBlasThreads.
   auto run_columns = [&](int64_t i1, int64_t nb, int64_t ta, int64_t tb) {
-    at::parallel_for(0, n_tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
-      std::array<double, kT> loss{};  // per row of the tile
-      for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-        loss.fill(0.0);
-        const int64_t r0 = tile * kT;
-        const int64_t n = std::min(kT, rows - r0);
-        float* w1_tile = w1_p + tile * B * kT;
-        int32_t* codes_tile = block_codes_p + tile * B * kT;
-        float* deq_tile = block_deq_p + tile * B * kT;
-        if (ta == 0) {
-          for (int64_t t = 0; t < nb; ++t)
-            std::memcpy(w1_tile + t * kT, wt_p + (i1 + t) * rows + r0, sizeof(float) * n);
-        }
-        for (int64_t t = ta; t < tb; ++t) {
-          const int64_t k = i1 + t;
-          const float* u_row = u_p + k * cols;
-          const int64_t offset = pos_group[k] * rows + r0;
-          float* w = w1_tile + t * kT;
-          float* e = e1_p + t * rows + r0;
-          (ct_order ? quantize_column_ct : quantize_column_gptq)(
-              w, scales_p + offset, zeros_fp + offset, n, u_row[k], qmin, qmax,
-              codes_tile + t * kT, deq_tile + t * kT, e, loss.data());
-          update_tile(e, u_row + k + 1, nb - t - 1, w + kT, kT, n);
-        }
-        for (int64_t i = 0; i < n; ++i) tile_loss[size_t(tile)] += loss[size_t(i)];
-        if (tb == nb) {  // the block's outputs to [rows, cols], still in processing order
-          transpose_tile(codes_tile, kT, nb, n, codes_p + r0 * cols + i1, cols);
-          transpose_tile(deq_tile, kT, nb, n, deq_p + r0 * cols + i1, cols);
-        }
+    std::array<double, kT> loss{};  // per row of the tile
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+      loss.fill(0.0);
+      const int64_t r0 = tile * kT;
+      const int64_t n = std::min(kT, rows - r0);
+      float* w1_tile = w1_p + tile * B * kT;
+      int32_t* codes_tile = block_codes_p + tile * B * kT;
+      float* deq_tile = block_deq_p + tile * B * kT;
+      if (ta == 0) {
+        for (int64_t t = 0; t < nb; ++t)
+          std::memcpy(w1_tile + t * kT, wt_p + (i1 + t) * rows + r0, sizeof(float) * n);
       }
-    });
+      for (int64_t t = ta; t < tb; ++t) {
+        const int64_t k = i1 + t;
+        const float* u_row = u_p + k * cols;
+        const int64_t offset = pos_group[k] * rows + r0;
+        float* w = w1_tile + t * kT;
+        float* e = e1_p + t * rows + r0;
+        (ct_order ? quantize_column_ct : quantize_column_gptq)(
+            w, scales_p + offset, zeros_fp + offset, n, u_row[k], qmin, qmax, codes_tile + t * kT,
+            deq_tile + t * kT, e, loss.data());
+        update_tile(e, u_row + k + 1, nb - t - 1, w + kT, kT, n);
+      }
+      for (int64_t i = 0; i < n; ++i)
+        tile_loss[size_t(tile)] += loss[size_t(i)];
+      if (tb == nb) {  // the block's outputs to [rows, cols], still in processing order
+        transpose_tile(codes_tile, kT, nb, n, codes_p + r0 * cols + i1, cols);
+        transpose_tile(deq_tile, kT, nb, n, deq_p + r0 * cols + i1, cols);
+      }
+    }
   };
 
-  PROF("alloc7")
   for (int64_t i1 = 0; i1 < cols; i1 += B) {
-    double T0 = tnow();
     const int64_t i2 = std::min(i1 + B, cols);
     const int64_t nb = i2 - i1;
     for (int64_t ta = 0; ta < nb;) {
       int64_t tb = nb;
       if (setup.dynamic_groups) {  // segments end where the next group starts
         const int64_t k = i1 + ta;
-        if (k % g == 0) { double F0 = tnow(); fit_group(i1, ta, nb); acc_fit += tnow() - F0; }
+        if (k % g == 0)
+          fit_group(i1, ta, nb);
         tb = std::min(nb, (k / g + 1) * g - i1);
       }
       run_columns(i1, nb, ta, tb);
       ta = tb;
     }
-    double T1 = tnow(); acc_in += T1 - T0;
     if (i2 < cols) {  // lazy batch update: W[:, i2:] −= E1 · U[i1:i2, i2:]
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(cols - i2), int(rows), int(nb),
-                  -1.0f, u_p + i1 * cols + i2, int(cols), e1_p, int(rows), 1.0f,
-                  wt_p + i2 * rows, int(rows));
+                  -1.0f, u_p + i1 * cols + i2, int(cols), e1_p, int(rows), 1.0f, wt_p + i2 * rows,
+                  int(rows));
     }
-    acc_lazy += tnow() - T1;
   }
-  if (getenv("CALQ_PROF")) fprintf(stderr, "PROF inblock %.3f lazy %.3f fit %.3f\n", acc_in, acc_lazy, acc_fit);
-  PROF("loop")
 
   if (setup.perm.defined()) {  // step 8
     std::vector<int64_t> invperm(static_cast<size_t>(cols));
-    for (int64_t k = 0; k < cols; ++k) invperm[size_t(setup.perm.data_ptr<int64_t>()[k])] = k;
+    for (int64_t k = 0; k < cols; ++k)
+      invperm[size_t(setup.perm.data_ptr<int64_t>()[k])] = k;
     unpermute_columns(codes_p, rows, cols, invperm);
     unpermute_columns(deq_p, rows, cols, invperm);
   }
   double loss = 0;
-  for (double l : tile_loss) loss += l;
+  for (double l : tile_loss)
+    loss += l;
   CALQ_CHECK(std::isfinite(loss),
              "gptq: the error feedback diverged (non-finite weights) at damp {:g}; the damped "
              "Hessian [{} x {}] is too ill-conditioned for float32; expected a larger gptq.damp",
@@ -448,16 +382,17 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   result.reference_loss = loss / 2;
   assemble(setup, spec, codes, deq, scales, zeros, result);
 
-  PROF("assemble")
   // Proxy loss, reusing the outer W's buffer for ΔW [rows, cols] and U's for G.
+  const auto proxy_start = std::chrono::steady_clock::now();
   const at::Tensor W32 = W_in.to(at::kFloat).contiguous();
   const at::Tensor H32 = H_in.to(at::kFloat).contiguous();
   at::Tensor dW = at::from_blob(wt_p, {rows, cols}, at::kFloat);
   at::sub_out(dW, W32, deq);
   result.proxy_loss =
       proxy_trace(wt_p, rows, cols, H32.data_ptr<float>(), u.data_ptr<float>()) / double(rows);
-  PROF("proxy")
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto end = std::chrono::steady_clock::now();
+  result.proxy_seconds = std::chrono::duration<double>(end - proxy_start).count();
+  result.seconds = std::chrono::duration<double>(end - start).count();
   return result;
 }
 

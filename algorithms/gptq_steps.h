@@ -18,7 +18,7 @@ struct GptqSetup {
   /// layout; the generic loop works on the view Wt.t()). Dead columns zeroed (step 2), rows in
   /// processing order (step 4). The implementations update it in place.
   at::Tensor Wt;
-  at::Tensor H;  ///< [cols, cols] float32, dead diagonal set to 1, processing order, undamped
+  at::Tensor H;     ///< [cols, cols] float32, dead diagonal set to 1, processing order, undamped
   at::Tensor perm;  ///< [cols] int64 (CPU): original column of each processing position
   /// [n_groups, rows] float32 / int32 params known before the loop: the per-channel params of
   /// step 1 (n_groups = 1) or the static groups of step 3; undefined for dynamic groups.

@@ -2,9 +2,6 @@
 // inputs X [tokens, cols] are seeded random, H = 2XᵀX/tokens is built untimed, then
 // gptq_quantize is timed over --repeat runs and the median reported; --json writes the figures
 // bench/run.sh turns into BENCHMARKS.md.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -44,7 +43,8 @@ struct BenchGptqArgs {
 };
 
 at::Device parse_device(const std::string& name) {
-  if (name == "cpu") return at::Device(at::kCPU);
+  if (name == "cpu")
+    return at::Device(at::kCPU);
   if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
     CALQ_CHECK(at::hasCUDA(), "--device {}: this LibTorch build has no CUDA; expected cpu", name);
     return at::Device(name);
@@ -59,7 +59,8 @@ double median(std::vector<double> v) {
 }
 
 int run_bench_gptq(const BenchGptqArgs& a) {
-  if (a.threads > 0) at::set_num_threads(a.threads);
+  if (a.threads > 0)
+    at::set_num_threads(a.threads);
   const at::Device device = parse_device(a.device);
   const core::QuantSpec spec =
       core::weight_spec(a.bits, a.sym ? core::Grid::GptqSym : core::Grid::GptqAsym, a.group_size);
@@ -82,25 +83,27 @@ int run_bench_gptq(const BenchGptqArgs& a) {
     H = at::mm(X.t(), X).mul_(2.0 / double(a.tokens));
   }
 
-  std::vector<double> seconds;
+  std::vector<double> seconds, proxy_seconds;
   algorithms::GptqResult result;
   for (int i = 0; i < a.repeat; ++i) {
     const auto start = std::chrono::steady_clock::now();
     result = algorithms::gptq_quantize(W, H, spec, opts);  // ends with host reads: synchronized
     seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    log::info("bench gptq: run {}/{}: {:.3f} s", i + 1, a.repeat, seconds.back());
+    proxy_seconds.push_back(result.proxy_seconds);
+    log::info("bench gptq: run {}/{}: {:.3f} s ({:.3f} s of it the proxy loss)", i + 1, a.repeat,
+              seconds.back(), result.proxy_seconds);
   }
   const double med = median(seconds);
   const int threads = at::get_num_threads();
   std::printf(
-      "gptq %lldx%lld, %lld tokens, %s w%d g%lld%s block %lld: %.3f s (median of %d), proxy loss "
-      "%.6g, %d thread(s), %s\n",
+      "gptq %lldx%lld, %lld tokens, %s w%d g%lld%s block %lld: %.3f s (median of %d; %.3f s of "
+      "it the proxy loss), proxy loss %.6g, %d thread(s), %s\n",
       static_cast<long long>(a.rows), static_cast<long long>(a.cols),
       static_cast<long long>(a.tokens), a.sym ? "sym" : "asym", a.bits,
       static_cast<long long>(a.group_size), a.act_order ? " act-order" : "",
-      static_cast<long long>(a.block_size), med, a.repeat, result.proxy_loss, threads,
-      a.device.c_str());
+      static_cast<long long>(a.block_size), med, a.repeat, median(proxy_seconds), result.proxy_loss,
+      threads, a.device.c_str());
   std::fflush(stdout);
   if (!a.json.empty()) {
     const nlohmann::json doc = {{"seconds", med},
@@ -121,6 +124,9 @@ int run_bench_gptq(const BenchGptqArgs& a) {
                                 {"reference_loss", result.reference_loss},
                                 {"repeat", a.repeat},
                                 {"seconds_all", seconds},
+                                {"seconds_min", *std::min_element(seconds.begin(), seconds.end())},
+                                {"seconds_max", *std::max_element(seconds.begin(), seconds.end())},
+                                {"proxy_seconds", median(proxy_seconds)},
                                 {"seed", a.seed}};
     core::write_string_atomically(a.json, doc.dump(2) + "\n");
   }
@@ -136,11 +142,14 @@ CommandRunner add_bench_command(CLI::App& app) {
   CLI::App* gptq =
       bench->add_subcommand("gptq", "Time the GPTQ kernel on a random layer (Hessian given)");
   gptq->add_option("--rows", args->rows, "Output features of the layer")
-      ->required()->check(CLI::PositiveNumber);
+      ->required()
+      ->check(CLI::PositiveNumber);
   gptq->add_option("--cols", args->cols, "Input features of the layer")
-      ->required()->check(CLI::PositiveNumber);
+      ->required()
+      ->check(CLI::PositiveNumber);
   gptq->add_option("--tokens", args->tokens, "Calibration tokens behind H = 2XᵀX/T")
-      ->required()->check(CLI::PositiveNumber);
+      ->required()
+      ->check(CLI::PositiveNumber);
   gptq->add_option("--bits", args->bits, "Weight bits: 2, 3, 4 or 8")->capture_default_str();
   gptq->add_option("--group-size", args->group_size, "Group size, -1 = per channel")
       ->capture_default_str();
@@ -148,18 +157,22 @@ CommandRunner add_bench_command(CLI::App& app) {
   gptq->add_flag("--act-order", args->act_order, "Process columns by descending diag(H)");
   gptq->add_flag("--static-groups", args->static_groups, "Fit group params up front");
   gptq->add_option("--block-size", args->block_size, "Columns per lazy batch")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   gptq->add_option("--damp", args->damp, "Relative damp")->capture_default_str();
   gptq->add_option("--device", args->device, "cpu | cuda")->capture_default_str();
   gptq->add_option("--threads", args->threads, "Threads for LibTorch and OpenBLAS (0 = default)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   gptq->add_option("--repeat", args->repeat, "Timed runs; the median is reported")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   gptq->add_option("--seed", args->seed, "Seed of the random layer and inputs")
       ->capture_default_str();
   gptq->add_option("--json", args->json, "Write the figures to this JSON file");
   return [args, gptq] {
-    if (gptq->parsed()) return run_bench_gptq(*args);
+    if (gptq->parsed())
+      return run_bench_gptq(*args);
     return 1;
   };
 }

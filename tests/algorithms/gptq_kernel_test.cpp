@@ -6,6 +6,8 @@
 // code whose x/s sits on a rounding boundary; GPTQ rows are independent, so a flip only changes
 // the rest of its row. Codes must therefore be equal in every row, except rows whose first
 // mismatch is such a tie (counted and reported with WARN).
+#include "algorithms/gptq_kernel.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -15,7 +17,6 @@
 #include <ATen/ATen.h>
 #include <catch2/catch.hpp>
 
-#include "algorithms/gptq_kernel.h"
 #include "core/error.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/quant/quantizer.h"
@@ -49,7 +50,8 @@ Problem make_problem(int64_t rows, int64_t cols, uint64_t seed, std::vector<int6
   const at::Tensor mix = at::eye(cols) + 0.4 * at::randn({cols, cols}, gen) / std::sqrt(cols);
   const at::Tensor scale = at::exp(0.7 * at::randn({cols}, gen));
   at::Tensor X = at::matmul(at::randn({tokens, cols}, gen), mix) * scale;
-  for (int64_t j : dead) X.select(1, j).zero_();
+  for (int64_t j : dead)
+    X.select(1, j).zero_();
   Problem p;
   p.H = (2.0 / double(tokens)) * at::matmul(X.t(), X);
   p.H = (p.H + p.H.t()) / 2;  // exactly symmetric
@@ -84,7 +86,8 @@ Oracle run_oracle(const Problem& p, const core::QuantSpec& spec, const GptqOptio
     scales[group].copy_(q.scale);
     zeros[group].copy_(q.zero);
   };
-  if (g == -1) fit(W, 0);  // step 1, before dead columns are zeroed
+  if (g == -1)
+    fit(W, 0);                          // step 1, before dead columns are zeroed
   for (int64_t j = 0; j < cols; ++j) {  // step 2
     if (H[j][j].item<double>() == 0) {
       H[j][j] = 1.0;
@@ -92,13 +95,15 @@ Oracle run_oracle(const Problem& p, const core::QuantSpec& spec, const GptqOptio
     }
   }
   if (g != -1 && opts.static_groups) {  // step 3
-    for (int64_t k = 0; k < n_groups; ++k) fit(W.narrow(1, k * g, std::min(g, cols - k * g)), k);
+    for (int64_t k = 0; k < n_groups; ++k)
+      fit(W.narrow(1, k * g, std::min(g, cols - k * g)), k);
   }
   std::vector<int64_t> perm(static_cast<size_t>(cols));  // step 4, stable descending
   std::iota(perm.begin(), perm.end(), 0);
   if (opts.act_order) {
     std::vector<double> d(perm.size());
-    for (int64_t j = 0; j < cols; ++j) d[size_t(j)] = H[j][j].item<double>();
+    for (int64_t j = 0; j < cols; ++j)
+      d[size_t(j)] = H[j][j].item<double>();
     std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return d[a] > d[b]; });
   }
   const at::Tensor P = at::tensor(perm, at::kLong);
@@ -113,7 +118,8 @@ Oracle run_oracle(const Problem& p, const core::QuantSpec& spec, const GptqOptio
   at::Tensor margin = at::zeros({rows, cols}, at::kDouble);
   at::Tensor snapshot;  // W at the start of the current block = the reference's outer W
   for (int64_t k = 0; k < cols; ++k) {  // step 7, one column at a time
-    if (k % opts.block_size == 0) snapshot = W.clone();
+    if (k % opts.block_size == 0)
+      snapshot = W.clone();
     if (dynamic && k % g == 0) {
       const at::Tensor& src = opts.fit_on_updated_block ? W : snapshot;
       fit(src.narrow(1, k, std::min(g, cols - k)), k / g);
@@ -124,7 +130,8 @@ Oracle run_oracle(const Problem& p, const core::QuantSpec& spec, const GptqOptio
     const at::Tensor c = core::quantize_codes(w.to(at::kFloat).unsqueeze(1), s, z, spec);
     const at::Tensor q = core::dequantize(c, s, z).flatten().to(at::kDouble);
     at::Tensor x = w.to(at::kFloat) / s;  // the value the grid rounds (ct: after adding z)
-    if (spec.grid == Grid::CtSym || spec.grid == Grid::CtAsym) x = x + z.to(at::kFloat);
+    if (spec.grid == Grid::CtSym || spec.grid == Grid::CtAsym)
+      x = x + z.to(at::kFloat);
     const at::Tensor xd = x.to(at::kDouble);
     margin.select(1, k).copy_(at::abs(at::abs(xd - at::floor(xd)) - 0.5));
     codes.select(1, k).copy_(c.flatten());
@@ -141,7 +148,8 @@ Oracle run_oracle(const Problem& p, const core::QuantSpec& spec, const GptqOptio
   o.proxy_loss = (dW.matmul(p.H.to(at::kDouble)) * dW).sum().item<double>() / double(rows);
   o.scales = scales.t();
   o.zeros = zeros.t();
-  if (opts.act_order) o.perm = perm;
+  if (opts.act_order)
+    o.perm = perm;
   return o;
 }
 
@@ -161,7 +169,8 @@ Diff compare_codes(const at::Tensor& codes, const at::Tensor& want, const Oracle
   for (int64_t i = 0; i < rows; ++i) {
     for (int64_t k = 0; k < cols; ++k) {
       const int64_t j = o.perm.empty() ? k : o.perm[size_t(k)];
-      if (a[i][j] == b[i][j]) continue;
+      if (a[i][j] == b[i][j])
+        continue;
       (m[i][j] < kTieMargin ? diff.tie_rows : diff.bad_rows) += 1;
       if (m[i][j] >= kTieMargin)
         UNSCOPED_INFO("row " << i << " col " << j << ": " << a[i][j] << " vs " << b[i][j]);
@@ -248,12 +257,14 @@ TEST_CASE("gptq act-order with dynamic groups gives the AutoGPTQ g_idx = invperm
   check_against_oracle(p, spec, options(true, 128));
   const GptqResult r = algorithms::gptq_quantize(p.W, p.H, spec, options(true, 128));
   std::vector<int64_t> invperm(r.perm.size());
-  for (size_t k = 0; k < r.perm.size(); ++k) invperm[size_t(r.perm[k])] = int64_t(k);
+  for (size_t k = 0; k < r.perm.size(); ++k)
+    invperm[size_t(r.perm[k])] = int64_t(k);
   const auto g_idx = r.q.g_idx.accessor<int32_t, 1>();
   bool monotonic = true;
   for (int64_t j = 0; j < 100; ++j) {
     CHECK(g_idx[j] == invperm[size_t(j)] / 32);
-    if (j > 0 && g_idx[j] < g_idx[j - 1]) monotonic = false;
+    if (j > 0 && g_idx[j] < g_idx[j - 1])
+      monotonic = false;
   }
   CHECK_FALSE(monotonic);
 }
@@ -290,7 +301,8 @@ TEST_CASE("gptq handles dead columns, and act-order ties keep the lower index fi
   CHECK(r.dead_columns == 5);
   std::vector<int64_t> dead_order;
   for (int64_t j : r.perm) {
-    if (p.H[j][j].item<float>() == 0) dead_order.push_back(j);
+    if (p.H[j][j].item<float>() == 0)
+      dead_order.push_back(j);
   }
   CHECK(dead_order == std::vector<int64_t>{3, 17, 18, 64, 99});
 }
