@@ -235,7 +235,7 @@ void assemble(const GptqSetup& setup,
                        setup.perm.data_ptr<int64_t>() + setup.perm.numel());
   }
   core::QuantizedTensor& q = result.q;
-  q.codes = codes;
+  q.codes = codes.contiguous();
   // Step 10: one params column per group, in group-index order.
   q.scales = scales.t().contiguous();
   q.zeros = zeros.t().contiguous();
@@ -246,7 +246,7 @@ void assemble(const GptqSetup& setup,
   q.group_size = spec.group_size;
   q.scale_dtype = spec.scale_dtype;
   q.check();
-  result.dequantized = dequantized;
+  result.dequantized = dequantized.contiguous();
   result.dead_columns = setup.dead_columns;
 }
 

@@ -61,8 +61,11 @@ struct GptqResult {
 ///  - spec: bits/grid/granularity (PerChannel, PerTensor, or PerGroup with group_size g; a g that
 ///    does not divide cols gives a shorter last group, column // g, as the reference).
 /// CPU tensors run the OpenBLAS implementation, other devices gptq_quantize_generic. Uses
-/// at::get_num_threads() threads (OpenBLAS set to the same). Throws calq::Error on bad shapes or
-/// options, non-finite input, or a Hessian that stays non-positive-definite after
+/// at::get_num_threads() threads: OpenBLAS is set to the same count, and once the setup is done
+/// the calling thread's ATen count is 1 until return, so that OpenMP's and OpenBLAS's idle
+/// workers never spin against each other (gptq_kernel_cpu.cpp). Deterministic for a given thread
+/// count (a different count may change BLAS rounding, hence rare codes). Throws calq::Error on bad
+/// shapes or options, non-finite input, or a Hessian that stays non-positive-definite after
 /// opts.max_damp_escalations escalations.
 GptqResult gptq_quantize(const at::Tensor& W,
                          const at::Tensor& H,

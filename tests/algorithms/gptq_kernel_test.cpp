@@ -200,6 +200,7 @@ void check_against_oracle(const Problem& p, const core::QuantSpec& spec, const G
     INFO((generic ? "generic ATen implementation" : "CPU implementation"));
     const GptqResult& r = generic ? gen : cpu;
     r.q.check();
+    CHECK((r.q.codes.is_contiguous() && r.dequantized.is_contiguous()));
     CHECK(r.dequantized.equal(r.q.dequantize(at::kFloat)));  // bit for bit
     CHECK(r.perm == o.perm);
     const Diff diff = compare_codes(r.q.codes, o.codes, o);
@@ -363,6 +364,15 @@ TEST_CASE("gptq is deterministic and rejects bad arguments", "[algorithms][gptq]
   CHECK(a.reference_loss == b.reference_loss);
   CHECK(a.proxy_loss == b.proxy_loss);
   check_against_oracle(p, spec, options(true, 32));
+
+  // Any float dtype and layout: a bf16 weight is quantized as its float32 values, a transposed
+  // view as its values.
+  const at::Tensor w_bf16 = p.W.to(at::kBFloat16);
+  CHECK(algorithms::gptq_quantize(w_bf16, p.H, spec)
+            .q.codes.equal(algorithms::gptq_quantize(w_bf16.to(at::kFloat), p.H, spec).q.codes));
+  const at::Tensor w_t = p.W.t().contiguous().t();
+  CHECK(algorithms::gptq_quantize(w_t, p.H, spec)
+            .q.codes.equal(algorithms::gptq_quantize(p.W, p.H, spec).q.codes));
 
   CHECK_THROWS_WITH(algorithms::gptq_quantize(p.W, p.H.narrow(0, 0, 99), spec),
                     Catch::Contains("Hessian [99, 100]"));
