@@ -55,6 +55,8 @@ class GptqPass : public Pass {
     }
   }
 
+  void finish() override { release_gptq_scratch(); }
+
  private:
   GptqOptions options_;
 };

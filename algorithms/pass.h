@@ -65,6 +65,8 @@ class Pass {
   virtual void apply(PassStep& step) = 0;
   /// true: the next layer sees this layer's quantized output (GPTQ); false: its float output.
   virtual bool propagate_quantized() const { return true; }
+  /// Called once after the last layer: give back scratch memory held across layers.
+  virtual void finish() {}
 };
 
 }  // namespace calq::algorithms

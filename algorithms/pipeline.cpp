@@ -148,6 +148,7 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
       progress.step();
     }
   }
+  for (const auto& pass : passes) pass->finish();
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return result;
 }

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <exception>
 #include <map>
+#include <algorithm>
+#include <thread>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -51,7 +53,9 @@ int run(int argc, char** argv) {
   }
   if (verbosity > 0) calq::log::set_level(calq::log::Level::Debug);
   if (quiet) calq::log::set_level(calq::log::Level::Warn);
-  if (threads > 0) at::set_num_threads(threads);
+  // Debian's LibTorch starts with one intra-op thread; a quantization run should use the machine.
+  at::set_num_threads(threads > 0 ? threads
+                                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
 
   for (const auto& [command, runner] : runners) {
     if (command->parsed()) return runner();

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `calq eval` on bad input: each case must exit 1 with ONE stderr line "calq: error: ..." that
+# `calq eval` and `calq run` on bad input: each case must exit 1 with ONE stderr line "calq: error: ..." that
 # names the offending file and the problem, and must not crash (no signal, no core dump).
 # Usage: bad_input_test.sh CALQ_BINARY SHARED_DATA_DIR
 set -uo pipefail
@@ -76,6 +76,39 @@ expect empty-text 'empty\.txt.*empty' -- \
 printf 'Fellow citizens of the Senate.' > "$work/short.txt"
 expect short-text 'short\.txt.*shorter than one window' -- \
   "$calq" eval --model "$sotu" --data "$work/short.txt" --seqlen 512
+
+# `calq run` on bad recipes: one line naming the key path, exit 1, and no output directory.
+stories="$(cd "$data" && pwd)/stories260K"
+recipe() {  # recipe NAME BITS GROUP CALIB_TEXT [EXTRA_LINE]
+  cat > "$work/$1.yaml" <<YAML
+model: {path: $stories/stories260K.bin, tokenizer: $stories/tok512.bin}
+calibration: {data: $4, nsamples: 128, seqlen: 256, seed: 0}
+scheme:
+  weights: {bits: $2, group_size: $3, sym: false}
+passes:
+  - gptq: {damp: 0.01}
+${5:-}
+YAML
+}
+expect_run() {  # expect_run NAME REGEX: runs $work/NAME.yaml, then checks nothing was written
+  expect "$1" "$2" -- "$calq" run "$work/$1.yaml" --out "$work/out-$1"
+  if [[ -e "$work/out-$1" ]]; then
+    echo "FAIL $1: output directory was written"; failures=$((failures + 1))
+  fi
+}
+calib="$stories/tinystories_valid_calib.txt"
+recipe typo-key 4 32 "$calib" "evall: {perplexity: []}"
+expect_run typo-key 'typo-key\.yaml.*evall.*did you mean.*eval'
+recipe bits-5 5 32 "$calib"
+expect_run bits-5 'bits-5\.yaml.*scheme\.weights\.bits.*5'
+recipe group-0 4 0 "$calib"
+expect_run group-0 'group-0\.yaml.*scheme\.weights\.group_size.*0'
+head -c 20000 "$calib" > "$work/short_calib.txt"
+recipe short-calib 4 32 "$work/short_calib.txt"
+expect_run short-calib 'short_calib\.txt.*nsamples.*seqlen'
+recipe wrong-type 4 32 "$calib"
+sed -i 's/seed: 0/seed: zero/' "$work/wrong-type.yaml"
+expect_run wrong-type 'wrong-type\.yaml.*calibration\.seed'
 
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -1,0 +1,206 @@
+// LayerwiseRunner against the model's own forward: the statistics it hands over must be those of
+// the inputs each linear really sees under the sequential protocol (layer i+1 fed by the
+// processed layer i; o fed by the processed q,k,v), and a whole quantization run must be
+// bitwise repeatable.
+#include "calib/layerwise_runner.h"
+
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <catch2/catch.hpp>
+
+#include "algorithms/pipeline.h"
+#include "calib/calibration_set.h"
+#include "core/model/model.h"
+#include "core/recipe.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tiny_model.h"
+
+namespace {
+
+using calq::calib::LayerStep;
+using calq::calib::LinearStats;
+using calq::calib::Requirements;
+using calq::core::DecoderLayer;
+using calq::core::Model;
+
+std::unique_ptr<Model> load_tiny(const std::filesystem::path& dir) {
+  calq::core::LoadOptions options;
+  options.path = dir.string();
+  options.load_tokenizer = false;
+  return calq::core::load_model(options);
+}
+
+at::Tensor random_windows(int64_t n, int64_t seq, int64_t vocab, uint64_t seed) {
+  at::manual_seed(seed);
+  return at::randint(0, vocab, {n, seq}, at::kLong);
+}
+
+/// Collects every statistic for every linear, and lets a test mutate weights after each subset.
+class RecordingHandler : public calq::calib::LayerHandler {
+ public:
+  std::function<void(DecoderLayer&, int64_t layer, const std::vector<std::string>&)> mutate;
+  bool propagate = true;
+  std::map<std::pair<int64_t, std::string>, LinearStats> seen;
+
+  void begin_layer(DecoderLayer&, int64_t) override {}
+  std::vector<std::vector<std::string>> schedule(DecoderLayer&) override {
+    return {{"attn.q", "attn.k", "attn.v"}, {"attn.o"}, {"mlp.gate", "mlp.up"}, {"mlp.down"}};
+  }
+  Requirements needs(DecoderLayer&, const std::vector<std::string>& subset) override {
+    Requirements r;
+    for (const auto& name : subset) r[name] = {true, true, true, true};
+    return r;
+  }
+  void process(LayerStep& step) override {
+    for (const auto& name : step.linears) seen[{step.layer_index, name}] = step.stats.at(name);
+    if (mutate) mutate(step.layer, step.layer_index, step.linears);
+  }
+  bool propagate_quantized() const override { return propagate; }
+  void end_layer(DecoderLayer&, int64_t) override {}
+};
+
+/// Inputs of every linear in a plain forward of `model`, keyed by (layer, linear).
+std::map<std::pair<int64_t, std::string>, at::Tensor> capture_inputs(Model& model,
+                                                                     const at::Tensor& ids) {
+  std::map<std::pair<int64_t, std::string>, at::Tensor> inputs;
+  model.forward(ids, [&](int64_t layer, std::string_view name, const at::Tensor& x) {
+    inputs[{layer, std::string(name)}] = x.reshape({-1, x.size(-1)}).clone();
+  });
+  return inputs;
+}
+
+void check_stats_match(const LinearStats& got, const at::Tensor& x, int64_t n_samples) {
+  const at::Tensor xd = x.to(at::kDouble);
+  const at::Tensor hessian = 2.0 * xd.t().matmul(xd) / static_cast<double>(n_samples);
+  CHECK(got.n_samples == n_samples);
+  CHECK(got.n_tokens == x.size(0));
+  CHECK(at::allclose(got.hessian.to(at::kDouble), hessian, 1e-5, 1e-6));
+  CHECK(at::allclose(got.absmax, x.abs().amax(0), 1e-6, 1e-7));
+  CHECK(at::allclose(got.mean_abs.to(at::kDouble), xd.abs().mean(0), 1e-6, 1e-7));
+  CHECK(at::equal(got.inputs.reshape({-1, x.size(-1)}), x));
+}
+
+}  // namespace
+
+TEST_CASE("runner statistics equal those of the inputs the float model's linears see",
+          "[calib][runner]") {
+  calq::test::TempDir dir("calq_runner");
+  calq::test::write_tiny_model(dir.path(), {});
+  auto model = load_tiny(dir.path());
+  const at::Tensor windows = random_windows(5, 12, 32, 3);  // 5 windows, batch 2: a short batch
+  RecordingHandler handler;
+  calq::calib::RunnerOptions options;
+  options.batch_size = 2;
+  options.show_progress = false;
+  calq::calib::LayerwiseRunner(*model, windows, options).run(handler);
+
+  const auto expected = capture_inputs(*model, windows);
+  REQUIRE(handler.seen.size() == expected.size());
+  for (const auto& [key, x] : expected) {
+    INFO("layer " << key.first << " " << key.second);
+    check_stats_match(handler.seen.at(key), x, 5);
+  }
+}
+
+TEST_CASE("runner: layer i+1 is fed by the processed layer i, o by the processed q,k,v",
+          "[calib][runner]") {
+  calq::test::TempDir dir("calq_runner");
+  calq::test::write_tiny_model(dir.path(), {});
+  const at::Tensor windows = random_windows(4, 10, 32, 5);
+  calq::calib::RunnerOptions options;
+  options.show_progress = false;
+
+  // The "quantizer" halves every weight of a processed subset.
+  const auto halve = [](DecoderLayer& layer, int64_t, const std::vector<std::string>& subset) {
+    for (const auto& name : subset) layer.linear(name).weight.mul_(0.5);
+  };
+
+  SECTION("propagate quantized (GPTQ protocol)") {
+    auto model = load_tiny(dir.path());
+    RecordingHandler handler;
+    handler.mutate = halve;
+    calq::calib::LayerwiseRunner(*model, windows, options).run(handler);
+    // The model now holds the halved weights: its plain forward shows what each linear must
+    // have seen, including o after q,k,v were halved and layer 1 after all of layer 0.
+    const auto expected = capture_inputs(*model, windows);
+    for (const auto& [key, x] : expected) {
+      INFO("layer " << key.first << " " << key.second);
+      check_stats_match(handler.seen.at(key), x, 4);
+    }
+  }
+  SECTION("propagate float (AWQ protocol): the next layer sees the float layer's output") {
+    auto model = load_tiny(dir.path());
+    const auto float_inputs = capture_inputs(*model, windows);
+    RecordingHandler handler;
+    handler.mutate = halve;
+    handler.propagate = false;
+    calq::calib::LayerwiseRunner(*model, windows, options).run(handler);
+    for (const std::string name : {"attn.q", "attn.k", "attn.v"}) {
+      for (int64_t layer = 0; layer < 2; ++layer) {
+        INFO("layer " << layer << " " << name);
+        check_stats_match(handler.seen.at({layer, name}), float_inputs.at({layer, name}), 4);
+      }
+    }
+    // Inside the layer the protocol is still sequential: o saw the halved q,k,v.
+    auto reference = load_tiny(dir.path());
+    for (const std::string name : {"attn.q", "attn.k", "attn.v"})
+      reference->layer(0).linear(name).weight.mul_(0.5);
+    check_stats_match(handler.seen.at({0, "attn.o"}),
+                      capture_inputs(*reference, windows).at({0, "attn.o"}), 4);
+  }
+}
+
+TEST_CASE("the same recipe and seed give bitwise identical quantized weights and reports",
+          "[calib][runner][gptq]") {
+  calq::test::TempDir dir("calq_runner");
+  calq::test::TinyModelSpec spec;
+  spec.hidden = 32;
+  spec.intermediate = 48;
+  spec.heads = 4;
+  calq::test::write_tiny_model(dir / "model", spec);
+  std::ofstream(dir / "recipe.yaml") << R"(model: {path: model}
+scheme:
+  weights: {bits: 3, group_size: 16, sym: false}
+passes:
+  - gptq: {act_order: true, damp: 0.01, block_size: 8}
+)";
+  const calq::core::Recipe recipe = calq::core::load_recipe((dir / "recipe.yaml").string());
+  calq::calib::CalibrationSet calibration;
+  calibration.windows = random_windows(6, 16, 32, 11);
+
+  const auto quantize = [&](int64_t batch_size) {
+    auto model = load_tiny(dir / "model");
+    auto passes = calq::algorithms::build_passes(recipe);
+    auto result =
+        calq::algorithms::quantize_model(*model, recipe, passes, &calibration, batch_size);
+    std::vector<at::Tensor> weights;
+    for (int64_t i = 0; i < model->n_layers(); ++i) {
+      for (const auto& name : model->layer(i).linear_names())
+        weights.push_back(model->layer(i).linear(name).weight.clone());
+    }
+    return std::make_pair(std::move(result), std::move(weights));
+  };
+  const auto [first, first_weights] = quantize(4);
+  const auto [second, second_weights] = quantize(4);
+  REQUIRE(first_weights.size() == second_weights.size());
+  for (size_t i = 0; i < first_weights.size(); ++i)
+    CHECK(at::equal(first_weights[i], second_weights[i]));
+  REQUIRE(first.layers.size() == second.layers.size());
+  for (size_t l = 0; l < first.layers.size(); ++l) {
+    for (const auto& [name, state] : first.layers[l]) {
+      const auto& other = second.layers[l].at(name);
+      REQUIRE(state.quantized.has_value());
+      CHECK(at::equal(state.quantized->codes, other.quantized->codes));
+      CHECK(at::equal(state.quantized->scales, other.quantized->scales));
+      for (const auto& [figure, value] : state.reports.at("gptq").figures) {
+        if (figure == "seconds") continue;
+        INFO(name << " " << figure);
+        CHECK(value == other.reports.at("gptq").figures.at(figure));  // bitwise, not approx
+      }
+    }
+  }
+}
