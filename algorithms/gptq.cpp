@@ -55,6 +55,7 @@ class GptqPass : public Pass {
     }
   }
 
+  bool propagate_quantized() const override { return true; }
   void finish() override { release_gptq_scratch(); }
 
  private:

@@ -63,8 +63,14 @@ class Pass {
   virtual bool quantizes() const = 0;
   virtual calib::StatRequest needs(const LinearTarget& target) const = 0;
   virtual void apply(PassStep& step) = 0;
-  /// true: the next layer sees this layer's quantized output (GPTQ); false: its float output.
-  virtual bool propagate_quantized() const { return true; }
+  /// true: this pass wants the next layer's statistics from this layer's quantized output (GPTQ's
+  /// sequential protocol); false: it does not mind. The run propagates quantized outputs when any
+  /// pass asks, else the float outputs (AWQ's and SmoothQuant's protocol).
+  virtual bool propagate_quantized() const { return false; }
+  /// true: the pass must see all linears of a layer in one step, with statistics of the float
+  /// layer (AWQ scales v→o and up→down across true-sequential subsets); the run then processes
+  /// every layer as a single subset.
+  virtual bool whole_layer() const { return false; }
   /// Called once after the last layer: give back scratch memory held across layers.
   virtual void finish() {}
 };

@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
+
+#include <fmt/format.h>
 
 #include "algorithms/registry.h"
 #include "algorithms/targets.h"
@@ -28,6 +31,37 @@ std::vector<LinearTarget> targets_of(const core::Recipe& recipe,
   return targets;
 }
 
+/// Quantizes the linear's inputs at run time from now on (scheme.activations). A static scale is
+/// the absmax grid's scale of the largest |x| seen in calibration, after any smoothing.
+void install_activation_quant(calib::LayerStep& step, const std::string& name,
+                              const core::ActivationScheme& scheme, LinearState& state) {
+  core::ActQuantSpec spec;
+  spec.bits = scheme.bits;
+  spec.sym = scheme.sym;
+  spec.granularity = scheme.granularity;
+  core::Linear& linear = step.layer.linear(name);
+  linear.input_quant = spec;
+  linear.input_scale = at::Tensor();
+  LinearReport& report = state.reports["activations"];
+  report.notes["activations"] = fmt::format("int{} {} {} {}", spec.bits, spec.sym ? "sym" : "asym",
+                                            scheme.granularity == core::ActGranularity::PerToken
+                                                ? "per-token" : "per-tensor",
+                                            scheme.dynamic ? "dynamic" : "static");
+  if (!scheme.dynamic) {
+    const auto it = step.stats.find(name);
+    CALQ_CHECK(it != step.stats.end() && it->second.absmax.defined(),
+               "layer {} {}: static activation scales need calibration data (calibration.data)",
+               step.layer_index, name);
+    CALQ_CHECK(spec.sym, "scheme.activations: static scales are symmetric (absmax) only; "
+               "expected sym: true or dynamic: true");
+    const double amax = it->second.absmax.max().item<double>();
+    const double scale = std::max(amax, 1e-5) / static_cast<double>((1 << (spec.bits - 1)) - 1);
+    linear.input_scale = at::full({1}, scale, at::kFloat).to(linear.weight.device());
+    report.figures["input_absmax"] = amax;
+    report.figures["input_scale"] = scale;
+  }
+}
+
 /// The LayerHandler that applies every pass to each subset in recipe order.
 class PassDriver : public calib::LayerHandler {
  public:
@@ -40,13 +74,18 @@ class PassDriver : public calib::LayerHandler {
   }
 
   std::vector<std::vector<std::string>> schedule(core::DecoderLayer& layer) override {
+    for (const auto& pass : passes_) {
+      if (pass->whole_layer()) return {layer.linear_names()};
+    }
     return true_sequential_subsets(layer.linear_names());
   }
 
   calib::Requirements needs(core::DecoderLayer&, const std::vector<std::string>& subset) override {
     calib::Requirements needs;
+    const bool static_activations = recipe_.scheme.activations && !recipe_.scheme.activations->dynamic;
     for (const LinearTarget& target : targets_of(recipe_, subset)) {
       for (const auto& pass : passes_) needs[target.name].merge(pass->needs(target));
+      if (static_activations) needs[target.name].absmax = true;
     }
     return needs;
   }
@@ -61,13 +100,19 @@ class PassDriver : public calib::LayerHandler {
       result_.pass_seconds[pass->name()] +=
           std::chrono::duration<double>(Clock::now() - start).count();
     }
+    if (recipe_.scheme.activations) {
+      for (const LinearTarget& target : targets) {
+        install_activation_quant(step, target.name, *recipe_.scheme.activations,
+                                 pass_step.linears[target.name]);
+      }
+    }
   }
 
   bool propagate_quantized() const override {
     for (const auto& pass : passes_) {
-      if (!pass->propagate_quantized()) return false;
+      if (pass->propagate_quantized()) return true;
     }
-    return true;
+    return false;
   }
 
   void end_layer(core::DecoderLayer&, int64_t) override {}
@@ -107,6 +152,7 @@ bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
                                                 "mlp.gate", "mlp.up", "mlp.down", "mlp.fc1",
                                                 "mlp.fc2"};
   (void)model;
+  if (recipe.scheme.activations && !recipe.scheme.activations->dynamic) return true;
   for (const LinearTarget& target : targets_of(recipe, kAll)) {
     for (const auto& pass : passes) {
       if (pass->needs(target).any()) return true;
@@ -140,7 +186,7 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
       const auto subsets = driver.schedule(layer);
       for (size_t k = 0; k < subsets.size(); ++k) {
         std::map<std::string, calib::LinearStats> stats;
-        calib::LayerStep step{layer, i, static_cast<int64_t>(k), subsets[k], stats, no_inputs,
+        calib::LayerStep step{layer, model, i, static_cast<int64_t>(k), subsets[k], stats, no_inputs,
                               {}};
         driver.process(step);
       }

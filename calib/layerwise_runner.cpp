@@ -70,7 +70,7 @@ void LayerwiseRunner::run(LayerHandler& handler) {
         forward_layer(layer, inputs, &needs, &accumulators);
         for (const auto& [name, acc] : accumulators) stats.emplace(name, acc.finish());
       }
-      LayerStep step{layer, i, static_cast<int64_t>(k), subset, stats, inputs,
+      LayerStep step{layer, model_, i, static_cast<int64_t>(k), subset, stats, inputs,
                      [&layer, this](const at::Tensor& x) {
                        return layer.forward(x, model_.make_context(x.size(1)));
                      }};

@@ -26,6 +26,7 @@ namespace calq::calib {
 /// One subset of one layer, ready to be transformed.
 struct LayerStep {
   core::DecoderLayer& layer;
+  core::Model& model;  ///< for make_context (sub-module forwards: AWQ's inspected modules)
   int64_t layer_index = 0;
   int64_t step_index = 0;  ///< position of this subset in the layer's schedule
   const std::vector<std::string>& linears;       ///< the subset

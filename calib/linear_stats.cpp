@@ -46,6 +46,20 @@ void LinearStatsAccumulator::add(const at::Tensor& x) {
   if (request_.inputs) inputs_.push_back(flat.clone());
 }
 
+void rescale_inputs(LinearStats& stats, const at::Tensor& s) {
+  const at::Tensor s32 = s.to(at::kFloat).reshape({-1});
+  if (stats.hessian.defined()) {
+    CALQ_ASSERT(stats.hessian.size(0) == s32.numel(), "scale of {} channels for a {}-channel "
+                "Hessian", s32.numel(), stats.hessian.size(0));
+    const at::Tensor inv = (1.0 / s32.to(at::kDouble));
+    stats.hessian = (stats.hessian.to(at::kDouble) * inv.unsqueeze(1) * inv.unsqueeze(0))
+                        .to(at::kFloat);
+  }
+  if (stats.absmax.defined()) stats.absmax = stats.absmax / s32;
+  if (stats.mean_abs.defined()) stats.mean_abs = stats.mean_abs / s32;
+  if (stats.inputs.defined()) stats.inputs = stats.inputs / s32.to(stats.inputs.scalar_type());
+}
+
 LinearStats LinearStatsAccumulator::finish() const {
   LinearStats stats;
   stats.n_samples = n_samples_;

@@ -39,6 +39,11 @@ struct LinearStats {
   int64_t n_tokens = 0;
 };
 
+/// The statistics of x' = x / s (per input channel), exactly as if collected on x': what a pass
+/// that folds 1/s into the op feeding the linear (SmoothQuant, AWQ) hands the passes after it.
+/// H' = H / (s sᵀ), absmax' = absmax / s, mean|x'| = mean|x| / s, inputs' = inputs / s.
+void rescale_inputs(LinearStats& stats, const at::Tensor& s);
+
 class LinearStatsAccumulator {
  public:
   explicit LinearStatsAccumulator(StatRequest request) : request_(request) {}

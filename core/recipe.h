@@ -11,6 +11,7 @@
 
 #include "core/eval/eval_text.h"
 #include "core/options.h"
+#include "core/quant/act_granularity.h"
 
 namespace calq::core {
 
@@ -27,7 +28,6 @@ enum class ComputeDtype { Float32, Float16, BFloat16 };
 enum class WeightFormat { Int, Fp8E4M3, Fp8E5M2, Fp4E2M1, Nf4 };
 enum class QuantGrid { Gptq, Ct, Awq, Absmax };  ///< grid conventions, algorithms.md §1.1
 enum class ScaleDtype { Float16, Float32, BFloat16 };
-enum class ActGranularity { Token, Tensor };
 enum class SaveFormat { Fake, Gptq, Awq, CompressedTensors };
 
 struct ModelSection {
@@ -56,7 +56,7 @@ struct WeightScheme {
 
 struct ActivationScheme {
   int bits = 8;  ///< 4 or 8
-  ActGranularity granularity = ActGranularity::Token;
+  ActGranularity granularity = ActGranularity::PerToken;
   bool dynamic = true;
   bool sym = true;
 };

@@ -31,8 +31,8 @@ const NameTable<QuantGrid> kGrids = {{"gptq", QuantGrid::Gptq},
 const NameTable<ScaleDtype> kScaleDtypes = {{"float16", ScaleDtype::Float16},
                                             {"float32", ScaleDtype::Float32},
                                             {"bfloat16", ScaleDtype::BFloat16}};
-const NameTable<ActGranularity> kGranularities = {{"token", ActGranularity::Token},
-                                                  {"tensor", ActGranularity::Tensor}};
+const NameTable<ActGranularity> kGranularities = {{"token", ActGranularity::PerToken},
+                                                  {"tensor", ActGranularity::PerTensor}};
 const NameTable<SaveFormat> kSaveFormats = {{"fake", SaveFormat::Fake},
                                             {"gptq", SaveFormat::Gptq},
                                             {"awq", SaveFormat::Awq},
@@ -173,6 +173,10 @@ std::optional<ActivationScheme> read_activations(const Options& scheme) {
   out.granularity = get_enum(*a, "granularity", out.granularity, kGranularities);
   out.dynamic = a->get_bool("dynamic", out.dynamic);
   out.sym = a->get_bool("sym", out.sym);
+  if (!out.dynamic && out.granularity == ActGranularity::PerToken) {
+    a->fail("dynamic", "false needs granularity: tensor (a static scale is fixed at calibration "
+                       "for the whole tensor; per-token scales are always dynamic)");
+  }
   return out;
 }
 

@@ -26,7 +26,11 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
   // faster than at::linear on [batch, seq, in] inputs (sotu-llama-6L layer, batch 8: 0.12 s vs
   // 0.23 s on one core); the numbers are the same GEMM (addmm for the bias, as at::linear).
   const int64_t in = weight.size(1), out_features = weight.size(0);
-  const at::Tensor x2d = x.reshape({-1, in});
+  at::Tensor x2d = x.reshape({-1, in});
+  if (input_quant) {
+    x2d = input_scale.defined() ? fake_quantize_activations(x2d, *input_quant, input_scale)
+                                : fake_quantize_activations(x2d, *input_quant);
+  }
   at::Tensor out = at::empty({x2d.size(0), out_features}, x.options());
   if (bias.defined()) {
     at::addmm_out(out, bias, x2d, weight.t());

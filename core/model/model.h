@@ -11,21 +11,30 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "core/model/model_config.h"
+#include "core/quant/activation_quant.h"
 
 namespace calq::core {
 
 class Tokenizer;
 
 struct Linear {
+  Linear() = default;
+  Linear(at::Tensor w, at::Tensor b) : weight(std::move(w)), bias(std::move(b)) {}
   at::Tensor weight;  ///< [out, in], compute dtype
   at::Tensor bias;    ///< [out] or undefined
+  /// Set when the scheme quantizes activations: the input is fake-quantized (W8A8, W4A8, ...)
+  /// before the GEMM. `input_scale` (numel 1) fixes a static per-tensor scale from calibration.
+  std::optional<ActQuantSpec> input_quant;
+  at::Tensor input_scale;
   at::Tensor forward(const at::Tensor& x) const;  ///< x [..., in] -> [..., out]
 };
 

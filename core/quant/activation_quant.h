@@ -10,14 +10,12 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/quant/act_granularity.h"
 #include "core/quant/grid.h"
 #include "core/quant/quantizer.h"
 
 namespace calq::core {
 
-/// Token: one (s, z) per row of X, computed at run time (dynamic). Tensor: one for all of X —
-/// dynamic (computed from this X) or static (a scale fixed at calibration).
-enum class ActGranularity { PerToken, PerTensor };
 
 struct ActQuantSpec {
   int bits = 8;  ///< 2, 3, 4 or 8

@@ -120,7 +120,7 @@ TEST_CASE("load_recipe reads every section and resolves paths against the recipe
   CHECK(w.grid == QuantGrid::Ct);
   CHECK(w.scale_dtype == ScaleDtype::Float32);
   REQUIRE(r.scheme.activations);
-  CHECK(r.scheme.activations->granularity == ActGranularity::Tensor);
+  CHECK(r.scheme.activations->granularity == ActGranularity::PerTensor);
   CHECK_FALSE(r.scheme.activations->dynamic);
   CHECK(r.scheme.targets == std::vector<std::string>{"attn.*", "mlp.down"});
   REQUIRE(r.scheme.overrides.size() == 2);
