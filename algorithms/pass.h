@@ -20,6 +20,7 @@
 
 namespace calq::core {
 class DecoderLayer;
+class Model;
 class Options;
 struct Recipe;
 }  // namespace calq::core
@@ -71,6 +72,8 @@ class Pass {
   /// layer (AWQ scales v→o and up→down across true-sequential subsets); the run then processes
   /// every layer as a single subset.
   virtual bool whole_layer() const { return false; }
+  /// Refuses (calq::Error naming the recipe key) what this model cannot do, before any work.
+  virtual void check_model(const core::Model&) const {}
   /// Called once after the last layer: give back scratch memory held across layers.
   virtual void finish() {}
 };

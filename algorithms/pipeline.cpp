@@ -146,6 +146,10 @@ std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe) {
   return passes;
 }
 
+void check_passes(const std::vector<std::unique_ptr<Pass>>& passes, const core::Model& model) {
+  for (const auto& pass : passes) pass->check_model(model);
+}
+
 bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
                        const core::Model& model, const core::Recipe& recipe) {
   static const std::vector<std::string> kAll = {"attn.q", "attn.k", "attn.v", "attn.o",
@@ -164,6 +168,7 @@ bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
 QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
                                   std::vector<std::unique_ptr<Pass>>& passes,
                                   const calib::CalibrationSet* calibration, int64_t batch_size) {
+  check_passes(passes, model);
   QuantizationResult result;
   for (const auto& pass : passes) result.pass_names.push_back(pass->name());
   const auto start = Clock::now();

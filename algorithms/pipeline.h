@@ -36,6 +36,9 @@ struct QuantizationResult {
 std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe);
 
 /// True when any pass needs statistics for any targeted linear.
+/// Every pass's check_model: one clear error before calibration starts.
+void check_passes(const std::vector<std::unique_ptr<Pass>>& passes, const core::Model& model);
+
 bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
                        const core::Model& model, const core::Recipe& recipe);
 

@@ -7,6 +7,7 @@
 
 #include "algorithms/gptq.h"
 #include "algorithms/rtn.h"
+#include "algorithms/smoothquant.h"
 #include "core/did_you_mean.h"
 #include "core/error.h"
 #include "core/options.h"
@@ -14,13 +15,22 @@
 namespace calq::algorithms {
 namespace {
 
-using Builder = std::function<std::unique_ptr<Pass>(const core::Options&)>;
+/// Passes read their options; those that depend on the scheme (AWQ's quantizer, SmoothQuant's
+/// activation bits) also see it, to refuse what they cannot do before any work starts.
+using Builder =
+    std::function<std::unique_ptr<Pass>(const core::Options&, const core::SchemeSection&)>;
+
+template <std::unique_ptr<Pass> (*Make)(const core::Options&)>
+std::unique_ptr<Pass> options_only(const core::Options& options, const core::SchemeSection&) {
+  return Make(options);
+}
 
 // The one list of passes: adding an algorithm is one line here.
 const std::vector<std::pair<std::string, Builder>>& builtin_passes() {
   static const std::vector<std::pair<std::string, Builder>> passes = {
-      {"rtn", make_rtn},
-      {"gptq", make_gptq},
+      {"rtn", options_only<make_rtn>},
+      {"gptq", options_only<make_gptq>},
+      {"smoothquant", make_smoothquant},
   };
   return passes;
 }
@@ -34,9 +44,9 @@ std::vector<std::string> pass_names() {
 }
 
 std::unique_ptr<Pass> make_pass(const std::string& name, const core::Options& options,
-                                const core::SchemeSection&) {
+                                const core::SchemeSection& scheme) {
   for (const auto& [known, builder] : builtin_passes()) {
-    if (known == name) return builder(options);
+    if (known == name) return builder(options, scheme);
   }
   const std::string suggestion = core::closest_match(name, pass_names());
   fail("{}: unknown pass \"{}\"{}; expected one of: {}", options.where(), name,

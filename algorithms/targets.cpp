@@ -1,5 +1,6 @@
 #include "algorithms/targets.h"
 
+#include <algorithm>
 #include <set>
 
 #include "core/error.h"
@@ -96,6 +97,24 @@ std::vector<std::vector<std::string>> true_sequential_subsets(
   }
   CALQ_ASSERT(placed.size() == present.size(), "a linear of the layer has no sequential slot");
   return subsets;
+}
+
+std::vector<NormFedGroup> norm_fed_groups(const std::vector<std::string>& linear_names) {
+  const auto present = [&](const std::vector<std::string>& wanted) {
+    std::vector<std::string> out;
+    for (const auto& name : wanted) {
+      if (std::find(linear_names.begin(), linear_names.end(), name) != linear_names.end())
+        out.push_back(name);
+    }
+    return out;
+  };
+  std::vector<NormFedGroup> groups;
+  for (NormFedGroup g : {NormFedGroup{"norm.attn", {"attn.q", "attn.k", "attn.v"}},
+                         NormFedGroup{"norm.mlp", {"mlp.gate", "mlp.up", "mlp.fc1"}}}) {
+    g.linears = present(g.linears);
+    if (!g.linears.empty()) groups.push_back(std::move(g));
+  }
+  return groups;
 }
 
 }  // namespace calq::algorithms

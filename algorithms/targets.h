@@ -21,6 +21,17 @@ bool glob_match(const std::string& pattern, const std::string& name);
 std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
                                            const std::string& linear);
 
+/// A norm and the linears that read its output (SmoothQuant's pairs, AWQ's norm-fed groups):
+/// norm.attn → q,k,v; norm.mlp → gate,up (OPT/GPT-2: fc1). A per-channel scale folded into the
+/// norm is undone exactly by scaling those linears' input columns.
+struct NormFedGroup {
+  std::string norm;
+  std::vector<std::string> linears;
+};
+
+/// The norm-fed groups of a layer with these linears, in execution order.
+std::vector<NormFedGroup> norm_fed_groups(const std::vector<std::string>& linear_names);
+
 /// Subsets in true-sequential order (IST-DASLab/gptq llama_sequential): q,k,v → o → gate,up →
 /// down (OPT/GPT-2: q,k,v → o → fc1 → fc2), restricted to `linear_names` present in the layer.
 std::vector<std::vector<std::string>> true_sequential_subsets(

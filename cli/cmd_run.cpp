@@ -72,6 +72,7 @@ int run_recipe(const RunArgs& args) {
   load.device = core::device_name(recipe.model.device);
   load.compute_dtype = to_scalar(recipe.model.dtype);
   auto model = core::load_model(load);
+  algorithms::check_passes(passes, *model);
 
   RunReport report(recipe, *model);
   std::optional<calib::CalibrationSet> calibration;

@@ -16,5 +16,6 @@ CommandRunner add_run_command(CLI::App& app);
 CommandRunner add_eval_command(CLI::App& app);
 CommandRunner add_inspect_command(CLI::App& app);
 CommandRunner add_bench_command(CLI::App& app);
+CommandRunner add_outliers_command(CLI::App& app);
 
 }  // namespace calq::cli

@@ -45,6 +45,7 @@ int run(int argc, char** argv) {
   add(calq::cli::add_eval_command);
   add(calq::cli::add_inspect_command);
   add(calq::cli::add_bench_command);
+  add(calq::cli::add_outliers_command);
 
   try {
     app.parse(argc, argv);

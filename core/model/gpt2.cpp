@@ -38,8 +38,13 @@ class Gpt2Layer final : public NamedDecoderLayer {
         gelu_approximate_(config.activation == "gelu_new" ? "tanh" : "none") {}
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
-    const int64_t batch = x.size(0), seq = x.size(1);
-    at::Tensor h = layer_norm(x, attn_norm_, eps_);  // ln_1
+    // ln_1, attention, residual; ln_2, MLP, residual (GPT2Block).
+    at::Tensor out = attention(layer_norm(x, attn_norm_, eps_), ctx).add_(x);
+    return out.add_(mlp(layer_norm(out, mlp_norm_, eps_), ctx));
+  }
+
+  at::Tensor attention(const at::Tensor& h, const ForwardContext& ctx) override {
+    const int64_t batch = h.size(0), seq = h.size(1);
     observe(kQ, h, ctx);
     observe(kK, h, ctx);
     observe(kV, h, ctx);
@@ -48,12 +53,13 @@ class Gpt2Layer final : public NamedDecoderLayer {
     const at::Tensor v = at(kV).forward(h).view({batch, seq, n_heads_, head_dim_});
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));  // scale_attn_weights
     const at::Tensor attn = causal_attention(q, k, v, scale, ctx.causal_mask);
-    at::Tensor out = apply(kO, attn, ctx).add_(x);  // residual + attn.c_proj
+    return apply(kO, attn, ctx);  // attn.c_proj
+  }
 
-    h = layer_norm(out, mlp_norm_, eps_);  // ln_2
+  at::Tensor mlp(const at::Tensor& h, const ForwardContext& ctx) override {
     at::Tensor hidden = apply(kFc1, h, ctx);
     at::gelu_(hidden, gelu_approximate_);
-    return out.add_(apply(kFc2, hidden, ctx));
+    return apply(kFc2, hidden, ctx);
   }
 
  private:

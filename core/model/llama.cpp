@@ -55,11 +55,15 @@ class LlamaLayer final : public NamedDecoderLayer {
         eps_(config.norm_eps) {}
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
-    const int64_t batch = x.size(0), seq = x.size(1);
-    CALQ_ASSERT(seq == ctx.seq_len, "layer {}: input has {} positions, context {}", index_, seq,
-                ctx.seq_len);
-    // Attention block (LlamaDecoderLayer: residual + self_attn(input_layernorm(x))).
-    at::Tensor h = rms_norm(x, attn_norm_.weight, eps_);
+    CALQ_ASSERT(x.size(1) == ctx.seq_len, "layer {}: input has {} positions, context {}", index_,
+                x.size(1), ctx.seq_len);
+    // LlamaDecoderLayer: residual + self_attn(input_layernorm(x)), then residual + mlp(...).
+    at::Tensor out = attention(rms_norm(x, attn_norm_.weight, eps_), ctx).add_(x);  // x + o exactly
+    return out.add_(mlp(rms_norm(out, mlp_norm_.weight, eps_), ctx));
+  }
+
+  at::Tensor attention(const at::Tensor& h, const ForwardContext& ctx) override {
+    const int64_t batch = h.size(0), seq = h.size(1);
     observe(kQ, h, ctx);
     observe(kK, h, ctx);
     observe(kV, h, ctx);
@@ -71,17 +75,17 @@ class LlamaLayer final : public NamedDecoderLayer {
     q = apply_rope(q, cos, sin);
     k = apply_rope(k, cos, sin);
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));  // hd^-0.5
-    const at::Tensor attn = causal_attention(q, k, v, scale, ctx.causal_mask);
-    at::Tensor out = apply(kO, attn, ctx).add_(x);  // residual (x + o, exactly)
+    return apply(kO, causal_attention(q, k, v, scale, ctx.causal_mask), ctx);
+  }
 
-    // MLP block: down(silu(gate(x)) ⊙ up(x)) (LlamaMLP).
-    h = rms_norm(out, mlp_norm_.weight, eps_);
+  // LlamaMLP: down(silu(gate(h)) ⊙ up(h)).
+  at::Tensor mlp(const at::Tensor& h, const ForwardContext& ctx) override {
     observe(kGate, h, ctx);
     observe(kUp, h, ctx);
     at::Tensor gated = at(kGate).forward(h);
     at::silu_(gated);
     gated.mul_(at(kUp).forward(h));
-    return out.add_(apply(kDown, gated, ctx));
+    return apply(kDown, gated, ctx);
   }
 
  private:

@@ -62,6 +62,13 @@ class DecoderLayer {
   virtual ~DecoderLayer() = default;
   /// x: [batch, seq, hidden] in the compute dtype -> same shape.
   virtual at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) = 0;
+  /// The self-attention block alone, o projection included, no residual: `normed` is the output
+  /// of norm.attn, [batch, seq, hidden] -> same. forward() is x + attention(norm.attn(x)) + ...;
+  /// AWQ inspects this module's output when it scales q, k, v (algorithms.md §4.1).
+  virtual at::Tensor attention(const at::Tensor& normed, const ForwardContext& ctx) = 0;
+  /// The MLP block alone, no residual: `normed` is the output of norm.mlp, [batch, seq, hidden]
+  /// -> same. ctx carries the observer of the MLP's linears.
+  virtual at::Tensor mlp(const at::Tensor& normed, const ForwardContext& ctx) = 0;
   virtual Linear& linear(std::string_view name) = 0;  ///< throws for names this family lacks
   virtual std::vector<std::string> linear_names() const = 0;  ///< in execution order
   virtual Norm& norm(std::string_view name) = 0;  ///< "norm.attn" | "norm.mlp"

@@ -38,8 +38,13 @@ class OptLayer final : public NamedDecoderLayer {
         head_dim_(config.head_dim) {}
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
-    const int64_t batch = x.size(0), seq = x.size(1);
-    at::Tensor h = layer_norm(x, attn_norm_);  // self_attn_layer_norm
+    // self_attn_layer_norm, attention, residual; final_layer_norm (per layer), MLP, residual.
+    at::Tensor out = attention(layer_norm(x, attn_norm_), ctx).add_(x);
+    return out.add_(mlp(layer_norm(out, mlp_norm_), ctx));
+  }
+
+  at::Tensor attention(const at::Tensor& h, const ForwardContext& ctx) override {
+    const int64_t batch = h.size(0), seq = h.size(1);
     observe(kQ, h, ctx);
     observe(kK, h, ctx);
     observe(kV, h, ctx);
@@ -49,11 +54,12 @@ class OptLayer final : public NamedDecoderLayer {
     const at::Tensor k = at(kK).forward(h).view({batch, seq, n_heads_, head_dim_});
     const at::Tensor v = at(kV).forward(h).view({batch, seq, n_heads_, head_dim_});
     const at::Tensor attn = causal_attention(q, k, v, /*scale=*/1.0, ctx.causal_mask);
-    at::Tensor out = apply(kO, attn, ctx).add_(x);  // residual + out_proj
+    return apply(kO, attn, ctx);  // out_proj
+  }
 
-    h = layer_norm(out, mlp_norm_);  // final_layer_norm (per layer)
+  at::Tensor mlp(const at::Tensor& h, const ForwardContext& ctx) override {
     const at::Tensor hidden = apply(kFc1, h, ctx).relu_();
-    return out.add_(apply(kFc2, hidden, ctx));
+    return apply(kFc2, hidden, ctx);
   }
 
  private:

@@ -1,0 +1,166 @@
+#include "algorithms/smoothquant.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "algorithms/targets.h"
+#include "calib/layerwise_runner.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/model/model.h"
+#include "core/options.h"
+#include "core/recipe.h"
+
+namespace calq::algorithms {
+
+at::Tensor smoothing_scales(const at::Tensor& act_absmax,
+                            const std::vector<const core::Linear*>& linears, double alpha) {
+  CALQ_ASSERT(!linears.empty(), "smoothing a group without linears");
+  at::Tensor w = linears.front()->weight.abs().amax(0).to(at::kFloat);
+  for (size_t i = 1; i < linears.size(); ++i)
+    w = at::maximum(w, linears[i]->weight.abs().amax(0).to(at::kFloat));
+  w = w.clamp_min(1e-5);
+  const at::Tensor a = act_absmax.to(at::kFloat).to(w.device());
+  const at::Tensor s = (a.pow(alpha) / w.pow(1.0 - alpha)).clamp_min(1e-5);
+  return s.to(linears.front()->weight.scalar_type());
+}
+
+void apply_smoothing(core::Norm& norm, const std::vector<core::Linear*>& linears,
+                     const at::Tensor& s) {
+  norm.weight.div_(s.to(norm.weight.scalar_type()));
+  if (norm.bias.defined()) norm.bias.div_(s.to(norm.bias.scalar_type()));
+  for (core::Linear* linear : linears) linear->weight.mul_(s.to(linear->weight.scalar_type()));
+}
+
+namespace {
+
+const std::vector<std::string> kNormFed = {"attn.q", "attn.k", "attn.v",
+                                           "mlp.gate", "mlp.up", "mlp.fc1"};
+
+class SmoothQuantPass : public Pass {
+ public:
+  /// `linears` empty: every norm-fed linear the model has.
+  SmoothQuantPass(double alpha, std::set<std::string> linears, std::string where)
+      : alpha_(alpha), all_(linears.empty()), linears_(std::move(linears)),
+        where_(std::move(where)) {}
+
+  const char* name() const override { return "smoothquant"; }
+  bool quantizes() const override { return false; }
+  // The reference takes every activation scale from one float forward: the statistics of all
+  // groups of a layer come from the layer before anything in it changed.
+  bool whole_layer() const override { return true; }
+
+  calib::StatRequest needs(const LinearTarget& target) const override {
+    calib::StatRequest request;
+    request.absmax = chosen(target.name);
+    return request;
+  }
+
+  void check_model(const core::Model& model) const override {
+    auto& mutable_model = const_cast<core::Model&>(model);
+    const std::vector<std::string> names = mutable_model.layer(0).linear_names();
+    for (const std::string& linear : linears_) {
+      if (std::find(names.begin(), names.end(), linear) == names.end()) {
+        fail("{}: {} is not a linear of this {} model; expected some of: {}", where_,
+             linear, model.config().model_type, fmt::join(names, ", "));
+      }
+    }
+    // A scale folded into a norm changes every linear reading it: smoothing part of a group
+    // would change the model's function.
+    for (const NormFedGroup& group : norm_fed_groups(names)) {
+      std::vector<std::string> chosen, missing;
+      for (const auto& l : group.linears) (linears_.count(l) ? chosen : missing).push_back(l);
+      if (!chosen.empty() && !missing.empty()) {
+        fail("{}: {} share {} with {}; expected all of the group or none", where_,
+             fmt::join(chosen, ", "), group.norm, fmt::join(missing, ", "));
+      }
+    }
+  }
+
+  void apply(PassStep& step) override {
+    calib::LayerStep& s = step.step;
+    for (const NormFedGroup& group : norm_fed_groups(s.linears)) {
+      if (!chosen(group.linears.front())) continue;
+      const auto stats = s.stats.find(group.linears.front());
+      CALQ_ASSERT(stats != s.stats.end() && stats->second.absmax.defined(),
+                  "no activation absmax collected for {}", group.linears.front());
+      std::vector<core::Linear*> linears;
+      std::vector<const core::Linear*> const_linears;
+      for (const auto& name : group.linears) {
+        linears.push_back(&s.layer.linear(name));
+        const_linears.push_back(linears.back());
+      }
+      const at::Tensor absmax = stats->second.absmax;
+      const float weight_max_before = max_abs(const_linears);
+      const at::Tensor scales = smoothing_scales(absmax, const_linears, alpha_);
+      apply_smoothing(s.layer.norm(group.norm), linears, scales);
+
+      LinearReport report;
+      const at::Tensor sf = scales.to(at::kFloat);
+      report.notes["group"] = fmt::format("{} -> {}", group.norm, fmt::join(group.linears, ","));
+      report.figures["alpha"] = alpha_;
+      report.figures["scale_min"] = sf.min().item<double>();
+      report.figures["scale_max"] = sf.max().item<double>();
+      report.figures["scale_mean"] = sf.mean().item<double>();
+      report.figures["act_absmax_before"] = absmax.max().item<double>();
+      report.figures["weight_absmax_before"] = weight_max_before;
+      report.figures["weight_absmax_after"] = max_abs(const_linears);
+      for (const auto& name : group.linears) {
+        const auto it = s.stats.find(name);
+        if (it != s.stats.end()) calib::rescale_inputs(it->second, scales);
+      }
+      report.figures["act_absmax_after"] = s.stats.at(group.linears.front()).absmax.max().item<double>();
+      for (const auto& name : group.linears) step.linears[name].reports["smoothquant"] = report;
+      log::debug("layer {} {}: smoothing scales in [{:.4g}, {:.4g}]", s.layer_index, group.norm,
+                 report.figures["scale_min"], report.figures["scale_max"]);
+    }
+  }
+
+ private:
+  bool chosen(const std::string& linear) const {
+    return all_ ? std::find(kNormFed.begin(), kNormFed.end(), linear) != kNormFed.end()
+                : linears_.count(linear) > 0;
+  }
+
+  static float max_abs(const std::vector<const core::Linear*>& linears) {
+    float m = 0.0f;
+    for (const auto* l : linears) m = std::max(m, l->weight.abs().max().item<float>());
+    return m;
+  }
+
+  double alpha_;
+  bool all_;
+  std::set<std::string> linears_;
+  std::string where_;
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_smoothquant(const core::Options& options,
+                                       const core::SchemeSection& scheme) {
+  const double alpha = options.get_double_in_range("alpha", 0.5, 0.0, 1.0);
+  const std::vector<std::string> linears = options.get_strings("linears", {});
+  std::set<std::string> chosen;
+  for (const std::string& name : linears) {
+    if (std::find(kNormFed.begin(), kNormFed.end(), name) == kNormFed.end()) {
+      options.fail("linears", fmt::format(
+          "{} has no preceding norm to fold the smoothing scale into; expected linears fed by "
+          "norm.attn or norm.mlp: {}", name, fmt::join(kNormFed, ", ")));
+    }
+    chosen.insert(name);
+  }
+  options.finish();
+  if (!scheme.activations) {
+    log::warn("{}: smoothquant without scheme.activations: smoothing only pays off when "
+              "activations are quantized (e.g. activations: {{bits: 8}})", options.where());
+  }
+  return std::make_unique<SmoothQuantPass>(alpha, std::move(chosen), options.where("linears"));
+}
+
+}  // namespace calq::algorithms
