@@ -136,6 +136,18 @@ std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe) {
            "(smoothquant, awq) first and exactly one quantizing pass (rtn, gptq) last",
            recipe.file, i, entry.name, passes.back()->name());
     }
+    for (const auto& earlier : passes) {
+      if (std::string(earlier->name()) == entry.name) {
+        fail("{}: passes.{}.{}: appears twice; expected each transform once (a second search "
+             "or smoothing would undo the first's choices)",
+             recipe.file, i, entry.name);
+      }
+      if (std::string(earlier->name()) == "awq" && entry.name == "smoothquant") {
+        fail("{}: passes.{}.smoothquant: runs after awq, which searched its scales for the "
+             "weights as they were; expected smoothquant before awq",
+             recipe.file, i);
+      }
+    }
     if (pass->quantizes()) ++quantizing;
     passes.push_back(std::move(pass));
   }

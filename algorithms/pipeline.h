@@ -32,13 +32,14 @@ struct QuantizationResult {
 };
 
 /// Builds the recipe's passes (an implicit trailing "rtn" when none quantizes) and rejects
-/// invalid orders with a reason (e.g. two quantizing passes, a transform after quantization).
+/// invalid orders with a reason (two quantizing passes, a transform after quantization, a
+/// transform twice, smoothquant after awq).
 std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe);
 
-/// True when any pass needs statistics for any targeted linear.
 /// Every pass's check_model: one clear error before calibration starts.
 void check_passes(const std::vector<std::unique_ptr<Pass>>& passes, const core::Model& model);
 
+/// True when any pass needs statistics for any targeted linear, or activations are static.
 bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
                        const core::Model& model, const core::Recipe& recipe);
 

@@ -5,6 +5,7 @@
 
 #include <fmt/ranges.h>
 
+#include "algorithms/awq.h"
 #include "algorithms/gptq.h"
 #include "algorithms/rtn.h"
 #include "algorithms/smoothquant.h"
@@ -31,6 +32,7 @@ const std::vector<std::pair<std::string, Builder>>& builtin_passes() {
       {"rtn", options_only<make_rtn>},
       {"gptq", options_only<make_gptq>},
       {"smoothquant", make_smoothquant},
+      {"awq", make_awq},
   };
   return passes;
 }

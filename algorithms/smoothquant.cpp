@@ -38,6 +38,19 @@ void apply_smoothing(core::Norm& norm, const std::vector<core::Linear*>& linears
   for (core::Linear* linear : linears) linear->weight.mul_(s.to(linear->weight.scalar_type()));
 }
 
+at::Tensor smooth_group(core::DecoderLayer& layer, const NormFedGroup& group,
+                        const at::Tensor& act_absmax, double alpha) {
+  std::vector<core::Linear*> linears;
+  std::vector<const core::Linear*> const_linears;
+  for (const auto& name : group.linears) {
+    linears.push_back(&layer.linear(name));
+    const_linears.push_back(linears.back());
+  }
+  const at::Tensor s = smoothing_scales(act_absmax, const_linears, alpha);
+  apply_smoothing(layer.norm(group.norm), linears, s);
+  return s;
+}
+
 namespace {
 
 const std::vector<std::string> kNormFed = {"attn.q", "attn.k", "attn.v",
@@ -90,16 +103,9 @@ class SmoothQuantPass : public Pass {
       const auto stats = s.stats.find(group.linears.front());
       CALQ_ASSERT(stats != s.stats.end() && stats->second.absmax.defined(),
                   "no activation absmax collected for {}", group.linears.front());
-      std::vector<core::Linear*> linears;
-      std::vector<const core::Linear*> const_linears;
-      for (const auto& name : group.linears) {
-        linears.push_back(&s.layer.linear(name));
-        const_linears.push_back(linears.back());
-      }
       const at::Tensor absmax = stats->second.absmax;
-      const float weight_max_before = max_abs(const_linears);
-      const at::Tensor scales = smoothing_scales(absmax, const_linears, alpha_);
-      apply_smoothing(s.layer.norm(group.norm), linears, scales);
+      const float weight_max_before = max_abs(s.layer, group.linears);
+      const at::Tensor scales = smooth_group(s.layer, group, absmax, alpha_);
 
       LinearReport report;
       const at::Tensor sf = scales.to(at::kFloat);
@@ -110,7 +116,7 @@ class SmoothQuantPass : public Pass {
       report.figures["scale_mean"] = sf.mean().item<double>();
       report.figures["act_absmax_before"] = absmax.max().item<double>();
       report.figures["weight_absmax_before"] = weight_max_before;
-      report.figures["weight_absmax_after"] = max_abs(const_linears);
+      report.figures["weight_absmax_after"] = max_abs(s.layer, group.linears);
       for (const auto& name : group.linears) {
         const auto it = s.stats.find(name);
         if (it != s.stats.end()) calib::rescale_inputs(it->second, scales);
@@ -128,9 +134,10 @@ class SmoothQuantPass : public Pass {
                 : linears_.count(linear) > 0;
   }
 
-  static float max_abs(const std::vector<const core::Linear*>& linears) {
+  static float max_abs(core::DecoderLayer& layer, const std::vector<std::string>& linears) {
     float m = 0.0f;
-    for (const auto* l : linears) m = std::max(m, l->weight.abs().max().item<float>());
+    for (const auto& name : linears)
+      m = std::max(m, layer.linear(name).weight.abs().max().item<float>());
     return m;
   }
 

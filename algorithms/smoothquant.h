@@ -14,6 +14,7 @@
 #include "algorithms/pass.h"
 
 namespace calq::core {
+class DecoderLayer;
 struct Linear;
 struct Norm;
 struct SchemeSection;
@@ -32,5 +33,11 @@ at::Tensor smoothing_scales(const at::Tensor& act_absmax, const std::vector<cons
 /// §5.2 steps 3–4: folds 1/s into the norm and s into the linears' input columns.
 void apply_smoothing(core::Norm& norm, const std::vector<core::Linear*>& linears,
                      const at::Tensor& s);
+
+struct NormFedGroup;
+
+/// Both steps for one group of `layer`, from the absmax of the group's input; returns s.
+at::Tensor smooth_group(core::DecoderLayer& layer, const NormFedGroup& group,
+                        const at::Tensor& act_absmax, double alpha);
 
 }  // namespace calq::algorithms

@@ -22,13 +22,6 @@ namespace {
 
 using Catch::Matchers::Contains;
 
-std::unique_ptr<calq::core::Model> load_tiny(const std::filesystem::path& dir) {
-  calq::core::LoadOptions options;
-  options.path = dir.string();
-  options.load_tokenizer = false;
-  return calq::core::load_model(options);
-}
-
 }  // namespace
 
 TEST_CASE("smoothing scales follow max|X|^a / max|W|^(1-a) with the 1e-5 floors",
@@ -52,7 +45,7 @@ TEST_CASE("smoothing every norm-fed group leaves the float logits unchanged", "[
   spec.hidden = 32;
   spec.intermediate = 48;
   calq::test::write_tiny_model(dir.path(), spec);
-  auto model = load_tiny(dir.path());
+  auto model = calq::test::load_tiny_model(dir.path());
   at::manual_seed(4);
   const at::Tensor ids = at::randint(0, spec.vocab, {3, 12}, at::kLong);
 
@@ -65,16 +58,9 @@ TEST_CASE("smoothing every norm-fed group leaves the float logits unchanged", "[
   for (int64_t i = 0; i < model->n_layers(); ++i) {
     calq::core::DecoderLayer& layer = model->layer(i);
     for (const auto& group : calq::algorithms::norm_fed_groups(layer.linear_names())) {
-      std::vector<calq::core::Linear*> linears;
-      std::vector<const calq::core::Linear*> const_linears;
-      for (const auto& name : group.linears) {
-        linears.push_back(&layer.linear(name));
-        const_linears.push_back(linears.back());
-      }
-      const at::Tensor s = calq::algorithms::smoothing_scales(
-          absmax.at({i, group.linears.front()}), const_linears, 0.85);
+      const at::Tensor s =
+          calq::algorithms::smooth_group(layer, group, absmax.at({i, group.linears.front()}), 0.85);
       REQUIRE(s.max().item<float>() / s.min().item<float>() > 1.5f);
-      calq::algorithms::apply_smoothing(layer.norm(group.norm), linears, s);
     }
   }
   const at::Tensor after = model->forward(ids);
@@ -102,7 +88,7 @@ TEST_CASE("invalid smoothquant recipes fail with one line before any work", "[sm
   SECTION("half of a group sharing one norm") {
     const auto recipe = recipe_with("passes:\n  - smoothquant: {linears: [attn.q, attn.k]}\n");
     auto passes = calq::algorithms::build_passes(recipe);
-    auto model = load_tiny(dir / "model");
+    auto model = calq::test::load_tiny_model(dir / "model");
     CHECK_THROWS_WITH(calq::algorithms::check_passes(passes, *model),
                       Contains("attn.q, attn.k share norm.attn with attn.v"));
   }

@@ -27,13 +27,6 @@ using calq::calib::Requirements;
 using calq::core::DecoderLayer;
 using calq::core::Model;
 
-std::unique_ptr<Model> load_tiny(const std::filesystem::path& dir) {
-  calq::core::LoadOptions options;
-  options.path = dir.string();
-  options.load_tokenizer = false;
-  return calq::core::load_model(options);
-}
-
 at::Tensor random_windows(int64_t n, int64_t seq, int64_t vocab, uint64_t seed) {
   at::manual_seed(seed);
   return at::randint(0, vocab, {n, seq}, at::kLong);
@@ -90,7 +83,7 @@ TEST_CASE("runner statistics equal those of the inputs the float model's linears
           "[calib][runner]") {
   calq::test::TempDir dir("calq_runner");
   calq::test::write_tiny_model(dir.path(), {});
-  auto model = load_tiny(dir.path());
+  auto model = calq::test::load_tiny_model(dir.path());
   const at::Tensor windows = random_windows(5, 12, 32, 3);  // 5 windows, batch 2: a short batch
   RecordingHandler handler;
   calq::calib::RunnerOptions options;
@@ -120,7 +113,7 @@ TEST_CASE("runner: layer i+1 is fed by the processed layer i, o by the processed
   };
 
   SECTION("propagate quantized (GPTQ protocol)") {
-    auto model = load_tiny(dir.path());
+    auto model = calq::test::load_tiny_model(dir.path());
     RecordingHandler handler;
     handler.mutate = halve;
     calq::calib::LayerwiseRunner(*model, windows, options).run(handler);
@@ -133,7 +126,7 @@ TEST_CASE("runner: layer i+1 is fed by the processed layer i, o by the processed
     }
   }
   SECTION("propagate float (AWQ protocol): the next layer sees the float layer's output") {
-    auto model = load_tiny(dir.path());
+    auto model = calq::test::load_tiny_model(dir.path());
     const auto float_inputs = capture_inputs(*model, windows);
     RecordingHandler handler;
     handler.mutate = halve;
@@ -146,7 +139,7 @@ TEST_CASE("runner: layer i+1 is fed by the processed layer i, o by the processed
       }
     }
     // Inside the layer the protocol is still sequential: o saw the halved q,k,v.
-    auto reference = load_tiny(dir.path());
+    auto reference = calq::test::load_tiny_model(dir.path());
     for (const std::string name : {"attn.q", "attn.k", "attn.v"})
       reference->layer(0).linear(name).weight.mul_(0.5);
     check_stats_match(handler.seen.at({0, "attn.o"}),
@@ -173,7 +166,7 @@ passes:
   calibration.windows = random_windows(6, 16, 32, 11);
 
   const auto quantize = [&](int64_t batch_size) {
-    auto model = load_tiny(dir / "model");
+    auto model = calq::test::load_tiny_model(dir / "model");
     auto passes = calq::algorithms::build_passes(recipe);
     auto result =
         calq::algorithms::quantize_model(*model, recipe, passes, &calibration, batch_size);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/io/safetensors.h"
+#include "core/model/model.h"
 
 namespace calq::test {
 
@@ -147,6 +149,14 @@ inline void write_tiny_model(const std::filesystem::path& dir, const TinyModelSp
   }
   std::ofstream(dir / "config.json") << c.dump(2);
   core::write_safetensors((dir / "model.safetensors").string(), t);
+}
+
+/// Loads a model written by write_tiny_model (no tokenizer: the tiny models have none).
+inline std::unique_ptr<core::Model> load_tiny_model(const std::filesystem::path& dir) {
+  core::LoadOptions options;
+  options.path = dir.string();
+  options.load_tokenizer = false;
+  return core::load_model(options);
 }
 
 }  // namespace calq::test

@@ -1,0 +1,232 @@
+#include "algorithms/awq.h"
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "algorithms/targets.h"
+#include "calib/layerwise_runner.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/model/model.h"
+#include "core/options.h"
+#include "core/recipe.h"
+
+namespace calq::algorithms {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Every uniform linear name of every family: the scheme is resolved for each before any work.
+const std::vector<std::string> kLinearNames = {
+    "attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down", "mlp.fc1", "mlp.fc2"};
+
+const char* flavor_name(AwqFlavor flavor) {
+  return flavor == AwqFlavor::LlmAwq ? "llm-awq" : "autoawq";
+}
+
+const char* duo_name(DuoScaling duo) {
+  switch (duo) {
+    case DuoScaling::Off:
+      return "false";
+    case DuoScaling::On:
+      return "true";
+    case DuoScaling::Both:
+      return "both";
+  }
+  return "?";
+}
+
+const char* inspect_name(const ScaleGroup& group) {
+  switch (group.inspect) {
+    case Inspect::Attention:
+      return "attention";
+    case Inspect::Mlp:
+      return "mlp";
+    case Inspect::Linear:
+      return "linear";
+  }
+  return "?";
+}
+
+/// duo_scaling is a bool or the string "both" (llm-compressor).
+DuoScaling read_duo_scaling(const core::Options& options, DuoScaling fallback) {
+  const std::string key = "duo_scaling";
+  if (!options.has(key)) {
+    options.get_bool(key, fallback == DuoScaling::On);  // records the default for report.json
+    return fallback;
+  }
+  try {
+    return options.get_bool(key, false) ? DuoScaling::On : DuoScaling::Off;
+  } catch (const Error&) {
+  }
+  std::string value;
+  try {
+    value = options.get_string(key, "");
+  } catch (const Error&) {
+    options.fail(key, "expected true, false or both");
+  }
+  if (value != "both")
+    options.fail(key, "\"{}\" is not supported; expected true, false or both", value);
+  return DuoScaling::Both;
+}
+
+class AwqPass : public Pass {
+ public:
+  explicit AwqPass(AwqOptions options) : options_(options) {}
+  const char* name() const override { return "awq"; }
+  bool quantizes() const override { return false; }
+  bool propagate_quantized() const override { return options_.propagate_quantized; }
+  // Scales of v→o and up→down span true-sequential subsets, and every group is searched on the
+  // unmodified block (§4.3): the whole layer in one step, statistics from one float forward.
+  bool whole_layer() const override { return true; }
+
+  calib::StatRequest needs(const LinearTarget&) const override {
+    calib::StatRequest request;
+    request.mean_abs = true;  // x̄ of the group inputs
+    request.inputs = true;    // the inspected modules' inputs and the clip search's
+    return request;
+  }
+
+  void apply(PassStep& step) override {
+    calib::LayerStep& s = step.step;
+    std::vector<std::string> targeted;
+    std::map<std::string, core::QuantSpec> specs;
+    for (const LinearTarget& target : step.targets) {
+      targeted.push_back(target.name);
+      specs[target.name] = target.spec;
+    }
+    const auto start = Clock::now();
+    const BlockGroups blocks = awq_scale_groups(s.model.config().family, s.layer, targeted);
+    const std::vector<GroupScales> chosen =
+        search_block_scales(s.layer, s.model, blocks.groups, s.stats, specs, options_.search);
+    const double search_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    for (const GroupScales& g : chosen) {
+      apply_group_scales(s.layer, g.group, g.scales);
+      for (const auto& name : g.group.linears) {
+        const auto it = s.stats.find(name);
+        if (it != s.stats.end())
+          calib::rescale_inputs(it->second, g.scales);
+        report_scales(step.linears[name].reports["awq"], g);
+      }
+      log::debug("layer {} awq {}: ratio {:.2f}{} loss {:.6g} (first candidate {:.6g})",
+                 s.layer_index, g.group.describe(), g.best.ratio, g.best.duo ? " duo" : "", g.loss,
+                 g.loss_first);
+    }
+    for (const SkippedGroup& skipped : blocks.skipped) {
+      for (const auto& name : skipped.linears) {
+        if (specs.count(name) == 0)
+          continue;
+        step.linears[name].reports["awq"].notes["skipped_group"] =
+            fmt::format("{}: {}", skipped.group, skipped.reason);
+      }
+    }
+    if (options_.clip)
+      clip_layer(step);
+    for (const LinearTarget& target : step.targets) {
+      LinearReport& report = step.linears[target.name].reports["awq"];
+      report.notes["flavor"] = flavor_name(options_.search.flavor);
+      report.notes["duo_scaling"] = duo_name(options_.search.duo_scaling);
+      report.figures["layer_search_seconds"] = search_seconds;
+    }
+  }
+
+ private:
+  static void report_scales(LinearReport& report, const GroupScales& g) {
+    report.notes["group"] = g.group.describe();
+    report.notes["inspect"] =
+        g.group.inspect == Inspect::Linear ? g.group.inspected_linear : inspect_name(g.group);
+    report.figures["ratio"] = g.best.ratio;
+    report.figures["duo"] = g.best.duo ? 1.0 : 0.0;
+    report.figures["loss"] = g.loss;
+    report.figures["loss_first_candidate"] = g.loss_first;
+    report.figures["scale_min"] = g.scales.min().item<double>();
+    report.figures["scale_max"] = g.scales.max().item<double>();
+  }
+
+  void clip_layer(PassStep& step) const {
+    calib::LayerStep& s = step.step;
+    for (const LinearTarget& target : step.targets) {
+      if (awq_skips_clip(target.name))
+        continue;
+      const auto it = s.stats.find(target.name);
+      CALQ_ASSERT(it != s.stats.end() && it->second.inputs.defined(),
+                  "awq: no inputs collected for {}", target.name);
+      const auto start = Clock::now();
+      at::Tensor& weight = s.layer.linear(target.name).weight;
+      const ClipResult clip =
+          awq_clip_search(weight, it->second.inputs, target.spec, options_.clip_options);
+      apply_clip(weight, clip.max_val, target.spec);
+      LinearReport& report = step.linears[target.name].reports["awq"];
+      report.figures["clip_shrink_mean"] = clip.shrink.mean().item<double>();
+      report.figures["clip_shrink_min"] = clip.shrink.min().item<double>();
+      report.figures["clip_tokens"] = static_cast<double>(clip.n_tokens);
+      report.figures["clip_seconds"] = std::chrono::duration<double>(Clock::now() - start).count();
+      log::debug("layer {} awq clip {}: shrink mean {:.4f} min {:.2f}", s.layer_index, target.name,
+                 report.figures["clip_shrink_mean"], report.figures["clip_shrink_min"]);
+    }
+  }
+
+  AwqOptions options_;
+};
+
+/// AWQ searches scales for the integer group quantizer that follows; refuse any other scheme.
+void check_scheme(const core::Options& options, const core::SchemeSection& scheme) {
+  if (scheme.weights.format != core::WeightFormat::Int) {
+    options.fail("",
+                 "awq searches scales for an integer grid, but scheme.weights.format is {}; "
+                 "expected format: int",
+                 core::weight_format_name(scheme.weights.format));
+  }
+  for (const std::string& name : kLinearNames) {
+    const std::optional<LinearTarget> target = resolve_target(scheme, name);
+    if (target && target->spec.granularity == core::Granularity::PerTensor) {
+      options.fail("",
+                   "awq needs per-channel or per-group weights, but {} is quantized "
+                   "per tensor; expected scheme.weights.group_size -1 or > 0",
+                   name);
+    }
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Pass> make_awq(const core::Options& options, const core::SchemeSection& scheme) {
+  AwqOptions o;
+  const std::string flavor = options.get_string_in("flavor", "llm-awq", {"llm-awq", "autoawq"});
+  o.search.flavor = flavor == "autoawq" ? AwqFlavor::AutoAwq : AwqFlavor::LlmAwq;
+  o.search.n_grid = static_cast<int>(options.get_int_in_range("n_grid", 20, 1, 1000));
+  o.search.duo_scaling = read_duo_scaling(
+      options, o.search.flavor == AwqFlavor::AutoAwq ? DuoScaling::On : DuoScaling::Off);
+  if (o.search.flavor == AwqFlavor::LlmAwq && o.search.duo_scaling != DuoScaling::Off) {
+    options.fail("duo_scaling", "{} needs flavor: autoawq (llm-awq has no duo scaling)",
+                 duo_name(o.search.duo_scaling));
+  }
+  if (o.search.duo_scaling == DuoScaling::Both && o.search.n_grid < 2) {
+    options.fail("n_grid",
+                 "{} with duo_scaling: both leaves no candidate (half the grid for "
+                 "each formula); expected at least 2",
+                 o.search.n_grid);
+  }
+  o.clip = options.get_bool("clip", true);
+  o.clip_options.max_shrink = options.get_double_in_range("max_shrink", 0.5, 0.0, 1.0);
+  o.clip_options.grid = static_cast<int>(options.get_int_in_range("clip_grid", 20, 1, 1000));
+  o.clip_options.n_tokens = options.get_int_at_least("clip_tokens", 512, 1);
+  if (o.clip && static_cast<int>(o.clip_options.max_shrink * o.clip_options.grid) < 1) {
+    options.fail("max_shrink",
+                 "{} x clip_grid {} gives no clip candidate; expected max_shrink "
+                 "* clip_grid >= 1",
+                 o.clip_options.max_shrink, o.clip_options.grid);
+  }
+  o.propagate_quantized =
+      options.get_string_in("propagate", "float", {"float", "quantized"}) == "quantized";
+  options.finish();
+  check_scheme(options, scheme);
+  return std::make_unique<AwqPass>(o);
+}
+
+}  // namespace calq::algorithms

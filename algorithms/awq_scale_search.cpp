@@ -1,0 +1,299 @@
+#include "algorithms/awq_scale_search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "calib/linear_stats.h"
+#include "core/error.h"
+#include "core/model/model.h"
+#include "core/quant/quantized_tensor.h"
+
+namespace calq::algorithms {
+namespace {
+
+// Tokens per forward of an inspected module (whole windows, at least one): few large ops rather
+// than many small ones, while the attention scores [batch, heads, seq, seq] stay bounded (Llama
+// 8 heads at 512: 16 windows, 128 MiB). Every window is independent: no result depends on it.
+constexpr int64_t kInspectTokens = 8192;
+
+// llm-awq/AutoAWQ constants: the floor of a candidate scale and the duo-scaling denominator's
+// offset (s = x̄^r / (w̄^(1−r) + 1e−4)), both 1e−4; the group max offset of w̄ is 1e−6.
+constexpr double kMinScale = 1e-4;
+constexpr double kDuoOffset = 1e-4;
+constexpr double kWeightMeanOffset = 1e-6;
+
+bool contains(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+std::string shape_of(const at::Tensor& t) {
+  return fmt::format("[{}]", fmt::join(t.sizes(), ", "));
+}
+
+/// Windows per inspected forward for inputs x [n, seq, in].
+int64_t inspect_batch(const at::Tensor& x) {
+  return std::max<int64_t>(1, kInspectTokens / x.size(1));
+}
+
+/// The inspected module's output for calibration inputs x [n, seq, in], in batches of windows:
+/// calls `sink(first_window, output)` for each batch.
+template <typename Sink>
+void run_inspected(core::DecoderLayer& layer,
+                   const core::Model& model,
+                   const ScaleGroup& group,
+                   const at::Tensor& x,
+                   Sink&& sink) {
+  const int64_t n = x.size(0);
+  const int64_t batch_size = inspect_batch(x);
+  const core::ForwardContext ctx = model.make_context(x.size(1));  // no observer: nothing records
+  for (int64_t start = 0; start < n; start += batch_size) {
+    const at::Tensor batch = x.narrow(0, start, std::min(batch_size, n - start));
+    switch (group.inspect) {
+      case Inspect::Attention:
+        sink(start, layer.attention(batch, ctx));
+        break;
+      case Inspect::Mlp:
+        sink(start, layer.mlp(batch, ctx));
+        break;
+      case Inspect::Linear:
+        sink(start, layer.linear(group.inspected_linear).forward(batch));
+        break;
+    }
+  }
+}
+
+/// The group's calibration inputs as windows [n_samples, seq, in].
+at::Tensor group_inputs(const calib::LinearStats& stats, const std::string& name) {
+  CALQ_ASSERT(stats.inputs.defined() && stats.mean_abs.defined() && stats.n_samples > 0,
+              "awq: no inputs or mean |x| collected for {}", name);
+  const int64_t tokens = stats.inputs.size(0);
+  CALQ_ASSERT(tokens % stats.n_samples == 0, "awq: {} tokens of {} are not {} equal windows",
+              tokens, name, stats.n_samples);
+  return stats.inputs.view({stats.n_samples, tokens / stats.n_samples, stats.inputs.size(-1)});
+}
+
+}  // namespace
+
+std::string ScaleGroup::describe() const {
+  return fmt::format("{} -> {}", prev_op, fmt::join(linears, ","));
+}
+
+BlockGroups awq_scale_groups(core::Family family,
+                             core::DecoderLayer& layer,
+                             const std::vector<std::string>& targeted) {
+  const std::vector<std::string> names = layer.linear_names();
+  const auto scaled_by = [](std::string prev, std::vector<std::string> linears, Inspect inspect,
+                            std::string inspected = {}) {
+    return ScaleGroup{std::move(prev), std::move(linears), inspect, std::move(inspected)};
+  };
+  std::vector<ScaleGroup> table;
+  BlockGroups out;
+  table.push_back(scaled_by("norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention));
+  table.push_back(scaled_by("attn.v", {"attn.o"}, Inspect::Linear, "attn.o"));
+  switch (family) {
+    case core::Family::Llama:
+      table.push_back(scaled_by("norm.mlp", {"mlp.gate", "mlp.up"}, Inspect::Mlp));
+      // down(act(gate) ⊙ up): dividing up's output rows by s is undone by down's columns · s.
+      table.push_back(scaled_by("mlp.up", {"mlp.down"}, Inspect::Linear, "mlp.down"));
+      break;
+    case core::Family::Opt:
+      table.push_back(scaled_by("norm.mlp", {"mlp.fc1"}, Inspect::Linear, "mlp.fc1"));
+      // ReLU(z / s) = ReLU(z) / s for s > 0, with fc1's bias divided too.
+      table.push_back(scaled_by("mlp.fc1", {"mlp.fc2"}, Inspect::Linear, "mlp.fc2"));
+      break;
+    case core::Family::Gpt2:
+      table.push_back(scaled_by("norm.mlp", {"mlp.fc1"}, Inspect::Mlp));
+      out.skipped.push_back({"mlp.fc1 -> mlp.fc2",
+                             {"mlp.fc2"},
+                             "GELU is not positively homogeneous, so a scale cannot move across "
+                             "it (the references insert a runtime ScaledActivation that no "
+                             "checkpoint format holds)"});
+      break;
+  }
+  for (ScaleGroup& group : table) {
+    bool present = contains(names, group.prev_op) || group.prev_is_norm();
+    for (const auto& name : group.linears)
+      present = present && contains(names, name);
+    if (!present)
+      continue;
+    bool all_targeted = true;
+    for (const auto& name : group.linears)
+      all_targeted = all_targeted && contains(targeted, name);
+    if (!all_targeted) {
+      out.skipped.push_back(
+          {group.describe(), group.linears, "not every scaled linear is in scheme.targets"});
+      continue;
+    }
+    if (!group.prev_is_norm()) {
+      // llm-awq auto_scale.py: v → o only when v_proj and o_proj weights have the same shape;
+      // with grouped-query attention v has fewer output rows than o has input columns.
+      const at::Tensor& prev = layer.linear(group.prev_op).weight;
+      const at::Tensor& next = layer.linear(group.linears.front()).weight;
+      if (group.prev_op == "attn.v" && !prev.sizes().equals(next.sizes())) {
+        out.skipped.push_back(
+            {group.describe(), group.linears,
+             fmt::format("{} {} and {} {} differ (grouped-query attention)", group.prev_op,
+                         shape_of(prev), group.linears.front(), shape_of(next))});
+        continue;
+      }
+      CALQ_ASSERT(prev.size(0) >= next.size(1), "awq: {} has {} output rows for {} inputs of {}",
+                  group.prev_op, prev.size(0), next.size(1), group.linears.front());
+    }
+    out.groups.push_back(std::move(group));
+  }
+  return out;
+}
+
+std::vector<ScaleCandidate> scale_candidates(const ScaleSearchOptions& options) {
+  std::vector<ScaleCandidate> out;
+  if (options.duo_scaling == DuoScaling::Both) {
+    const int n = options.n_grid / 2;  // int(self.n_grid / 2)
+    for (int k = 0; k < n; ++k) {
+      const double ratio = static_cast<double>(k) / n;
+      out.push_back({ratio, false});
+      out.push_back({ratio, true});
+    }
+    return out;
+  }
+  for (int k = 0; k < options.n_grid; ++k)
+    out.push_back({static_cast<double>(k) / options.n_grid, options.duo_scaling == DuoScaling::On});
+  return out;
+}
+
+at::Tensor candidate_scales(const at::Tensor& x_mean,
+                            const at::Tensor& w_mean,
+                            const ScaleCandidate& candidate,
+                            AwqFlavor flavor) {
+  const at::Tensor x = x_mean.to(at::kFloat).reshape({-1});
+  at::Tensor s;
+  if (candidate.duo) {
+    CALQ_ASSERT(w_mean.defined(), "awq: duo scaling without a weight mean");
+    s = x.pow(candidate.ratio) /
+        (w_mean.to(at::kFloat).reshape({-1}).pow(1.0 - candidate.ratio) + kDuoOffset);
+  } else {
+    s = x.pow(candidate.ratio);
+  }
+  s = s.clamp_min(kMinScale);
+  s = s / (s.max() * s.min()).sqrt();
+  if (flavor == AwqFlavor::AutoAwq)
+    s = at::where(at::isfinite(s), s, at::ones_like(s));  // scales[isinf | isnan] = 1
+  return s;
+}
+
+at::Tensor weight_mean(const std::vector<at::Tensor>& weights, int64_t group_size) {
+  std::vector<at::Tensor> rows;
+  for (const auto& w : weights)
+    rows.push_back(w.to(at::kFloat));
+  const at::Tensor a = at::cat(rows, 0).abs();
+  const int64_t r = a.size(0), in = a.size(1);
+  const int64_t g = group_size > 0 ? std::min(group_size, in) : in;
+  const int64_t n_full = in / g, tail = in % g;
+  std::vector<at::Tensor> maxima;
+  maxima.push_back(a.narrow(1, 0, n_full * g).reshape({r, n_full, g}).amax(-1));
+  if (tail > 0)
+    maxima.push_back(a.narrow(1, n_full * g, tail).amax(-1, /*keepdim=*/true));
+  const at::Tensor index = core::sequential_g_idx(in, g).to(a.device()).to(at::kLong);
+  const at::Tensor group_max = at::cat(maxima, 1).index_select(1, index);  // [r, in]
+  return (a / (group_max + kWeightMeanOffset)).mean(0);
+}
+
+std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
+                                             const core::Model& model,
+                                             const std::vector<ScaleGroup>& groups,
+                                             const std::map<std::string, calib::LinearStats>& stats,
+                                             const std::map<std::string, core::QuantSpec>& specs,
+                                             const ScaleSearchOptions& options) {
+  const std::vector<ScaleCandidate> candidates = scale_candidates(options);
+  CALQ_ASSERT(!candidates.empty(), "awq: empty scale grid");
+  const bool any_duo = std::any_of(candidates.begin(), candidates.end(),
+                                   [](const ScaleCandidate& c) { return c.duo; });
+  std::vector<GroupScales> out;
+  for (const ScaleGroup& group : groups) {
+    const std::string& input_of = group.linears.front();
+    const auto it = stats.find(input_of);
+    CALQ_ASSERT(it != stats.end(), "awq: no statistics for {}", input_of);
+    const at::Tensor x = group_inputs(it->second, input_of);
+    const at::Tensor& x_mean = it->second.mean_abs;
+
+    // §4.2 step 3: the float output Y of the unmodified module.
+    std::vector<at::Tensor> reference;
+    run_inspected(layer, model, group, x,
+                  [&](int64_t, at::Tensor y) { reference.push_back(std::move(y)); });
+
+    std::vector<at::Tensor> originals;
+    std::vector<at::Tensor> weights;
+    for (const auto& name : group.linears) {
+      CALQ_ASSERT(specs.count(name), "awq: no quantizer for {}", name);
+      originals.push_back(layer.linear(name).weight.clone());
+      weights.push_back(layer.linear(name).weight);
+    }
+    at::Tensor w_mean;
+    if (any_duo)
+      w_mean = weight_mean(originals, specs.at(input_of).group_size);
+
+    GroupScales best{group, at::Tensor(), candidates.front(),
+                     std::numeric_limits<double>::infinity(), 0.0};
+    for (size_t c = 0; c < candidates.size(); ++c) {
+      const at::Tensor s = candidate_scales(x_mean, w_mean, candidates[c], options.flavor);
+      // W ← Q(W·diag(s))·diag(s)⁻¹ (llm-awq simulates x/s by pre-dividing the quantized weight).
+      for (size_t i = 0; i < weights.size(); ++i) {
+        const at::Tensor s_w = s.to(originals[i].scalar_type());
+        const at::Tensor q = core::fake_quantize(originals[i] * s_w, specs.at(group.linears[i]));
+        weights[i].copy_(q / s_w.to(at::kFloat));
+      }
+      double sum_sq = 0.0;
+      int64_t count = 0;
+      run_inspected(layer, model, group, x, [&](int64_t start, const at::Tensor& y) {
+        const at::Tensor diff =
+            reference[static_cast<size_t>(start / inspect_batch(x))].to(at::kFloat) -
+            y.to(at::kFloat);
+        sum_sq += diff.pow(2).sum().item<double>();
+        count += diff.numel();
+      });
+      const double loss = sum_sq / static_cast<double>(count);
+      if (c == 0)
+        best.loss_first = loss;
+      if (loss < best.loss) {  // strict: the earliest candidate wins ties; NaN never wins
+        best.loss = loss;
+        best.best = candidates[c];
+        best.scales = s;
+      }
+    }
+    for (size_t i = 0; i < weights.size(); ++i)
+      weights[i].copy_(originals[i]);
+    CALQ_CHECK(std::isfinite(best.loss),
+               "layer {} awq group {}: every scale candidate gave a non-finite loss; expected "
+               "finite weights and calibration inputs",
+               layer.index(), group.describe());
+    out.push_back(std::move(best));
+  }
+  return out;
+}
+
+void apply_group_scales(core::DecoderLayer& layer, const ScaleGroup& group, const at::Tensor& s) {
+  if (group.prev_is_norm()) {
+    core::Norm& norm = layer.norm(group.prev_op);
+    norm.weight.div_(s.to(norm.weight.scalar_type()));
+    if (norm.bias.defined())
+      norm.bias.div_(s.to(norm.bias.scalar_type()));
+  } else {
+    // llm-awq scale_fc_fc: the last len(s) output rows (a fused producer's tail) and bias.
+    core::Linear& prev = layer.linear(group.prev_op);
+    const int64_t n = s.numel();
+    const int64_t first = prev.weight.size(0) - n;
+    prev.weight.narrow(0, first, n).div_(s.to(prev.weight.scalar_type()).unsqueeze(1));
+    if (prev.bias.defined())
+      prev.bias.narrow(0, first, n).div_(s.to(prev.bias.scalar_type()));
+  }
+  for (const auto& name : group.linears) {
+    at::Tensor& w = layer.linear(name).weight;
+    w.mul_(s.to(w.scalar_type()));
+  }
+}
+
+}  // namespace calq::algorithms

@@ -1,0 +1,124 @@
+// AWQ's per-channel scale search (algorithms.md §4.1–4.3): the scaling groups of each decoder
+// family, the candidate scales s = x̄^r (llm-awq) or x̄^r / w̄^(1−r) (AutoAWQ duo_scaling), the
+// grid search that keeps the ratio whose quantized inspected module best matches the float one,
+// and the folding of the chosen s into the layer (1/s into the prev op, s into the columns).
+// Used by the awq pass (awq.cpp) and by tests that check the folding leaves the float layer as is.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/model/model_config.h"
+#include "core/quant/quantizer.h"
+
+namespace calq::core {
+class DecoderLayer;
+class Model;
+}  // namespace calq::core
+
+namespace calq::calib {
+struct LinearStats;
+}
+
+namespace calq::algorithms {
+
+enum class AwqFlavor {
+  LlmAwq,   ///< mit-han-lab/llm-awq auto_scale.py
+  AutoAwq,  ///< casper-hansen/AutoAWQ quantizer.py: duo_scaling, inf/NaN scales reset to 1
+};
+
+/// AutoAWQ's `duo_scaling`; Both is llm-compressor's: half the grid with each formula.
+enum class DuoScaling { Off, On, Both };
+
+/// Whose output defines a group's loss (§4.1 "inspected module").
+enum class Inspect { Attention, Mlp, Linear };
+
+/// One scaling group: 1/s is folded into `prev_op`, s multiplies the columns of `linears`.
+struct ScaleGroup {
+  std::string prev_op;               ///< "norm.attn", "norm.mlp" or a linear ("attn.v", "mlp.up")
+  std::vector<std::string> linears;  ///< the scaled linears; all read the same input
+  Inspect inspect = Inspect::Linear;
+  std::string inspected_linear;  ///< with Inspect::Linear: the linear whose output is compared
+  bool prev_is_norm() const { return prev_op.rfind("norm.", 0) == 0; }
+  std::string describe() const;  ///< "norm.attn -> attn.q,attn.k,attn.v"
+};
+
+/// A group of §4.1 this layer cannot scale, and why (reports, tests).
+struct SkippedGroup {
+  std::string group;                 ///< "attn.v -> attn.o"
+  std::vector<std::string> linears;  ///< the linears it would have scaled
+  std::string reason;
+};
+
+struct BlockGroups {
+  std::vector<ScaleGroup> groups;  ///< in execution order
+  std::vector<SkippedGroup> skipped;
+};
+
+/// §4.1 for `family`, restricted to groups whose scaled linears are all in `targeted` (a group
+/// with an untargeted scaled linear is skipped: its quantizer is unknown). Llama: norm.attn →
+/// q,k,v (attention); v → o (o) only if v and o weights have the same shape, i.e. no GQA;
+/// norm.mlp → gate,up (mlp); up → down (down). OPT: norm.attn → q,k,v; v → o; norm.mlp → fc1
+/// (fc1); fc1 → fc2 (fc2, exact across ReLU). GPT-2 (derived, §4.1): norm.attn → q,k,v; v → o;
+/// norm.mlp → fc1 inspecting the whole MLP, so the loss sees the GELU and fc2 that follow; fc1 →
+/// fc2 is skipped (GELU is not homogeneous).
+BlockGroups awq_scale_groups(core::Family family,
+                             core::DecoderLayer& layer,
+                             const std::vector<std::string>& targeted);
+
+struct ScaleSearchOptions {
+  AwqFlavor flavor = AwqFlavor::LlmAwq;
+  int n_grid = 20;
+  DuoScaling duo_scaling = DuoScaling::Off;
+};
+
+/// One candidate of the grid: ratio k/n and which formula.
+struct ScaleCandidate {
+  double ratio = 0.0;
+  bool duo = false;
+};
+
+/// §4.2 step 4's grid in search order: k/n_grid for k < n_grid (1.0 never), or with Both
+/// (k/n, off), (k/n, on) for k < n = n_grid/2 (llm-compressor's product(range(n), [False, True])).
+std::vector<ScaleCandidate> scale_candidates(const ScaleSearchOptions& options);
+
+/// §4.2 step 4, first bullets: s = max(x̄^r, 1e−4) or max(x̄^r / (w̄^(1−r) + 1e−4), 1e−4), then
+/// s / sqrt(max s · min s); AutoAWQ also resets inf/NaN to 1. x_mean, w_mean: [in] float32
+/// (w_mean may be undefined when !duo). Returns [in] float32.
+at::Tensor candidate_scales(const at::Tensor& x_mean,
+                            const at::Tensor& w_mean,
+                            const ScaleCandidate& candidate,
+                            AwqFlavor flavor);
+
+/// §4.2 step 2: w̄ [in] float32 of weights [out_i, in] stacked along rows: |W| / (max|W| of its
+/// (row, group) + 1e−6), averaged over rows. group_size −1 (per channel) is one group per row; a
+/// group size that does not divide `in` leaves a shorter last group (calq extension).
+at::Tensor weight_mean(const std::vector<at::Tensor>& weights, int64_t group_size);
+
+struct GroupScales {
+  ScaleGroup group;
+  at::Tensor scales;  ///< [in] float32, the chosen s
+  ScaleCandidate best;
+  double loss = 0.0;        ///< mean((Y − Ŷ)²) of the chosen candidate
+  double loss_first = 0.0;  ///< of the first candidate (ratio 0: plain quantization for llm-awq)
+};
+
+/// §4.2–4.3: searches every group on the layer as it is (weights restored after each candidate)
+/// and returns the chosen scales; changes nothing. `stats` must hold mean_abs and inputs of each
+/// group's first scaled linear; `specs` the quantizer of every scaled linear.
+std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
+                                             const core::Model& model,
+                                             const std::vector<ScaleGroup>& groups,
+                                             const std::map<std::string, calib::LinearStats>& stats,
+                                             const std::map<std::string, core::QuantSpec>& specs,
+                                             const ScaleSearchOptions& options);
+
+/// §4.2 step 6: prev op γ/s (β/s) or its last len(s) output rows and bias /s; the scaled
+/// linears' columns ·s. s: [in] (any float dtype; applied in each tensor's dtype).
+void apply_group_scales(core::DecoderLayer& layer, const ScaleGroup& group, const at::Tensor& s);
+
+}  // namespace calq::algorithms

@@ -1,0 +1,164 @@
+// Pass composition: which recipe orders run and which are refused, and what a transform hands the
+// pass after it. A transform that folds 1/s into the op feeding a linear (SmoothQuant, AWQ) must
+// leave that pass exactly the statistics a fresh calibration of the transformed model would give:
+// H/(s sᵀ), absmax/s, mean|x|/s and inputs/s.
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <catch2/catch.hpp>
+
+#include "algorithms/pass.h"
+#include "algorithms/pipeline.h"
+#include "algorithms/registry.h"
+#include "algorithms/smoothquant.h"
+#include "algorithms/targets.h"
+#include "calib/calibration_set.h"
+#include "calib/layerwise_runner.h"
+#include "core/error.h"
+#include "core/model/model.h"
+#include "core/options.h"
+#include "core/recipe.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tiny_model.h"
+
+namespace {
+
+using Catch::Matchers::Contains;
+
+calq::core::Recipe recipe_with(const calq::test::TempDir& dir, const std::string& passes) {
+  std::ofstream(dir / "recipe.yaml") << "model: {path: model}\n"
+                                        "scheme:\n  weights: {bits: 8, group_size: -1}\n"
+                                        "  activations: {bits: 8}\n"
+                                        "passes:\n"
+                                     << passes;
+  return calq::core::load_recipe((dir / "recipe.yaml").string());
+}
+
+std::vector<std::string> pass_order(const calq::test::TempDir& dir, const std::string& passes) {
+  std::vector<std::string> names;
+  for (const auto& pass : calq::algorithms::build_passes(recipe_with(dir, passes)))
+    names.push_back(pass->name());
+  return names;
+}
+
+/// Copies the statistics every linear of layer 0 has when this pass's turn comes.
+class StatsRecorder : public calq::algorithms::Pass {
+ public:
+  std::map<std::string, calq::calib::LinearStats> seen;
+
+  const char* name() const override { return "recorder"; }
+  bool quantizes() const override { return false; }
+  bool whole_layer() const override { return true; }
+  calq::calib::StatRequest needs(const calq::algorithms::LinearTarget&) const override {
+    return {true, true, true, true};
+  }
+  void apply(calq::algorithms::PassStep& step) override {
+    if (step.step.layer_index != 0)
+      return;
+    for (const auto& [name, stats] : step.step.stats) {
+      calq::calib::LinearStats copy = stats;
+      copy.hessian = stats.hessian.clone();
+      copy.absmax = stats.absmax.clone();
+      copy.mean_abs = stats.mean_abs.clone();
+      copy.inputs = stats.inputs.clone();
+      seen[name] = copy;
+    }
+  }
+};
+
+double rel_diff(const at::Tensor& got, const at::Tensor& want) {
+  return ((got - want).abs().max() / want.abs().max()).item<double>();
+}
+
+}  // namespace
+
+TEST_CASE("recipes compose transforms before one quantizing pass, in recipe order",
+          "[composition][algorithms]") {
+  calq::test::TempDir dir("calq_compose");
+  using V = std::vector<std::string>;
+  CHECK(pass_order(dir, "  - smoothquant: {}\n  - gptq: {}\n") == V{"smoothquant", "gptq"});
+  CHECK(pass_order(dir, "  - smoothquant: {}\n  - rtn\n") == V{"smoothquant", "rtn"});
+  CHECK(pass_order(dir, "  - smoothquant: {}\n  - awq: {}\n  - gptq: {}\n") ==
+        V{"smoothquant", "awq", "gptq"});
+  // A transform alone ends in the implicit RTN to the scheme.
+  CHECK(pass_order(dir, "  - smoothquant: {}\n") == V{"smoothquant", "rtn"});
+}
+
+TEST_CASE("invalid pass orders are refused with the reason, before any work",
+          "[composition][algorithms]") {
+  calq::test::TempDir dir("calq_compose");
+  const auto refuses = [&](const std::string& passes, const std::string& where,
+                           const std::string& why) {
+    INFO(passes);
+    try {
+      calq::algorithms::build_passes(recipe_with(dir, passes));
+      FAIL("accepted");
+    } catch (const calq::Error& e) {
+      const std::string message = e.what();
+      CHECK_THAT(message, Contains(where) && Contains(why));
+      CHECK(message.find('\n') == std::string::npos);
+    }
+  };
+  refuses("  - gptq: {}\n  - awq: {}\n", "passes.1.awq", "after a quantizing pass");
+  refuses("  - rtn\n  - gptq: {}\n", "passes.1.gptq", "after a quantizing pass");
+  refuses("  - awq: {}\n  - smoothquant: {}\n", "passes.1.smoothquant", "runs after awq");
+  refuses("  - smoothquant: {}\n  - smoothquant: {alpha: 0.8}\n", "passes.1.smoothquant",
+          "appears twice");
+  refuses("  - awq: {}\n  - awq: {}\n  - gptq: {}\n", "passes.1.awq", "appears twice");
+}
+
+TEST_CASE("smoothquant hands the next pass the statistics of the smoothed model",
+          "[composition][algorithms]") {
+  calq::test::TempDir dir("calq_compose");
+  calq::test::TinyModelSpec spec;
+  spec.hidden = 32;
+  spec.intermediate = 48;
+  spec.seed = 5;
+  calq::test::write_tiny_model(dir / "model", spec);
+  const auto recipe = recipe_with(dir, "  - smoothquant: {alpha: 0.7}\n");
+  calq::calib::CalibrationSet calibration;
+  at::manual_seed(9);
+  calibration.windows = at::randint(0, spec.vocab, {4, 12}, at::kLong);
+
+  const auto run = [&](calq::core::Model& model, bool smooth) {
+    std::vector<std::unique_ptr<calq::algorithms::Pass>> passes;
+    if (smooth)
+      passes.push_back(calq::algorithms::make_pass(
+          "smoothquant", recipe.passes.at(0).options, recipe.scheme));
+    auto recorder = std::make_unique<StatsRecorder>();
+    StatsRecorder* seen = recorder.get();
+    passes.push_back(std::move(recorder));
+    passes.push_back(calq::algorithms::make_pass("rtn", calq::core::Options(), recipe.scheme));
+    calq::algorithms::quantize_model(model, recipe, passes, &calibration, 2);
+    return seen->seen;
+  };
+
+  // smoothquant → recorder on one copy of the model.
+  auto composed_model = calq::test::load_tiny_model(dir / "model");
+  const auto composed = run(*composed_model, true);
+
+  // The same smoothing folded by hand from the float statistics, then a fresh calibration.
+  auto float_model = calq::test::load_tiny_model(dir / "model");
+  const auto float_stats = run(*float_model, false);
+  auto smoothed = calq::test::load_tiny_model(dir / "model");
+  calq::core::DecoderLayer& layer = smoothed->layer(0);
+  for (const auto& group : calq::algorithms::norm_fed_groups(layer.linear_names()))
+    calq::algorithms::smooth_group(layer, group, float_stats.at(group.linears.front()).absmax, 0.7);
+  const auto fresh = run(*smoothed, false);
+
+  for (const std::string name : {"attn.q", "attn.v", "mlp.gate", "mlp.up", "attn.o"}) {
+    INFO(name);
+    const auto& got = composed.at(name);
+    const auto& want = fresh.at(name);
+    CHECK(rel_diff(got.hessian, want.hessian) < 1e-5);
+    CHECK(rel_diff(got.absmax, want.absmax) < 1e-5);
+    CHECK(rel_diff(got.mean_abs, want.mean_abs) < 1e-5);
+    CHECK(rel_diff(got.inputs, want.inputs) < 1e-5);
+  }
+  // The smoothing really moved the statistics of the norm-fed linears.
+  CHECK(rel_diff(composed.at("attn.q").absmax, float_stats.at("attn.q").absmax) > 0.05);
+}
