@@ -35,10 +35,7 @@ std::vector<LinearTarget> targets_of(const core::Recipe& recipe,
 /// the absmax grid's scale of the largest |x| seen in calibration, after any smoothing.
 void install_activation_quant(calib::LayerStep& step, const std::string& name,
                               const core::ActivationScheme& scheme, LinearState& state) {
-  core::ActQuantSpec spec;
-  spec.bits = scheme.bits;
-  spec.sym = scheme.sym;
-  spec.granularity = scheme.granularity;
+  const core::ActQuantSpec spec = scheme.spec();
   core::Linear& linear = step.layer.linear(name);
   linear.input_quant = spec;
   linear.input_scale = at::Tensor();

@@ -16,6 +16,7 @@
 #include "calib/calibration_set.h"
 #include "cli/commands.h"
 #include "cli/run_report.h"
+#include "core/checkpoint/export_checkpoint.h"
 #include "core/error.h"
 #include "core/eval/eval_text.h"
 #include "core/eval/perplexity.h"
@@ -53,16 +54,28 @@ std::string pass_list(const std::vector<std::unique_ptr<algorithms::Pass>>& pass
   return names;
 }
 
+core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recipe,
+                                   const algorithms::QuantizationResult& result) {
+  core::QuantizedLinears quantized(result.layers.size());
+  for (size_t i = 0; i < result.layers.size(); ++i) {
+    for (const auto& [name, state] : result.layers[i]) {
+      if (state.quantized) quantized[i].emplace(name, *state.quantized);
+    }
+  }
+  core::ExportOptions options;
+  options.format = recipe.save->format;
+  options.path = recipe.save->path.resolved;
+  if (recipe.save->dtype) options.fake_dtype = to_scalar(*recipe.save->dtype);
+  if (recipe.scheme.activations) options.activations = recipe.scheme.activations->spec();
+  return core::export_checkpoint(model, quantized, options);
+}
+
 int run_recipe(const RunArgs& args) {
   const auto start = Clock::now();
   const core::Recipe recipe = core::load_recipe(args.recipe, args.overrides);
   // Build the passes first: their option errors must come before any heavy work.
   auto passes = algorithms::build_passes(recipe);
-  if (recipe.save) {
-    fail("{}: save: exporting checkpoints is not available in this version of calq (planned: "
-         "issue #5); expected no save section",
-         recipe.file);
-  }
+  if (recipe.save) core::check_save_scheme(*recipe.save, recipe.scheme, recipe.file);
   const std::string out_dir =
       args.out.empty() ? (fs::path("out") / fs::path(args.recipe).stem()).string() : args.out;
 
@@ -99,6 +112,9 @@ int run_recipe(const RunArgs& args) {
       *model, recipe, passes, calibration ? &*calibration : nullptr, args.batch_size);
   report.set_quantization(result);
   log::info("quantized in {:.1f} s", result.seconds);
+  // Export before evaluating: the export rounds folded norms to the stored dtype, so the
+  // perplexity reported is the exported model's.
+  if (recipe.save) report.set_export(save_checkpoint(*model, recipe, result).json());
 
   for (const core::PerplexityEval& e : recipe.eval.perplexity) {
     CALQ_CHECK(model->tokenizer() != nullptr,

@@ -102,12 +102,16 @@ void RunReport::add_perplexity(const core::PerplexityResult& r, const std::strin
                                            {"ppl", r.ppl}});
 }
 
+void RunReport::set_export(const std::string& json) {
+  (*doc_)["export"] = nlohmann::json::parse(json);
+}
+
 void RunReport::finish(double total_seconds) {
   nlohmann::json& d = *doc_;
   // Pass defaults are only known once the passes have read their options: resolve last.
   d["recipe"] = nlohmann::json::parse(recipe_.resolved_json());
   d["recipe_hash"] = recipe_.hash_hex();
-  d["export"] = nullptr;
+  if (!d.contains("export")) d["export"] = nullptr;
   d["timing"] = {{"total_s", total_seconds}};
   d["memory"] = {{"peak_rss_mb", peak_rss_mb()}};
 }

@@ -29,6 +29,8 @@ class RunReport {
   void set_calibration(const calib::CalibrationSet& set);
   void set_quantization(const algorithms::QuantizationResult& result);
   void add_perplexity(const core::PerplexityResult& result, const std::string& path);
+  /// The export's figures (core::ExportResult::to_json()): format, path, re-read, lint.
+  void set_export(const std::string& json);
   void finish(double total_seconds);
   std::string dump() const;
 

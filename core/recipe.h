@@ -12,6 +12,7 @@
 #include "core/eval/eval_text.h"
 #include "core/options.h"
 #include "core/quant/act_granularity.h"
+#include "core/quant/activation_quant.h"
 
 namespace calq::core {
 
@@ -59,6 +60,8 @@ struct ActivationScheme {
   ActGranularity granularity = ActGranularity::PerToken;
   bool dynamic = true;
   bool sym = true;
+  /// The runtime quantizer of these activations (the scale source, dynamic or static, aside).
+  ActQuantSpec spec() const { return ActQuantSpec{bits, sym, granularity}; }
 };
 
 /// Per-linear weight overrides (mixed precision): fields left empty keep the scheme's value.
@@ -95,6 +98,8 @@ struct EvalSection {
 struct SaveSection {
   SaveFormat format = SaveFormat::Fake;
   RecipePath path;
+  /// fake only: the dtype of the dequantized weights; absent = the model's own storage dtype.
+  std::optional<ComputeDtype> dtype;
 };
 
 struct Recipe {

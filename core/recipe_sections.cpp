@@ -240,7 +240,7 @@ std::optional<SaveSection> read_save(const Options& root) {
   const auto s = root.find_child("save");
   if (!s)
     return std::nullopt;
-  expect_keys(*s, {"format", "path"});
+  expect_keys(*s, {"format", "path", "dtype"});
   std::vector<std::string> names;
   for (const auto& entry : kSaveFormats)
     names.push_back(entry.first);
@@ -249,6 +249,11 @@ std::optional<SaveSection> read_save(const Options& root) {
   SaveSection out;
   out.format = get_enum(*s, "format", out.format, kSaveFormats);
   out.path = require_path(*s, "path");
+  if (s->has("dtype")) {
+    if (out.format != SaveFormat::Fake)
+      s->fail("dtype", "only applies to format: fake (packed formats store their own dtypes)");
+    out.dtype = get_enum(*s, "dtype", ComputeDtype::Float16, kComputeDtypes);
+  }
   return out;
 }
 
@@ -314,7 +319,9 @@ Json resolved_tree(const Recipe& r) {
   }
   out["save"] = nullptr;
   if (r.save)
-    out["save"] = {{"format", save_format_name(r.save->format)}, {"path", r.save->path.resolved}};
+    out["save"] = {{"format", save_format_name(r.save->format)},
+                   {"path", r.save->path.resolved},
+                   {"dtype", r.save->dtype ? Json(compute_dtype_name(*r.save->dtype)) : Json(nullptr)}};
   return out;
 }
 

@@ -92,7 +92,18 @@ Linear DecoderModel::load_linear(const std::string& prefix,
   l.weight = load(prefix + ".weight", {out, in});
   if (bias)
     l.bias = load(prefix + ".bias", {out});
+  l.source = prefix;
+  l.input_quant = weights_->input_quant(prefix);
   return l;
+}
+
+Norm DecoderModel::load_norm(const std::string& prefix, int64_t n, bool bias) const {
+  Norm norm;
+  norm.weight = load(prefix + ".weight", {n});
+  if (bias)
+    norm.bias = load(prefix + ".bias", {n});
+  norm.source = prefix;
+  return norm;
 }
 
 at::Tensor DecoderModel::project_logits(const at::Tensor& hidden, const at::Tensor& head) {

@@ -61,6 +61,8 @@ class DecoderModel : public Model {
   at::Tensor load(const std::string& name, const std::vector<int64_t>& shape) const;
   /// `prefix`.weight [out, in] and, when `bias`, `prefix`.bias [out].
   Linear load_linear(const std::string& prefix, int64_t out, int64_t in, bool bias) const;
+  /// `prefix`.weight [n] and, when `bias`, `prefix`.bias [n].
+  Norm load_norm(const std::string& prefix, int64_t n, bool bias) const;
   /// float32 logits of hidden [.., H] against head weight [V, H] (compute dtype matmul, as
   /// transformers' lm_head followed by .float()).
   static at::Tensor project_logits(const at::Tensor& hidden, const at::Tensor& head);

@@ -78,8 +78,7 @@ class Gpt2Model final : public DecoderModel {
     prefix_ = weights_->contains("transformer.wte.weight") ? "transformer." : "";
     embed_ = load(prefix_ + "wte.weight", {c.vocab_size, c.hidden_size});
     positions_ = load(prefix_ + "wpe.weight", {c.max_positions, c.hidden_size});
-    final_norm_ = Norm{load(prefix_ + "ln_f.weight", {c.hidden_size}),
-                       load(prefix_ + "ln_f.bias", {c.hidden_size})};
+    final_norm_ = load_norm(prefix_ + "ln_f", c.hidden_size, true);
     head_ = c.tie_word_embeddings ? embed_ : load("lm_head.weight", {c.vocab_size, c.hidden_size});
   }
 
@@ -120,8 +119,8 @@ class Gpt2Model final : public DecoderModel {
     linears.emplace_back("attn.o", load_conv1d(p + "attn.c_proj", E, E));
     linears.emplace_back("mlp.fc1", load_conv1d(p + "mlp.c_fc", E, F));
     linears.emplace_back("mlp.fc2", load_conv1d(p + "mlp.c_proj", F, E));
-    Norm attn_norm{load(p + "ln_1.weight", {E}), load(p + "ln_1.bias", {E})};
-    Norm mlp_norm{load(p + "ln_2.weight", {E}), load(p + "ln_2.bias", {E})};
+    Norm attn_norm = load_norm(p + "ln_1", E, true);
+    Norm mlp_norm = load_norm(p + "ln_2", E, true);
     return std::make_unique<Gpt2Layer>(i, std::move(linears), std::move(attn_norm),
                                        std::move(mlp_norm), c);
   }

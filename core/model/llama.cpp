@@ -146,8 +146,8 @@ class LlamaModel final : public DecoderModel {
     linears.emplace_back("mlp.gate", load_linear(p + "mlp.gate_proj", I, H, c.mlp_bias));
     linears.emplace_back("mlp.up", load_linear(p + "mlp.up_proj", I, H, c.mlp_bias));
     linears.emplace_back("mlp.down", load_linear(p + "mlp.down_proj", H, I, c.mlp_bias));
-    Norm attn_norm{load(p + "input_layernorm.weight", {H}), {}};
-    Norm mlp_norm{load(p + "post_attention_layernorm.weight", {H}), {}};
+    Norm attn_norm = load_norm(p + "input_layernorm", H, false);
+    Norm mlp_norm = load_norm(p + "post_attention_layernorm", H, false);
     return std::make_unique<LlamaLayer>(i, std::move(linears), std::move(attn_norm),
                                         std::move(mlp_norm), c);
   }

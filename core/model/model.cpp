@@ -16,6 +16,7 @@
 #include "core/model/llama2c.h"
 #include "core/model/opt.h"
 #include "core/model/weight_source.h"
+#include "core/checkpoint/checkpoint_weights.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace calq::core {
@@ -97,7 +98,7 @@ std::unique_ptr<Model> load_hf_model(const LoadOptions& options) {
   ModelConfig config = read_hf_config(config_path.string());
   for (const FamilyEntry& family : kFamilies) {
     if (config.model_type == family.model_type) {
-      return family.build(std::move(config), open_safetensors_source(options.path), options);
+      return family.build(std::move(config), open_checkpoint_weights(options.path), options);
     }
   }
   throw InternalError(fmt::format("read_hf_config accepted model_type \"{}\" that has no builder",
@@ -110,19 +111,26 @@ std::unique_ptr<Model> load_hf_model(const LoadOptions& options) {
 std::string find_tokenizer(const LoadOptions& options, const Model& model, bool llama2c) {
   const fs::path path(options.path);
   const fs::path dir = fs::is_directory(path) ? path : path.parent_path();
-  const auto exists = [&](const char* name) { return fs::exists(dir / name); };
-  if (llama2c) {
-    if (exists("tokenizer.bin"))
-      return (dir / "tokenizer.bin").string();
-    const fs::path tok = dir / fmt::format("tok{}.bin", model.config().vocab_size);
-    return fs::exists(tok) ? tok.string() : std::string();
-  }
+  const auto exists = [&](const std::string& name) { return fs::exists(dir / name); };
   const bool has_hf = exists("tokenizer.json") || exists("tokenizer.model") ||
                       (exists("vocab.json") && exists("merges.txt"));
-  return has_hf ? dir.string() : std::string();
+  if (!llama2c && has_hf)
+    return dir.string();
+  // llama2.c tokenizers; an HF-layout export of a llama2.c model carries its own too.
+  if (exists("tokenizer.bin"))
+    return (dir / "tokenizer.bin").string();
+  const std::string tok = fmt::format("tok{}.bin", model.config().vocab_size);
+  return exists(tok) ? (dir / tok).string() : std::string();
 }
 
 }  // namespace
+
+std::shared_ptr<WeightSource> open_model_weights(const std::string& path) {
+  const fs::path p(path);
+  if (fs::is_regular_file(p) && p.extension() == ".bin")
+    return open_llama2c_source(path, read_llama2c_config(path));
+  return open_checkpoint_weights(path);
+}
 
 std::unique_ptr<Model> load_model(const LoadOptions& options) {
   check_options(options);

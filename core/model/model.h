@@ -35,12 +35,17 @@ struct Linear {
   /// before the GEMM. `input_scale` (numel 1) fixes a static per-tensor scale from calibration.
   std::optional<ActQuantSpec> input_quant;
   at::Tensor input_scale;
+  /// Where it lives in the checkpoint it came from ("model.layers.0.self_attn.q_proj": tensors
+  /// <source>.weight, <source>.bias), for exporters; empty where the checkpoint stores it fused
+  /// (GPT-2's c_attn holds q, k and v).
+  std::string source;
   at::Tensor forward(const at::Tensor& x) const;  ///< x [..., in] -> [..., out]
 };
 
 struct Norm {
   at::Tensor weight;  ///< [hidden]
   at::Tensor bias;    ///< [hidden] (LayerNorm) or undefined (RMSNorm)
+  std::string source;  ///< checkpoint prefix ("model.layers.0.input_layernorm"), as Linear's
 };
 
 /// Sees every linear's input during a forward pass (calibration statistics, capture).
@@ -118,5 +123,10 @@ class Model {
 /// Picks the family from config.json's model_type (or the .bin extension for llama2.c) via the
 /// family table, and loads the tokenizer unless told not to.
 std::unique_ptr<Model> load_model(const LoadOptions& options);
+
+class WeightSource;
+/// The weights load_model reads for `path`, by HF names: a model directory's checkpoint (packed
+/// linears dequantized) or a llama2.c .bin (q/k rows in HF order). Exporters copy from it.
+std::shared_ptr<WeightSource> open_model_weights(const std::string& path);
 
 }  // namespace calq::core

@@ -78,8 +78,7 @@ class OptModel final : public DecoderModel {
     embed_ = load(prefix_ + "embed_tokens.weight", {c.vocab_size, c.hidden_size});
     positions_ = load(prefix_ + "embed_positions.weight",
                       {c.max_positions + kPositionOffset, c.hidden_size});
-    final_norm_ = Norm{load(prefix_ + "final_layer_norm.weight", {c.hidden_size}),
-                       load(prefix_ + "final_layer_norm.bias", {c.hidden_size})};
+    final_norm_ = load_norm(prefix_ + "final_layer_norm", c.hidden_size, true);
     head_ = c.tie_word_embeddings ? embed_ : load("lm_head.weight", {c.vocab_size, c.hidden_size});
   }
 
@@ -117,9 +116,8 @@ class OptModel final : public DecoderModel {
     linears.emplace_back("attn.o", load_linear(p + "self_attn.out_proj", H, H, b));
     linears.emplace_back("mlp.fc1", load_linear(p + "fc1", F, H, b));
     linears.emplace_back("mlp.fc2", load_linear(p + "fc2", H, F, b));
-    Norm attn_norm{load(p + "self_attn_layer_norm.weight", {H}),
-                   load(p + "self_attn_layer_norm.bias", {H})};
-    Norm mlp_norm{load(p + "final_layer_norm.weight", {H}), load(p + "final_layer_norm.bias", {H})};
+    Norm attn_norm = load_norm(p + "self_attn_layer_norm", H, true);
+    Norm mlp_norm = load_norm(p + "final_layer_norm", H, true);
     return std::make_unique<OptLayer>(i, std::move(linears), std::move(attn_norm),
                                       std::move(mlp_norm), c);
   }

@@ -6,10 +6,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+
+#include "core/quant/activation_quant.h"
 
 namespace calq::core {
 
@@ -22,6 +25,11 @@ class WeightSource {
   virtual std::vector<int64_t> shape(const std::string& name) const = 0;
   /// CPU tensor owning its bytes, in the stored dtype; throws calq::Error naming the path.
   virtual at::Tensor load(const std::string& name) const = 0;
+  /// The activation quantization a checkpoint declares for the linear at `prefix` (compressed-
+  /// tensors W8A8: per-token dynamic); none for float checkpoints.
+  virtual std::optional<ActQuantSpec> input_quant(const std::string& /*prefix*/) const {
+    return std::nullopt;
+  }
 };
 
 /// `path`: a directory holding model.safetensors[.index.json], or one .safetensors file.

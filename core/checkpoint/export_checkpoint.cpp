@@ -1,0 +1,395 @@
+#include "core/checkpoint/export_checkpoint.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/checkpoint/checkpoint_weights.h"
+#include "core/checkpoint/packed_linear.h"
+#include "core/error.h"
+#include "core/io/atomic_file.h"
+#include "core/io/safetensors.h"
+#include "core/log.h"
+#include "core/model/model.h"
+
+namespace calq::core {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+// Files an HF model directory carries besides weights and config.json.
+const char* const kCarriedFiles[] = {"tokenizer.json",     "tokenizer.model",     "tokenizer_config.json",
+                                     "special_tokens_map.json", "vocab.json",     "merges.txt",
+                                     "added_tokens.json",  "generation_config.json", "chat_template.jinja"};
+
+const char* dtype_config_name(c10::ScalarType t) {
+  return t == at::kHalf ? "float16" : t == at::kBFloat16 ? "bfloat16" : "float32";
+}
+
+/// config.json of the exported model: the original verbatim (HF) or a Llama config (llama2.c).
+Json base_config(const Model& model) {
+  const ModelConfig& c = model.config();
+  if (c.model_type != "llama2c") {
+    const fs::path path = fs::path(model.path()) / "config.json";
+    std::ifstream in(fs::is_directory(model.path()) ? path : fs::path(model.path()).parent_path() / "config.json");
+    Json j;
+    in >> j;
+    return j;
+  }
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"vocab_size", c.vocab_size},
+          {"hidden_size", c.hidden_size},
+          {"intermediate_size", c.intermediate_size},
+          {"num_hidden_layers", c.n_layers},
+          {"num_attention_heads", c.n_heads},
+          {"num_key_value_heads", c.n_kv_heads},
+          {"head_dim", c.head_dim},
+          {"max_position_embeddings", c.max_positions},
+          {"rms_norm_eps", c.norm_eps},
+          {"rope_theta", c.rope_theta},
+          {"hidden_act", "silu"},
+          {"attention_bias", false},
+          {"mlp_bias", false},
+          {"tie_word_embeddings", c.tie_word_embeddings},
+          {"bos_token_id", c.bos_token_id.value_or(1)},
+          {"eos_token_id", c.eos_token_id.value_or(2)},
+          {"torch_dtype", "float32"}};
+}
+
+void set_dtype(Json& config, c10::ScalarType t) {
+  if (config.contains("dtype")) config["dtype"] = dtype_config_name(t);
+  config["torch_dtype"] = dtype_config_name(t);
+}
+
+/// x rounded to `dtype` and back, in place: what a checkpoint in that dtype holds.
+void round_in_place(at::Tensor& x, c10::ScalarType dtype) {
+  if (x.defined() && x.scalar_type() != dtype) x.copy_(x.to(dtype).to(x.scalar_type()));
+}
+
+struct Plan {
+  std::optional<PackedLayout> layout;  // nullopt: fake
+  c10::ScalarType dtype = at::kFloat;  // float tensors as stored
+};
+
+std::string tensor_where(const Linear& linear, int64_t layer, const std::string& name) {
+  return linear.source.empty() ? fmt::format("layer {} {}", layer, name) : linear.source;
+}
+
+Plan plan_export(Model& model, const QuantizedLinears& quantized, const ExportOptions& o) {
+  Plan plan;
+  const ModelConfig& c = model.config();
+  plan.dtype = o.format == SaveFormat::Fake ? o.fake_dtype.value_or(c.storage_dtype) : c.storage_dtype;
+  const char* format = save_format_name(o.format);
+  CALQ_CHECK(quantized.size() == static_cast<size_t>(model.n_layers()),
+             "save: {} layers of quantized tensors for a {}-layer model", quantized.size(),
+             model.n_layers());
+  for (int64_t i = 0; i < model.n_layers(); ++i) {
+    DecoderLayer& layer = model.layer(i);
+    for (const std::string& name : layer.linear_names()) {
+      const Linear& linear = layer.linear(name);
+      CALQ_CHECK(!linear.source.empty(),
+                 "save.format {}: {} has no tensor of its own in the checkpoint (GPT-2 fuses q, k, "
+                 "v in c_attn); calq does not export {} models yet",
+                 format, tensor_where(linear, i, name), c.model_type);
+      if (o.format == SaveFormat::Fake) continue;
+      const auto it = quantized[static_cast<size_t>(i)].find(name);
+      CALQ_CHECK(it != quantized[static_cast<size_t>(i)].end(),
+                 "save.format {}: {} stays float (not in scheme.targets); expected every linear of "
+                 "the decoder layers quantized",
+                 format, linear.source);
+      if (!plan.layout) plan.layout = layout_for(o.format, it->second, o.activations);
+      const std::string why = unrepresentable_reason(*plan.layout, it->second);
+      CALQ_CHECK(why.empty(), "save.format {}: {}: {}", format, linear.source, why);
+    }
+  }
+  return plan;
+}
+
+std::vector<std::string> lint(const PackedLayout& l, Model& model) {
+  std::vector<std::string> w;
+  const int64_t g = l.group_size;
+  const bool marlin_group = g == -1 || g == 32 || g == 64 || g == 128;
+  if (l.format == SaveFormat::Gptq) {
+    if (!l.sym || (l.bits != 4 && l.bits != 8))
+      w.push_back(fmt::format("gptq {}-bit {}: vLLM's Marlin kernels take 4/8-bit symmetric only; "
+                              "this checkpoint runs on the slower gptq (exllama) path",
+                              l.bits, l.sym ? "sym" : "asym"));
+    if (!marlin_group)
+      w.push_back(fmt::format("group size {} is not one of -1, 32, 64, 128: no Marlin kernel", g));
+    if (l.act_order)
+      w.push_back("desc_act: g_idx is not monotonic; kernels reorder at load and vLLM's exllama "
+                  "path cannot split such row-parallel layers under tensor parallelism");
+  } else if (l.format == SaveFormat::Awq) {
+    if (g != 32 && g != 64 && g != 128)
+      w.push_back(fmt::format("awq group size {} is not 32, 64 or 128: no awq_marlin kernel", g));
+  } else if (l.format == SaveFormat::CompressedTensors) {
+    if (!l.activations && !marlin_group)
+      w.push_back(fmt::format("group size {} is not one of -1, 32, 64, 128: no Marlin kernel", g));
+    if (!l.sym)
+      w.push_back("asymmetric compressed-tensors: some transformers versions fail to load it "
+                  "(llm-compressor#1618); vLLM uses zero-point Marlin");
+    if (l.ct_format() == "naive-quantized")
+      w.push_back(fmt::format("{}-bit weights are stored unpacked (naive-quantized, int8)", l.bits));
+  }
+  if (l.format != SaveFormat::CompressedTensors || !l.activations) {
+    // Marlin's tile minima (formats.md §2.8): n ≥ 64 and k ≥ 128 per linear.
+    std::set<std::string> small;
+    DecoderLayer& layer = model.layer(0);
+    for (const std::string& name : layer.linear_names()) {
+      const at::Tensor& wt = layer.linear(name).weight;
+      if (wt.size(0) % 64 != 0 || wt.size(1) % 128 != 0) small.insert(name);
+    }
+    if (!small.empty())
+      w.push_back(fmt::format("{} do not meet Marlin's 64 x 128 tile minima", fmt::join(small, ", ")));
+  }
+  return w;
+}
+
+/// Groups named tensors into shards of at most max_bytes (a larger tensor gets its own).
+std::vector<NamedTensors> shard(NamedTensors tensors, int64_t max_bytes) {
+  std::sort(tensors.begin(), tensors.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<NamedTensors> shards(1);
+  int64_t in_shard = 0;
+  for (auto& t : tensors) {
+    const int64_t bytes = t.second.numel() * static_cast<int64_t>(t.second.element_size());
+    if (in_shard > 0 && in_shard + bytes > max_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(std::move(t));
+    in_shard += bytes;
+  }
+  return shards;
+}
+
+std::string tokenizer_of_llama2c(const Model& model) {
+  const fs::path dir = fs::path(model.path()).parent_path();
+  for (const fs::path& p : {dir / "tokenizer.bin", dir / fmt::format("tok{}.bin", model.config().vocab_size)}) {
+    if (fs::exists(p)) return p.string();
+  }
+  return "";
+}
+
+/// Compares every tensor the model holds with what the re-read checkpoint gives (dequantized
+/// for packed linears), bit for bit; returns how many were compared.
+int64_t reread_check(Model& model, const std::string& dir) {
+  const std::shared_ptr<WeightSource> back = open_checkpoint_weights(dir);
+  int64_t compared = 0;
+  const auto compare = [&](const std::string& name, const at::Tensor& mine) {
+    if (!mine.defined()) return;
+    CALQ_CHECK(back->contains(name), "save: re-read {}: tensor \"{}\" is missing", dir, name);
+    const at::Tensor got = back->load(name).to(at::kFloat);
+    // Float tensors were rounded to the stored dtype in place before writing; packed linears
+    // hold the dequantized codes: either way, the model's own values must come back.
+    const at::Tensor want = mine.to(at::kCPU).to(at::kFloat);
+    if (!got.sizes().equals(want.sizes()) || !at::equal(got, want)) {
+      const double diff = got.sizes().equals(want.sizes()) ? (got - want).abs().max().item<double>() : -1.0;
+      fail("save: re-read {}: tensor \"{}\" differs from the in-memory model (max |diff| {}); "
+           "the checkpoint would not reproduce this run", dir, name, diff);
+    }
+    ++compared;
+  };
+  for (int64_t i = 0; i < model.n_layers(); ++i) {
+    DecoderLayer& layer = model.layer(i);
+    for (const std::string& name : layer.linear_names()) {
+      const Linear& l = layer.linear(name);
+      compare(l.source + ".weight", l.weight);
+      compare(l.source + ".bias", l.bias);
+    }
+    for (const char* norm : {"norm.attn", "norm.mlp"}) {
+      const Norm& n = layer.norm(norm);
+      compare(n.source + ".weight", n.weight);
+      compare(n.source + ".bias", n.bias);
+    }
+  }
+  return compared;
+}
+
+fs::path temp_dir_for(const fs::path& final_path) {
+  return final_path.parent_path() /
+         fmt::format(".{}.calq-tmp-{}", final_path.filename().string(), static_cast<long>(::getpid()));
+}
+
+}  // namespace
+
+std::string ExportResult::json() const {
+  return Json{{"format", format},
+          {"path", path},
+          {"files", files},
+          {"bytes", bytes},
+          {"quantized_linears", quantized_linears},
+          {"reread", {{"tensors", reread_tensors}, {"bit_equal", true}}},
+          {"warnings", warnings}}.dump();
+}
+
+void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, const std::string& file) {
+  const char* format = save_format_name(save.format);
+  const WeightScheme& w = scheme.weights;
+  if (save.format == SaveFormat::Fake) return;
+  CALQ_CHECK(w.format == WeightFormat::Int,
+             "{}: save.format {}: scheme.weights.format must be int for a packed checkpoint; "
+             "expected save.format fake", file, format);
+  if (save.format == SaveFormat::Gptq || save.format == SaveFormat::Awq) {
+    CALQ_CHECK(!scheme.activations,
+               "{}: save.format {}: the format cannot store scheme.activations; expected "
+               "compressed-tensors (int-quantized) for W8A8", file, format);
+    CALQ_CHECK(w.scale_dtype == ScaleDtype::Float16,
+               "{}: save.format {}: stores float16 scales; expected scheme.weights.scale_dtype: "
+               "float16", file, format);
+    CALQ_CHECK(w.grid == QuantGrid::Gptq || w.grid == QuantGrid::Awq,
+               "{}: save.format {}: scheme.weights.grid {} has signed codes; expected gptq or awq",
+               file, format, quant_grid_name(w.grid));
+  }
+  if (save.format == SaveFormat::Awq) {
+    CALQ_CHECK(w.bits == 4 && !w.sym && w.group_size > 0,
+               "{}: save.format awq: AWQ GEMM stores 4-bit asymmetric groups; scheme.weights is "
+               "bits {} sym {} group_size {}; expected bits: 4, sym: false, group_size > 0",
+               file, w.bits, w.sym, w.group_size);
+  }
+  if (save.format == SaveFormat::CompressedTensors && scheme.activations) {
+    CALQ_CHECK(scheme.activations->dynamic && scheme.activations->sym,
+               "{}: save.format compressed-tensors: calq writes dynamic symmetric activations "
+               "only; expected scheme.activations dynamic: true, sym: true", file);
+  }
+}
+
+ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
+                               const ExportOptions& o) {
+  const Plan plan = plan_export(model, quantized, o);
+  const ModelConfig& c = model.config();
+  const fs::path final_path = fs::absolute(o.path).lexically_normal();
+  fs::create_directories(final_path.parent_path());
+  const fs::path tmp = temp_dir_for(final_path);
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+
+  ExportResult result;
+  result.format = save_format_name(o.format);
+  result.path = final_path.string();
+  try {
+    // The in-memory model becomes exactly what the checkpoint holds.
+    for (int64_t i = 0; i < model.n_layers(); ++i) {
+      DecoderLayer& layer = model.layer(i);
+      for (const std::string& name : layer.linear_names()) {
+        Linear& l = layer.linear(name);
+        round_in_place(l.bias, plan.dtype);
+        if (!plan.layout) round_in_place(l.weight, plan.dtype);
+      }
+      for (const char* norm : {"norm.attn", "norm.mlp"}) {
+        round_in_place(layer.norm(norm).weight, plan.dtype);
+        round_in_place(layer.norm(norm).bias, plan.dtype);
+      }
+    }
+
+    NamedTensors tensors;
+    std::set<std::string> layer_prefixes;
+    const auto add = [&](const std::string& name, const at::Tensor& t) {
+      if (t.defined()) tensors.emplace_back(name, t.to(at::kCPU));
+    };
+    for (int64_t i = 0; i < model.n_layers(); ++i) {
+      DecoderLayer& layer = model.layer(i);
+      for (const std::string& name : layer.linear_names()) {
+        const Linear& l = layer.linear(name);
+        layer_prefixes.insert(l.source);
+        if (plan.layout) {
+          for (auto& t : pack_linear(*plan.layout, l.source, quantized[static_cast<size_t>(i)].at(name)))
+            tensors.push_back(std::move(t));
+          ++result.quantized_linears;
+        } else {
+          add(l.source + ".weight", l.weight.to(plan.dtype));
+          if (quantized[static_cast<size_t>(i)].count(name)) ++result.quantized_linears;
+        }
+        add(l.source + ".bias", l.bias.defined() ? l.bias.to(plan.dtype) : l.bias);
+      }
+      for (const char* norm : {"norm.attn", "norm.mlp"}) {
+        const Norm& n = layer.norm(norm);
+        layer_prefixes.insert(n.source);
+        add(n.source + ".weight", n.weight.to(plan.dtype));
+        add(n.source + ".bias", n.bias.defined() ? n.bias.to(plan.dtype) : n.bias);
+      }
+    }
+    // Everything else (embeddings, final norm, head, positions) as the source stores it.
+    const std::shared_ptr<WeightSource> source = open_model_weights(model.path());
+    for (const std::string& name : source->names()) {
+      const size_t dot = name.rfind('.');
+      if (dot != std::string::npos && layer_prefixes.count(name.substr(0, dot))) continue;
+      at::Tensor t = source->load(name);
+      if (at::isFloatingType(t.scalar_type())) t = t.to(plan.dtype);
+      tensors.emplace_back(name, t);
+    }
+
+    const std::vector<NamedTensors> shards = shard(std::move(tensors), o.max_shard_bytes);
+    Json weight_map = Json::object();
+    for (size_t k = 0; k < shards.size(); ++k) {
+      const std::string file = shards.size() == 1
+                                   ? "model.safetensors"
+                                   : fmt::format("model-{:05d}-of-{:05d}.safetensors", k + 1, shards.size());
+      write_safetensors((tmp / file).string(), shards[k]);
+      for (const auto& [name, t] : shards[k]) {
+        weight_map[name] = file;
+        result.bytes += t.numel() * static_cast<int64_t>(t.element_size());
+      }
+    }
+    result.files = static_cast<int64_t>(shards.size());
+    if (shards.size() > 1) {
+      const Json index = {{"metadata", {{"total_size", result.bytes}}}, {"weight_map", weight_map}};
+      write_string_atomically((tmp / "model.safetensors.index.json").string(), index.dump(2) + "\n");
+    }
+
+    Json config = base_config(model);
+    set_dtype(config, plan.dtype);
+    if (plan.layout) config["quantization_config"] = quantization_config_json(*plan.layout);
+    else config.erase("quantization_config");
+    write_string_atomically((tmp / "config.json").string(), config.dump(2) + "\n");
+    if (plan.layout && plan.layout->format == SaveFormat::Gptq)
+      write_string_atomically((tmp / "quantize_config.json").string(),
+                              config["quantization_config"].dump(2) + "\n");
+
+    if (c.model_type == "llama2c") {
+      const std::string tok = tokenizer_of_llama2c(model);
+      if (!tok.empty()) fs::copy_file(tok, tmp / fs::path(tok).filename());
+    } else {
+      const fs::path dir = fs::is_directory(model.path()) ? fs::path(model.path()) : fs::path(model.path()).parent_path();
+      for (const char* name : kCarriedFiles) {
+        if (fs::exists(dir / name)) fs::copy_file(dir / name, tmp / name);
+      }
+    }
+    if (o.on_stage) o.on_stage("written");
+
+    result.reread_tensors = reread_check(model, tmp.string());
+    if (plan.layout) result.warnings = lint(*plan.layout, model);
+    for (const std::string& w : result.warnings) log::warn("save: {}", w);
+
+    // Replace any previous export only now, and never leave the final name half-written.
+    if (fs::exists(final_path)) {
+      const fs::path old = final_path.parent_path() /
+                           fmt::format(".{}.calq-old-{}", final_path.filename().string(), static_cast<long>(::getpid()));
+      fs::remove_all(old);
+      fs::rename(final_path, old);
+      fs::rename(tmp, final_path);
+      fs::remove_all(old);
+    } else {
+      fs::rename(tmp, final_path);
+    }
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    throw;
+  }
+  log::info("save: {} checkpoint written to {} ({} files, {:.1f} MiB, re-read: {} tensors bit-equal)",
+            result.format, result.path, result.files, static_cast<double>(result.bytes) / (1 << 20),
+            result.reread_tensors);
+  return result;
+}
+
+}  // namespace calq::core

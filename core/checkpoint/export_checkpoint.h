@@ -1,0 +1,61 @@
+// Writing a quantized model as a complete HF model directory (formats.md §7): packed GPTQ, AWQ
+// GEMM or compressed-tensors linears (codes straight from the quantizer), or fake-quantized float
+// weights; config.json with quantization_config; tokenizer and generation files carried over;
+// shards with an index when large. llama2.c models come out in HF Llama layout (their q/k rows
+// are already in HF order in memory, llama2c.h). Everything is written under a temporary name in
+// the target's parent, re-read and compared bit for bit with the in-memory model, and renamed at
+// the end, so an interrupted export leaves nothing under the final name.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/quant/activation_quant.h"
+#include "core/quant/quantized_tensor.h"
+#include "core/recipe.h"
+
+namespace calq::core {
+
+class Model;
+
+/// Per decoder layer, by uniform linear name: the run's quantized tensors.
+using QuantizedLinears = std::vector<std::map<std::string, QuantizedTensor>>;
+
+struct ExportOptions {
+  SaveFormat format = SaveFormat::Fake;
+  std::string path;
+  std::optional<c10::ScalarType> fake_dtype;  ///< fake: default the model's storage dtype
+  std::optional<ActQuantSpec> activations;    ///< the scheme's dynamic activation quantization
+  int64_t max_shard_bytes = int64_t{4} << 30;
+  /// Called with "written" once every file is in the temporary directory, before the re-read
+  /// and the rename (tests interrupt the export there).
+  std::function<void(const std::string& stage)> on_stage;
+};
+
+struct ExportResult {
+  std::string format;
+  std::string path;
+  int64_t files = 0;  ///< safetensors shards
+  int64_t bytes = 0;  ///< tensor bytes written
+  int64_t quantized_linears = 0;
+  int64_t reread_tensors = 0;  ///< tensors compared after the re-read (all bit-equal)
+  std::vector<std::string> warnings;  ///< kernel-compatibility lint
+  std::string json() const;  ///< report.json "export"
+};
+
+/// Refuses, before any work, a scheme the format cannot store (one line naming save.format and
+/// the scheme key): AWQ needs 4-bit asymmetric groups, GPTQ/AWQ float16 scales and no activation
+/// quantization, compressed-tensors dynamic activations only.
+void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, const std::string& file);
+
+/// Exports `model` (quantized in place by a run: its linears hold the dequantized weights) with
+/// the run's integer tensors. Rounds the model's other modified float tensors (norms folded by
+/// SmoothQuant/AWQ, biases) to the stored dtype first, so the in-memory model is the exported one.
+ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
+                               const ExportOptions& options);
+
+}  // namespace calq::core

@@ -1,0 +1,38 @@
+// What a quantized checkpoint declares in config.json's quantization_config, normalised across
+// the three packed formats (formats.md §2.7, §3.4, §4.2): the writer builds the JSON from it and
+// the reader parses the JSON into it. One layout per checkpoint: every quantized linear shares it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/quant/activation_quant.h"
+#include "core/recipe.h"
+
+namespace calq::core {
+
+struct PackedLayout {
+  SaveFormat format = SaveFormat::Gptq;  ///< never Fake
+  int bits = 4;
+  int64_t group_size = -1;  ///< −1 = per channel (compressed-tensors: or per tensor)
+  bool per_tensor = false;  ///< compressed-tensors strategy "tensor"
+  bool sym = true;
+  bool act_order = false;    ///< GPTQ desc_act / compressed-tensors actorder "group"
+  bool gptq_v2 = false;      ///< GPTQ checkpoint_format "gptq_v2": zeros stored without the −1
+  /// compressed-tensors with activations: int-quantized (int8 container), else pack-quantized.
+  std::optional<ActQuantSpec> activations;
+  std::string ct_format() const;  ///< "pack-quantized" | "int-quantized" | "naive-quantized"
+};
+
+/// config.json["quantization_config"] for the layout (formats.md §2.7, §3.4, §4.2).
+nlohmann::json quantization_config_json(const PackedLayout& layout);
+
+/// Parses a quantization_config; nullopt for formats that store float weights (none present).
+/// Throws calq::Error naming `file` and the key for anything calq cannot read.
+std::optional<PackedLayout> parse_quantization_config(const nlohmann::json& config,
+                                                      const std::string& file);
+
+}  // namespace calq::core
