@@ -3,7 +3,10 @@
 // run before any output is written.
 #include <ATen/ATen.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -67,6 +70,16 @@ core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recip
   options.path = recipe.save->path.resolved;
   if (recipe.save->dtype) options.fake_dtype = to_scalar(*recipe.save->dtype);
   if (recipe.scheme.activations) options.activations = recipe.scheme.activations->spec();
+  if (std::getenv("CALQ_EXPORT_STALL") != nullptr) {
+    // For tests/cli/killed_export_test.sh: hold the export with every file written under the
+    // temporary name, so a SIGKILL lands exactly before the rename.
+    options.on_stage = [](const std::string& stage) {
+      if (stage != "written") return;
+      std::fprintf(stderr, "calq: export stalled before the rename (CALQ_EXPORT_STALL)\n");
+      std::fflush(stderr);
+      for (;;) ::pause();
+    };
+  }
   return core::export_checkpoint(model, quantized, options);
 }
 

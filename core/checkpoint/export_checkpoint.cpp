@@ -1,6 +1,10 @@
 #include "core/checkpoint/export_checkpoint.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
 
 #include <algorithm>
 #include <filesystem>
@@ -215,6 +219,21 @@ int64_t reread_check(Model& model, const std::string& dir) {
   return compared;
 }
 
+/// Temporary directories of earlier exports to the same name whose process is gone (killed).
+void remove_stale_temp_dirs(const fs::path& final_path) {
+  const std::string prefix = "." + final_path.filename().string() + ".calq-tmp-";
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(final_path.parent_path(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      log::info("save: removing {} left by an interrupted export", entry.path().string());
+      fs::remove_all(entry.path(), ec);
+    }
+  }
+}
+
 fs::path temp_dir_for(const fs::path& final_path) {
   return final_path.parent_path() /
          fmt::format(".{}.calq-tmp-{}", final_path.filename().string(), static_cast<long>(::getpid()));
@@ -269,6 +288,7 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
   const ModelConfig& c = model.config();
   const fs::path final_path = fs::absolute(o.path).lexically_normal();
   fs::create_directories(final_path.parent_path());
+  remove_stale_temp_dirs(final_path);
   const fs::path tmp = temp_dir_for(final_path);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
