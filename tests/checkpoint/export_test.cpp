@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "algorithms/pipeline.h"
@@ -46,7 +47,8 @@ struct Exported {
 /// Quantizes `model_path` with `scheme` (+ passes) and exports it to dir/out.
 Exported quantize_and_export(const calq::test::TempDir& dir, const std::string& model_path,
                              const std::string& scheme, const std::string& save,
-                             const std::string& passes = "passes: [rtn]\n") {
+                             const std::string& passes = "passes: [rtn]\n",
+                             int64_t max_shard_bytes = int64_t{4} << 30) {
   std::ofstream(dir / "recipe.yaml") << "model: {path: " << model_path << "}\nscheme:\n"
                                      << scheme << passes << "save: " << save << "\n";
   const calq::core::Recipe recipe = calq::core::load_recipe((dir / "recipe.yaml").string());
@@ -65,6 +67,7 @@ Exported quantize_and_export(const calq::test::TempDir& dir, const std::string& 
   calq::core::ExportOptions options;
   options.format = recipe.save->format;
   options.path = recipe.save->path.resolved;
+  options.max_shard_bytes = max_shard_bytes;
   if (recipe.scheme.activations) options.activations = recipe.scheme.activations->spec();
   Exported out;
   out.result = calq::core::export_checkpoint(*model, q, options);
@@ -115,6 +118,21 @@ TEST_CASE("exported checkpoints reload to the very same model", "[checkpoint][ex
     }
     CHECK_FALSE(fs::exists(dir / (".out.calq-tmp-" + std::to_string(::getpid()))));
   }
+}
+
+TEST_CASE("large checkpoints are sharded with an index and reload the same", "[checkpoint][export]") {
+  calq::test::TempDir dir("calq_export");
+  calq::test::write_tiny_model(dir / "model", exportable("llama"));
+  const Exported e = quantize_and_export(
+      dir, "model", "  weights: {bits: 4, group_size: 32, sym: true, grid: gptq}\n",
+      "{format: gptq, path: out}", "passes: [rtn]\n", /*max_shard_bytes=*/16 << 10);
+  CHECK(e.result.files > 2);
+  CHECK(fs::exists(dir / "out" / fmt::format("model-00001-of-{:05d}.safetensors", e.result.files)));
+  nlohmann::json index;
+  std::ifstream(dir / "out" / "model.safetensors.index.json") >> index;
+  CHECK(index["weight_map"].contains("model.layers.1.mlp.down_proj.qweight"));
+  CHECK(index["metadata"]["total_size"] == e.result.bytes);
+  CHECK(at::equal(e.logits_reloaded, e.logits_in_memory));
 }
 
 TEST_CASE("gptq act-order exports desc_act with its g_idx and reloads exactly", "[checkpoint][export]") {
