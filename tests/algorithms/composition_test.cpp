@@ -162,3 +162,28 @@ TEST_CASE("smoothquant hands the next pass the statistics of the smoothed model"
   // The smoothing really moved the statistics of the norm-fed linears.
   CHECK(rel_diff(composed.at("attn.q").absmax, float_stats.at("attn.q").absmax) > 0.05);
 }
+
+TEST_CASE("W8A8, W4A8 and W4A4 schemes install their activation quantizers on every linear",
+          "[composition][algorithms]") {
+  calq::test::TempDir dir("calq_compose");
+  calq::test::write_tiny_model(dir / "model", {});
+  for (const auto& [w_bits, a_bits] : {std::pair{8, 8}, std::pair{4, 8}, std::pair{4, 4}}) {
+    INFO("W" << w_bits << "A" << a_bits);
+    std::ofstream(dir / "recipe.yaml")
+        << "model: {path: model}\nscheme:\n  weights: {bits: " << w_bits
+        << ", group_size: -1}\n  activations: {bits: " << a_bits
+        << ", granularity: token, dynamic: true}\npasses: [rtn]\n";
+    const auto recipe = calq::core::load_recipe((dir / "recipe.yaml").string());
+    auto model = calq::test::load_tiny_model(dir / "model");
+    auto passes = calq::algorithms::build_passes(recipe);
+    calq::algorithms::quantize_model(*model, recipe, passes, nullptr, 2);
+    for (int64_t i = 0; i < model->n_layers(); ++i) {
+      for (const auto& name : model->layer(i).linear_names()) {
+        const auto& q = model->layer(i).linear(name).input_quant;
+        REQUIRE(q.has_value());
+        CHECK(q->bits == a_bits);
+        CHECK(q->granularity == calq::core::ActGranularity::PerToken);
+      }
+    }
+  }
+}
