@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "core/checkpoint/checkpoint_weights.h"
+#include "core/checkpoint/export_checkpoint.h"
 #include "core/error.h"
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
@@ -46,6 +48,35 @@ nlohmann::json describe_config(const core::ModelConfig& c) {
           {"tied_head", c.tie_word_embeddings}};
 }
 
+nlohmann::json describe_layout(const core::PackedLayout& l) {
+  const char* format = core::save_format_name(l.format);
+  return {{"format", l.format == core::SaveFormat::CompressedTensors
+                         ? fmt::format("{} ({})", format, l.ct_format())
+                         : std::string(format)},
+          {"bits", l.bits},
+          {"group_size", l.group_size},
+          {"sym", l.sym},
+          {"act_order", l.act_order},
+          {"activations", l.activations ? fmt::format("int{} {} dynamic", l.activations->bits,
+                                                      core::act_granularity_name(l.activations->granularity))
+                                        : std::string("none")}};
+}
+
+/// The linears of decoder layer 0 as the checkpoint reader sees them (packed ones dequantized).
+std::vector<core::LinearShape> first_layer_linears(const std::string& dir) {
+  const auto weights = core::open_checkpoint_weights(dir);
+  std::vector<core::LinearShape> out;
+  for (const std::string& name : weights->names()) {
+    const size_t at = name.find(".layers.0.");
+    if (at == std::string::npos || name.size() < 7 || name.compare(name.size() - 7, 7, ".weight") != 0)
+      continue;
+    const std::vector<int64_t> shape = weights->shape(name);
+    if (shape.size() != 2) continue;
+    out.push_back({name.substr(at + 10, name.size() - at - 17), shape[0], shape[1]});
+  }
+  return out;
+}
+
 int run_inspect(const InspectArgs& args) {
   nlohmann::json doc = {{"path", args.path}};
   const bool hf_dir = fs::is_directory(args.path) && fs::exists(fs::path(args.path) / "config.json");
@@ -57,6 +88,10 @@ int run_inspect(const InspectArgs& args) {
     doc["quantization_config"] =
         raw.is_object() && raw.contains("quantization_config") ? raw["quantization_config"]
                                                                : nlohmann::json(nullptr);
+    if (const auto layout = core::read_packed_layout(args.path)) {
+      doc["quantization"] = describe_layout(*layout);
+      doc["lint"] = core::kernel_lint(*layout, first_layer_linears(args.path));
+    }
     const core::SafetensorsCheckpoint checkpoint(args.path);
     int64_t params = 0;
     uint64_t bytes = 0;
@@ -102,9 +137,19 @@ int run_inspect(const InspectArgs& args) {
   std::printf("  vocab         %lld (%s head)\n", c["vocab"].get<long long>(),
               c["tied_head"].get<bool>() ? "tied" : "untied");
   std::printf("  elements      %lld stored\n", doc["stored_elements"].get<long long>());
-  std::printf("  quantization  %s\n", doc["quantization_config"].is_null()
-                                          ? "none (float checkpoint)"
-                                          : doc["quantization_config"].dump().c_str());
+  if (doc.contains("quantization")) {
+    const nlohmann::json& q = doc["quantization"];
+    std::printf("  quantization  %s, %d-bit, group size %lld, %s, act-order %s, activations %s\n",
+                q["format"].get<std::string>().c_str(), q["bits"].get<int>(),
+                q["group_size"].get<long long>(), q["sym"].get<bool>() ? "sym" : "asym",
+                q["act_order"].get<bool>() ? "yes" : "no", q["activations"].get<std::string>().c_str());
+    for (const auto& w : doc["lint"]) std::printf("  lint          %s\n", w.get<std::string>().c_str());
+    if (doc["lint"].empty()) std::printf("  lint          fast kernels apply (no findings)\n");
+  } else {
+    std::printf("  quantization  %s\n", doc["quantization_config"].is_null()
+                                            ? "none (float checkpoint)"
+                                            : doc["quantization_config"].dump().c_str());
+  }
   if (args.tensors) {
     for (const auto& t : doc["tensors"]) {
       std::printf("  %-60s %-5s %s\n", t["name"].get<std::string>().c_str(),

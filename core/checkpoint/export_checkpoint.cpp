@@ -118,46 +118,6 @@ Plan plan_export(Model& model, const QuantizedLinears& quantized, const ExportOp
   return plan;
 }
 
-std::vector<std::string> lint(const PackedLayout& l, Model& model) {
-  std::vector<std::string> w;
-  const int64_t g = l.group_size;
-  const bool marlin_group = g == -1 || g == 32 || g == 64 || g == 128;
-  if (l.format == SaveFormat::Gptq) {
-    if (!l.sym || (l.bits != 4 && l.bits != 8))
-      w.push_back(fmt::format("gptq {}-bit {}: vLLM's Marlin kernels take 4/8-bit symmetric only; "
-                              "this checkpoint runs on the slower gptq (exllama) path",
-                              l.bits, l.sym ? "sym" : "asym"));
-    if (!marlin_group)
-      w.push_back(fmt::format("group size {} is not one of -1, 32, 64, 128: no Marlin kernel", g));
-    if (l.act_order)
-      w.push_back("desc_act: g_idx is not monotonic; kernels reorder at load and vLLM's exllama "
-                  "path cannot split such row-parallel layers under tensor parallelism");
-  } else if (l.format == SaveFormat::Awq) {
-    if (g != 32 && g != 64 && g != 128)
-      w.push_back(fmt::format("awq group size {} is not 32, 64 or 128: no awq_marlin kernel", g));
-  } else if (l.format == SaveFormat::CompressedTensors) {
-    if (!l.activations && !marlin_group)
-      w.push_back(fmt::format("group size {} is not one of -1, 32, 64, 128: no Marlin kernel", g));
-    if (!l.sym)
-      w.push_back("asymmetric compressed-tensors: some transformers versions fail to load it "
-                  "(llm-compressor#1618); vLLM uses zero-point Marlin");
-    if (l.ct_format() == "naive-quantized")
-      w.push_back(fmt::format("{}-bit weights are stored unpacked (naive-quantized, int8)", l.bits));
-  }
-  if (l.format != SaveFormat::CompressedTensors || !l.activations) {
-    // Marlin's tile minima (formats.md §2.8): n ≥ 64 and k ≥ 128 per linear.
-    std::set<std::string> small;
-    DecoderLayer& layer = model.layer(0);
-    for (const std::string& name : layer.linear_names()) {
-      const at::Tensor& wt = layer.linear(name).weight;
-      if (wt.size(0) % 64 != 0 || wt.size(1) % 128 != 0) small.insert(name);
-    }
-    if (!small.empty())
-      w.push_back(fmt::format("{} do not meet Marlin's 64 x 128 tile minima", fmt::join(small, ", ")));
-  }
-  return w;
-}
-
 /// Groups named tensors into shards of at most max_bytes (a larger tensor gets its own).
 std::vector<NamedTensors> shard(NamedTensors tensors, int64_t max_bytes) {
   std::sort(tensors.begin(), tensors.end(),
@@ -240,6 +200,44 @@ fs::path temp_dir_for(const fs::path& final_path) {
 }
 
 }  // namespace
+
+std::vector<std::string> kernel_lint(const PackedLayout& l, const std::vector<LinearShape>& linears) {
+  std::vector<std::string> w;
+  const int64_t g = l.group_size;
+  const bool marlin_group = g == -1 || g == 32 || g == 64 || g == 128;
+  if (l.format == SaveFormat::Gptq) {
+    if (!l.sym || (l.bits != 4 && l.bits != 8))
+      w.push_back(fmt::format("gptq {}-bit {}: vLLM's Marlin kernels take 4/8-bit symmetric only; "
+                              "this checkpoint runs on the slower gptq (exllama) path",
+                              l.bits, l.sym ? "sym" : "asym"));
+    if (!marlin_group)
+      w.push_back(fmt::format("group size {} is not one of -1, 32, 64, 128: no Marlin kernel", g));
+    if (l.act_order)
+      w.push_back("desc_act: g_idx is not monotonic; kernels reorder at load and vLLM's exllama "
+                  "path cannot split such row-parallel layers under tensor parallelism");
+  } else if (l.format == SaveFormat::Awq) {
+    if (g != 32 && g != 64 && g != 128)
+      w.push_back(fmt::format("awq group size {} is not 32, 64 or 128: no awq_marlin kernel", g));
+  } else if (l.format == SaveFormat::CompressedTensors) {
+    if (!l.activations && !marlin_group)
+      w.push_back(fmt::format("group size {} is not one of -1, 32, 64, 128: no Marlin kernel", g));
+    if (!l.sym)
+      w.push_back("asymmetric compressed-tensors: some transformers versions fail to load it "
+                  "(llm-compressor#1618); vLLM uses zero-point Marlin");
+    if (l.ct_format() == "naive-quantized")
+      w.push_back(fmt::format("{}-bit weights are stored unpacked (naive-quantized, int8)", l.bits));
+  }
+  if (l.format != SaveFormat::CompressedTensors || !l.activations) {
+    // Marlin's tile minima (formats.md §2.8): n ≥ 64 and k ≥ 128 per linear.
+    std::set<std::string> small;
+    for (const LinearShape& linear : linears) {
+      if (linear.out % 64 != 0 || linear.in % 128 != 0) small.insert(linear.name);
+    }
+    if (!small.empty())
+      w.push_back(fmt::format("{} do not meet Marlin's 64 x 128 tile minima", fmt::join(small, ", ")));
+  }
+  return w;
+}
 
 std::string ExportResult::json() const {
   return Json{{"format", format},
@@ -387,7 +385,15 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
     if (o.on_stage) o.on_stage("written");
 
     result.reread_tensors = reread_check(model, tmp.string());
-    if (plan.layout) result.warnings = lint(*plan.layout, model);
+    if (plan.layout) {
+      std::vector<LinearShape> shapes;
+      DecoderLayer& first = model.layer(0);
+      for (const std::string& name : first.linear_names()) {
+        const at::Tensor& w = first.linear(name).weight;
+        shapes.push_back({name, w.size(0), w.size(1)});
+      }
+      result.warnings = kernel_lint(*plan.layout, shapes);
+    }
     for (const std::string& w : result.warnings) log::warn("save: {}", w);
 
     // Replace any previous export only now, and never leave the final name half-written.

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/checkpoint/packed_layout.h"
 #include "core/quant/activation_quant.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/recipe.h"
@@ -46,6 +47,16 @@ struct ExportResult {
   std::vector<std::string> warnings;  ///< kernel-compatibility lint
   std::string json() const;  ///< report.json "export"
 };
+
+struct LinearShape {
+  std::string name;  ///< for messages: "attn.q" or a checkpoint prefix
+  int64_t out = 0;
+  int64_t in = 0;
+};
+
+/// Where the checkpoint will miss vLLM's fast kernels (formats.md §2.8, §3.4, §4.6): asymmetric
+/// or 2/3-bit GPTQ, group sizes outside {−1, 32, 64, 128}, act-order g_idx, Marlin tile minima.
+std::vector<std::string> kernel_lint(const PackedLayout& layout, const std::vector<LinearShape>& linears);
 
 /// Refuses, before any work, a scheme the format cannot store (one line naming save.format and
 /// the scheme key): AWQ needs 4-bit asymmetric groups, GPTQ/AWQ float16 scales and no activation
