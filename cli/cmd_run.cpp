@@ -18,6 +18,7 @@
 #include "algorithms/pipeline.h"
 #include "calib/calibration_set.h"
 #include "cli/commands.h"
+#include "cli/run_recipe.h"
 #include "cli/run_report.h"
 #include "core/checkpoint/export_checkpoint.h"
 #include "core/error.h"
@@ -34,13 +35,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-struct RunArgs {
-  std::string recipe;
-  std::vector<std::string> overrides;
-  std::string out;
-  int64_t batch_size = 8;
-};
 
 c10::ScalarType to_scalar(core::ComputeDtype dtype) {
   switch (dtype) {
@@ -83,7 +77,15 @@ core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recip
   return core::export_checkpoint(model, quantized, options);
 }
 
-int run_recipe(const RunArgs& args) {
+}  // namespace
+
+std::string recipe_hash(const std::string& recipe_path, const std::vector<std::string>& overrides) {
+  const core::Recipe recipe = core::load_recipe(recipe_path, overrides);
+  algorithms::build_passes(recipe);  // pass defaults are part of the resolved recipe
+  return recipe.hash_hex();
+}
+
+int run_recipe(const RunRequest& args) {
   const auto start = Clock::now();
   const core::Recipe recipe = core::load_recipe(args.recipe, args.overrides);
   // Build the passes first: their option errors must come before any heavy work.
@@ -101,6 +103,9 @@ int run_recipe(const RunArgs& args) {
   algorithms::check_passes(passes, *model);
 
   RunReport report(recipe, *model);
+  if (args.float_only) {
+    report.set_float();
+  } else {
   std::optional<calib::CalibrationSet> calibration;
   if (algorithms::needs_calibration(passes, *model, recipe)) {
     CALQ_CHECK(recipe.calibration.has_value(),
@@ -128,6 +133,7 @@ int run_recipe(const RunArgs& args) {
   // Export before evaluating: the export rounds folded norms to the stored dtype, so the
   // perplexity reported is the exported model's.
   if (recipe.save) report.set_export(save_checkpoint(*model, recipe, result).json());
+  }
 
   for (const core::PerplexityEval& e : recipe.eval.perplexity) {
     CALQ_CHECK(model->tokenizer() != nullptr,
@@ -157,10 +163,8 @@ int run_recipe(const RunArgs& args) {
   return 0;
 }
 
-}  // namespace
-
 CommandRunner add_run_command(CLI::App& app) {
-  auto args = std::make_shared<RunArgs>();
+  auto args = std::make_shared<RunRequest>();
   CLI::App* cmd = app.add_subcommand("run", "Quantize (and evaluate) as a recipe says");
   cmd->add_option("recipe", args->recipe, "Recipe YAML")->required();
   cmd->add_option("--set", args->overrides, "Override a recipe key: key.path=value (repeatable)");

@@ -46,6 +46,7 @@ int run(int argc, char** argv) {
   add(calq::cli::add_inspect_command);
   add(calq::cli::add_bench_command);
   add(calq::cli::add_outliers_command);
+  add(calq::cli::add_sweep_command);
 
   try {
     app.parse(argc, argv);

@@ -106,6 +106,8 @@ void RunReport::set_export(const std::string& json) {
   (*doc_)["export"] = nlohmann::json::parse(json);
 }
 
+void RunReport::set_float() { (*doc_)["float"] = true; }
+
 void RunReport::finish(double total_seconds) {
   nlohmann::json& d = *doc_;
   // Pass defaults are only known once the passes have read their options: resolve last.

@@ -1,0 +1,176 @@
+// `calq sweep RECIPE... [--grid key.path=v1,v2]... --out DIR`: every recipe × the cross product
+// of the grids, each a `calq run` into DIR/runs/<name>/, plus the float model's row once per
+// model; then DIR/table.md, table.csv and ppl_vs_bits.png/.svg (sweep_table.h). A run whose
+// report.json already holds the same recipe hash is skipped, so a killed sweep resumes.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/run_recipe.h"
+#include "cli/sweep_table.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/recipe.h"
+
+namespace calq::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct SweepArgs {
+  std::vector<std::string> recipes;
+  std::vector<std::string> grids;
+  std::string out;
+  int64_t batch_size = 8;
+  bool no_float = false;
+};
+
+struct Grid {
+  std::string key;  ///< scheme.weights.bits
+  std::vector<std::string> values;
+};
+
+Grid parse_grid(const std::string& text) {
+  const size_t eq = text.find('=');
+  CALQ_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < text.size(),
+             "--grid \"{}\": expected key.path=v1,v2,...", text);
+  Grid g{text.substr(0, eq), {}};
+  std::string rest = text.substr(eq + 1);
+  size_t start = 0;
+  while (start <= rest.size()) {
+    const size_t comma = rest.find(',', start);
+    const std::string v = rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    CALQ_CHECK(!v.empty(), "--grid \"{}\": an empty value; expected key.path=v1,v2,...", text);
+    g.values.push_back(v);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return g;
+}
+
+struct Planned {
+  std::string name;
+  RunRequest request;
+};
+
+std::string short_key(const std::string& key) {
+  const size_t dot = key.rfind('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+std::vector<Planned> plan(const SweepArgs& args, const std::vector<Grid>& grids) {
+  std::vector<Planned> out;
+  for (const std::string& recipe : args.recipes) {
+    std::vector<std::vector<std::string>> combos = {{}};
+    for (const Grid& g : grids) {
+      std::vector<std::vector<std::string>> next;
+      for (const auto& c : combos) {
+        for (const auto& v : g.values) {
+          auto with = c;
+          with.push_back(v);
+          next.push_back(with);
+        }
+      }
+      combos = next;
+    }
+    for (const auto& combo : combos) {
+      Planned p;
+      p.name = fs::path(recipe).stem().string();
+      for (size_t i = 0; i < grids.size(); ++i) {
+        p.name += fmt::format("__{}-{}", short_key(grids[i].key), combo[i]);
+        p.request.overrides.push_back(grids[i].key + "=" + combo[i]);
+      }
+      p.request.recipe = recipe;
+      p.request.batch_size = args.batch_size;
+      out.push_back(std::move(p));
+    }
+  }
+  return out;
+}
+
+std::string stored_hash(const fs::path& report) {
+  std::ifstream in(report);
+  if (!in.good()) return "";
+  const nlohmann::json r = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return r.is_object() ? r.value("recipe_hash", std::string()) + (r.value("float", false) ? "-fp" : "")
+                       : "";
+}
+
+int run_sweep(const SweepArgs& args) {
+  std::vector<Grid> grids;
+  for (const auto& g : args.grids) grids.push_back(parse_grid(g));
+  std::vector<Planned> runs = plan(args, grids);
+  // Every recipe is loaded (and its passes built) before any work: errors come first.
+  std::map<std::string, std::string> hashes;
+  std::map<std::string, Planned> float_rows;  // one per model and eval protocol
+  for (Planned& p : runs) {
+    hashes[p.name] = recipe_hash(p.request.recipe, p.request.overrides);
+    const core::Recipe recipe = core::load_recipe(p.request.recipe, p.request.overrides);
+    if (args.no_float) continue;
+    const std::string key = fmt::format("{}|{}|{}", recipe.model.path.resolved,
+                                        compute_dtype_name(recipe.model.dtype),
+                                        nlohmann::json::parse(recipe.resolved_json())["eval"].dump());
+    if (float_rows.count(key)) continue;
+    Planned f = p;
+    f.name = fmt::format("fp_{}", fs::path(recipe.model.path.resolved).stem().string());
+    if (!float_rows.empty()) f.name += fmt::format("_{}", float_rows.size());
+    f.request.float_only = true;
+    hashes[f.name] = hashes[p.name] + "-fp";
+    float_rows.emplace(key, f);
+  }
+  std::vector<Planned> all;
+  for (auto& [key, f] : float_rows) all.push_back(f);
+  all.insert(all.end(), runs.begin(), runs.end());
+
+  const fs::path out(args.out);
+  fs::create_directories(out / "runs");
+  Progress progress("sweep runs", static_cast<int64_t>(all.size()));
+  std::vector<SweepRun> done;
+  int resumed = 0;
+  for (Planned& p : all) {
+    const fs::path dir = out / "runs" / p.name;
+    const fs::path report = dir / "report.json";
+    if (stored_hash(report) == hashes[p.name]) {
+      log::info("sweep: {} already done (same recipe hash): skipped", p.name);
+      ++resumed;
+    } else {
+      log::info("sweep: run {}/{}: {}", done.size() + 1, all.size(), p.name);
+      p.request.out = dir.string();
+      run_recipe(p.request);
+    }
+    done.push_back({p.name, report.string()});
+    progress.step();
+  }
+  progress.finish();
+  const std::string table = write_sweep_table(out.string(), done);
+  std::printf("%s", table.c_str());
+  std::fflush(stdout);
+  log::info("sweep: {} runs ({} resumed from earlier reports); table in {}, plot {}", all.size(),
+            resumed, (out / "table.md").string(), (out / "ppl_vs_bits.png").string());
+  return 0;
+}
+
+}  // namespace
+
+CommandRunner add_sweep_command(CLI::App& app) {
+  auto args = std::make_shared<SweepArgs>();
+  CLI::App* cmd = app.add_subcommand("sweep", "Run recipes x grids, then a paper-style table and plot");
+  cmd->add_option("recipes", args->recipes, "Recipe YAML files")->required();
+  cmd->add_option("--grid", args->grids, "key.path=v1,v2,... (repeatable: the cross product runs)");
+  cmd->add_option("--out", args->out, "Output directory")->required();
+  cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--no-float", args->no_float, "Skip the float model's row");
+  return [args] { return run_sweep(*args); };
+}
+
+}  // namespace calq::cli

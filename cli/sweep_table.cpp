@@ -1,0 +1,236 @@
+#include "cli/sweep_table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/io/atomic_file.h"
+#include "core/log.h"
+
+namespace calq::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+struct Cell {
+  std::string method;
+  std::string setting;
+  double avg_bits = 16.0;
+  bool is_float = false;
+  std::string run;
+  Json eval;  // report "eval"."perplexity"
+};
+
+std::string capitalized(const std::string& pass, const Json& options) {
+  if (pass == "gptq") return options.value("act_order", false) ? "GPTQ (act-order)" : "GPTQ";
+  if (pass == "awq") return options.value("flavor", "llm-awq") == "autoawq" ? "AWQ (AutoAWQ)" : "AWQ";
+  if (pass == "smoothquant") {
+    const double alpha = options.value("alpha", 0.5);
+    return alpha == 0.5 ? "SmoothQuant" : fmt::format("SmoothQuant α={:g}", alpha);
+  }
+  if (pass == "rtn") return "RTN";
+  return pass;
+}
+
+/// "AWQ+GPTQ", "SmoothQuant" (its implicit RTN left out), "RTN".
+std::string method_of(const Json& recipe) {
+  std::vector<std::string> names;
+  const Json& passes = recipe.at("passes");
+  for (size_t i = 0; i < passes.size(); ++i) {
+    const auto& [name, options] = *passes[i].items().begin();
+    names.push_back(capitalized(name, options));
+  }
+  if (names.empty()) names.push_back("RTN");
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : "+") + n;
+  return out;
+}
+
+/// Stored bits per weight: codes plus a float16 scale (and a zero for asymmetric grids) per group.
+double avg_bits(const Json& weights) {
+  const double b = weights.at("bits").get<double>();
+  const double g = weights.at("group_size").get<double>();
+  if (g <= 0) return b;
+  const bool sym = weights.value("sym", false);
+  return b + (16.0 + (sym ? 0.0 : b)) / g;
+}
+
+std::string setting_of(const Json& scheme) {
+  const Json& w = scheme.at("weights");
+  const int64_t g = w.at("group_size").get<int64_t>();
+  std::string s = fmt::format("W{}", w.at("bits").get<int>());
+  const Json& a = scheme.value("activations", Json());
+  s += a.is_null() ? "A16" : fmt::format("A{}", a.at("bits").get<int>());
+  s += g > 0 ? fmt::format(" g{}", g) : "";
+  return s;
+}
+
+Cell read_cell(const SweepRun& run) {
+  std::ifstream in(run.report_path);
+  CALQ_CHECK(in.good(), "{}: cannot read the run's report", run.report_path);
+  Json r;
+  in >> r;
+  Cell c;
+  c.run = run.name;
+  c.eval = r.at("eval").at("perplexity");
+  c.is_float = r.value("float", false);
+  if (c.is_float) {
+    c.method = fmt::format("FP ({})", r.at("recipe").at("model").value("dtype", "float32"));
+    c.setting = "";
+    c.avg_bits = 16.0;
+    return c;
+  }
+  c.method = method_of(r.at("recipe"));
+  c.setting = setting_of(r.at("recipe").at("scheme"));
+  c.avg_bits = avg_bits(r.at("recipe").at("scheme").at("weights"));
+  return c;
+}
+
+std::string caption(const std::vector<Cell>& cells, const Json& calibration) {
+  std::set<std::string> sets;
+  for (const Cell& c : cells) {
+    for (const Json& e : c.eval)
+      sets.insert(fmt::format("{} (join {}, {} windows of {} tokens from a {}-token text)",
+                              e.at("dataset").get<std::string>(), e.value("join", "as-is"),
+                              e.value("windows", int64_t{0}), e.at("seqlen").get<int64_t>(),
+                              e.at("tokens").get<int64_t>()));
+  }
+  std::string text = "Perplexity (lower is better) on ";
+  bool first = true;
+  for (const auto& s : sets) {
+    text += (first ? "" : "; ") + s;
+    first = false;
+  }
+  if (!calibration.is_null())
+    text += fmt::format(". Calibration: {}, {} windows of {} tokens, seed {}",
+                        calibration.value("dataset", "?"), calibration.value("nsamples", 0),
+                        calibration.value("seqlen", 0), calibration.value("seed", 0));
+  return text + ".";
+}
+
+void plot(const std::string& dir, const std::vector<Cell>& cells, const std::string& dataset) {
+  if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
+    log::warn("sweep: gnuplot not found: no ppl_vs_bits plot (install gnuplot-nox)");
+    return;
+  }
+  std::map<std::string, std::vector<std::pair<double, double>>> series;
+  double fp = 0.0, lo = 1e300, hi = 0.0;
+  for (const Cell& c : cells) {
+    for (const Json& e : c.eval) {
+      if (e.at("dataset") != dataset) continue;
+      const double p = e.at("ppl").get<double>();
+      lo = std::min(lo, p);
+      hi = std::max(hi, p);
+      if (c.is_float) fp = p;
+      else series[c.method].emplace_back(c.avg_bits, p);
+    }
+  }
+  std::ostringstream data, script;
+  std::vector<std::string> plots;
+  int index = 0;
+  for (auto& [method, points] : series) {
+    std::sort(points.begin(), points.end());
+    for (const auto& [x, y] : points) data << x << " " << y << "\n";
+    data << "\n\n";
+    plots.push_back(fmt::format("'{}/ppl_vs_bits.dat' index {} with linespoints lw 2 pt 7 title '{}'",
+                                dir, index++, method));
+  }
+  if (fp > 0) plots.push_back(fmt::format("{} with lines dt 2 lc rgb 'black' title 'FP'", fp));
+  core::write_string_atomically(dir + "/ppl_vs_bits.dat", data.str());
+  std::string all;
+  for (const auto& p : plots) all += (all.empty() ? "" : ", ") + p;
+  // Log scale inside one decade gets no labelled ticks by default: place six, geometrically.
+  std::string ytics;
+  for (int k = 0; k <= 5; ++k) {
+    const double y = lo * 0.9 * std::pow(hi * 1.15 / (lo * 0.9), k / 5.0);
+    ytics += fmt::format("{}{:.3g}", k == 0 ? "" : ", ", y);
+  }
+  for (const char* term : {"png size 900,600", "svg size 900,600"}) {
+    const std::string ext = std::string(term).substr(0, 3);
+    script << "set terminal " << term << "\nset output '" << dir << "/ppl_vs_bits." << ext << "'\n"
+           << "set termoption noenhanced\n"
+           << "set title 'Perplexity vs average bits per weight (" << dataset << ")'\n"
+           << "set yrange [" << lo * 0.9 << ":" << hi * 1.15 << "]\nset offsets 0.1, 0.1, 0, 0\n"
+           << "set xlabel 'average bits per weight (codes + scales/zeros)'\nset ylabel 'perplexity'\n"
+           << "set logscale y\nset ytics (" << ytics << ")\nset grid\nset key top right\nplot "
+           << all << "\n";
+  }
+  core::write_string_atomically(dir + "/ppl_vs_bits.gp", script.str());
+  if (std::system(fmt::format("gnuplot '{}/ppl_vs_bits.gp' 2> '{}/gnuplot.log'", dir, dir).c_str()) != 0)
+    log::warn("sweep: gnuplot failed; see {}/gnuplot.log", dir);
+}
+
+}  // namespace
+
+std::string write_sweep_table(const std::string& dir, const std::vector<SweepRun>& runs) {
+  std::vector<Cell> cells;
+  Json calibration;
+  for (const SweepRun& run : runs) {
+    cells.push_back(read_cell(run));
+    if (calibration.is_null()) {
+      std::ifstream in(run.report_path);
+      Json r;
+      in >> r;
+      if (!r.value("float", false)) calibration = r.value("calibration", Json());
+    }
+  }
+  // Columns: dataset × setting, in first-seen order; rows: float first, then methods as seen.
+  std::vector<std::string> datasets, settings, methods;
+  const auto add = [](std::vector<std::string>& v, const std::string& x) {
+    if (std::find(v.begin(), v.end(), x) == v.end()) v.push_back(x);
+  };
+  for (const Cell& c : cells) {
+    for (const Json& e : c.eval) add(datasets, e.at("dataset").get<std::string>());
+    if (!c.is_float) add(settings, c.setting);
+  }
+  for (const Cell& c : cells) if (c.is_float) add(methods, c.method);
+  for (const Cell& c : cells) if (!c.is_float) add(methods, c.method);
+  std::map<std::tuple<std::string, std::string, std::string>, double> ppl;
+  std::ostringstream csv;
+  csv << "method,setting,avg_bits,dataset,join,seqlen,tokens,ppl,run\n";
+  for (const Cell& c : cells) {
+    for (const Json& e : c.eval) {
+      const std::string d = e.at("dataset").get<std::string>();
+      const double p = e.at("ppl").get<double>();
+      if (c.is_float) for (const auto& s : settings) ppl[{c.method, d, s}] = p;
+      else ppl[{c.method, d, c.setting}] = p;
+      csv << fmt::format("\"{}\",\"{}\",{:.4f},{},{},{},{},{:.6f},{}\n", c.method, c.setting,
+                         c.avg_bits, d, e.value("join", "as-is"), e.at("seqlen").get<int64_t>(),
+                         e.at("tokens").get<int64_t>(), p, c.run);
+    }
+  }
+  std::ostringstream md;
+  md << "| Method |";
+  for (const auto& d : datasets) for (const auto& s : settings) md << " " << d << " " << s << " |";
+  md << "\n|---|";
+  for (size_t i = 0; i < datasets.size() * settings.size(); ++i) md << "---:|";
+  md << "\n";
+  for (const auto& m : methods) {
+    md << "| " << m << " |";
+    for (const auto& d : datasets) {
+      for (const auto& s : settings) {
+        const auto it = ppl.find({m, d, s});
+        md << (it == ppl.end() ? " – |" : fmt::format(" {:.2f} |", it->second));
+      }
+    }
+    md << "\n";
+  }
+  md << "\n" << caption(cells, calibration) << "\n";
+  core::write_string_atomically(dir + "/table.md", md.str());
+  core::write_string_atomically(dir + "/table.csv", csv.str());
+  if (!datasets.empty()) plot(dir, cells, datasets.front());
+  return md.str();
+}
+
+}  // namespace calq::cli

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `calq sweep`: the cross product runs, the float row comes first, a sweep that stopped half-way
+# resumes (finished runs are skipped by recipe hash) and ends with the same table, bit for bit,
+# as an uninterrupted sweep.
+# Usage: sweep_test.sh CALQ_BINARY SOURCE_DIR SHARED_DATA_DIR
+set -uo pipefail
+calq="$1"
+src="$2"
+data="$3"
+if [[ ! -d "$data/stories260K" ]]; then
+  if [[ "${CI:-}" == "true" ]]; then echo "FAIL: shared data missing under CI: $data"; exit 1; fi
+  echo "SKIPPED: shared data missing: $data"; exit 0
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+recipe="$src/configs/tiny_rtn_w4g32.yaml"
+few="eval.perplexity.0.max_windows=20"
+fail() { echo "FAIL: $*"; exit 1; }
+
+# Half a sweep (bits 4 only), then the whole one into the same directory.
+"$calq" -q sweep "$recipe" --grid scheme.weights.bits=4 --grid "$few" --out "$work/resumed" > /dev/null \
+  || fail "first half of the sweep"
+"$calq" sweep "$recipe" --grid scheme.weights.bits=4,3 --grid "$few" --out "$work/resumed" \
+  > "$work/resumed.out" 2> "$work/resumed.err" || fail "resumed sweep"
+grep -q "3 runs (2 resumed" "$work/resumed.err" || { cat "$work/resumed.err"; fail "the resumed sweep did not skip the finished runs"; }
+
+"$calq" -q sweep "$recipe" --grid scheme.weights.bits=4,3 --grid "$few" --out "$work/fresh" > /dev/null \
+  || fail "uninterrupted sweep"
+cmp -s "$work/resumed/table.md" "$work/fresh/table.md" || fail "tables differ: $(diff "$work/resumed/table.md" "$work/fresh/table.md")"
+cmp -s "$work/resumed/table.csv" "$work/fresh/table.csv" || fail "csv files differ"
+[[ -d "$work/fresh/runs/tiny_rtn_w4g32__bits-3__max_windows-20" ]] || fail "run directory missing"
+sed -n 3p "$work/fresh/table.md" | grep -q "^| FP (float32) |" || fail "the float row is not first: $(cat "$work/fresh/table.md")"
+grep -q "^| RTN | [0-9.]* | [0-9.]* |" "$work/fresh/table.md" || fail "no RTN row with two cells"
+[[ $(wc -l < "$work/fresh/table.csv") -eq 4 ]] || fail "table.csv should hold a header and 3 figures"
+if command -v gnuplot > /dev/null; then
+  [[ -s "$work/fresh/ppl_vs_bits.png" && -s "$work/fresh/ppl_vs_bits.svg" ]] || fail "no plot"
+fi
+echo "ok: sweep resumed, identical tables:"; cat "$work/fresh/table.md"
