@@ -1,4 +1,5 @@
-// `calq sweep RECIPE... [--grid key.path=v1,v2]... --out DIR`: every recipe × the cross product
+// `calq sweep RECIPE... [--grid key.path=v1,v2]... [--set key.path=v]... --out DIR`: every
+// recipe × the cross product
 // of the grids, each a `calq run` into DIR/runs/<name>/, plus the float model's row once per
 // model; then DIR/table.md, table.csv and ppl_vs_bits.png/.svg (sweep_table.h). A run whose
 // report.json already holds the same recipe hash is skipped, so a killed sweep resumes.
@@ -29,6 +30,7 @@ namespace fs = std::filesystem;
 struct SweepArgs {
   std::vector<std::string> recipes;
   std::vector<std::string> grids;
+  std::vector<std::string> sets;  ///< --set: applied to every run, not part of its name
   std::string out;
   int64_t batch_size = 8;
   bool no_float = false;
@@ -89,6 +91,7 @@ std::vector<Planned> plan(const SweepArgs& args, const std::vector<Grid>& grids)
         p.name += fmt::format("__{}-{}", short_key(grids[i].key), combo[i]);
         p.request.overrides.push_back(grids[i].key + "=" + combo[i]);
       }
+      p.request.overrides.insert(p.request.overrides.begin(), args.sets.begin(), args.sets.end());
       p.request.recipe = recipe;
       p.request.batch_size = args.batch_size;
       out.push_back(std::move(p));
@@ -166,6 +169,7 @@ CommandRunner add_sweep_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("sweep", "Run recipes x grids, then a paper-style table and plot");
   cmd->add_option("recipes", args->recipes, "Recipe YAML files")->required();
   cmd->add_option("--grid", args->grids, "key.path=v1,v2,... (repeatable: the cross product runs)");
+  cmd->add_option("--set", args->sets, "key.path=value for every run (repeatable; not in run names)");
   cmd->add_option("--out", args->out, "Output directory")->required();
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
       ->check(CLI::PositiveNumber);

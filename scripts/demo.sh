@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# calq's main job on a fresh machine: set up, build, then evaluate the default model
-# (sotu-llama-6L, float32) on its held-out text and on WikiText-2 under the GPTQ protocol.
+# calq's main job on a fresh machine: set up, build, then the default sweep on sotu-llama-6L
+# (calibration on its training-side text, perplexity on its held-out text, protocol as in its
+# configs but with 32 calibration windows and the first 40 evaluation windows so the whole job
+# stays within minutes on 2 cores): FP32, RTN, GPTQ and AWQ at W4 g128 and W3 g128, naive W8A8
+# and SmoothQuant W8A8. Prints table.md; the plot is out/demo/ppl_vs_bits.png.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 shared="${CALQ_SHARED:-$root/../shared}"
@@ -11,11 +14,13 @@ if [[ ! -d "$data" ]]; then
 fi
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh"
-mkdir -p "$root/out/demo"
-"$root/build/calq" eval \
-  --model "$data/sotu-llama-6L" \
-  --data "$data/sotu-llama-6L/sotu_valid.txt" \
-  --data "$data/wikitext-2/test.joined.txt" \
-  --seqlen 512 \
-  --json "$root/out/demo/eval.json"
-echo "demo: figures written to out/demo/eval.json" >&2
+start=$(date +%s)
+configs=(sotu_rtn_w4g128 sotu_rtn_w3g128 sotu_gptq_w4g128 sotu_gptq_w3g128 sotu_awq_w4g128
+         sotu_awq_w3g128 sotu_w8a8_naive sotu_smoothquant_w8a8)
+recipes=()
+for c in "${configs[@]}"; do recipes+=("$root/configs/$c.yaml"); done
+"$root/build/calq" sweep "${recipes[@]}" \
+  --set calibration.nsamples=32 \
+  --set "eval.perplexity=[{data: $data/sotu-llama-6L/sotu_valid.txt, seqlen: 512, max_windows: 40}]" \
+  --out "$root/out/demo"
+echo "demo: done in $(( $(date +%s) - start )) s after the build; table out/demo/table.md, plot out/demo/ppl_vs_bits.png" >&2
