@@ -38,12 +38,15 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
   const core::ActQuantSpec spec = scheme.spec();
   core::Linear& linear = step.layer.linear(name);
   linear.input_quant = spec;
+  if (scheme.bmm_inputs && (name == "attn.q" || name == "attn.k" || name == "attn.v"))
+    linear.output_quant = spec;
   linear.input_scale = at::Tensor();
   LinearReport& report = state.reports["activations"];
   report.notes["activations"] = fmt::format("int{} {} {} {}", spec.bits, spec.sym ? "sym" : "asym",
                                             scheme.granularity == core::ActGranularity::PerToken
                                                 ? "per-token" : "per-tensor",
                                             scheme.dynamic ? "dynamic" : "static");
+  if (linear.output_quant) report.notes["output"] = "int" + std::to_string(spec.bits) + " per-token (bmm input)";
   if (!scheme.dynamic) {
     const auto it = step.stats.find(name);
     CALQ_CHECK(it != step.stats.end() && it->second.absmax.defined(),

@@ -60,6 +60,9 @@ struct ActivationScheme {
   ActGranularity granularity = ActGranularity::PerToken;
   bool dynamic = true;
   bool sym = true;
+  /// Also quantize the outputs of attn.q/k/v per token: the inputs of the attention matmuls
+  /// (smoothquant fake_quant.py quantize_bmm_input, True in its ppl_eval.py).
+  bool bmm_inputs = false;
   /// The runtime quantizer of these activations (the scale source, dynamic or static, aside).
   ActQuantSpec spec() const { return ActQuantSpec{bits, sym, granularity}; }
 };

@@ -167,12 +167,15 @@ std::optional<ActivationScheme> read_activations(const Options& scheme) {
   const auto a = scheme.find_child("activations");
   if (!a)
     return std::nullopt;
-  expect_keys(*a, {"bits", "granularity", "dynamic", "sym"});
+  expect_keys(*a, {"bits", "granularity", "dynamic", "sym", "bmm_inputs"});
   ActivationScheme out;
   out.bits = static_cast<int>(a->get_int_in("bits", out.bits, {4, 8}));
   out.granularity = get_enum(*a, "granularity", out.granularity, kGranularities);
   out.dynamic = a->get_bool("dynamic", out.dynamic);
   out.sym = a->get_bool("sym", out.sym);
+  out.bmm_inputs = a->get_bool("bmm_inputs", out.bmm_inputs);
+  if (out.bmm_inputs && !out.dynamic)
+    a->fail("bmm_inputs", "true needs dynamic: true (q/k/v outputs are quantized per token)");
   if (!out.dynamic && out.granularity == ActGranularity::PerToken) {
     a->fail("dynamic", "false needs granularity: tensor (a static scale is fixed at calibration "
                        "for the whole tensor; per-token scales are always dynamic)");
@@ -288,7 +291,8 @@ Json resolved_tree(const Recipe& r) {
     scheme["activations"] = {{"bits", a->bits},
                              {"granularity", act_granularity_name(a->granularity)},
                              {"dynamic", a->dynamic},
-                             {"sym", a->sym}};
+                             {"sym", a->sym},
+                             {"bmm_inputs", a->bmm_inputs}};
   }
   scheme["targets"] = r.scheme.targets;
   scheme["overrides"] = Json::object();

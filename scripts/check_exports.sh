@@ -22,7 +22,7 @@ cases=(
   "awq_w4g128|sotu_rtn_w4g128|save.format=awq scheme.weights.grid=awq"
   "ct_w4a16g128_asym|sotu_rtn_w4g128|save.format=compressed-tensors"
   "ct_w4a16g128_sym|sotu_rtn_w4g128|save.format=compressed-tensors scheme.weights.sym=true"
-  "ct_w8a8|sotu_smoothquant_w8a8|save.format=compressed-tensors"
+  "ct_w8a8|sotu_smoothquant_w8a8|save.format=compressed-tensors scheme.activations.bmm_inputs=false"
   "fake_w4g128_fp16|sotu_rtn_w4g128|save.format=fake"
 )
 for c in "${cases[@]}"; do

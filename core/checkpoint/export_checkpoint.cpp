@@ -252,7 +252,15 @@ std::string ExportResult::json() const {
 void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, const std::string& file) {
   const char* format = save_format_name(save.format);
   const WeightScheme& w = scheme.weights;
-  if (save.format == SaveFormat::Fake) return;
+  CALQ_CHECK(!scheme.activations || !scheme.activations->bmm_inputs,
+             "{}: save.format {}: no checkpoint format stores the quantization of q/k/v outputs; "
+             "expected scheme.activations.bmm_inputs: false for an export", file, format);
+  if (save.format == SaveFormat::Fake) {
+    if (scheme.activations)
+      log::warn("{}: save.format fake stores weights only; the scheme's activation quantization "
+                "is not in the checkpoint (use compressed-tensors for W8A8)", file);
+    return;
+  }
   CALQ_CHECK(w.format == WeightFormat::Int,
              "{}: save.format {}: scheme.weights.format must be int for a packed checkpoint; "
              "expected save.format fake", file, format);

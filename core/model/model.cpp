@@ -38,6 +38,7 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
   } else {
     at::mm_out(out, x2d, weight.t());
   }
+  if (output_quant) out = fake_quantize_activations(out, *output_quant);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out_features;
   return out.view(shape);

@@ -35,6 +35,9 @@ struct Linear {
   /// before the GEMM. `input_scale` (numel 1) fixes a static per-tensor scale from calibration.
   std::optional<ActQuantSpec> input_quant;
   at::Tensor input_scale;
+  /// Set for attn.q/k/v under scheme.activations.bmm_inputs: the output (bias included) is
+  /// fake-quantized per token, as the attention matmuls' int8 inputs.
+  std::optional<ActQuantSpec> output_quant;
   /// Where it lives in the checkpoint it came from ("model.layers.0.self_attn.q_proj": tensors
   /// <source>.weight, <source>.bias), for exporters; empty where the checkpoint stores it fused
   /// (GPT-2's c_attn holds q, k and v).

@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/model/model.h"
 #include "core/options.h"
+#include "core/quant/activation_quant.h"
 #include "core/recipe.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_model.h"
@@ -186,4 +187,33 @@ TEST_CASE("W8A8, W4A8 and W4A4 schemes install their activation quantizers on ev
       }
     }
   }
+}
+
+TEST_CASE("bmm_inputs quantizes the q/k/v outputs per token, as smoothquant's quantize_bmm_input",
+          "[composition][algorithms]") {
+  calq::test::TempDir dir("calq_compose");
+  calq::test::write_tiny_model(dir / "model", {});
+  std::ofstream(dir / "recipe.yaml")
+      << "model: {path: model}\nscheme:\n  weights: {bits: 8, group_size: -1, grid: absmax, sym: true}\n"
+         "  activations: {bits: 8, granularity: token, dynamic: true, bmm_inputs: true}\npasses: [rtn]\n";
+  const auto recipe = calq::core::load_recipe((dir / "recipe.yaml").string());
+  auto model = calq::test::load_tiny_model(dir / "model");
+  auto passes = calq::algorithms::build_passes(recipe);
+  calq::algorithms::quantize_model(*model, recipe, passes, nullptr, 2);
+  calq::core::DecoderLayer& layer = model->layer(0);
+  for (const std::string name : {"attn.q", "attn.k", "attn.v"})
+    CHECK(layer.linear(name).output_quant.has_value());
+  for (const std::string name : {"attn.o", "mlp.gate", "mlp.up", "mlp.down"})
+    CHECK_FALSE(layer.linear(name).output_quant.has_value());
+  // The output is the per-token fake quantization of the plain (input-quantized) GEMM.
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({2, 5, 16});
+  calq::core::Linear& q = layer.linear("attn.q");
+  const at::Tensor got = q.forward(x);
+  auto saved = q.output_quant;
+  q.output_quant.reset();
+  const at::Tensor plain = q.forward(x);
+  q.output_quant = saved;
+  CHECK(at::equal(got, calq::core::fake_quantize_activations(plain, *saved)));
+  CHECK_FALSE(at::equal(got, plain));
 }
