@@ -52,3 +52,13 @@ if [[ -e "${tmp_dirs[0]}" ]]; then
   echo "FAIL: the killed export's temporary directory was not cleaned up by the next export"; exit 1
 fi
 echo "ok: uninterrupted export wrote $work/exported"
+
+# A packed export of the same model and what `calq inspect` says about it.
+"$calq" -q run "$work/recipe.yaml" --set save.format=compressed-tensors --set scheme.weights.sym=false \
+  --set "save.path=$work/packed" --out "$work/run2" || { echo "FAIL: packed export"; exit 1; }
+inspect="$("$calq" inspect "$work/packed")" || { echo "FAIL: inspect"; exit 1; }
+for want in "family        llama" "compressed-tensors (pack-quantized), 4-bit, group size -1, asym, act-order no" \
+            "lint          asymmetric compressed-tensors"; do
+  grep -qF "$want" <<< "$inspect" || { echo "FAIL: inspect lacks \"$want\":"; echo "$inspect"; exit 1; }
+done
+echo "ok: calq inspect describes the packed export"
