@@ -133,7 +133,7 @@ std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe) {
     std::unique_ptr<Pass> pass = make_pass(entry.name, entry.options, recipe.scheme);
     if (quantizing > 0) {
       fail("{}: passes.{}.{}: runs after a quantizing pass ({}); expected transforms "
-           "(smoothquant, awq) first and exactly one quantizing pass (rtn, gptq) last",
+           "(smoothquant, awq) first and exactly one quantizing pass (rtn, gptq, llm_int8) last",
            recipe.file, i, entry.name, passes.back()->name());
     }
     for (const auto& earlier : passes) {

@@ -7,6 +7,7 @@
 
 #include "algorithms/awq.h"
 #include "algorithms/gptq.h"
+#include "algorithms/llm_int8.h"
 #include "algorithms/rtn.h"
 #include "algorithms/smoothquant.h"
 #include "core/did_you_mean.h"
@@ -33,6 +34,7 @@ const std::vector<std::pair<std::string, Builder>>& builtin_passes() {
       {"gptq", options_only<make_gptq>},
       {"smoothquant", make_smoothquant},
       {"awq", make_awq},
+      {"llm_int8", make_llm_int8},
   };
   return passes;
 }

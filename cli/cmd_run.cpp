@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "algorithms/pipeline.h"
 #include "calib/calibration_set.h"
@@ -77,6 +78,27 @@ core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recip
   return core::export_checkpoint(model, quantized, options);
 }
 
+/// LLM.int8(): per layer and linear, the share of input columns that went through the float
+/// matmul over everything the model ran since quantization (the evaluation); "" when unused.
+std::string int8_outlier_report(core::Model& model) {
+  nlohmann::json layers = nlohmann::json::array();
+  bool any = false;
+  for (int64_t i = 0; i < model.n_layers(); ++i) {
+    nlohmann::json linears = nlohmann::json::object();
+    core::DecoderLayer& layer = model.layer(i);
+    for (const std::string& name : layer.linear_names()) {
+      const auto& d = layer.linear(name).int8;
+      if (!d) continue;
+      any = true;
+      linears[name] = {{"calls", d->calls},
+                       {"outlier_column_fraction",
+                        d->columns > 0 ? static_cast<double>(d->outlier_columns) / d->columns : 0.0}};
+    }
+    layers.push_back({{"index", i}, {"linears", linears}});
+  }
+  return any ? nlohmann::json{{"layers", layers}}.dump() : std::string();
+}
+
 }  // namespace
 
 std::string recipe_hash(const std::string& recipe_path, const std::vector<std::string>& overrides) {
@@ -90,7 +112,15 @@ int run_recipe(const RunRequest& args) {
   const core::Recipe recipe = core::load_recipe(args.recipe, args.overrides);
   // Build the passes first: their option errors must come before any heavy work.
   auto passes = algorithms::build_passes(recipe);
-  if (recipe.save) core::check_save_scheme(*recipe.save, recipe.scheme, recipe.file);
+  if (recipe.save) {
+    core::check_save_scheme(*recipe.save, recipe.scheme, recipe.file);
+    for (const auto& pass : passes) {
+      CALQ_CHECK(std::string(pass->name()) != "llm_int8" || recipe.save->format == core::SaveFormat::Fake,
+                 "{}: save.format {}: no checkpoint format stores LLM.int8()'s outlier "
+                 "decomposition; expected save.format fake (weights only) or no save",
+                 recipe.file, core::save_format_name(recipe.save->format));
+    }
+  }
   const std::string out_dir =
       args.out.empty() ? (fs::path("out") / fs::path(args.recipe).stem()).string() : args.out;
 
@@ -155,6 +185,8 @@ int run_recipe(const RunRequest& args) {
     report.add_perplexity(r, e.data.resolved);
   }
 
+  if (const std::string int8 = int8_outlier_report(*model); !int8.empty())
+    report.set_section("llm_int8", int8);
   report.finish(std::chrono::duration<double>(Clock::now() - start).count());
   fs::create_directories(out_dir);
   const std::string report_path = (fs::path(out_dir) / "report.json").string();

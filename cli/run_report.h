@@ -31,6 +31,8 @@ class RunReport {
   void add_perplexity(const core::PerplexityResult& result, const std::string& path);
   /// The export's figures (core::ExportResult::to_json()): format, path, re-read, lint.
   void set_export(const std::string& json);
+  /// A top-level section from JSON text (e.g. "llm_int8": outlier fractions seen in evaluation).
+  void set_section(const std::string& key, const std::string& json);
   /// Marks the report as the float model's (no quantization ran): "float": true.
   void set_float();
   void finish(double total_seconds);

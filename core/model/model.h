@@ -21,6 +21,7 @@
 
 #include "core/model/model_config.h"
 #include "core/quant/activation_quant.h"
+#include "core/quant/llm_int8.h"
 
 namespace calq::core {
 
@@ -38,6 +39,8 @@ struct Linear {
   /// Set for attn.q/k/v under scheme.activations.bmm_inputs: the output (bias included) is
   /// fake-quantized per token, as the attention matmuls' int8 inputs.
   std::optional<ActQuantSpec> output_quant;
+  /// Set by the llm_int8 pass: forward() runs LLM.int8()'s outlier decomposition (llm_int8.h).
+  std::shared_ptr<Int8Decomposition> int8;
   /// Where it lives in the checkpoint it came from ("model.layers.0.self_attn.q_proj": tensors
   /// <source>.weight, <source>.bias), for exporters; empty where the checkpoint stores it fused
   /// (GPT-2's c_attn holds q, k and v).
