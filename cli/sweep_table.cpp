@@ -119,6 +119,14 @@ std::string caption(const std::vector<Cell>& cells, const Json& calibration) {
   return text + ".";
 }
 
+/// " (A8)" for a setting with quantized activations ("W8A8"), "" for weight-only ("W4A16 g128").
+std::string act_suffix(const std::string& setting) {
+  const size_t a = setting.find('A');
+  if (a == std::string::npos) return "";
+  const std::string bits = setting.substr(a + 1, setting.find(' ', a) - a - 1);
+  return bits == "16" ? "" : " (A" + bits + ")";
+}
+
 void plot(const std::string& dir, const std::vector<Cell>& cells, const std::string& dataset) {
   if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
     log::warn("sweep: gnuplot not found: no ppl_vs_bits plot (install gnuplot-nox)");
@@ -133,7 +141,8 @@ void plot(const std::string& dir, const std::vector<Cell>& cells, const std::str
       lo = std::min(lo, p);
       hi = std::max(hi, p);
       if (c.is_float) fp = p;
-      else series[c.method].emplace_back(c.avg_bits, p);
+      // Weight-only and weight+activation points of one method are different curves.
+      else series[c.method + act_suffix(c.setting)].emplace_back(c.avg_bits, p);
     }
   }
   std::ostringstream data, script;
