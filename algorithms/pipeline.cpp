@@ -177,6 +177,17 @@ bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
   return false;
 }
 
+std::vector<std::map<std::string, core::QuantizedTensor>> quantized_linears(
+    const QuantizationResult& result) {
+  std::vector<std::map<std::string, core::QuantizedTensor>> out(result.layers.size());
+  for (size_t i = 0; i < result.layers.size(); ++i) {
+    for (const auto& [name, state] : result.layers[i]) {
+      if (state.quantized) out[i].emplace(name, *state.quantized);
+    }
+  }
+  return out;
+}
+
 QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
                                   std::vector<std::unique_ptr<Pass>>& passes,
                                   const calib::CalibrationSet* calibration, int64_t batch_size) {

@@ -43,6 +43,10 @@ void check_passes(const std::vector<std::unique_ptr<Pass>>& passes, const core::
 bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
                        const core::Model& model, const core::Recipe& recipe);
 
+/// The run's integer tensors per layer and linear, as core::export_checkpoint takes them.
+std::vector<std::map<std::string, core::QuantizedTensor>> quantized_linears(
+    const QuantizationResult& result);
+
 /// Quantizes `model` in place. `calibration` may be null when needs_calibration() is false.
 QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
                                   std::vector<std::unique_ptr<Pass>>& passes,

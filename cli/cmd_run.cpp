@@ -54,12 +54,7 @@ std::string pass_list(const std::vector<std::unique_ptr<algorithms::Pass>>& pass
 
 core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recipe,
                                    const algorithms::QuantizationResult& result) {
-  core::QuantizedLinears quantized(result.layers.size());
-  for (size_t i = 0; i < result.layers.size(); ++i) {
-    for (const auto& [name, state] : result.layers[i]) {
-      if (state.quantized) quantized[i].emplace(name, *state.quantized);
-    }
-  }
+  const core::QuantizedLinears quantized = algorithms::quantized_linears(result);
   core::ExportOptions options;
   options.format = recipe.save->format;
   options.path = recipe.save->path.resolved;

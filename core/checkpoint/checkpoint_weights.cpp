@@ -41,12 +41,12 @@ class PackedWeights final : public WeightSource {
       if (ends_with(name, marker)) prefixes_.insert(name.substr(0, name.size() - marker.size()));
     }
     for (const std::string& name : base_->names()) {
+      const size_t dot = name.rfind('.');
       bool aux = false;
-      for (const std::string& prefix : prefixes_) {
-        if (name.rfind(prefix, 0) != 0) continue;
-        const std::string rest = name.substr(prefix.size());
-        for (const char* suffix : kPackedSuffixes) aux = aux || rest == suffix;
-        aux = aux || rest == ".weight";  // int-quantized stores the int8 codes as .weight
+      if (dot != std::string::npos && prefixes_.count(name.substr(0, dot))) {
+        const std::string suffix = name.substr(dot);
+        for (const char* packed : kPackedSuffixes) aux = aux || suffix == packed;
+        aux = aux || suffix == ".weight";  // int-quantized stores the int8 codes as .weight
       }
       if (!aux) names_.insert(name);
     }

@@ -2,6 +2,7 @@
 // pass after it. A transform that folds 1/s into the op feeding a linear (SmoothQuant, AWQ) must
 // leave that pass exactly the statistics a fresh calibration of the transformed model would give:
 // H/(s sᵀ), absmax/s, mean|x|/s and inputs/s.
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -216,4 +217,16 @@ TEST_CASE("bmm_inputs quantizes the q/k/v outputs per token, as smoothquant's qu
   q.output_quant = saved;
   CHECK(at::equal(got, calq::core::fake_quantize_activations(plain, *saved)));
   CHECK_FALSE(at::equal(got, plain));
+}
+
+TEST_CASE("every recipe in configs/ loads and builds its passes", "[composition][algorithms]") {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(CALQ_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    INFO(entry.path().string());
+    const auto recipe = calq::core::load_recipe(entry.path().string());
+    CHECK_NOTHROW(calq::algorithms::build_passes(recipe));
+    ++n;
+  }
+  CHECK(n > 30);
 }

@@ -60,10 +60,7 @@ Exported quantize_and_export(const calq::test::TempDir& dir, const std::string& 
   const auto result = calq::algorithms::quantize_model(*model, recipe, passes_built, &calibration, 2);
   calq::core::check_save_scheme(*recipe.save, recipe.scheme, recipe.file);
 
-  calq::core::QuantizedLinears q(result.layers.size());
-  for (size_t i = 0; i < result.layers.size(); ++i)
-    for (const auto& [name, state] : result.layers[i])
-      if (state.quantized) q[i].emplace(name, *state.quantized);
+  const calq::core::QuantizedLinears q = calq::algorithms::quantized_linears(result);
   calq::core::ExportOptions options;
   options.format = recipe.save->format;
   options.path = recipe.save->path.resolved;
