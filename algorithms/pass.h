@@ -74,6 +74,9 @@ class Pass {
   virtual bool whole_layer() const { return false; }
   /// Refuses (calq::Error naming the recipe key) what this model cannot do, before any work.
   virtual void check_model(const core::Model&) const {}
+  /// true for passes that change weights before the layer loop starts (whole-model training):
+  /// then no statistics of the run are those of the float model (the calibration cache asks).
+  virtual bool changes_model_before_layers() const { return false; }
   /// Called once after the last layer: give back scratch memory held across layers.
   virtual void finish() {}
 };

@@ -117,6 +117,18 @@ class PassDriver : public calib::LayerHandler {
 
   void end_layer(core::DecoderLayer&, int64_t) override {}
 
+  // The statistics of a layer's first subset see the float model on float inputs when nothing
+  // ran before them: the first layer, or any layer when the next layer's inputs are the float
+  // outputs (AWQ, SmoothQuant). Those are shared by every recipe; later subsets and
+  // quantized-propagation layers see what this recipe's scheme and passes did.
+  std::optional<std::string> cache_scope(int64_t layer, int64_t step) const override {
+    for (const auto& pass : passes_) {
+      if (pass->changes_model_before_layers()) return fmt::format("{:016x}", recipe_.processing_hash());
+    }
+    if (step == 0 && (layer == 0 || !propagate_quantized())) return std::string();
+    return fmt::format("{:016x}", recipe_.processing_hash());
+  }
+
  private:
   const core::Recipe& recipe_;
   std::vector<std::unique_ptr<Pass>>& passes_;
@@ -190,7 +202,8 @@ std::vector<std::map<std::string, core::QuantizedTensor>> quantized_linears(
 
 QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
                                   std::vector<std::unique_ptr<Pass>>& passes,
-                                  const calib::CalibrationSet* calibration, int64_t batch_size) {
+                                  const calib::CalibrationSet* calibration, int64_t batch_size,
+                                  calib::CacheUse cache) {
   check_passes(passes, model);
   QuantizationResult result;
   for (const auto& pass : passes) result.pass_names.push_back(pass->name());
@@ -201,6 +214,7 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
     result.used_calibration = true;
     calib::RunnerOptions options;
     options.batch_size = batch_size;
+    options.cache = std::move(cache);
     calib::LayerwiseRunner runner(model, calibration->windows, options);
     runner.run(driver);
   } else {

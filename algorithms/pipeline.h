@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "algorithms/pass.h"
+#include "calib/stats_cache.h"
 
 namespace calq::core {
 class Model;
@@ -48,9 +49,10 @@ std::vector<std::map<std::string, core::QuantizedTensor>> quantized_linears(
     const QuantizationResult& result);
 
 /// Quantizes `model` in place. `calibration` may be null when needs_calibration() is false.
+/// With `cache.cache` set, statistics are read from / stored in the calibration cache.
 QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
                                   std::vector<std::unique_ptr<Pass>>& passes,
                                   const calib::CalibrationSet* calibration,
-                                  int64_t batch_size = 8);
+                                  int64_t batch_size = 8, calib::CacheUse cache = {});
 
 }  // namespace calq::algorithms

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
+#include "calib/calibration_set.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/model/model.h"
@@ -14,6 +17,29 @@ namespace calq::calib {
 LayerwiseRunner::LayerwiseRunner(core::Model& model, at::Tensor windows, RunnerOptions options)
     : model_(model), windows_(std::move(windows)), options_(options) {
   CALQ_ASSERT(windows_.dim() == 2, "calibration windows must be [nsamples, seqlen]");
+  const at::Tensor ids = windows_.to(at::kCPU, at::kLong).contiguous();
+  windows_hash_ = fnv1a64(ids.data_ptr(), static_cast<size_t>(ids.numel()) * sizeof(int64_t));
+}
+
+std::optional<std::string> LayerwiseRunner::cache_key(const LayerHandler& handler, int64_t layer,
+                                                      int64_t step,
+                                                      const std::vector<std::string>& subset,
+                                                      const Requirements& needs) const {
+  if (options_.cache.cache == nullptr) return std::nullopt;
+  const std::optional<std::string> scope = handler.cache_scope(layer, step);
+  if (!scope) return std::nullopt;
+  // Batch size is part of the key: float32 sums over batches round differently, and a hit must
+  // give the bytes a fresh collection would.
+  std::string described = fmt::format("calq-stats-v1|{}|windows {:016x} {}x{}|batch {}|layer {} step {}|",
+                                      options_.cache.context, windows_hash_, windows_.size(0),
+                                      windows_.size(1), options_.batch_size, layer, step);
+  for (const std::string& name : subset) described += name + ",";
+  for (const auto& [name, r] : needs) {
+    described += fmt::format("|{}:{}{}{}{}", name, int(r.hessian), int(r.absmax), int(r.mean_abs),
+                             int(r.inputs));
+  }
+  described += "|scope " + *scope;
+  return fmt::format("L{}-S{}-{:016x}", layer, step, fnv1a64(described.data(), described.size()));
 }
 
 at::Tensor LayerwiseRunner::forward_layer(
@@ -67,8 +93,17 @@ void LayerwiseRunner::run(LayerHandler& handler) {
       }
       std::map<std::string, LinearStats> stats;
       if (!accumulators.empty()) {
-        forward_layer(layer, inputs, &needs, &accumulators);
-        for (const auto& [name, acc] : accumulators) stats.emplace(name, acc.finish());
+        const auto key = cache_key(handler, i, static_cast<int64_t>(k), subset, needs);
+        if (key) {
+          auto hit = options_.cache.cache->load(*key, fmt::format("layer {} step {}", i, k),
+                                                model_.device());
+          if (hit) stats = std::move(*hit);
+        }
+        if (stats.empty()) {
+          forward_layer(layer, inputs, &needs, &accumulators);
+          for (const auto& [name, acc] : accumulators) stats.emplace(name, acc.finish());
+          if (key) options_.cache.cache->store(*key, stats);
+        }
       }
       LayerStep step{layer, model_, i, static_cast<int64_t>(k), subset, stats, inputs,
                      [&layer, this](const at::Tensor& x) {

@@ -9,12 +9,14 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "calib/linear_stats.h"
+#include "calib/stats_cache.h"
 
 namespace calq::core {
 class Model;
@@ -49,12 +51,19 @@ class LayerHandler {
   /// true: X_{i+1} from the processed layer (GPTQ); false: from the float layer (AWQ).
   virtual bool propagate_quantized() const = 0;
   virtual void end_layer(core::DecoderLayer& layer, int64_t index) = 0;
+  /// For the calibration cache: a fingerprint of everything that changed the model before the
+  /// statistics of (layer, step) are gathered — "" when nothing did (the float model on float
+  /// inputs), nullopt when they must not be cached.
+  virtual std::optional<std::string> cache_scope(int64_t /*layer*/, int64_t /*step*/) const {
+    return std::nullopt;
+  }
 };
 
 struct RunnerOptions {
   int64_t batch_size = 8;  ///< calibration windows per layer forward
   bool show_progress = true;
   bool release_layers = false;  ///< free each layer after processing (bounded memory)
+  CacheUse cache;               ///< statistics read from / written to disk when set
 };
 
 class LayerwiseRunner {
@@ -68,8 +77,14 @@ class LayerwiseRunner {
                            const Requirements* needs,
                            std::map<std::string, LinearStatsAccumulator>* accumulators) const;
 
+  /// The cache key of (layer, step)'s statistics, or nullopt when they are not cached.
+  std::optional<std::string> cache_key(const LayerHandler& handler, int64_t layer, int64_t step,
+                                       const std::vector<std::string>& subset,
+                                       const Requirements& needs) const;
+
   core::Model& model_;
   at::Tensor windows_;
+  uint64_t windows_hash_ = 0;
   RunnerOptions options_;
 };
 

@@ -18,6 +18,7 @@
 
 #include "algorithms/pipeline.h"
 #include "calib/calibration_set.h"
+#include "calib/stats_cache.h"
 #include "cli/commands.h"
 #include "cli/run_recipe.h"
 #include "cli/run_report.h"
@@ -151,9 +152,22 @@ int run_recipe(const RunRequest& args) {
   }
 
   log::info("quantizing with {}", recipe.passes.empty() ? "rtn (no passes given)" : "the recipe's passes");
+  std::optional<calib::StatsCache> cache;
+  calib::CacheUse cache_use;
+  if (!args.cache_dir.empty() && !args.no_cache && calibration) {
+    cache.emplace(args.cache_dir, args.cache_max_bytes);
+    cache_use.cache = &*cache;
+    cache_use.context = fmt::format("{}|{}|{}", calib::model_files_fingerprint(load.path),
+                                    core::compute_dtype_name(recipe.model.dtype), load.device);
+  }
   const algorithms::QuantizationResult result = algorithms::quantize_model(
-      *model, recipe, passes, calibration ? &*calibration : nullptr, args.batch_size);
+      *model, recipe, passes, calibration ? &*calibration : nullptr, args.batch_size, cache_use);
   report.set_quantization(result);
+  if (cache) {
+    report.set_calibration_cache(*cache);
+    log::info("calibration cache: {} of {} layer steps reused ({})", cache->counters().hits,
+              cache->counters().hits + cache->counters().misses, cache->dir());
+  }
   log::info("quantized in {:.1f} s", result.seconds);
   // Export before evaluating: the export rounds folded norms to the stored dtype, so the
   // perplexity reported is the exported model's.
@@ -190,6 +204,21 @@ int run_recipe(const RunRequest& args) {
   return 0;
 }
 
+void add_cache_options(CLI::App& cmd, RunRequest& request, std::string default_dir) {
+  request.cache_dir = std::move(default_dir);
+  cmd.add_option("--cache", request.cache_dir,
+                 "Calibration cache folder: layer statistics are reused across runs")
+      ->capture_default_str();
+  cmd.add_option_function<std::string>(
+         "--cache-limit",
+         [&request](const std::string& text) {
+           request.cache_max_bytes = calib::parse_byte_size(text, "--cache-limit");
+         },
+         "Bound on the cache folder's size, e.g. 512M, 2G (least recently used go first)")
+      ->default_str("2G");
+  cmd.add_flag("--no-cache", request.no_cache, "Neither read nor write the calibration cache");
+}
+
 CommandRunner add_run_command(CLI::App& app) {
   auto args = std::make_shared<RunRequest>();
   CLI::App* cmd = app.add_subcommand("run", "Quantize (and evaluate) as a recipe says");
@@ -198,6 +227,7 @@ CommandRunner add_run_command(CLI::App& app) {
   cmd->add_option("--out", args->out, "Output directory (default out/<recipe name>)");
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
       ->check(CLI::PositiveNumber);
+  add_cache_options(*cmd, *args);
   return [args] { return run_recipe(*args); };
 }
 

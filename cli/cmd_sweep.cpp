@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -34,6 +35,7 @@ struct SweepArgs {
   std::string out;
   int64_t batch_size = 8;
   bool no_float = false;
+  RunRequest cache;  ///< only the cache fields: --cache (default OUT/calib-cache), limit, --no-cache
 };
 
 struct Grid {
@@ -57,6 +59,19 @@ Grid parse_grid(const std::string& text) {
     start = comma + 1;
   }
   return g;
+}
+
+/// One line per run on what the calibration cache gave it (from its report.json).
+void log_cache_use(const std::string& name, const fs::path& report) {
+  std::ifstream in(report);
+  const nlohmann::json r = nlohmann::json::parse(in, nullptr, false);
+  if (!r.is_object() || !r.contains("calibration_cache")) return;
+  const nlohmann::json& c = r["calibration_cache"];
+  const int64_t hits = c.value("hits", int64_t{0});
+  const int64_t total = hits + c.value("misses", int64_t{0});
+  log::info("sweep: {} reused {} of {} calibration steps from the cache{}", name, hits, total,
+            hits > 0 ? " (" + fmt::format("{}", fmt::join(c["reused"].get<std::vector<std::string>>(), ", ")) + ")"
+                     : std::string());
 }
 
 struct Planned {
@@ -94,6 +109,11 @@ std::vector<Planned> plan(const SweepArgs& args, const std::vector<Grid>& grids)
       p.request.overrides.insert(p.request.overrides.begin(), args.sets.begin(), args.sets.end());
       p.request.recipe = recipe;
       p.request.batch_size = args.batch_size;
+      p.request.cache_dir = args.cache.cache_dir.empty()
+                                ? (fs::path(args.out) / "calib-cache").string()
+                                : args.cache.cache_dir;
+      p.request.cache_max_bytes = args.cache.cache_max_bytes;
+      p.request.no_cache = args.cache.no_cache;
       out.push_back(std::move(p));
     }
   }
@@ -149,6 +169,7 @@ int run_sweep(const SweepArgs& args) {
       log::info("sweep: run {}/{}: {}", done.size() + 1, all.size(), p.name);
       p.request.out = dir.string();
       run_recipe(p.request);
+      log_cache_use(p.name, report);
     }
     done.push_back({p.name, report.string()});
     progress.step();
@@ -174,6 +195,7 @@ CommandRunner add_sweep_command(CLI::App& app) {
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-float", args->no_float, "Skip the float model's row");
+  add_cache_options(*cmd, args->cache);
   return [args] { return run_sweep(*args); };
 }
 

@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+namespace CLI {
+class App;
+}
+
 namespace calq::cli {
 
 struct RunRequest {
@@ -14,10 +18,18 @@ struct RunRequest {
   int64_t batch_size = 8;
   /// Evaluate the float model only (the FP row of a sweep): no calibration, passes or export.
   bool float_only = false;
+  /// Calibration cache folder (calib/stats_cache.h); empty: no cache.
+  std::string cache_dir;
+  int64_t cache_max_bytes = int64_t{2} << 30;
+  bool no_cache = false;
 };
 
 /// Loads, quantizes, exports and evaluates as the recipe says; writes out/report.json.
 int run_recipe(const RunRequest& request);
+
+/// --cache DIR, --cache-limit SIZE and --no-cache on a command that runs recipes. `default_dir`
+/// (may be empty) is used unless --no-cache.
+void add_cache_options(CLI::App& cmd, RunRequest& request, std::string default_dir = {});
 
 /// The hash report.json records for this recipe and overrides (resumed sweeps compare it).
 std::string recipe_hash(const std::string& recipe_path, const std::vector<std::string>& overrides);

@@ -8,6 +8,7 @@
 
 #include "algorithms/pipeline.h"
 #include "calib/calibration_set.h"
+#include "calib/stats_cache.h"
 #include "core/eval/perplexity.h"
 #include "core/model/model.h"
 #include "core/recipe.h"
@@ -61,6 +62,21 @@ void RunReport::set_calibration(const calib::CalibrationSet& set) {
                             {"replayed_offsets", set.replayed},
                             {"stream_tokens", set.stream_tokens},
                             {"windows_hash", fmt::format("{:016x}", set.hash)}};
+}
+
+void RunReport::set_calibration_cache(const calib::StatsCache& cache) {
+  const calib::CacheCounters& c = cache.counters();
+  (*doc_)["calibration_cache"] = {{"dir", cache.dir()},
+                                  {"limit_bytes", cache.max_bytes()},
+                                  {"size_bytes", c.size_bytes},
+                                  {"hits", c.hits},
+                                  {"misses", c.misses},
+                                  {"stores", c.stores},
+                                  {"bytes_read", c.bytes_read},
+                                  {"bytes_written", c.bytes_written},
+                                  {"evicted", c.evicted},
+                                  {"skipped_too_large", c.skipped_too_large},
+                                  {"reused", c.reused}};
 }
 
 void RunReport::set_quantization(const algorithms::QuantizationResult& result) {

@@ -15,6 +15,7 @@ struct PerplexityResult;
 }  // namespace calq::core
 namespace calq::calib {
 struct CalibrationSet;
+class StatsCache;
 }
 namespace calq::algorithms {
 struct QuantizationResult;
@@ -27,6 +28,8 @@ class RunReport {
   RunReport(const core::Recipe& recipe, const core::Model& model);
   ~RunReport();
   void set_calibration(const calib::CalibrationSet& set);
+  /// What the calibration cache did in this run: hits (which layer/step), misses, bytes, size.
+  void set_calibration_cache(const calib::StatsCache& cache);
   void set_quantization(const algorithms::QuantizationResult& result);
   void add_perplexity(const core::PerplexityResult& result, const std::string& path);
   /// The export's figures (core::ExportResult::to_json()): format, path, re-read, lint.

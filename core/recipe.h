@@ -123,6 +123,9 @@ struct Recipe {
   /// caveat on pass defaults applies.
   uint64_t hash() const;
   std::string hash_hex() const;  ///< 16 lowercase hex digits
+  /// FNV-1a 64 over the scheme and passes only: what changes the model's weights (the
+  /// calibration cache's fingerprint of upstream processing); same caveat on pass defaults.
+  uint64_t processing_hash() const;
 };
 
 /// Reads `path` (YAML), applies each "key.path=value" override (the value parsed as YAML:
