@@ -23,10 +23,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::vector<LinearTarget> targets_of(const core::Recipe& recipe,
-                                     const std::vector<std::string>& linears) {
+                                     const std::vector<std::string>& linears, int64_t layer = -1) {
   std::vector<LinearTarget> targets;
   for (const std::string& name : linears) {
-    if (auto t = resolve_target(recipe.scheme, name)) targets.push_back(std::move(*t));
+    if (auto t = resolve_target(recipe.scheme, name, layer)) targets.push_back(std::move(*t));
   }
   return targets;
 }
@@ -80,10 +80,10 @@ class PassDriver : public calib::LayerHandler {
     return true_sequential_subsets(layer.linear_names());
   }
 
-  calib::Requirements needs(core::DecoderLayer&, const std::vector<std::string>& subset) override {
+  calib::Requirements needs(core::DecoderLayer& layer, const std::vector<std::string>& subset) override {
     calib::Requirements needs;
     const bool static_activations = recipe_.scheme.activations && !recipe_.scheme.activations->dynamic;
-    for (const LinearTarget& target : targets_of(recipe_, subset)) {
+    for (const LinearTarget& target : targets_of(recipe_, subset, layer.index())) {
       for (const auto& pass : passes_) needs[target.name].merge(pass->needs(target));
       if (static_activations) needs[target.name].absmax = true;
     }
@@ -91,7 +91,7 @@ class PassDriver : public calib::LayerHandler {
   }
 
   void process(calib::LayerStep& step) override {
-    const std::vector<LinearTarget> targets = targets_of(recipe_, step.linears);
+    const std::vector<LinearTarget> targets = targets_of(recipe_, step.linears, step.layer_index);
     if (targets.empty()) return;
     PassStep pass_step{step, targets, result_.layers[static_cast<size_t>(step.layer_index)]};
     for (const auto& pass : passes_) {
@@ -181,6 +181,7 @@ bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
                                                 "mlp.fc2"};
   (void)model;
   if (recipe.scheme.activations && !recipe.scheme.activations->dynamic) return true;
+  if (recipe.scheme.mixed_precision) return true;  // the allocation reads float Hessians
   for (const LinearTarget& target : targets_of(recipe, kAll)) {
     for (const auto& pass : passes) {
       if (pass->needs(target).any()) return true;

@@ -53,15 +53,18 @@ at::ScalarType scale_type(core::ScaleDtype dtype) {
 }  // namespace
 
 std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
-                                           const std::string& linear) {
+                                           const std::string& linear, int64_t layer) {
   bool targeted = false;
   for (const std::string& pattern : scheme.targets) targeted = targeted || glob_match(pattern, linear);
   if (!targeted) return std::nullopt;
   int bits = scheme.weights.bits;
   int64_t group_size = scheme.weights.group_size;
   bool sym = scheme.weights.sym;
+  const std::string qualified = "layers." + std::to_string(layer) + "." + linear;
   for (const core::WeightOverride& o : scheme.overrides) {
-    if (!glob_match(o.pattern, linear)) continue;
+    const bool per_layer = o.pattern.rfind("layers.", 0) == 0;
+    if (per_layer ? (layer < 0 || !glob_match(o.pattern, qualified)) : !glob_match(o.pattern, linear))
+      continue;
     if (o.bits) bits = *o.bits;
     if (o.group_size) group_size = *o.group_size;
     if (o.sym) sym = *o.sym;

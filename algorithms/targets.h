@@ -17,9 +17,10 @@ namespace calq::algorithms {
 /// fnmatch-style glob: '*' any run, '?' one character. "attn.*" matches "attn.q".
 bool glob_match(const std::string& pattern, const std::string& name);
 
-/// The QuantSpec for `linear` (overrides applied in file order), or nullopt if not targeted.
+/// The QuantSpec for `linear` of layer `layer` (overrides applied in file order), or nullopt if
+/// not targeted. Overrides "layers.<i>.<linear>" apply only when `layer` is known (>= 0).
 std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
-                                           const std::string& linear);
+                                           const std::string& linear, int64_t layer = -1);
 
 /// A norm and the linears that read its output (SmoothQuant's pairs, AWQ's norm-fed groups):
 /// norm.attn → q,k,v; norm.mlp → gate,up (OPT/GPT-2: fc1). A per-channel scale folded into the

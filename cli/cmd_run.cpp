@@ -16,10 +16,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "algorithms/mixed_precision.h"
 #include "algorithms/pipeline.h"
 #include "calib/calibration_set.h"
 #include "calib/stats_cache.h"
 #include "cli/commands.h"
+#include "cli/gnuplot.h"
 #include "cli/run_recipe.h"
 #include "cli/run_report.h"
 #include "core/checkpoint/export_checkpoint.h"
@@ -103,6 +105,77 @@ std::string recipe_hash(const std::string& recipe_path, const std::vector<std::s
   return recipe.hash_hex();
 }
 
+namespace {
+
+/// A clustered bar chart of every linear's sensitivity at each candidate (log scale), the chosen
+/// width marked in the label: DIR/sensitivity.{dat,gp,png,svg}.
+void plot_sensitivity(const std::string& dir,
+                      const std::vector<algorithms::LinearSensitivity>& sensitivities,
+                      const algorithms::BitAllocation& allocation,
+                      const core::MixedPrecisionSection& section) {
+  std::string data;
+  for (size_t l = 0; l < sensitivities.size(); ++l) {
+    const auto& s = sensitivities[l];
+    data += fmt::format("\"L{} {} ({}b)\"", s.layer, s.linear,
+                        section.candidates[allocation.choice[l]].bits);
+    for (const double p : s.proxy) data += fmt::format(" {:.6g}", std::max(p, 1e-12));
+    data += "\n";
+  }
+  fs::create_directories(dir);
+  core::write_string_atomically(dir + "/sensitivity.dat", data);
+  std::string plots;
+  for (size_t c = 0; c < section.candidates.size(); ++c) {
+    const auto& cand = section.candidates[c];
+    plots += fmt::format("{}'{}/sensitivity.dat' using {}{} title 'W{}{}'", c ? ", " : "", dir, c + 2,
+                         c ? "" : ":xtic(1)", cand.bits,
+                         cand.group_size > 0 ? fmt::format(" g{}", cand.group_size) : "");
+  }
+  draw_with_gnuplot(
+      dir, "sensitivity",
+      fmt::format("set title 'Sensitivity per linear: tr(dW H dW^T) of RTN at each width "
+                  "(chosen width in brackets; {:.3f} of {} bits per weight used)'\n"
+                  "set style data histograms\nset style histogram clustered gap 1\n"
+                  "set style fill solid 0.8 border -1\nset logscale y\nset grid ytics\n"
+                  "set ylabel 'proxy loss (log)'\nset xtics rotate by 90 right font ',8'\n"
+                  "set bmargin 10\nset key top right\nplot {}",
+                  allocation.avg_bits, section.budget_bits, plots),
+      "mixed precision");
+}
+
+core::Recipe allocate_mixed_precision(core::Model& model, const core::Recipe& recipe,
+                                      const at::Tensor& windows, int64_t batch_size,
+                                      const calib::CacheUse& cache, RunReport& report,
+                                      const std::string& out_dir) {
+  const auto& section = *recipe.scheme.mixed_precision;
+  const auto sensitivities =
+      algorithms::hessian_sensitivity(model, recipe, windows, batch_size, cache);
+  const auto allocation = algorithms::allocate_bits(sensitivities, section, recipe.scheme.weights.sym);
+  nlohmann::json linears = nlohmann::json::array();
+  for (size_t l = 0; l < sensitivities.size(); ++l) {
+    const auto& s = sensitivities[l];
+    const auto& c = section.candidates[allocation.choice[l]];
+    linears.push_back({{"layer", s.layer}, {"linear", s.linear}, {"proxy", s.proxy},
+                       {"bits", c.bits}, {"group_size", c.group_size}});
+  }
+  nlohmann::json candidates = nlohmann::json::array();
+  for (const auto& c : section.candidates)
+    candidates.push_back({{"bits", c.bits}, {"group_size", c.group_size}});
+  report.set_section("mixed_precision",
+                     nlohmann::json{{"budget_bits", allocation.budget_bits},
+                                    {"avg_bits", allocation.avg_bits},
+                                    {"bits_accounting", "b + (16 + b)/g asym, b + 16/g sym"},
+                                    {"proxy", "tr(dW H dW^T), RTN at the candidate, float Hessians"},
+                                    {"proxy_total", allocation.proxy_total},
+                                    {"candidates", candidates},
+                                    {"linears", linears}}.dump());
+  log::info("mixed precision: {:.4f} stored bits per weight within a budget of {}",
+            allocation.avg_bits, allocation.budget_bits);
+  plot_sensitivity(out_dir, sensitivities, allocation, section);
+  return algorithms::with_allocation(recipe, allocation);
+}
+
+}  // namespace
+
 int run_recipe(const RunRequest& args) {
   const auto start = Clock::now();
   const core::Recipe recipe = core::load_recipe(args.recipe, args.overrides);
@@ -160,8 +233,15 @@ int run_recipe(const RunRequest& args) {
     cache_use.context = fmt::format("{}|{}|{}", calib::model_files_fingerprint(load.path),
                                     core::compute_dtype_name(recipe.model.dtype), load.device);
   }
+  // Mixed precision: the allocation becomes per-layer overrides of the recipe the passes see.
+  std::optional<core::Recipe> allocated;
+  if (recipe.scheme.mixed_precision && calibration) {
+    allocated = allocate_mixed_precision(*model, recipe, calibration->windows, args.batch_size,
+                                         cache_use, report, out_dir);
+  }
   const algorithms::QuantizationResult result = algorithms::quantize_model(
-      *model, recipe, passes, calibration ? &*calibration : nullptr, args.batch_size, cache_use);
+      *model, allocated ? *allocated : recipe, passes, calibration ? &*calibration : nullptr,
+      args.batch_size, cache_use);
   report.set_quantization(result);
   if (cache) {
     report.set_calibration_cache(*cache);

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/gnuplot.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/log.h"
@@ -94,6 +95,16 @@ Cell read_cell(const SweepRun& run) {
   c.method = method_of(r.at("recipe"));
   c.setting = setting_of(r.at("recipe").at("scheme"));
   c.avg_bits = avg_bits(r.at("recipe").at("scheme").at("weights"));
+  if (r.contains("mixed_precision")) {
+    // Per-linear widths: the column is the budget, the plot point the achieved average.
+    const Json& m = r.at("mixed_precision");
+    const Json& scheme = r.at("recipe").at("scheme");
+    const Json& a = scheme.value("activations", Json());
+    c.method += " (mixed)";
+    c.setting = fmt::format("W≤{}{}", m.at("budget_bits").get<double>(),
+                            a.is_null() ? "A16" : fmt::format("A{}", a.at("bits").get<int>()));
+    c.avg_bits = m.at("avg_bits").get<double>();
+  }
   return c;
 }
 
@@ -128,10 +139,6 @@ std::string act_suffix(const std::string& setting) {
 }
 
 void plot(const std::string& dir, const std::vector<Cell>& cells, const std::string& dataset) {
-  if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
-    log::warn("sweep: gnuplot not found: no ppl_vs_bits plot (install gnuplot-nox)");
-    return;
-  }
   std::map<std::string, std::vector<std::pair<double, double>>> series;
   double fp = 0.0, lo = 1e300, hi = 0.0;
   for (const Cell& c : cells) {
@@ -165,19 +172,12 @@ void plot(const std::string& dir, const std::vector<Cell>& cells, const std::str
     const double y = lo * 0.9 * std::pow(hi * 1.15 / (lo * 0.9), k / 5.0);
     ytics += fmt::format("{}{:.3g}", k == 0 ? "" : ", ", y);
   }
-  for (const char* term : {"png size 900,600", "svg size 900,600"}) {
-    const std::string ext = std::string(term).substr(0, 3);
-    script << "set terminal " << term << "\nset output '" << dir << "/ppl_vs_bits." << ext << "'\n"
-           << "set termoption noenhanced\n"
-           << "set title 'Perplexity vs average bits per weight (" << dataset << ")'\n"
-           << "set yrange [" << lo * 0.9 << ":" << hi * 1.15 << "]\nset offsets 0.1, 0.1, 0, 0\n"
-           << "set xlabel 'average bits per weight (codes + scales/zeros)'\nset ylabel 'perplexity'\n"
-           << "set logscale y\nset ytics (" << ytics << ")\nset grid\nset key top right\nplot "
-           << all << "\n";
-  }
-  core::write_string_atomically(dir + "/ppl_vs_bits.gp", script.str());
-  if (std::system(fmt::format("gnuplot '{}/ppl_vs_bits.gp' 2> '{}/gnuplot.log'", dir, dir).c_str()) != 0)
-    log::warn("sweep: gnuplot failed; see {}/gnuplot.log", dir);
+  script << "set title 'Perplexity vs average bits per weight (" << dataset << ")'\n"
+         << "set yrange [" << lo * 0.9 << ":" << hi * 1.15 << "]\nset offsets 0.1, 0.1, 0, 0\n"
+         << "set xlabel 'average bits per weight (codes + scales/zeros)'\nset ylabel 'perplexity'\n"
+         << "set logscale y\nset ytics (" << ytics << ")\nset grid\nset key top right\nplot "
+         << all;
+  draw_with_gnuplot(dir, "ppl_vs_bits", script.str(), "sweep");
 }
 
 }  // namespace

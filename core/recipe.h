@@ -75,11 +75,28 @@ struct WeightOverride {
   std::optional<bool> sym;
 };
 
+/// One bit width a mixed-precision allocation may give a linear.
+struct MixedCandidate {
+  int bits = 4;
+  int64_t group_size = 128;
+};
+
+/// scheme.mixed_precision: before quantizing, pick per layer and linear one of `candidates` so
+/// that the summed sensitivity (Hessian proxy, algorithms.md §8) is least while the average
+/// stored bits per weight (codes + float16 scales + zeros) stay within `budget_bits`.
+struct MixedPrecisionSection {
+  double budget_bits = 3.5;
+  std::vector<MixedCandidate> candidates;  ///< at least two, sorted by stored bits
+};
+
 struct SchemeSection {
   WeightScheme weights;
   std::optional<ActivationScheme> activations;  ///< nullopt = activations stay float
   std::vector<std::string> targets = {"attn.*", "mlp.*"};
   std::vector<WeightOverride> overrides;  ///< in file order
+  /// Overrides whose pattern starts with "layers.<i>." (or "layers.*.") match the linear's
+  /// qualified name, e.g. "layers.3.mlp.down"; the others match the uniform name.
+  std::optional<MixedPrecisionSection> mixed_precision;
 };
 
 struct PassEntry {

@@ -205,9 +205,33 @@ std::vector<WeightOverride> read_weight_overrides(const Options& scheme) {
   return out;
 }
 
+std::optional<MixedPrecisionSection> read_mixed_precision(const Options& scheme,
+                                                          const WeightScheme& weights) {
+  const auto m = scheme.find_child("mixed_precision");
+  if (!m)
+    return std::nullopt;
+  expect_keys(*m, {"budget_bits", "candidates"});
+  if (weights.format != WeightFormat::Int)
+    m->fail("candidates", "mixed precision allocates integer bit widths; expected weights.format int");
+  MixedPrecisionSection out;
+  out.budget_bits = m->get_double_in_range("budget_bits", out.budget_bits, 1.0, 16.0);
+  for (const Options& c : m->get_list_of_maps("candidates")) {
+    expect_keys(c, {"bits", "group_size"});
+    MixedCandidate candidate;
+    candidate.bits = static_cast<int>(c.get_int_in("bits", candidate.bits, kWeightBits));
+    candidate.group_size = c.get_int("group_size", weights.group_size);
+    check_group_size(c, "group_size", candidate.group_size);
+    out.candidates.push_back(candidate);
+  }
+  if (out.candidates.size() < 2)
+    m->fail("candidates", "{} given; expected at least two {{bits, group_size}} to choose from",
+            out.candidates.size());
+  return out;
+}
+
 SchemeSection read_scheme(const Options& root) {
   const Options s = root.child("scheme");
-  expect_keys(s, {"weights", "activations", "targets", "overrides"});
+  expect_keys(s, {"weights", "activations", "targets", "overrides", "mixed_precision"});
   SchemeSection out;
   out.weights = read_weights(s.child("weights"));
   out.activations = read_activations(s);
@@ -220,6 +244,7 @@ SchemeSection read_scheme(const Options& root) {
     }
   }
   out.overrides = read_weight_overrides(s);
+  out.mixed_precision = read_mixed_precision(s, out.weights);
   return out;
 }
 
@@ -305,6 +330,13 @@ Json resolved_tree(const Recipe& r) {
     if (o.sym)
       entry["sym"] = *o.sym;
     scheme["overrides"][o.pattern] = entry;
+  }
+  // Only when set: recipes without it keep the hashes earlier reports recorded.
+  if (const auto& m = r.scheme.mixed_precision) {
+    Json candidates = Json::array();
+    for (const MixedCandidate& c : m->candidates)
+      candidates.push_back({{"bits", c.bits}, {"group_size", c.group_size}});
+    scheme["mixed_precision"] = {{"budget_bits", m->budget_bits}, {"candidates", candidates}};
   }
   out["scheme"] = scheme;
   out["passes"] = Json::array();

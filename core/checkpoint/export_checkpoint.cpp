@@ -264,6 +264,11 @@ void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, con
   CALQ_CHECK(w.format == WeightFormat::Int,
              "{}: save.format {}: scheme.weights.format must be int for a packed checkpoint; "
              "expected save.format fake", file, format);
+  // One layout per checkpoint: GPTQModel's `dynamic` and compressed-tensors' per-module
+  // config_groups would carry per-linear widths, and calq writes neither.
+  CALQ_CHECK(scheme.overrides.empty() && !scheme.mixed_precision,
+             "{}: save.format {}: per-linear bit widths (scheme.overrides, scheme.mixed_precision) "
+             "are not written to packed checkpoints; expected save.format fake", file, format);
   if (save.format == SaveFormat::Gptq || save.format == SaveFormat::Awq) {
     CALQ_CHECK(!scheme.activations,
                "{}: save.format {}: the format cannot store scheme.activations; expected "
