@@ -35,4 +35,24 @@ grep -q "^| RTN | [0-9.]* | [0-9.]* |" "$work/fresh/table.md" || fail "no RTN ro
 if command -v gnuplot > /dev/null; then
   [[ -s "$work/fresh/ppl_vs_bits.png" && -s "$work/fresh/ppl_vs_bits.svg" ]] || fail "no plot"
 fi
+
+# The calibration cache: a GPTQ W3 run after a W4 run reuses exactly layer 0's first subset (the
+# float model's statistics; later ones see the recipe's own quantized weights). With the runs
+# deleted but the cache kept, every step is reused and the table is the same, bit for bit.
+gptq="$src/configs/tiny_gptq_w4g32.yaml"
+gsweep() {
+  "$calq" sweep "$gptq" --no-float --set calibration.nsamples=8 --grid scheme.weights.bits=4,3 \
+    --grid "$few" --out "$work/gptq" > /dev/null 2> "$work/gptq.err" || { cat "$work/gptq.err"; fail "gptq sweep"; }
+}
+gsweep
+grep -q "bits-4__max_windows-20 reused 0 of 20 calibration steps" "$work/gptq.err" || { cat "$work/gptq.err"; fail "the first run should collect all 20 steps"; }
+grep -q "bits-3__max_windows-20 reused 1 of 20 calibration steps from the cache (layer 0 step 0)" "$work/gptq.err" \
+  || { cat "$work/gptq.err"; fail "the W3 run should reuse only layer 0's float statistics"; }
+cp "$work/gptq/table.md" "$work/gptq_first.md"
+rm -rf "$work/gptq/runs"
+gsweep
+[[ $(grep -c "reused 20 of 20 calibration steps" "$work/gptq.err") -eq 2 ]] || { cat "$work/gptq.err"; fail "a rerun should reuse every step"; }
+cmp -s "$work/gptq/table.md" "$work/gptq_first.md" || fail "cached statistics changed the table: $(diff "$work/gptq/table.md" "$work/gptq_first.md")"
+[[ -d "$work/gptq/calib-cache" ]] || fail "no cache folder under OUT/calib-cache"
+
 echo "ok: sweep resumed, identical tables:"; cat "$work/fresh/table.md"
