@@ -26,6 +26,7 @@ struct Recipe;
 }  // namespace calq::core
 
 namespace calq::calib {
+struct CalibrationSet;
 struct LayerStep;
 }
 
@@ -74,6 +75,14 @@ class Pass {
   virtual bool whole_layer() const { return false; }
   /// Refuses (calq::Error naming the recipe key) what this model cannot do, before any work.
   virtual void check_model(const core::Model&) const {}
+  /// true: the pass needs the calibration windows even where it asks no statistics of any linear
+  /// (LKD distils on the layer inputs, QAT fine-tunes on the windows).
+  virtual bool uses_calibration() const { return false; }
+  /// Called once before the layer loop with the whole model (QAT trains it end to end there).
+  /// `calibration` is non-null whenever uses_calibration() is true.
+  virtual void prepare(core::Model&, const calib::CalibrationSet*) {}
+  /// A pass-level summary for report.json (passes[].summary) as JSON text; "" for none.
+  virtual std::string summary_json() const { return {}; }
   /// Called once after the last layer: give back scratch memory held across layers.
   virtual void finish() {}
 };
