@@ -26,6 +26,7 @@ struct Recipe;
 }  // namespace calq::core
 
 namespace calq::calib {
+struct CalibrationSet;
 struct LayerStep;
 }
 
@@ -77,6 +78,14 @@ class Pass {
   /// true for passes that change weights before the layer loop starts (whole-model training):
   /// then no statistics of the run are those of the float model (the calibration cache asks).
   virtual bool changes_model_before_layers() const { return false; }
+  /// true: the pass needs the calibration windows even where it asks no statistics of any linear
+  /// (LKD distils on the layer inputs, QAT fine-tunes on the windows).
+  virtual bool uses_calibration() const { return false; }
+  /// Called once before the layer loop with the whole model (QAT trains it end to end there).
+  /// `calibration` is non-null whenever uses_calibration() is true.
+  virtual void prepare(core::Model&, const calib::CalibrationSet*) {}
+  /// A pass-level summary for report.json (passes[].summary) as JSON text; "" for none.
+  virtual std::string summary_json() const { return {}; }
   /// Called once after the last layer: give back scratch memory held across layers.
   virtual void finish() {}
 };

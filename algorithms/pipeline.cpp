@@ -145,7 +145,8 @@ std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe) {
     std::unique_ptr<Pass> pass = make_pass(entry.name, entry.options, recipe.scheme);
     if (quantizing > 0) {
       fail("{}: passes.{}.{}: runs after a quantizing pass ({}); expected transforms "
-           "(smoothquant, awq) first and exactly one quantizing pass (rtn, gptq, llm_int8) last",
+           "(smoothquant, awq, lkd, qat) first and exactly one quantizing pass (rtn, gptq, llm_int8) "
+           "last",
            recipe.file, i, entry.name, passes.back()->name());
     }
     for (const auto& earlier : passes) {
@@ -182,6 +183,9 @@ bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
   (void)model;
   if (recipe.scheme.activations && !recipe.scheme.activations->dynamic) return true;
   if (recipe.scheme.mixed_precision) return true;  // the allocation reads float Hessians
+  for (const auto& pass : passes) {
+    if (pass->uses_calibration()) return true;
+  }
   for (const LinearTarget& target : targets_of(recipe, kAll)) {
     for (const auto& pass : passes) {
       if (pass->needs(target).any()) return true;
@@ -209,6 +213,15 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
   QuantizationResult result;
   for (const auto& pass : passes) result.pass_names.push_back(pass->name());
   const auto start = Clock::now();
+  for (const auto& pass : passes) {
+    CALQ_CHECK(!pass->uses_calibration() || calibration != nullptr,
+               "{}: passes: {} needs calibration data; expected a calibration section",
+               recipe.file, pass->name());
+    const auto pass_start = Clock::now();
+    pass->prepare(model, calibration);
+    result.pass_seconds[pass->name()] +=
+        std::chrono::duration<double>(Clock::now() - pass_start).count();
+  }
   PassDriver driver(recipe, passes, result);
   result.propagated_quantized = driver.propagate_quantized();
   if (calibration != nullptr && needs_calibration(passes, model, recipe)) {
@@ -237,7 +250,11 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
       progress.step();
     }
   }
-  for (const auto& pass : passes) pass->finish();
+  for (const auto& pass : passes) {
+    pass->finish();
+    if (std::string summary = pass->summary_json(); !summary.empty())
+      result.pass_summaries[pass->name()] = std::move(summary);
+  }
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return result;
 }

@@ -25,7 +25,8 @@ namespace calq::algorithms {
 
 struct QuantizationResult {
   std::vector<std::string> pass_names;          ///< in the order they ran
-  std::map<std::string, double> pass_seconds;   ///< wall time inside each pass's apply
+  std::map<std::string, double> pass_seconds;   ///< wall time inside each pass's prepare + apply
+  std::map<std::string, std::string> pass_summaries;  ///< Pass::summary_json(), where not empty
   std::vector<std::map<std::string, LinearState>> layers;  ///< per layer, by linear name
   bool used_calibration = false;
   bool propagated_quantized = true;

@@ -7,7 +7,9 @@
 
 #include "algorithms/awq.h"
 #include "algorithms/gptq.h"
+#include "algorithms/lkd.h"
 #include "algorithms/llm_int8.h"
+#include "algorithms/qat.h"
 #include "algorithms/rtn.h"
 #include "algorithms/smoothquant.h"
 #include "core/did_you_mean.h"
@@ -35,6 +37,8 @@ const std::vector<std::pair<std::string, Builder>>& builtin_passes() {
       {"smoothquant", make_smoothquant},
       {"awq", make_awq},
       {"llm_int8", make_llm_int8},
+      {"lkd", make_lkd},
+      {"qat", make_qat},
   };
   return passes;
 }

@@ -99,6 +99,8 @@ void RunReport::set_quantization(const algorithms::QuantizationResult& result) {
     passes.push_back({{"name", name},
                       {"seconds", seconds == result.pass_seconds.end() ? 0.0 : seconds->second},
                       {"layers", layers}});
+    if (const auto summary = result.pass_summaries.find(name); summary != result.pass_summaries.end())
+      passes.back()["summary"] = nlohmann::json::parse(summary->second);
   }
   nlohmann::json& d = *doc_;
   d["passes"] = passes;

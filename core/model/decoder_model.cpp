@@ -44,6 +44,12 @@ Norm& NamedDecoderLayer::norm(std::string_view name) {
   fail("layer {}: no norm \"{}\"; expected norm.attn or norm.mlp", index_, name);
 }
 
+at::Tensor add_residual(at::Tensor sum, const at::Tensor& y) {
+  if (at::GradMode::is_enabled() && (sum.requires_grad() || y.requires_grad()))
+    return sum + y;
+  return sum.add_(y);
+}
+
 void NamedDecoderLayer::observe(size_t k, const at::Tensor& x, const ForwardContext& ctx) const {
   if (ctx.observer)
     ctx.observer(index_, linears_[k].first, x);

@@ -43,6 +43,10 @@ class NamedDecoderLayer : public DecoderLayer {
   Norm mlp_norm_;
 };
 
+/// `sum` + `y` (sum is a residual stream the caller owns), in place unless autograd records (LKD,
+/// QAT): a norm has saved `sum` for its backward, which an in-place add would invalidate.
+at::Tensor add_residual(at::Tensor sum, const at::Tensor& y);
+
 /// A Model over a WeightSource with lazily built layers. Subclasses load their resident
 /// tensors (embeddings, final norm, head) in their constructor and build layers in build_layer.
 class DecoderModel : public Model {

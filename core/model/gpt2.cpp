@@ -40,7 +40,7 @@ class Gpt2Layer final : public NamedDecoderLayer {
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
     // ln_1, attention, residual; ln_2, MLP, residual (GPT2Block).
     at::Tensor out = attention(layer_norm(x, attn_norm_, eps_), ctx).add_(x);
-    return out.add_(mlp(layer_norm(out, mlp_norm_, eps_), ctx));
+    return add_residual(out, mlp(layer_norm(out, mlp_norm_, eps_), ctx));
   }
 
   at::Tensor attention(const at::Tensor& h, const ForwardContext& ctx) override {
@@ -58,7 +58,11 @@ class Gpt2Layer final : public NamedDecoderLayer {
 
   at::Tensor mlp(const at::Tensor& h, const ForwardContext& ctx) override {
     at::Tensor hidden = apply(kFc1, h, ctx);
-    at::gelu_(hidden, gelu_approximate_);
+    if (at::GradMode::is_enabled() && hidden.requires_grad()) {
+      hidden = at::gelu(hidden, gelu_approximate_);  // autograd: gelu's backward needs its input
+    } else {
+      at::gelu_(hidden, gelu_approximate_);
+    }
     return apply(kFc2, hidden, ctx);
   }
 

@@ -59,7 +59,7 @@ class LlamaLayer final : public NamedDecoderLayer {
                 x.size(1), ctx.seq_len);
     // LlamaDecoderLayer: residual + self_attn(input_layernorm(x)), then residual + mlp(...).
     at::Tensor out = attention(rms_norm(x, attn_norm_.weight, eps_), ctx).add_(x);  // x + o exactly
-    return out.add_(mlp(rms_norm(out, mlp_norm_.weight, eps_), ctx));
+    return add_residual(out, mlp(rms_norm(out, mlp_norm_.weight, eps_), ctx));
   }
 
   at::Tensor attention(const at::Tensor& h, const ForwardContext& ctx) override {
@@ -83,8 +83,13 @@ class LlamaLayer final : public NamedDecoderLayer {
     observe(kGate, h, ctx);
     observe(kUp, h, ctx);
     at::Tensor gated = at(kGate).forward(h);
-    at::silu_(gated);
-    gated.mul_(at(kUp).forward(h));
+    if (at::GradMode::is_enabled() && gated.requires_grad()) {
+      // Autograd (LKD, QAT): silu's and mul's backward need their inputs unmodified.
+      gated = at::silu(gated) * at(kUp).forward(h);
+    } else {
+      at::silu_(gated);
+      gated.mul_(at(kUp).forward(h));
+    }
     return apply(kDown, gated, ctx);
   }
 

@@ -40,7 +40,7 @@ class OptLayer final : public NamedDecoderLayer {
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
     // self_attn_layer_norm, attention, residual; final_layer_norm (per layer), MLP, residual.
     at::Tensor out = attention(layer_norm(x, attn_norm_), ctx).add_(x);
-    return out.add_(mlp(layer_norm(out, mlp_norm_), ctx));
+    return add_residual(out, mlp(layer_norm(out, mlp_norm_), ctx));
   }
 
   at::Tensor attention(const at::Tensor& h, const ForwardContext& ctx) override {

@@ -1,0 +1,147 @@
+#include "algorithms/qat.h"
+
+#include <ATen/ATen.h>
+#include <torch/optim/adam.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "algorithms/ste_student.h"
+#include "algorithms/targets.h"
+#include "calib/calibration_set.h"
+#include "calib/seeded_rng.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/model/model.h"
+#include "core/options.h"
+#include "core/progress.h"
+#include "core/recipe.h"
+
+namespace calq::algorithms {
+namespace {
+
+struct QatOptions {
+  int64_t steps = 100;
+  double lr = 1e-4;
+  int64_t batch_windows = 2;
+  int64_t eval_windows = 8;
+  uint64_t seed = 0;
+};
+
+/// Mean next-token cross-entropy of `ids` [b, T] (predicting tokens 1..T−1).
+at::Tensor lm_loss(core::Model& model, const at::Tensor& ids) {
+  const at::Tensor logits = model.forward(ids);
+  const int64_t vocab = logits.size(-1);
+  return at::cross_entropy_loss(logits.narrow(1, 0, ids.size(1) - 1).reshape({-1, vocab}),
+                                ids.narrow(1, 1, ids.size(1) - 1).reshape({-1}));
+}
+
+class QatPass : public Pass {
+ public:
+  QatPass(QatOptions options, core::SchemeSection scheme)
+      : options_(options), scheme_(std::move(scheme)) {}
+
+  const char* name() const override { return "qat"; }
+  bool quantizes() const override { return false; }
+  calib::StatRequest needs(const LinearTarget&) const override { return {}; }
+  bool uses_calibration() const override { return true; }
+  bool changes_model_before_layers() const override { return true; }
+  void apply(PassStep&) override {}  // all the work happens in prepare()
+
+  void prepare(core::Model& model, const calib::CalibrationSet* calibration) override {
+    CALQ_ASSERT(calibration != nullptr, "qat without calibration windows");
+    const at::Tensor windows = calibration->windows.to(at::Device(model.device()));
+    CALQ_CHECK(windows.size(1) >= 2,
+               "calibration.seqlen: {} tokens per window; qat needs at least 2 (next-token loss)",
+               windows.size(1));
+    const int64_t n = windows.size(0);
+    const int64_t batch = std::min(options_.batch_windows, n);
+    const int64_t n_eval = std::min(options_.eval_windows, n);
+
+    SteStudent student(scheme_.activations);
+    int64_t n_linears = 0;
+    for (int64_t i = 0; i < model.n_layers(); ++i) {
+      core::DecoderLayer& layer = model.layer(i);
+      for (const std::string& name : layer.linear_names()) {
+        if (auto target = resolve_target(scheme_, name)) {
+          student.add(name, layer.linear(name), target->spec);
+          ++n_linears;
+        }
+      }
+    }
+    const auto eval_loss = [&] {
+      at::NoGradGuard no_grad;
+      student.quantize();
+      double sum = 0.0;
+      for (int64_t s = 0; s < n_eval; s += batch) {
+        const int64_t b = std::min(batch, n_eval - s);
+        sum += lm_loss(model, windows.narrow(0, s, b)).item<double>() * static_cast<double>(b);
+      }
+      return sum / static_cast<double>(n_eval);
+    };
+    const double loss_before = eval_loss();
+
+    torch::optim::Adam adam(student.parameters(), torch::optim::AdamOptions(options_.lr));
+    calib::SeededRng rng(options_.seed ^ 0x716174ULL);
+    double first = 0.0, last = 0.0;
+    {
+      at::AutoGradMode grad(true);
+      Progress progress("qat steps", options_.steps);
+      for (int64_t it = 0; it < options_.steps; ++it) {
+        const at::Tensor idx = draw_batch(rng, n, batch).to(windows.device());
+        student.quantize();
+        const at::Tensor loss = lm_loss(model, windows.index_select(0, idx));
+        adam.zero_grad();
+        loss.backward();
+        adam.step();
+        last = loss.item<double>();
+        if (it == 0) first = last;
+        progress.step();
+      }
+      progress.finish();
+    }
+    const double loss_after = eval_loss();
+    student.finish();
+    log::info("qat: loss on {} calibration windows {:.4f} -> {:.4f} ({} linears, {} steps)",
+              n_eval, loss_before, loss_after, n_linears, options_.steps);
+    summary_ = {{"loss_before", loss_before},
+                {"loss_after", loss_after},
+                {"loss_windows", n_eval},
+                {"train_loss_first", first},
+                {"train_loss_last", last},
+                {"linears", n_linears},
+                {"activations", trains_quantized_activations(scheme_)
+                                    ? "fake-quantized (STE) during training"
+                                    : "float during training"}};
+  }
+
+  std::string summary_json() const override { return summary_.is_null() ? "" : summary_.dump(); }
+
+ private:
+  QatOptions options_;
+  core::SchemeSection scheme_;
+  nlohmann::json summary_;
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_qat(const core::Options& options, const core::SchemeSection& scheme) {
+  QatOptions o;
+  o.steps = options.get_int_in_range("steps", o.steps, 0, 1000000);
+  o.lr = options.get_double("lr", o.lr);
+  if (!(o.lr > 0)) options.fail("lr", "{} is not a learning rate; expected a number > 0", o.lr);
+  o.batch_windows = options.get_int_at_least("batch_windows", o.batch_windows, 1);
+  o.eval_windows = options.get_int_at_least("eval_windows", o.eval_windows, 1);
+  o.seed = static_cast<uint64_t>(options.get_int_at_least("seed", 0, 0));
+  options.finish();
+  if (scheme.weights.format != core::WeightFormat::Int) {
+    options.fail("", "trains through the integer quantizer; expected scheme.weights.format int");
+  }
+  return std::make_unique<QatPass>(o, scheme);
+}
+
+}  // namespace calq::algorithms

@@ -1,0 +1,84 @@
+#include "algorithms/ste_student.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include "algorithms/ste_fake_quant.h"
+#include "calib/seeded_rng.h"
+
+namespace calq::algorithms {
+
+at::Tensor draw_batch(calib::SeededRng& rng, int64_t n, int64_t k) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  for (int64_t i = 0; i < k; ++i) {
+    const auto j = static_cast<size_t>(rng.uniform_int(i, n - 1));
+    std::swap(order[static_cast<size_t>(i)], order[j]);
+  }
+  return at::tensor(std::vector<int64_t>(order.begin(), order.begin() + k), at::kLong);
+}
+
+bool trains_quantized_activations(const core::SchemeSection& scheme) {
+  return scheme.activations && scheme.activations->dynamic;
+}
+
+SteStudent::SteStudent(const std::optional<core::ActivationScheme>& activations) {
+  if (activations && activations->dynamic) {
+    act_ = activations->spec();
+    bmm_inputs_ = activations->bmm_inputs;
+  }
+}
+
+SteStudent::~SteStudent() {
+  if (!finished_) restore();
+}
+
+void SteStudent::add(const std::string& name, core::Linear& linear, const core::QuantSpec& spec) {
+  Saved s{&linear, spec, linear.weight, linear.weight.detach().to(at::kFloat).clone(),
+          linear.input_quant, linear.output_quant, linear.input_scale};
+  latents_.push_back(s.initial.clone().set_requires_grad(true));
+  if (act_) {
+    linear.input_quant = act_;
+    linear.input_scale = at::Tensor();
+    if (bmm_inputs_ && (name == "attn.q" || name == "attn.k" || name == "attn.v"))
+      linear.output_quant = act_;
+  }
+  saved_.push_back(std::move(s));
+}
+
+void SteStudent::quantize() {
+  for (size_t i = 0; i < saved_.size(); ++i) {
+    const Saved& s = saved_[i];
+    s.linear->weight = ste_fake_quant(latents_[i], s.spec).to(s.weight.scalar_type());
+  }
+}
+
+std::vector<double> SteStudent::weight_changes() const {
+  std::vector<double> changes;
+  for (size_t i = 0; i < saved_.size(); ++i) {
+    const at::Tensor& w0 = saved_[i].initial;
+    changes.push_back((latents_[i].detach() - w0).norm().item<double>() /
+                      std::max(w0.norm().item<double>(), 1e-30));
+  }
+  return changes;
+}
+
+void SteStudent::restore() {
+  for (Saved& s : saved_) {
+    s.linear->weight = s.weight;
+    s.linear->input_quant = s.input_quant;
+    s.linear->output_quant = s.output_quant;
+    s.linear->input_scale = s.input_scale;
+  }
+}
+
+void SteStudent::finish() {
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < saved_.size(); ++i)
+    saved_[i].weight.copy_(latents_[i].detach().to(saved_[i].weight.scalar_type()));
+  restore();
+  finished_ = true;
+}
+
+}  // namespace calq::algorithms
