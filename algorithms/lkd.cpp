@@ -88,6 +88,10 @@ class LkdPass : public Pass {
     const core::ForwardContext ctx = step.step.model.make_context(inputs.size(1));
     const at::Tensor teacher = forward_all(layer, ctx, inputs, batch);
 
+    // The float start, kept so that a layer the distillation made worse is handed on untrained.
+    std::vector<at::Tensor> start_weights;
+    for (const LinearTarget& target : step.targets)
+      start_weights.push_back(layer.linear(target.name).weight.clone());
     SteStudent student(scheme_.activations);
     for (const LinearTarget& target : step.targets)
       student.add(target.name, layer.linear(target.name), target.spec);
@@ -120,6 +124,14 @@ class LkdPass : public Pass {
     const double mse_after = eval_mse();
     const std::vector<double> changes = student.weight_changes();
     student.finish();
+    // Adam with a fixed step count can overshoot on a layer that starts close to its teacher;
+    // the student is kept only where it beats the untrained quantization on the MSE windows.
+    const bool kept = mse_after < mse_before;
+    if (!kept) {
+      at::NoGradGuard no_grad;
+      for (size_t i = 0; i < step.targets.size(); ++i)
+        layer.linear(step.targets[i].name).weight.copy_(start_weights[i]);
+    }
     // Random-token inputs follow the float layers (the runner does the same for calibration data
     // unless another pass asks for quantized propagation).
     if (options_.random_tokens) random_inputs_ = teacher;
@@ -132,6 +144,7 @@ class LkdPass : public Pass {
     layers_.push_back({{"index", step.step.layer_index},
                        {"mse_before", mse_before},
                        {"mse_after", mse_after},
+                       {"kept", kept ? "trained" : "untrained (training raised the MSE)"},
                        {"train_loss_first", first_loss},
                        {"train_loss_last", last_loss},
                        {"seconds", std::chrono::duration<double>(
