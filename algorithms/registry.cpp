@@ -8,6 +8,7 @@
 #include "algorithms/awq.h"
 #include "algorithms/gptq.h"
 #include "algorithms/llm_int8.h"
+#include "algorithms/lorc.h"
 #include "algorithms/rtn.h"
 #include "algorithms/smoothquant.h"
 #include "core/did_you_mean.h"
@@ -35,6 +36,7 @@ const std::vector<std::pair<std::string, Builder>>& builtin_passes() {
       {"smoothquant", make_smoothquant},
       {"awq", make_awq},
       {"llm_int8", make_llm_int8},
+      {"lorc", make_lorc},
   };
   return passes;
 }

@@ -50,6 +50,17 @@ at::ScalarType scale_type(core::ScaleDtype dtype) {
   return at::kFloat;
 }
 
+std::optional<core::FpFormat> fp_format_of(core::WeightFormat format) {
+  switch (format) {
+    case core::WeightFormat::Int: return std::nullopt;
+    case core::WeightFormat::Fp8E4M3: return core::FpFormat::E4M3;
+    case core::WeightFormat::Fp8E5M2: return core::FpFormat::E5M2;
+    case core::WeightFormat::Fp4E2M1: return core::FpFormat::E2M1;
+    case core::WeightFormat::Nf4: return core::FpFormat::NF4;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
@@ -60,20 +71,23 @@ std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
   int bits = scheme.weights.bits;
   int64_t group_size = scheme.weights.group_size;
   bool sym = scheme.weights.sym;
+  const std::optional<core::FpFormat> fp = fp_format_of(scheme.weights.format);  // bits fixed
   for (const core::WeightOverride& o : scheme.overrides) {
     if (!glob_match(o.pattern, linear)) continue;
     if (o.bits) bits = *o.bits;
     if (o.group_size) group_size = *o.group_size;
     if (o.sym) sym = *o.sym;
   }
-  CALQ_CHECK(scheme.weights.format == core::WeightFormat::Int,
-             "scheme.weights.format: {} weights are not implemented for integer passes yet; "
-             "expected int", core::weight_format_name(scheme.weights.format));
   LinearTarget target;
   target.name = linear;
-  target.spec = core::weight_spec(bits, grid_for(scheme.weights.grid, sym), group_size);
+  // FP formats are sign-magnitude: the symmetric absmax spec carries their bits, group size and
+  // scale dtype (grid and sym do not apply to them).
+  target.spec = core::weight_spec(bits, fp ? core::Grid::Absmax : grid_for(scheme.weights.grid, sym),
+                                  group_size);
   target.spec.scale_dtype = scale_type(scheme.weights.scale_dtype);
   core::validate(target.spec);
+  target.fp = fp;
+  target.pow2_scales = scheme.weights.scale == core::WeightScale::Pow2;
   return target;
 }
 

@@ -43,6 +43,7 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
   } else {
     at::mm_out(out, x2d, weight.t());
   }
+  if (low_rank) out.addmm_(at::mm(x2d, low_rank->a.t()), low_rank->b.t());
   if (output_quant) out = fake_quantize_activations(out, *output_quant);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out_features;
