@@ -15,6 +15,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "calib/linear_stats.h"
+#include "core/quant/float_grids.h"
 #include "core/quant/quantized_tensor.h"
 #include "core/quant/quantizer.h"
 
@@ -42,11 +43,20 @@ struct LinearReport {
 struct LinearTarget {
   std::string name;      ///< uniform name, "attn.q"
   core::QuantSpec spec;  ///< bits, grid, granularity, group size, scale dtype
+  /// Set for scheme.weights.format fp8_*/fp4_e2m1/nf4: values on this grid with one scale per
+  /// spec.group_size columns (spec.bits, scale dtype and group size still apply; grid and sym not).
+  std::optional<core::FpFormat> fp;
+  bool pow2_scales = false;  ///< scheme.weights.scale: pow2
 };
 
 /// What the run knows about one linear of the current layer.
 struct LinearState {
-  std::optional<core::QuantizedTensor> quantized;  ///< set by the quantizing pass
+  std::optional<core::QuantizedTensor> quantized;  ///< set by the quantizing pass (int formats)
+  /// Set instead of `quantized` for the fp/nf formats: no packed format stores these.
+  std::optional<core::FpQuantized> fp_quantized;
+  /// The float weight the quantizing pass started from (after any transform), for passes that
+  /// run after quantization (lorc); the pipeline drops it once the subset's passes are done.
+  at::Tensor float_weight;
   std::map<std::string, LinearReport> reports;     ///< per pass name
 };
 
@@ -63,6 +73,11 @@ class Pass {
   virtual const char* name() const = 0;
   /// true for passes that produce integer codes (rtn, gptq); exactly one runs per linear.
   virtual bool quantizes() const = 0;
+  /// true for passes that refine a quantized linear (lorc): they run after the quantizing pass.
+  virtual bool after_quantization() const { return false; }
+  /// true: the pass works with scheme.weights.format fp8_*/fp4_e2m1/nf4 (transforms that do
+  /// not quantize do by default; integer quantizers and searches must say so).
+  virtual bool supports_float_weights() const { return !quantizes(); }
   virtual calib::StatRequest needs(const LinearTarget& target) const = 0;
   virtual void apply(PassStep& step) = 0;
   /// true: this pass wants the next layer's statistics from this layer's quantized output (GPTQ's

@@ -42,11 +42,13 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
     linear.output_quant = spec;
   linear.input_scale = at::Tensor();
   LinearReport& report = state.reports["activations"];
-  report.notes["activations"] = fmt::format("int{} {} {} {}", spec.bits, spec.sym ? "sym" : "asym",
+  const std::string format = spec.fp ? std::string(core::fp_format_name(*spec.fp))
+                                     : fmt::format("int{} {}", spec.bits, spec.sym ? "sym" : "asym");
+  report.notes["activations"] = fmt::format("{} {} {}", format,
                                             scheme.granularity == core::ActGranularity::PerToken
                                                 ? "per-token" : "per-tensor",
                                             scheme.dynamic ? "dynamic" : "static");
-  if (linear.output_quant) report.notes["output"] = "int" + std::to_string(spec.bits) + " per-token (bmm input)";
+  if (linear.output_quant) report.notes["output"] = format + " per-token (bmm input)";
   if (!scheme.dynamic) {
     const auto it = step.stats.find(name);
     CALQ_CHECK(it != step.stats.end() && it->second.absmax.defined(),
@@ -55,7 +57,9 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
     CALQ_CHECK(spec.sym, "scheme.activations: static scales are symmetric (absmax) only; "
                "expected sym: true or dynamic: true");
     const double amax = it->second.absmax.max().item<double>();
-    const double scale = std::max(amax, 1e-5) / static_cast<double>((1 << (spec.bits - 1)) - 1);
+    const double scale = std::max(amax, 1e-5) /
+                         (spec.fp ? core::fp_format_max(*spec.fp)
+                                  : static_cast<double>((1 << (spec.bits - 1)) - 1));
     linear.input_scale = at::full({1}, scale, at::kFloat).to(linear.weight.device());
     report.figures["input_absmax"] = amax;
     report.figures["input_scale"] = scale;
@@ -100,6 +104,8 @@ class PassDriver : public calib::LayerHandler {
       result_.pass_seconds[pass->name()] +=
           std::chrono::duration<double>(Clock::now() - start).count();
     }
+    // The float weights were kept for passes after quantization (lorc) only.
+    for (const LinearTarget& target : targets) pass_step.linears[target.name].float_weight = at::Tensor();
     if (recipe_.scheme.activations) {
       for (const LinearTarget& target : targets) {
         install_activation_quant(step, target.name, *recipe_.scheme.activations,
@@ -140,14 +146,31 @@ class PassDriver : public calib::LayerHandler {
 std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe) {
   std::vector<std::unique_ptr<Pass>> passes;
   int quantizing = 0;
+  const bool float_weights = recipe.scheme.weights.format != core::WeightFormat::Int;
   for (size_t i = 0; i < recipe.passes.size(); ++i) {
     const core::PassEntry& entry = recipe.passes[i];
     std::unique_ptr<Pass> pass = make_pass(entry.name, entry.options, recipe.scheme);
-    if (quantizing > 0) {
+    if (pass->after_quantization()) {
+      if (quantizing == 0) {
+        fail("{}: passes.{}.{}: refines quantized weights, but no quantizing pass runs before it; "
+             "expected rtn or gptq earlier in passes",
+             recipe.file, i, entry.name);
+      }
+      if (std::string(passes.back()->name()) == "llm_int8") {
+        fail("{}: passes.{}.{}: llm_int8's outlier decomposition has no weight error to "
+             "compensate; expected rtn or gptq before it",
+             recipe.file, i, entry.name);
+      }
+    } else if (quantizing > 0) {
       fail("{}: passes.{}.{}: runs after a quantizing pass ({}); expected transforms "
            "(smoothquant, awq, lkd, qat) first and exactly one quantizing pass (rtn, gptq, llm_int8) "
-           "last",
+           "last, then only refinements (lorc)",
            recipe.file, i, entry.name, passes.back()->name());
+    }
+    if (float_weights && !pass->supports_float_weights()) {
+      fail("{}: passes.{}.{}: works on integer grids, but scheme.weights.format is {}; expected "
+           "format: int, or rtn for the floating-point formats",
+           recipe.file, i, entry.name, core::weight_format_name(recipe.scheme.weights.format));
     }
     for (const auto& earlier : passes) {
       if (std::string(earlier->name()) == entry.name) {

@@ -10,6 +10,7 @@
 #include "algorithms/lkd.h"
 #include "algorithms/llm_int8.h"
 #include "algorithms/qat.h"
+#include "algorithms/lorc.h"
 #include "algorithms/rtn.h"
 #include "algorithms/smoothquant.h"
 #include "core/did_you_mean.h"
@@ -39,6 +40,7 @@ const std::vector<std::pair<std::string, Builder>>& builtin_passes() {
       {"llm_int8", make_llm_int8},
       {"lkd", make_lkd},
       {"qat", make_qat},
+      {"lorc", make_lorc},
   };
   return passes;
 }

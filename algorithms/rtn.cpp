@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include <fmt/format.h>
+
 #include "calib/layerwise_runner.h"
 #include "core/model/model.h"
 #include "core/options.h"
@@ -13,8 +15,23 @@ namespace calq::algorithms {
 void install_quantized(core::DecoderLayer& layer, const std::string& linear,
                        core::QuantizedTensor q, LinearState& state) {
   core::Linear& target = layer.linear(linear);
+  state.float_weight = target.weight.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
   target.weight.copy_(q.dequantize().to(target.weight.scalar_type()));
   state.quantized = std::move(q);
+}
+
+at::Tensor dequantize_fp(const core::FpQuantized& q, at::ScalarType scale_dtype) {
+  core::FpQuantized rounded = q;
+  rounded.scales = q.scales.to(scale_dtype).to(at::kFloat);
+  return rounded.dequantize();
+}
+
+void install_fp_quantized(core::DecoderLayer& layer, const std::string& linear,
+                          core::FpQuantized q, at::ScalarType scale_dtype, LinearState& state) {
+  core::Linear& target = layer.linear(linear);
+  state.float_weight = target.weight.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  target.weight.copy_(dequantize_fp(q, scale_dtype).to(target.weight.scalar_type()));
+  state.fp_quantized = std::move(q);
 }
 
 namespace {
@@ -25,31 +42,48 @@ class RtnPass : public Pass {
   bool quantizes() const override { return true; }
   calib::StatRequest needs(const LinearTarget&) const override { return {}; }
 
+  // FP/NF4 weights are fake-quantized the same way, onto their grid with one scale per group.
+  bool supports_float_weights() const override { return true; }
+
   void apply(PassStep& step) override {
     for (const LinearTarget& target : step.targets) {
       const auto start = std::chrono::steady_clock::now();
       core::DecoderLayer& layer = step.step.layer;
-      core::QuantizedTensor q =
-          core::quantize_weight(layer.linear(target.name).weight.to(at::kFloat), target.spec);
+      LinearState& state = step.linears[target.name];
+      const at::Tensor w = layer.linear(target.name).weight.to(at::kFloat);
       LinearReport report;
-      report.notes["spec"] = core::describe(target.spec);
+      at::Tensor w_hat;  // float32, as the proxy loss has always been computed
       report.figures["bits"] = target.spec.bits;
       report.figures["group_size"] = static_cast<double>(target.spec.group_size);
-      if (q.short_last_group()) report.notes["short_last_group"] = "true";
+      if (target.fp) {
+        report.notes["spec"] = fmt::format("{} {} scales{}", core::fp_format_name(*target.fp),
+                                           target.spec.group_size == -1
+                                               ? std::string("per-channel")
+                                               : fmt::format("g{}", target.spec.group_size),
+                                           target.pow2_scales ? " pow2" : "");
+        core::FpQuantized q =
+            core::quantize_fp(w, *target.fp, target.spec.group_size, target.pow2_scales);
+        w_hat = dequantize_fp(q, target.spec.scale_dtype);
+        install_fp_quantized(layer, target.name, std::move(q), target.spec.scale_dtype, state);
+      } else {
+        core::QuantizedTensor q = core::quantize_weight(w, target.spec);
+        report.notes["spec"] = core::describe(target.spec);
+        if (q.short_last_group()) report.notes["short_last_group"] = "true";
+        w_hat = q.dequantize();
+        install_quantized(layer, target.name, std::move(q), state);
+      }
       const auto it = step.step.stats.find(target.name);
       if (it != step.step.stats.end() && it->second.hessian.defined()) {
-        const at::Tensor delta = q.dequantize() - layer.linear(target.name).weight.to(at::kFloat);
+        const at::Tensor delta = w_hat - w;
         report.figures["proxy_loss"] =
             (delta.matmul(it->second.hessian) * delta).sum().item<double>() /
             static_cast<double>(delta.size(0));
       }
-      install_quantized(layer, target.name, std::move(q), step.linears[target.name]);
       report.figures["seconds"] =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      step.linears[target.name].reports["rtn"] = std::move(report);
+      state.reports["rtn"] = std::move(report);
     }
   }
-
 };
 
 }  // namespace

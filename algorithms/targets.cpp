@@ -50,6 +50,17 @@ at::ScalarType scale_type(core::ScaleDtype dtype) {
   return at::kFloat;
 }
 
+std::optional<core::FpFormat> fp_format_of(core::WeightFormat format) {
+  switch (format) {
+    case core::WeightFormat::Int: return std::nullopt;
+    case core::WeightFormat::Fp8E4M3: return core::FpFormat::E4M3;
+    case core::WeightFormat::Fp8E5M2: return core::FpFormat::E5M2;
+    case core::WeightFormat::Fp4E2M1: return core::FpFormat::E2M1;
+    case core::WeightFormat::Nf4: return core::FpFormat::NF4;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
@@ -61,6 +72,7 @@ std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
   int64_t group_size = scheme.weights.group_size;
   bool sym = scheme.weights.sym;
   const std::string qualified = "layers." + std::to_string(layer) + "." + linear;
+  const std::optional<core::FpFormat> fp = fp_format_of(scheme.weights.format);  // bits fixed
   for (const core::WeightOverride& o : scheme.overrides) {
     const bool per_layer = o.pattern.rfind("layers.", 0) == 0;
     if (per_layer ? (layer < 0 || !glob_match(o.pattern, qualified)) : !glob_match(o.pattern, linear))
@@ -69,14 +81,16 @@ std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
     if (o.group_size) group_size = *o.group_size;
     if (o.sym) sym = *o.sym;
   }
-  CALQ_CHECK(scheme.weights.format == core::WeightFormat::Int,
-             "scheme.weights.format: {} weights are not implemented for integer passes yet; "
-             "expected int", core::weight_format_name(scheme.weights.format));
   LinearTarget target;
   target.name = linear;
-  target.spec = core::weight_spec(bits, grid_for(scheme.weights.grid, sym), group_size);
+  // FP formats are sign-magnitude: the symmetric absmax spec carries their bits, group size and
+  // scale dtype (grid and sym do not apply to them).
+  target.spec = core::weight_spec(bits, fp ? core::Grid::Absmax : grid_for(scheme.weights.grid, sym),
+                                  group_size);
   target.spec.scale_dtype = scale_type(scheme.weights.scale_dtype);
   core::validate(target.spec);
+  target.fp = fp;
+  target.pow2_scales = scheme.weights.scale == core::WeightScale::Pow2;
   return target;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
 #include "core/eval/eval_text.h"
 #include "core/eval/perplexity.h"
@@ -26,6 +28,7 @@ namespace {
 struct EvalArgs {
   std::string model;
   std::string tokenizer;
+  std::string adapter;
   std::vector<std::string> data;
   std::string join = "as-is";
   int64_t seqlen = 2048;
@@ -50,6 +53,8 @@ int run_eval(const EvalArgs& args) {
   load.device = args.device;
   load.compute_dtype = parse_dtype(args.dtype);
   auto model = core::load_model(load);
+  std::optional<core::AdapterResult> adapter;
+  if (!args.adapter.empty()) adapter = core::load_lora_adapter(*model, args.adapter);
   CALQ_CHECK(model->tokenizer() != nullptr,
              "{}: no tokenizer found beside the model; expected --tokenizer PATH", args.model);
   const core::TextJoin join = core::parse_text_join(args.join);
@@ -87,6 +92,7 @@ int run_eval(const EvalArgs& args) {
                           {"tokenizer", model->tokenizer()->path()},
                           {"device", args.device},
                           {"dtype", args.dtype},
+                          {"adapter", adapter ? nlohmann::json::parse(adapter->json()) : nlohmann::json(nullptr)},
                           {"perplexity", results}};
     core::write_string_atomically(args.json, doc.dump(2) + "\n");
   }
@@ -101,6 +107,8 @@ CommandRunner add_eval_command(CLI::App& app) {
   cmd->add_option("--model", args->model, "HF model directory or llama2.c .bin")->required();
   cmd->add_option("--tokenizer", args->tokenizer,
                   "Tokenizer file (default: the one beside the model)");
+  cmd->add_option("--adapter", args->adapter,
+                  "PEFT LoRA adapter directory to apply (e.g. a LoRC run's <save.path>/lorc_adapter)");
   cmd->add_option("--data", args->data, "Text file(s) to evaluate")->required();
   cmd->add_option("--join", args->join,
                   "as-is (file unchanged) | wikitext-rows (raw WikiText: rows joined by \\n\\n)")

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "cli/run_recipe.h"
 #include "cli/run_report.h"
 #include "core/checkpoint/export_checkpoint.h"
+#include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
 #include "core/eval/eval_text.h"
 #include "core/eval/perplexity.h"
@@ -55,14 +57,27 @@ std::string pass_list(const std::vector<std::unique_ptr<algorithms::Pass>>& pass
   return names;
 }
 
+/// Where a run's LoRC adapter goes, inside save.path.
+constexpr const char* kAdapterDir = "lorc_adapter";
+
 core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recipe,
-                                   const algorithms::QuantizationResult& result) {
+                                   const algorithms::QuantizationResult& result,
+                                   std::optional<core::AdapterResult>& adapter) {
   const core::QuantizedLinears quantized = algorithms::quantized_linears(result);
   core::ExportOptions options;
   options.format = recipe.save->format;
   options.path = recipe.save->path.resolved;
   if (recipe.save->dtype) options.fake_dtype = to_scalar(*recipe.save->dtype);
   if (recipe.scheme.activations) options.activations = recipe.scheme.activations->spec();
+  if (core::has_low_rank(model)) {
+    // LoRC factors go out as a PEFT LoRA adapter inside the checkpoint directory, written with
+    // it and renamed with it (docs/recipe.md "save").
+    const std::string base = recipe.save->path.resolved;
+    options.extra_files = [&model, &adapter, base](const std::string& dir) {
+      adapter = core::write_lora_adapter(model, (fs::path(dir) / kAdapterDir).string(), base);
+      adapter->path = (fs::path(base) / kAdapterDir).string();
+    };
+  }
   if (std::getenv("CALQ_EXPORT_STALL") != nullptr) {
     // For tests/cli/killed_export_test.sh: hold the export with every file written under the
     // temporary name, so a SIGKILL lands exactly before the rename.
@@ -251,7 +266,11 @@ int run_recipe(const RunRequest& args) {
   log::info("quantized in {:.1f} s", result.seconds);
   // Export before evaluating: the export rounds folded norms to the stored dtype, so the
   // perplexity reported is the exported model's.
-  if (recipe.save) report.set_export(save_checkpoint(*model, recipe, result).json());
+  if (recipe.save) {
+    std::optional<core::AdapterResult> adapter;
+    report.set_export(save_checkpoint(*model, recipe, result, adapter).json());
+    if (adapter) report.set_section("adapter", adapter->json());
+  }
   }
 
   for (const core::PerplexityEval& e : recipe.eval.perplexity) {

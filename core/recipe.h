@@ -27,6 +27,8 @@ struct RecipePath {
 enum class Device { Cpu, Cuda };
 enum class ComputeDtype { Float32, Float16, BFloat16 };
 enum class WeightFormat { Int, Fp8E4M3, Fp8E5M2, Fp4E2M1, Nf4 };
+enum class WeightScale { Exact, Pow2 };  ///< pow2: ZeroQuant-FP's power-of-two scales (§7.4)
+enum class ActFormat { Int, Fp8E4M3, Fp8E5M2 };
 enum class QuantGrid { Gptq, Ct, Awq, Absmax };  ///< grid conventions, algorithms.md §1.1
 enum class ScaleDtype { Float16, Float32, BFloat16 };
 enum class SaveFormat { Fake, Gptq, Awq, CompressedTensors };
@@ -53,6 +55,7 @@ struct WeightScheme {
   WeightFormat format = WeightFormat::Int;
   QuantGrid grid = QuantGrid::Gptq;
   ScaleDtype scale_dtype = ScaleDtype::Float16;
+  WeightScale scale = WeightScale::Exact;  ///< pow2 only with the fp/nf formats
 };
 
 struct ActivationScheme {
@@ -63,8 +66,14 @@ struct ActivationScheme {
   /// Also quantize the outputs of attn.q/k/v per token: the inputs of the attention matmuls
   /// (smoothquant fake_quant.py quantize_bmm_input, True in its ppl_eval.py).
   bool bmm_inputs = false;
+  ActFormat format = ActFormat::Int;  ///< fp8_*: round x/s to the FP8 grid, s = amax / fmax
   /// The runtime quantizer of these activations (the scale source, dynamic or static, aside).
-  ActQuantSpec spec() const { return ActQuantSpec{bits, sym, granularity}; }
+  ActQuantSpec spec() const {
+    ActQuantSpec s{bits, sym, granularity, std::nullopt};
+    if (format == ActFormat::Fp8E4M3) s.fp = FpFormat::E4M3;
+    if (format == ActFormat::Fp8E5M2) s.fp = FpFormat::E5M2;
+    return s;
+  }
 };
 
 /// Per-linear weight overrides (mixed precision): fields left empty keep the scheme's value.
@@ -154,6 +163,8 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
 const char* device_name(Device device);
 const char* compute_dtype_name(ComputeDtype dtype);
 const char* weight_format_name(WeightFormat format);
+const char* weight_scale_name(WeightScale scale);
+const char* act_format_name(ActFormat format);
 const char* quant_grid_name(QuantGrid grid);
 const char* scale_dtype_name(ScaleDtype dtype);
 const char* act_granularity_name(ActGranularity granularity);

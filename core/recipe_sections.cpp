@@ -24,6 +24,11 @@ const NameTable<WeightFormat> kWeightFormats = {{"int", WeightFormat::Int},
                                                 {"fp8_e5m2", WeightFormat::Fp8E5M2},
                                                 {"fp4_e2m1", WeightFormat::Fp4E2M1},
                                                 {"nf4", WeightFormat::Nf4}};
+const NameTable<WeightScale> kWeightScales = {{"exact", WeightScale::Exact},
+                                              {"pow2", WeightScale::Pow2}};
+const NameTable<ActFormat> kActFormats = {{"int", ActFormat::Int},
+                                          {"fp8_e4m3", ActFormat::Fp8E4M3},
+                                          {"fp8_e5m2", ActFormat::Fp8E5M2}};
 const NameTable<QuantGrid> kGrids = {{"gptq", QuantGrid::Gptq},
                                      {"ct", QuantGrid::Ct},
                                      {"awq", QuantGrid::Awq},
@@ -141,7 +146,7 @@ int weight_format_bits(WeightFormat format) {
 }
 
 WeightScheme read_weights(const Options& w) {
-  expect_keys(w, {"bits", "group_size", "sym", "format", "grid", "scale_dtype"});
+  expect_keys(w, {"bits", "group_size", "sym", "format", "grid", "scale_dtype", "scale"});
   WeightScheme out;
   out.format = get_enum(w, "format", out.format, kWeightFormats);
   if (const int width = weight_format_bits(out.format); width != 0) {
@@ -160,6 +165,11 @@ WeightScheme read_weights(const Options& w) {
   out.sym = w.get_bool("sym", out.sym);
   out.grid = get_enum(w, "grid", out.grid, kGrids);
   out.scale_dtype = get_enum(w, "scale_dtype", out.scale_dtype, kScaleDtypes);
+  out.scale = get_enum(w, "scale", out.scale, kWeightScales);
+  if (out.scale == WeightScale::Pow2 && out.format == WeightFormat::Int) {
+    w.fail("scale", "pow2 applies to the floating-point formats (ZeroQuant-FP); expected exact "
+                    "with format int");
+  }
   return out;
 }
 
@@ -167,13 +177,19 @@ std::optional<ActivationScheme> read_activations(const Options& scheme) {
   const auto a = scheme.find_child("activations");
   if (!a)
     return std::nullopt;
-  expect_keys(*a, {"bits", "granularity", "dynamic", "sym", "bmm_inputs"});
+  expect_keys(*a, {"bits", "granularity", "dynamic", "sym", "bmm_inputs", "format"});
   ActivationScheme out;
+  out.format = get_enum(*a, "format", out.format, kActFormats);
   out.bits = static_cast<int>(a->get_int_in("bits", out.bits, {4, 8}));
+  if (out.format != ActFormat::Int && out.bits != 8)
+    a->fail("bits", "{} does not match format {}; expected 8", out.bits, act_format_name(out.format));
   out.granularity = get_enum(*a, "granularity", out.granularity, kGranularities);
   out.dynamic = a->get_bool("dynamic", out.dynamic);
   out.sym = a->get_bool("sym", out.sym);
   out.bmm_inputs = a->get_bool("bmm_inputs", out.bmm_inputs);
+  if (out.format != ActFormat::Int && !out.sym)
+    a->fail("sym", "false: {} activations are sign-magnitude, with no zero point; expected true",
+            act_format_name(out.format));
   if (out.bmm_inputs && !out.dynamic)
     a->fail("bmm_inputs", "true needs dynamic: true (q/k/v outputs are quantized per token)");
   if (!out.dynamic && out.granularity == ActGranularity::PerToken) {
@@ -245,6 +261,13 @@ SchemeSection read_scheme(const Options& root) {
   }
   out.overrides = read_weight_overrides(s);
   out.mixed_precision = read_mixed_precision(s, out.weights);
+  for (const WeightOverride& o : out.overrides) {
+    if (weight_format_bits(out.weights.format) != 0 && o.bits && *o.bits != out.weights.bits) {
+      s.fail("overrides." + o.pattern + ".bits",
+             "{} under scheme.weights.format {}, which fixes {} bits; expected no bits override",
+             *o.bits, weight_format_name(out.weights.format), out.weights.bits);
+    }
+  }
   return out;
 }
 
@@ -310,14 +333,16 @@ Json resolved_tree(const Recipe& r) {
                        {"sym", w.sym},
                        {"format", weight_format_name(w.format)},
                        {"grid", quant_grid_name(w.grid)},
-                       {"scale_dtype", scale_dtype_name(w.scale_dtype)}};
+                       {"scale_dtype", scale_dtype_name(w.scale_dtype)},
+                       {"scale", weight_scale_name(w.scale)}};
   scheme["activations"] = nullptr;
   if (const auto& a = r.scheme.activations) {
     scheme["activations"] = {{"bits", a->bits},
                              {"granularity", act_granularity_name(a->granularity)},
                              {"dynamic", a->dynamic},
                              {"sym", a->sym},
-                             {"bmm_inputs", a->bmm_inputs}};
+                             {"bmm_inputs", a->bmm_inputs},
+                             {"format", act_format_name(a->format)}};
   }
   scheme["targets"] = r.scheme.targets;
   scheme["overrides"] = Json::object();
@@ -411,6 +436,12 @@ const char* compute_dtype_name(ComputeDtype dtype) {
 }
 const char* weight_format_name(WeightFormat format) {
   return name_in(kWeightFormats, format);
+}
+const char* weight_scale_name(WeightScale scale) {
+  return name_in(kWeightScales, scale);
+}
+const char* act_format_name(ActFormat format) {
+  return name_in(kActFormats, format);
 }
 const char* quant_grid_name(QuantGrid grid) {
   return name_in(kGrids, grid);

@@ -269,6 +269,9 @@ void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, con
   CALQ_CHECK(scheme.overrides.empty() && !scheme.mixed_precision,
              "{}: save.format {}: per-linear bit widths (scheme.overrides, scheme.mixed_precision) "
              "are not written to packed checkpoints; expected save.format fake", file, format);
+  CALQ_CHECK(!scheme.activations || scheme.activations->format == ActFormat::Int,
+             "{}: save.format {}: scheme.activations.format {} has no packed checkpoint form here; "
+             "expected save.format fake", file, format, act_format_name(scheme.activations->format));
   if (save.format == SaveFormat::Gptq || save.format == SaveFormat::Awq) {
     CALQ_CHECK(!scheme.activations,
                "{}: save.format {}: the format cannot store scheme.activations; expected "
@@ -395,6 +398,7 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
         if (fs::exists(dir / name)) fs::copy_file(dir / name, tmp / name);
       }
     }
+    if (o.extra_files) o.extra_files(tmp.string());
     if (o.on_stage) o.on_stage("written");
 
     result.reread_tensors = reread_check(model, tmp.string());

@@ -35,6 +35,9 @@ struct ExportOptions {
   /// Called with "written" once every file is in the temporary directory, before the re-read
   /// and the rename (tests interrupt the export there).
   std::function<void(const std::string& stage)> on_stage;
+  /// Writes further files into the temporary directory (given) before the re-read and the rename,
+  /// so they appear atomically with the checkpoint (the LoRC adapter).
+  std::function<void(const std::string& dir)> extra_files;
 };
 
 struct ExportResult {

@@ -62,6 +62,7 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
       at::mm_out(out, x2d, weight.t());
     }
   }
+  if (low_rank) out.addmm_(at::mm(x2d, low_rank->a.t()), low_rank->b.t());
   if (output_quant) out = straight_through(fake_quantize_activations(out.detach(), *output_quant), out);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out_features;

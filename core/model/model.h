@@ -27,6 +27,15 @@ namespace calq::core {
 
 class Tokenizer;
 
+/// A low-rank addition to a linear's weight (LoRC, algorithms.md §7.3; a PEFT LoRA adapter with
+/// scaling 1): the effective weight is W + b·a.
+struct LowRank {
+  at::Tensor a;  ///< [rank, in], compute dtype (PEFT lora_A)
+  at::Tensor b;  ///< [out, rank], compute dtype (PEFT lora_B)
+  /// The dtype the factors were rounded to (and an adapter stores): a, b hold such values.
+  c10::ScalarType stored_dtype = c10::ScalarType::Half;
+};
+
 struct Linear {
   Linear() = default;
   Linear(at::Tensor w, at::Tensor b) : weight(std::move(w)), bias(std::move(b)) {}
@@ -41,6 +50,9 @@ struct Linear {
   std::optional<ActQuantSpec> output_quant;
   /// Set by the llm_int8 pass: forward() runs LLM.int8()'s outlier decomposition (llm_int8.h).
   std::shared_ptr<Int8Decomposition> int8;
+  /// Set by the lorc pass or a loaded adapter: forward() adds (x aᵀ) bᵀ, x being the input the
+  /// main GEMM sees (after input_quant: the factors extend the quantized weight, §7.3 step 4).
+  std::optional<LowRank> low_rank;
   /// Where it lives in the checkpoint it came from ("model.layers.0.self_attn.q_proj": tensors
   /// <source>.weight, <source>.bias), for exporters; empty where the checkpoint stores it fused
   /// (GPT-2's c_attn holds q, k and v).

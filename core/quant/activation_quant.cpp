@@ -25,6 +25,45 @@ at::Tensor rows_of(const at::Tensor& x) {
   return x.reshape({-1, x.size(-1)});
 }
 
+void check_fp(const ActQuantSpec& spec) {
+  CALQ_CHECK(spec.sym && spec.bits == 8 &&
+                 (*spec.fp == FpFormat::E4M3 || *spec.fp == FpFormat::E5M2),
+             "{} activations: expected an FP8 format (fp8_e4m3 or fp8_e5m2), 8 bits, symmetric",
+             fp_format_name(*spec.fp));
+}
+
+/// max(amax, 1e-5) / fmax per row of `rows` ([tokens]) or for all of it ([1]).
+at::Tensor fp_scales(const at::Tensor& rows, const ActQuantSpec& spec) {
+  const at::Tensor amax = spec.granularity == ActGranularity::PerTensor
+                              ? rows.abs().amax().reshape({1})
+                              : rows.abs().amax(1);
+  return amax.clamp_min(1e-5) / fp_format_max(*spec.fp);
+}
+
+at::Tensor fake_quantize_fp_activations(const at::Tensor& x, const ActQuantSpec& spec,
+                                        const std::optional<at::Tensor>& static_scale,
+                                        const std::optional<at::Tensor>& static_zero) {
+  check_fp(spec);
+  const at::Tensor rows = rows_of(x).to(at::kFloat);
+  at::Tensor scale;
+  if (static_scale.has_value()) {
+    CALQ_CHECK(spec.granularity == ActGranularity::PerTensor,
+               "a static activation scale is one scale per tensor; expected per-tensor "
+               "granularity, not per-token");
+    CALQ_CHECK(static_scale->numel() == 1 && static_scale->item<double>() > 0,
+               "static activation scale: expected one positive value; got {} values",
+               static_scale->numel());
+    CALQ_CHECK(!static_zero.has_value() || static_zero->item<double>() == 0,
+               "{} activations have no zero point; expected none or 0", fp_format_name(*spec.fp));
+    scale = static_scale->to(rows.device(), at::kFloat).reshape({1});
+  } else {
+    CALQ_CHECK(!static_zero.has_value(), "static activation zero point given without a scale");
+    scale = fp_scales(rows, spec);
+  }
+  const at::Tensor s = scale.reshape({-1, 1});
+  return (round_to_fp_grid(rows / s, *spec.fp) * s).reshape(x.sizes()).to(x.scalar_type());
+}
+
 }  // namespace
 
 Grid activation_grid(const ActQuantSpec& spec) {
@@ -32,6 +71,15 @@ Grid activation_grid(const ActQuantSpec& spec) {
 }
 
 QuantParams fit_activation_params(const at::Tensor& x, const ActQuantSpec& spec) {
+  if (spec.fp) {
+    check_fp(spec);
+    const at::Tensor rows = rows_of(x).to(at::kFloat);
+    const at::Tensor scale = fp_scales(rows, spec);
+    const at::Tensor shaped = spec.granularity == ActGranularity::PerTensor
+                                  ? scale
+                                  : scale.reshape(x.sizes().slice(0, x.dim() - 1));
+    return {shaped, at::zeros(shaped.sizes(), shaped.options().dtype(at::kInt))};
+  }
   const QuantSpec q = as_uniform_spec(spec);
   const at::Tensor rows = rows_of(x);
   if (spec.granularity == ActGranularity::PerTensor) {
@@ -47,6 +95,7 @@ at::Tensor fake_quantize_activations(const at::Tensor& x,
                                      const ActQuantSpec& spec,
                                      const std::optional<at::Tensor>& static_scale,
                                      const std::optional<at::Tensor>& static_zero) {
+  if (spec.fp) return fake_quantize_fp_activations(x, spec, static_scale, static_zero);
   const QuantSpec q = as_uniform_spec(spec);
   const at::Tensor rows = rows_of(x).to(at::kFloat);
   at::Tensor scale;

@@ -174,7 +174,8 @@ at::Tensor FpQuantized::dequantize() const {
   return s * values;
 }
 
-FpQuantized quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size) {
+FpQuantized quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size,
+                        bool pow2_scales) {
   CALQ_CHECK(w.dim() == 2 && w.numel() > 0 && at::isFloatingType(w.scalar_type()),
              "cannot quantize a {}-d {} weight with {} elements to {}; expected a non-empty 2-d "
              "[out, in] floating-point tensor",
@@ -199,6 +200,7 @@ FpQuantized quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size
   const at::Tensor fmt_max = at::scalar_tensor(fp_format_max(format), x.options());
   at::Tensor scales = amax_all / fmt_max;
   scales = at::where(scales == 0, at::ones_like(scales), scales);
+  if (pow2_scales) scales = at::exp2(at::ceil(at::log2(scales)));
 
   FpQuantized q;
   q.format = format;
@@ -210,8 +212,9 @@ FpQuantized quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size
   return q;
 }
 
-at::Tensor fake_quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size) {
-  return quantize_fp(w, format, group_size).dequantize();
+at::Tensor fake_quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size,
+                            bool pow2_scales) {
+  return quantize_fp(w, format, group_size, pow2_scales).dequantize();
 }
 
 }  // namespace calq::core

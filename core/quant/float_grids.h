@@ -53,9 +53,13 @@ struct FpQuantized {
 /// s = 1), values = round_to_fp_grid(w / s). E4M3: s = amax/448 (§1.5). NF4: s = absmax of the
 /// block; bitsandbytes blocks the flattened tensor by 64, which equals group_size 64 when
 /// 64 | in. (bitsandbytes' CUDA kernel multiplies by 1/absmax; calq divides, as everywhere.)
-FpQuantized quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size);
+/// pow2_scales: s = 2^ceil(log2(amax / max_of_format)) instead (ZeroQuant-FP, §7.4: a power-of-two
+/// scale makes FP4 → FP8 conversion exact); rounding up keeps amax / s within the format's range.
+FpQuantized quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size,
+                        bool pow2_scales = false);
 
-/// quantize_fp(w, format, group_size).dequantize().
-at::Tensor fake_quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size);
+/// quantize_fp(w, format, group_size, pow2_scales).dequantize().
+at::Tensor fake_quantize_fp(const at::Tensor& w, FpFormat format, int64_t group_size,
+                            bool pow2_scales = false);
 
 }  // namespace calq::core

@@ -170,7 +170,7 @@ TEST_CASE("load_recipe fills every default of a minimal recipe", "[core][recipe]
 
   const std::string json = r.resolved_json();
   CHECK_THAT(json, Contains(R"("weights":{"bits":4,"group_size":128,"sym":false,"format":"int",)"
-                            R"("grid":"gptq","scale_dtype":"float16"})"));
+                            R"("grid":"gptq","scale_dtype":"float16","scale":"exact"})"));
   CHECK_THAT(json, Contains(R"("calibration":null)"));
   CHECK_THAT(json, Contains(R"("passes":[])"));
   CHECK_THAT(json, Contains(R"("save":null)"));
