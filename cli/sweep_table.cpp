@@ -67,12 +67,20 @@ double avg_bits(const Json& weights) {
   return b + (16.0 + (sym ? 0.0 : b)) / g;
 }
 
+/// "W4", or the format's name for FP/NF weights and activations ("Wfp4_e2m1", "Afp8_e4m3"):
+/// int8 and fp8 W8A8 are different columns, not one cell overwritten by the other.
+std::string width_label(char side, const Json& section) {
+  const std::string format = section.value("format", std::string("int"));
+  return format == "int" ? fmt::format("{}{}", side, section.at("bits").get<int>())
+                         : fmt::format("{}{}", side, format);
+}
+
 std::string setting_of(const Json& scheme) {
   const Json& w = scheme.at("weights");
   const int64_t g = w.at("group_size").get<int64_t>();
-  std::string s = fmt::format("W{}", w.at("bits").get<int>());
+  std::string s = width_label('W', w);
   const Json& a = scheme.value("activations", Json());
-  s += a.is_null() ? "A16" : fmt::format("A{}", a.at("bits").get<int>());
+  s += a.is_null() ? "A16" : width_label('A', a);
   s += g > 0 ? fmt::format(" g{}", g) : "";
   return s;
 }
