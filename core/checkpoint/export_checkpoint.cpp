@@ -414,16 +414,7 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
     for (const std::string& w : result.warnings) log::warn("save: {}", w);
 
     // Replace any previous export only now, and never leave the final name half-written.
-    if (fs::exists(final_path)) {
-      const fs::path old = final_path.parent_path() /
-                           fmt::format(".{}.calq-old-{}", final_path.filename().string(), static_cast<long>(::getpid()));
-      fs::remove_all(old);
-      fs::rename(final_path, old);
-      fs::rename(tmp, final_path);
-      fs::remove_all(old);
-    } else {
-      fs::rename(tmp, final_path);
-    }
+    publish_directory(tmp.string(), final_path.string());
   } catch (...) {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);

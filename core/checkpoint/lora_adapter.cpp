@@ -154,16 +154,7 @@ AdapterResult write_lora_adapter(Model& model, const std::string& dir, const std
   try {
     write_safetensors((tmp / kWeightsFile).string(), tensors);
     write_string_atomically((tmp / kConfigFile).string(), config.dump(2) + "\n");
-    if (fs::exists(final_path)) {
-      const fs::path old = final_path.parent_path() /
-                           fmt::format(".{}.calq-old-{}", final_path.filename().string(), static_cast<long>(::getpid()));
-      fs::remove_all(old);
-      fs::rename(final_path, old);
-      fs::rename(tmp, final_path);
-      fs::remove_all(old);
-    } else {
-      fs::rename(tmp, final_path);
-    }
+    publish_directory(tmp.string(), final_path.string());
   } catch (...) {
     std::error_code ignored;
     fs::remove_all(tmp, ignored);

@@ -176,4 +176,20 @@ void write_string_atomically(const std::string& path, std::string_view contents)
   });
 }
 
+void publish_directory(const std::string& tmp, const std::string& final_path) {
+  namespace fs = std::filesystem;
+  const fs::path target(final_path);
+  if (fs::exists(target)) {
+    const fs::path old = target.parent_path() / fmt::format(".{}.calq-old-{}",
+                                                            target.filename().string(),
+                                                            static_cast<long>(::getpid()));
+    fs::remove_all(old);
+    fs::rename(target, old);
+    fs::rename(tmp, target);
+    fs::remove_all(old);
+  } else {
+    fs::rename(tmp, target);
+  }
+}
+
 }  // namespace calq::core

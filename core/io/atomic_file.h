@@ -20,4 +20,9 @@ void write_file_atomically(const std::string& path,
 /// write_file_atomically for contents already in memory (e.g. a JSON report).
 void write_string_atomically(const std::string& path, std::string_view contents);
 
+/// Moves the finished directory `tmp` to `final_path`, replacing a previous one so that the
+/// final name never holds a half-written directory (the old one is renamed aside first, then
+/// removed). Both must be on one filesystem (siblings).
+void publish_directory(const std::string& tmp, const std::string& final_path);
+
 }  // namespace calq::core

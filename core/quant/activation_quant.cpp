@@ -40,6 +40,16 @@ at::Tensor fp_scales(const at::Tensor& rows, const ActQuantSpec& spec) {
   return amax.clamp_min(1e-5) / fp_format_max(*spec.fp);
 }
 
+/// A static scale is one positive value for the whole tensor.
+void check_static_scale(const ActQuantSpec& spec, const at::Tensor& static_scale) {
+  CALQ_CHECK(spec.granularity == ActGranularity::PerTensor,
+             "a static activation scale is one scale per tensor; expected per-tensor "
+             "granularity, not per-token");
+  CALQ_CHECK(static_scale.numel() == 1 && static_scale.item<double>() > 0,
+             "static activation scale: expected one positive value; got {} values",
+             static_scale.numel());
+}
+
 at::Tensor fake_quantize_fp_activations(const at::Tensor& x, const ActQuantSpec& spec,
                                         const std::optional<at::Tensor>& static_scale,
                                         const std::optional<at::Tensor>& static_zero) {
@@ -47,12 +57,7 @@ at::Tensor fake_quantize_fp_activations(const at::Tensor& x, const ActQuantSpec&
   const at::Tensor rows = rows_of(x).to(at::kFloat);
   at::Tensor scale;
   if (static_scale.has_value()) {
-    CALQ_CHECK(spec.granularity == ActGranularity::PerTensor,
-               "a static activation scale is one scale per tensor; expected per-tensor "
-               "granularity, not per-token");
-    CALQ_CHECK(static_scale->numel() == 1 && static_scale->item<double>() > 0,
-               "static activation scale: expected one positive value; got {} values",
-               static_scale->numel());
+    check_static_scale(spec, *static_scale);
     CALQ_CHECK(!static_zero.has_value() || static_zero->item<double>() == 0,
                "{} activations have no zero point; expected none or 0", fp_format_name(*spec.fp));
     scale = static_scale->to(rows.device(), at::kFloat).reshape({1});
@@ -101,12 +106,7 @@ at::Tensor fake_quantize_activations(const at::Tensor& x,
   at::Tensor scale;
   at::Tensor zero;
   if (static_scale.has_value()) {
-    CALQ_CHECK(spec.granularity == ActGranularity::PerTensor,
-               "a static activation scale is one scale per tensor; expected per-tensor "
-               "granularity, not per-token");
-    CALQ_CHECK(static_scale->numel() == 1 && static_scale->item<double>() > 0,
-               "static activation scale: expected one positive value; got {} values",
-               static_scale->numel());
+    check_static_scale(spec, *static_scale);
     scale = static_scale->to(rows.device(), at::kFloat).reshape({1});
     if (spec.sym) {
       CALQ_CHECK(!static_zero.has_value() ||
