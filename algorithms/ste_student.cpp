@@ -6,6 +6,7 @@
 
 #include "algorithms/ste_fake_quant.h"
 #include "calib/seeded_rng.h"
+#include "core/error.h"
 
 namespace calq::algorithms {
 
@@ -52,6 +53,18 @@ void SteStudent::quantize() {
     const Saved& s = saved_[i];
     s.linear->weight = ste_fake_quant(latents_[i], s.spec).to(s.weight.scalar_type());
   }
+}
+
+std::vector<at::Tensor> SteStudent::snapshot() const {
+  std::vector<at::Tensor> copies;
+  for (const at::Tensor& latent : latents_) copies.push_back(latent.detach().clone());
+  return copies;
+}
+
+void SteStudent::load(const std::vector<at::Tensor>& snapshot) {
+  CALQ_ASSERT(snapshot.size() == latents_.size(), "snapshot of another student");
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < latents_.size(); ++i) latents_[i].copy_(snapshot[i]);
 }
 
 std::vector<double> SteStudent::weight_changes() const {

@@ -43,6 +43,9 @@ class SteStudent {
   const std::vector<at::Tensor>& parameters() const { return latents_; }
   /// Installs the fake-quantized latent weights into the linears (before every forward).
   void quantize();
+  /// Copies of the latent weights, to return to with load() (QAT keeps its best step).
+  std::vector<at::Tensor> snapshot() const;
+  void load(const std::vector<at::Tensor>& snapshot);
   /// Relative change ||latent − w₀|| / ||w₀|| of each linear, in add() order.
   std::vector<double> weight_changes() const;
   /// Writes the latent weights back and restores the linears' activation settings.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Configures and builds calq into build/ (Release). Extra arguments go to cmake's configure step.
+# Configures and builds calq into build/ (Release). Extra arguments go to cmake's configure step;
+# CALQ_BUILD_TARGETS (space-separated, default all) limits what is built: the demo needs only calq.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${CALQ_BUILD_DIR:-$root/build}"
@@ -10,4 +11,6 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
 else
   cmake -S "$root" -B "$build" "$@" >/dev/null
 fi
-cmake --build "$build" -j "$(nproc)"
+targets=()
+for t in ${CALQ_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$build" -j "$(nproc)" "${targets[@]}"

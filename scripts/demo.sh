@@ -13,7 +13,7 @@ if [[ ! -d "$data" ]]; then
   exit 1
 fi
 "$root/scripts/setup.sh"
-"$root/scripts/build.sh"
+CALQ_BUILD_TARGETS=calq "$root/scripts/build.sh"
 start=$(date +%s)
 configs=(sotu_rtn_w4g128 sotu_rtn_w3g128 sotu_gptq_w4g128 sotu_gptq_w3g128 sotu_awq_w4g128
          sotu_awq_w3g128 sotu_w8a8_naive sotu_smoothquant_w8a8)

@@ -1,7 +1,7 @@
 // The straight-through fake quantizer (algorithms.md §9) and the two passes that train through it:
 // LKD (§7.2) and QAT. The STE's forward must be RTN's weight bit for bit (so rtn after training
 // installs exactly the trained student) and its gradient the clipped-STE mask; LKD must beat plain
-// RTN on the layer's own MSE, QAT must lower the LM loss, both repeat exactly, and bad options
+// RTN on the layer's own MSE, QAT must lower the held-out LM loss (or keep RTN's model), both repeat exactly, and bad options
 // fail naming their key.
 #include <fstream>
 #include <string>
@@ -141,24 +141,59 @@ TEST_CASE("lkd lowers each layer's output MSE below plain RTN and repeats exactl
   }
 }
 
-TEST_CASE("qat lowers the LM loss of the fake-quantized model", "[qat][algorithms]") {
+TEST_CASE("qat lowers the held-out LM loss and keeps its best step", "[qat][algorithms]") {
   calq::test::TempDir dir("calq_qat");
   calq::test::TinyModelSpec spec;
   spec.seed = 4;
   calq::test::write_tiny_model(dir / "model", spec);
+  // Text with a rule to learn (each token follows from the last), so windows the fine-tune never
+  // saw get more predictable too: random tokens would give the held-out loss nothing to learn.
   calq::calib::CalibrationSet calibration;
   at::manual_seed(6);
-  calibration.windows = at::randint(0, spec.vocab, {8, 16}, at::kLong);
-  const auto recipe = recipe_with(dir, "  weights: {bits: 3, group_size: 8, sym: false, grid: gptq}\n",
-                                  "  - qat: {steps: 30, lr: 0.003, batch_windows: 4}\n  - rtn\n");
+  const at::Tensor starts = at::randint(0, spec.vocab, {12, 1}, at::kLong);
+  calibration.windows = (starts + 5 * at::arange(16, at::kLong).unsqueeze(0)).remainder(spec.vocab);
+  const auto recipe_at = [&](const std::string& qat) {
+    return recipe_with(dir, "  weights: {bits: 3, group_size: 8, sym: false, grid: gptq}\n",
+                       "  - qat: {" + qat + "}\n  - rtn\n");
+  };
+  const auto recipe = recipe_at("steps: 30, lr: 0.003, batch_windows: 4, holdout_windows: 4, eval_every: 5");
   const Run a = run_recipe(dir, recipe, &calibration);
   const nlohmann::json s = a.summary("qat");
   INFO(s.dump());
   CHECK(s["loss_after"].get<double>() < s["loss_before"].get<double>() - 0.01);
+  CHECK(s["kept_step"].get<int64_t>() > 0);
+  CHECK(s["train_windows"] == 8);
+  CHECK(s["holdout_curve"].size() == 7);  // step 0, then every 5 steps
   CHECK(s["linears"] == 14);
   const Run b = run_recipe(dir, recipe, &calibration);
   CHECK(b.summary("qat") == s);
 
+  SECTION("a fine-tune that only hurts the held-out windows keeps the RTN model") {
+    // Held-out windows of uniform random tokens: the untrained model is already near their best
+    // loss (ln vocab), and learning the training windows' rule only makes it confidently wrong.
+    calq::calib::CalibrationSet mismatched = calibration;
+    mismatched.windows.narrow(0, 8, 4).copy_(at::randint(0, spec.vocab, {4, 16}, at::kLong));
+    const std::string hurtful = "steps: 10, lr: 0.01, batch_windows: 4, holdout_windows: 4, eval_every: 2";
+    const auto codes = [&](const calq::core::Recipe& r, nlohmann::json* summary) {
+      auto model = calq::test::load_tiny_model(dir / "model");
+      auto passes = calq::algorithms::build_passes(r);
+      auto result = calq::algorithms::quantize_model(*model, r, passes, &mismatched, 4);
+      if (summary) *summary = nlohmann::json::parse(result.pass_summaries.at("qat"));
+      return result.layers.at(1).at("mlp.down").quantized->codes;
+    };
+    nlohmann::json hurt;
+    const at::Tensor trained = codes(recipe_at(hurtful), &hurt);
+    INFO(hurt.dump());
+    CHECK(hurt["kept_step"] == 0);
+    CHECK(hurt["holdout_curve"].back()[1].get<double>() > hurt["loss_before"].get<double>());
+    const auto rtn_only = recipe_with(
+        dir, "  weights: {bits: 3, group_size: 8, sym: false, grid: gptq}\n", "  - rtn\n");
+    CHECK(at::equal(trained, codes(rtn_only, nullptr)));
+  }
+
+  CHECK_THROWS_WITH(run_recipe(dir, recipe_at("holdout_windows: 12"), &calibration),
+                    Catch::Contains("calibration.nsamples: 12") &&
+                        Catch::Contains("holdout_windows"));
   CHECK_THROWS_WITH(run_recipe(dir, recipe, nullptr),
                     Catch::Contains("qat needs calibration data"));
 }
