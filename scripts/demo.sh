@@ -3,7 +3,8 @@
 # (calibration on its training-side text, perplexity on its held-out text, protocol as in its
 # configs but with 32 calibration windows and the first 40 evaluation windows so the whole job
 # stays within minutes on 2 cores): FP32, RTN, GPTQ and AWQ at W4 g128 and W3 g128, naive W8A8
-# and SmoothQuant W8A8. Prints table.md; the plot is out/demo/ppl_vs_bits.png.
+# and SmoothQuant W8A8. Prints table.md; the plot is out/demo/ppl_vs_bits.png (CALQ_DEMO_OUT
+# moves the folder). Run again, it resumes: finished runs are skipped by their recipe hash.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 shared="${CALQ_SHARED:-$root/../shared}"
@@ -12,8 +13,10 @@ if [[ ! -d "$data" ]]; then
   echo "demo: shared data not found at $data (set CALQ_SHARED)" >&2
   exit 1
 fi
+begin=$(date +%s)
 "$root/scripts/setup.sh"
 CALQ_BUILD_TARGETS=calq "$root/scripts/build.sh"
+out="${CALQ_DEMO_OUT:-$root/out/demo}"
 start=$(date +%s)
 configs=(sotu_rtn_w4g128 sotu_rtn_w3g128 sotu_gptq_w4g128 sotu_gptq_w3g128 sotu_awq_w4g128
          sotu_awq_w3g128 sotu_w8a8_naive sotu_smoothquant_w8a8)
@@ -22,5 +25,5 @@ for c in "${configs[@]}"; do recipes+=("$root/configs/$c.yaml"); done
 "$root/build/calq" sweep "${recipes[@]}" \
   --set calibration.nsamples=32 \
   --set "eval.perplexity=[{data: $data/sotu-llama-6L/sotu_valid.txt, seqlen: 512, max_windows: 40}]" \
-  --out "$root/out/demo"
-echo "demo: done in $(( $(date +%s) - start )) s after the build; table out/demo/table.md, plot out/demo/ppl_vs_bits.png" >&2
+  --out "$out"
+echo "demo: setup + build $(( start - begin )) s, sweep $(( $(date +%s) - start )) s; table $out/table.md, plot $out/ppl_vs_bits.png" >&2
