@@ -2,10 +2,10 @@
 # of every translation unit that sees a tensor (8 s of CPU per file on the 2-core machine), so one
 # precompiled copy shared by all of calq's targets saves most of that on a fresh build.
 #
-# Only sources that reach a tensor header, and have no compile options of their own, get it: for the tokenizers, the YAML/JSON plumbing and
-# the CLI glue, loading the 270 MB precompiled header would cost more than it saves. Whether a
-# source reaches one is decided by following its "core/…", "calib/…", "algorithms/…", "cli/…" and
-# "tests/…" includes through the source tree.
+# Only sources that reach a tensor header, and have no compile options of their own, get it. For
+# the tokenizers, the YAML/JSON plumbing and the CLI glue, loading the 270 MB precompiled header
+# would cost more than it saves. Whether a source reaches one is decided by following its
+# "core/…", "calib/…", "algorithms/…", "cli/…" and "tests/…" includes through the source tree.
 
 option(CALQ_PCH "Precompile <ATen/ATen.h> for the sources that include tensor headers" ON)
 
@@ -63,9 +63,10 @@ function(calq_precompile_aten)
     foreach(source IN LISTS sources)
       get_filename_component(path "${source}" ABSOLUTE BASE_DIR "${source_dir}")
       _calq_reaches_tensor("${path}" reaches)
-      # GCC keeps the -f options a header was precompiled with, and does not say so: the GPTQ
-      # kernel built with -ffp-contract=off through the shared header gave other codes (sotu W4
-      # g128: ppl 28.3404 -> 28.3541). Sources with options of their own parse ATen themselves.
+      # GCC does not check that a precompiled header's -f options match the using file's: the
+      # GPTQ kernel (-ffp-contract=off -fno-trapping-math) gave other codes through the shared
+      # header (sotu W4 g128: ppl 28.3404 -> 28.3541). Sources with options of their own parse
+      # ATen themselves.
       get_source_file_property(own_options "${path}" TARGET_DIRECTORY ${target} COMPILE_OPTIONS)
       if(NOT reaches OR own_options)
         set_source_files_properties("${path}" TARGET_DIRECTORY ${target}
