@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/thread_wait_policy.h"
 
 namespace {
 
@@ -68,6 +69,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  calq::core::ensure_passive_thread_waiting(argv);
   try {
     return run(argc, argv);
   } catch (const calq::Error& e) {
