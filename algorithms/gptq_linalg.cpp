@@ -1,4 +1,4 @@
-// §3.1 step 6 (the inverse Cholesky factor) and the proxy loss tr(ΔW H ΔWᵀ) on the CPU, with
+// §3.1 step 6 (the inverse Cholesky factor) on the CPU, with
 // OpenBLAS/LAPACK. Internal to the GPTQ kernel.
 #include "algorithms/gptq_linalg.h"
 
@@ -68,39 +68,6 @@ std::string inverse_factor(const float* h, int64_t c, float lambda, float* u) {
     finite &= row[i] > 0;
   }
   return finite ? std::string() : std::string("non-finite inverse factor");
-}
-
-// tr(ΔW H ΔWᵀ) with ΔW [rows, c]: G = ΔWᵀΔW by SSYRK into `g` (upper triangle, half a GEMM),
-// then Σ_i H_ii G_ii + Σ_{i<j} (H_ij + H_ji) G_ij in double (exact for a non-symmetric H too),
-// over 64 × 64 tiles with the H_ji tile copied out (column reads of H would thrash the cache).
-// One partial sum per tile row, added in order.
-double proxy_trace(const float* dw, int64_t rows, int64_t c, const float* h, float* g) {
-  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(c), int(rows), 1.0f, dw, int(c), 0.0f, g,
-              int(c));
-  constexpr int64_t kB = 64;
-  const int64_t n_blocks = (c + kB - 1) / kB;
-  std::vector<double> partial(static_cast<size_t>(n_blocks), 0.0);
-  std::vector<float> h_ji(kB * kB);
-  for (int64_t bi = 0; bi < n_blocks; ++bi) {
-    const int64_t i0 = bi * kB, i1 = std::min(c, i0 + kB);
-    double sum = 0;
-    for (int64_t i = i0; i < i1; ++i)
-      sum += double(h[i * c + i]) * g[i * c + i];
-    for (int64_t j0 = i0; j0 < c; j0 += kB) {
-      const int64_t j1 = std::min(c, j0 + kB);
-      for (int64_t j = j0; j < j1; ++j)
-        std::memcpy(&h_ji[size_t((j - j0) * kB)], h + j * c + i0, sizeof(float) * (i1 - i0));
-      for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t j = std::max(j0, i + 1); j < j1; ++j)
-          sum += (double(h[i * c + j]) + h_ji[size_t((j - j0) * kB + (i - i0))]) * g[i * c + j];
-      }
-    }
-    partial[size_t(bi)] = sum;
-  }
-  double total = 0;
-  for (double p : partial)
-    total += p;
-  return total;
 }
 
 }  // namespace calq::algorithms::gptq_detail

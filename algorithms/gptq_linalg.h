@@ -12,8 +12,4 @@ namespace calq::algorithms::gptq_detail {
 /// ("Cholesky factorization failed at leading minor 17", ...) or "" on success.
 std::string inverse_factor(const float* h, int64_t c, float lambda, float* u);
 
-/// tr(ΔW H ΔWᵀ) for dw = ΔW [rows, c] and h = H [c, c] (row-major, float32), in double; g is
-/// scratch of c·c floats.
-double proxy_trace(const float* dw, int64_t rows, int64_t c, const float* h, float* g);
-
 }  // namespace calq::algorithms::gptq_detail

@@ -48,6 +48,7 @@ int run(int argc, char** argv) {
   add(calq::cli::add_bench_command);
   add(calq::cli::add_outliers_command);
   add(calq::cli::add_sweep_command);
+  add(calq::cli::add_synth_command);
 
   try {
     app.parse(argc, argv);

@@ -93,6 +93,13 @@ std::optional<std::string> byte_level_to_bytes(std::string_view token) {
   return bytes;
 }
 
+std::string byte_to_byte_level(unsigned char byte) {
+  const uint32_t cp = byte_code_points()[byte];  // < 0x800: one or two UTF-8 bytes
+  if (cp < 0x80)
+    return std::string(1, static_cast<char>(cp));
+  return {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+}
+
 std::vector<std::string_view> split_gpt2_words(std::string_view text) {
   struct Char {
     size_t offset;

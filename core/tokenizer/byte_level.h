@@ -14,6 +14,9 @@ namespace calq::core {
 /// nullopt when it holds a character outside GPT-2's bytes_to_unicode map.
 std::optional<std::string> byte_level_to_bytes(std::string_view symbols);
 
+/// The vocab.json symbol (UTF-8) that stands for one byte: 0x20 -> "Ġ", 'a' -> "a".
+std::string byte_to_byte_level(unsigned char byte);
+
 /// GPT-2's pre-tokenizer split of `text` into words (views into `text`), the regex
 ///   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 /// with \s = Unicode White_Space (as the Rust regex of HF tokenizers and tiktoken). Malformed

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `calq synth`: a sharded random Llama that calq loads, inspects, quantizes with GPTQ and
+# evaluates; the stated shape, the HF files, the weight scale and the outlier channels hold, and
+# bad arguments fail with one line naming the flag. Needs no shared data.
+# Usage: synth_test.sh CALQ_BINARY SOURCE_DIR
+set -uo pipefail
+calq="$1"
+src="$2"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+model="$work/synth"
+"$calq" -q synth --hidden 128 --intermediate 344 --layers 3 --heads 4 --kv-heads 2 --vocab 300 \
+  --outlier-channels 2 --outlier-scale 20 --seed 7 --out "$model" || fail "synth"
+for f in config.json tokenizer.json calq_synth.json model.safetensors.index.json \
+         model-00001-of-00004.safetensors model-00004-of-00004.safetensors; do
+  [[ -s "$model/$f" ]] || fail "missing $f"
+done
+[[ ! -e "$model.tmp-calq" ]] || fail "temporary directory left behind"
+"$calq" inspect "$model" > "$work/inspect.txt" 2>&1 || fail "inspect: $(cat "$work/inspect.txt")"
+grep -q "layers *3, hidden 128, intermediate 344" "$work/inspect.txt" || fail "shape: $(cat "$work/inspect.txt")"
+grep -q "4 heads, 2 kv heads" "$work/inspect.txt" || fail "heads: $(cat "$work/inspect.txt")"
+
+# Weight scale and outliers, read back through numpy-free python: the norm gains of the outlier
+# channels (calq_synth.json) are ~20x the others'.
+python3 - "$model" <<'PY' || fail "weights do not look as stated"
+import json, struct, sys, array
+d = sys.argv[1]
+info = json.load(open(f"{d}/calq_synth.json"))
+idx = json.load(open(f"{d}/model.safetensors.index.json"))["weight_map"]
+def load(name):
+    with open(f"{d}/{idx[name]}", "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        meta = json.loads(f.read(n))[name]
+        f.seek(8 + n + meta["data_offsets"][0])
+        raw = f.read(meta["data_offsets"][1] - meta["data_offsets"][0])
+    assert meta["dtype"] == "F16", meta
+    return [struct.unpack("<e", raw[i:i+2])[0] for i in range(0, len(raw), 2)]
+w = load("model.layers.1.mlp.down_proj.weight")
+std = (sum(x * x for x in w) / len(w)) ** 0.5
+assert 0.018 < std < 0.022, std
+g = load("model.layers.2.input_layernorm.weight")
+out = info["outlier_channels"]
+assert len(out) == 2, out
+others = [abs(x) for i, x in enumerate(g) if i not in out]
+assert min(abs(g[c]) for c in out) > 10 * max(others), (out, [g[c] for c in out], max(others))
+PY
+
+"$calq" -q run "$src/configs/synth_gptq_w4g128.yaml" --set model.path="$model" \
+  --set calibration.data="$src/README.md" --set calibration.nsamples=4 --set calibration.seqlen=64 \
+  --set "eval.perplexity=[{data: $src/README.md, seqlen: 64, max_windows: 4}]" \
+  --out "$work/run" > "$work/run.out" 2>&1 || fail "gptq run: $(cat "$work/run.out")"
+grep -q '"peak_rss_mb"' "$work/run/report.json" || fail "no peak RSS in report.json"
+grep -q "ppl" "$work/run.out" || fail "no perplexity printed"
+
+"$calq" synth --hidden 100 --intermediate 8 --layers 1 --heads 3 --out "$work/bad" > "$work/bad.out" 2>&1 \
+  && fail "a hidden size that heads do not divide was accepted"
+grep -q "^calq: error: --hidden 100 is not a multiple of --heads 3" "$work/bad.out" || fail "message: $(cat "$work/bad.out")"
+echo "PASS"
