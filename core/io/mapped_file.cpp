@@ -1,5 +1,6 @@
 #include "core/io/mapped_file.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -44,6 +45,16 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     fail("{}: cannot map {} bytes into memory: {}", path, size_, std::strerror(errno));
   }
   data_ = static_cast<const uint8_t*>(addr);
+}
+
+void MappedFile::drop_pages(std::size_t offset, std::size_t length) const {
+  if (data_ == nullptr || length == 0 || offset >= size_)
+    return;
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t first = (offset + page - 1) / page * page;
+  const std::size_t end = std::min(size_, offset + length) / page * page;
+  if (end > first)  // advice only: a failure leaves the pages resident, nothing else
+    ::madvise(const_cast<uint8_t*>(data_) + first, end - first, MADV_DONTNEED);
 }
 
 MappedFile::~MappedFile() {

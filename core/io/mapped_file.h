@@ -22,6 +22,12 @@ class MappedFile {
   std::size_t size() const { return size_; }
   const uint8_t* data() const { return data_; }
 
+  /// Gives back the resident pages wholly inside [offset, offset + length) once their bytes have
+  /// been copied out: a mapped page counts in the process's RSS until then, so a model read
+  /// layer by layer would otherwise keep every layer it ever read resident. Later reads fault the
+  /// pages in again from the page cache (same bytes: the mapping is read-only).
+  void drop_pages(std::size_t offset, std::size_t length) const;
+
  private:
   std::string path_;
   const uint8_t* data_ = nullptr;

@@ -307,6 +307,7 @@ at::Tensor SafetensorsFile::load(const std::string& name) const {
                json_quoted(name), bad - src, *bad);
   }
   std::memcpy(out.data_ptr(), src, n_bytes);
+  file_->drop_pages(data_start_ + t.begin, n_bytes);
   return out;
 }
 
