@@ -70,8 +70,8 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
 class PassDriver : public calib::LayerHandler {
  public:
   PassDriver(const core::Recipe& recipe, std::vector<std::unique_ptr<Pass>>& passes,
-             QuantizationResult& result)
-      : recipe_(recipe), passes_(passes), result_(result) {}
+             QuantizationResult& result, const LayerSink& sink)
+      : recipe_(recipe), passes_(passes), result_(result), sink_(sink) {}
 
   void begin_layer(core::DecoderLayer&, int64_t index) override {
     if (static_cast<int64_t>(result_.layers.size()) <= index) result_.layers.resize(index + 1);
@@ -123,6 +123,16 @@ class PassDriver : public calib::LayerHandler {
 
   void end_layer(core::DecoderLayer&, int64_t) override {}
 
+  void layer_done(core::DecoderLayer& layer, int64_t index) override {
+    if (!sink_) return;
+    auto& states = result_.layers[static_cast<size_t>(index)];
+    sink_(index, layer, states);
+    for (auto& [name, state] : states) {  // written: only the reports stay
+      state.quantized.reset();
+      state.fp_quantized.reset();
+    }
+  }
+
   // The statistics of a layer's first subset see the float model on float inputs when nothing
   // ran before them: the first layer, or any layer when the next layer's inputs are the float
   // outputs (AWQ, SmoothQuant). Those are shared by every recipe; later subsets and
@@ -139,6 +149,7 @@ class PassDriver : public calib::LayerHandler {
   const core::Recipe& recipe_;
   std::vector<std::unique_ptr<Pass>>& passes_;
   QuantizationResult& result_;
+  const LayerSink& sink_;
 };
 
 }  // namespace
@@ -231,7 +242,7 @@ std::vector<std::map<std::string, core::QuantizedTensor>> quantized_linears(
 QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
                                   std::vector<std::unique_ptr<Pass>>& passes,
                                   const calib::CalibrationSet* calibration, int64_t batch_size,
-                                  calib::CacheUse cache) {
+                                  calib::CacheUse cache, const LayerSink& sink) {
   check_passes(passes, model);
   QuantizationResult result;
   for (const auto& pass : passes) result.pass_names.push_back(pass->name());
@@ -245,13 +256,14 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
     result.pass_seconds[pass->name()] +=
         std::chrono::duration<double>(Clock::now() - pass_start).count();
   }
-  PassDriver driver(recipe, passes, result);
+  PassDriver driver(recipe, passes, result, sink);
   result.propagated_quantized = driver.propagate_quantized();
   if (calibration != nullptr && needs_calibration(passes, model, recipe)) {
     result.used_calibration = true;
     calib::RunnerOptions options;
     options.batch_size = batch_size;
     options.cache = std::move(cache);
+    options.release_layers = static_cast<bool>(sink);
     calib::LayerwiseRunner runner(model, calibration->windows, options);
     runner.run(driver);
   } else {
@@ -270,6 +282,8 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
         driver.process(step);
       }
       driver.end_layer(layer, i);
+      driver.layer_done(layer, i);
+      if (sink) model.release(i);
       progress.step();
     }
   }

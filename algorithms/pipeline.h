@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include "calib/stats_cache.h"
 
 namespace calq::core {
+class DecoderLayer;
 class Model;
 struct Recipe;
 }  // namespace calq::core
@@ -49,11 +51,17 @@ bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
 std::vector<std::map<std::string, core::QuantizedTensor>> quantized_linears(
     const QuantizationResult& result);
 
+/// Streaming (`calq run --stream`): called once per layer when the layer is final, with its
+/// states; the layer is released right after, and the states' integer tensors dropped.
+using LayerSink = std::function<void(int64_t index, core::DecoderLayer& layer,
+                                     std::map<std::string, LinearState>& states)>;
+
 /// Quantizes `model` in place. `calibration` may be null when needs_calibration() is false.
 /// With `cache.cache` set, statistics are read from / stored in the calibration cache.
 QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
                                   std::vector<std::unique_ptr<Pass>>& passes,
                                   const calib::CalibrationSet* calibration,
-                                  int64_t batch_size = 8, calib::CacheUse cache = {});
+                                  int64_t batch_size = 8, calib::CacheUse cache = {},
+                                  const LayerSink& sink = {});
 
 }  // namespace calq::algorithms

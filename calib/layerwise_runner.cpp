@@ -114,6 +114,7 @@ void LayerwiseRunner::run(LayerHandler& handler) {
     handler.end_layer(layer, i);
     inputs = handler.propagate_quantized() ? forward_layer(layer, inputs, nullptr, nullptr)
                                            : float_outputs;
+    handler.layer_done(layer, i);
     if (options_.release_layers) model_.release(i);
     log::debug("layer {} done", i);
     progress.step();

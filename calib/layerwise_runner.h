@@ -51,6 +51,8 @@ class LayerHandler {
   /// true: X_{i+1} from the processed layer (GPTQ); false: from the float layer (AWQ).
   virtual bool propagate_quantized() const = 0;
   virtual void end_layer(core::DecoderLayer& layer, int64_t index) = 0;
+  /// Called when nothing reads the layer any more (X_{i+1} is computed), before a release.
+  virtual void layer_done(core::DecoderLayer& /*layer*/, int64_t /*index*/) {}
   /// For the calibration cache: a fingerprint of everything that changed the model before the
   /// statistics of (layer, step) are gathered — "" when nothing did (the float model on float
   /// inputs), nullopt when they must not be cached.

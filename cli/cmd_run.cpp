@@ -60,24 +60,14 @@ std::string pass_list(const std::vector<std::unique_ptr<algorithms::Pass>>& pass
 /// Where a run's LoRC adapter goes, inside save.path.
 constexpr const char* kAdapterDir = "lorc_adapter";
 
-core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recipe,
-                                   const algorithms::QuantizationResult& result,
-                                   std::optional<core::AdapterResult>& adapter) {
-  const core::QuantizedLinears quantized = algorithms::quantized_linears(result);
+/// The export options a recipe's `save` section gives (format, path, dtype, activations, and
+/// the test hook CALQ_EXPORT_STALL).
+core::ExportOptions export_options(const core::Recipe& recipe) {
   core::ExportOptions options;
   options.format = recipe.save->format;
   options.path = recipe.save->path.resolved;
   if (recipe.save->dtype) options.fake_dtype = to_scalar(*recipe.save->dtype);
   if (recipe.scheme.activations) options.activations = recipe.scheme.activations->spec();
-  if (core::has_low_rank(model)) {
-    // LoRC factors go out as a PEFT LoRA adapter inside the checkpoint directory, written with
-    // it and renamed with it (docs/recipe.md "save").
-    const std::string base = recipe.save->path.resolved;
-    options.extra_files = [&model, &adapter, base](const std::string& dir) {
-      adapter = core::write_lora_adapter(model, (fs::path(dir) / kAdapterDir).string(), base);
-      adapter->path = (fs::path(base) / kAdapterDir).string();
-    };
-  }
   if (std::getenv("CALQ_EXPORT_STALL") != nullptr) {
     // For tests/cli/killed_export_test.sh: hold the export with every file written under the
     // temporary name, so a SIGKILL lands exactly before the rename.
@@ -86,6 +76,23 @@ core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recip
       std::fprintf(stderr, "calq: export stalled before the rename (CALQ_EXPORT_STALL)\n");
       std::fflush(stderr);
       for (;;) ::pause();
+    };
+  }
+  return options;
+}
+
+core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recipe,
+                                   const algorithms::QuantizationResult& result,
+                                   std::optional<core::AdapterResult>& adapter) {
+  const core::QuantizedLinears quantized = algorithms::quantized_linears(result);
+  core::ExportOptions options = export_options(recipe);
+  if (core::has_low_rank(model)) {
+    // LoRC factors go out as a PEFT LoRA adapter inside the checkpoint directory, written with
+    // it and renamed with it (docs/recipe.md "save").
+    const std::string base = recipe.save->path.resolved;
+    options.extra_files = [&model, &adapter, base](const std::string& dir) {
+      adapter = core::write_lora_adapter(model, (fs::path(dir) / kAdapterDir).string(), base);
+      adapter->path = (fs::path(base) / kAdapterDir).string();
     };
   }
   return core::export_checkpoint(model, quantized, options);
@@ -215,6 +222,16 @@ int run_recipe(const RunRequest& args) {
   load.compute_dtype = to_scalar(recipe.model.dtype);
   auto model = core::load_model(load);
   algorithms::check_passes(passes, *model);
+  if (args.stream) {
+    CALQ_CHECK(recipe.save.has_value() && !args.float_only,
+               "--stream: each quantized layer is written to the checkpoint and freed; expected a "
+               "save section in {}", recipe.file);
+    for (const auto& pass : passes) {
+      CALQ_CHECK(std::string(pass->name()) != "lorc",
+                 "--stream: the lorc pass writes its adapter from the whole model at the end; "
+                 "expected a run without --stream for {}", recipe.file);
+    }
+  }
 
   RunReport report(recipe, *model);
   if (args.float_only) {
@@ -254,9 +271,22 @@ int run_recipe(const RunRequest& args) {
     allocated = allocate_mixed_precision(*model, recipe, calibration->windows, args.batch_size,
                                          cache_use, report, out_dir);
   }
+  std::optional<core::StreamingExport> stream;
+  algorithms::LayerSink sink;
+  if (args.stream) {
+    stream.emplace(*model, export_options(recipe));
+    sink = [&stream, &model](int64_t i, core::DecoderLayer& layer,
+                             std::map<std::string, algorithms::LinearState>& states) {
+      std::map<std::string, core::QuantizedTensor> quantized;
+      for (const auto& [name, state] : states) {
+        if (state.quantized) quantized.emplace(name, *state.quantized);
+      }
+      stream->write_layer(*model, i, layer, quantized);
+    };
+  }
   const algorithms::QuantizationResult result = algorithms::quantize_model(
       *model, allocated ? *allocated : recipe, passes, calibration ? &*calibration : nullptr,
-      args.batch_size, cache_use);
+      args.batch_size, cache_use, sink);
   report.set_quantization(result);
   if (cache) {
     report.set_calibration_cache(*cache);
@@ -266,7 +296,14 @@ int run_recipe(const RunRequest& args) {
   log::info("quantized in {:.1f} s", result.seconds);
   // Export before evaluating: the export rounds folded norms to the stored dtype, so the
   // perplexity reported is the exported model's.
-  if (recipe.save) {
+  if (stream) {
+    report.set_export(stream->finish(*model).json());
+    // The layers were freed as they were written: evaluate the checkpoint, which re-read bit
+    // for bit, as a model of its own.
+    core::LoadOptions written = load;
+    written.path = recipe.save->path.resolved;
+    model = core::load_model(written);
+  } else if (recipe.save) {
     std::optional<core::AdapterResult> adapter;
     report.set_export(save_checkpoint(*model, recipe, result, adapter).json());
     if (adapter) report.set_section("adapter", adapter->json());
@@ -293,7 +330,7 @@ int run_recipe(const RunRequest& args) {
     report.add_perplexity(r, e.data.resolved);
   }
 
-  if (const std::string int8 = int8_outlier_report(*model); !int8.empty())
+  if (const std::string int8 = args.stream ? std::string() : int8_outlier_report(*model); !int8.empty())
     report.set_section("llm_int8", int8);
   report.finish(std::chrono::duration<double>(Clock::now() - start).count());
   fs::create_directories(out_dir);
@@ -326,6 +363,9 @@ CommandRunner add_run_command(CLI::App& app) {
   cmd->add_option("--out", args->out, "Output directory (default out/<recipe name>)");
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_flag("--stream", args->stream,
+                "Bounded memory: write each layer to the recipe's save path as soon as it is "
+                "quantized, then free it (evaluation reads the checkpoint)");
   add_cache_options(*cmd, *args);
   return [args] { return run_recipe(*args); };
 }

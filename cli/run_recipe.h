@@ -22,6 +22,9 @@ struct RunRequest {
   std::string cache_dir;
   int64_t cache_max_bytes = int64_t{2} << 30;
   bool no_cache = false;
+  /// Bounded memory: each layer is written to the checkpoint (recipe `save`) as soon as it is
+  /// quantized and then freed; evaluation reads the written checkpoint.
+  bool stream = false;
 };
 
 /// Loads, quantizes, exports and evaluates as the recipe says; writes out/report.json.

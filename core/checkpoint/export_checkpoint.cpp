@@ -20,6 +20,8 @@
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
+#include "core/io/sharded_writer.h"
+#include "core/model/weight_source.h"
 #include "core/log.h"
 #include "core/model/model.h"
 
@@ -88,34 +90,119 @@ std::string tensor_where(const Linear& linear, int64_t layer, const std::string&
   return linear.source.empty() ? fmt::format("layer {} {}", layer, name) : linear.source;
 }
 
-Plan plan_export(Model& model, const QuantizedLinears& quantized, const ExportOptions& o) {
+/// Checks layer i against the format and fixes plan.layout from the first quantized linear.
+void plan_layer(Plan& plan, DecoderLayer& layer, int64_t i,
+                const std::map<std::string, QuantizedTensor>& quantized, const ExportOptions& o,
+                const std::string& model_type) {
+  const char* format = save_format_name(o.format);
+  for (const std::string& name : layer.linear_names()) {
+    const Linear& linear = layer.linear(name);
+    CALQ_CHECK(!linear.source.empty(),
+               "save.format {}: {} has no tensor of its own in the checkpoint (GPT-2 fuses q, k, "
+               "v in c_attn); calq does not export {} models yet",
+               format, tensor_where(linear, i, name), model_type);
+    if (o.format == SaveFormat::Fake) continue;
+    const auto it = quantized.find(name);
+    CALQ_CHECK(it != quantized.end(),
+               "save.format {}: {} stays float (not in scheme.targets); expected every linear of "
+               "the decoder layers quantized",
+               format, linear.source);
+    if (!plan.layout) plan.layout = layout_for(o.format, it->second, o.activations);
+    const std::string why = unrepresentable_reason(*plan.layout, it->second);
+    CALQ_CHECK(why.empty(), "save.format {}: {}: {}", format, linear.source, why);
+  }
+}
+
+Plan plan_dtype(const Model& model, const ExportOptions& o) {
   Plan plan;
   const ModelConfig& c = model.config();
   plan.dtype = o.format == SaveFormat::Fake ? o.fake_dtype.value_or(c.storage_dtype) : c.storage_dtype;
-  const char* format = save_format_name(o.format);
+  return plan;
+}
+
+Plan plan_export(Model& model, const QuantizedLinears& quantized, const ExportOptions& o) {
+  Plan plan = plan_dtype(model, o);
   CALQ_CHECK(quantized.size() == static_cast<size_t>(model.n_layers()),
              "save: {} layers of quantized tensors for a {}-layer model", quantized.size(),
              model.n_layers());
-  for (int64_t i = 0; i < model.n_layers(); ++i) {
-    DecoderLayer& layer = model.layer(i);
-    for (const std::string& name : layer.linear_names()) {
-      const Linear& linear = layer.linear(name);
-      CALQ_CHECK(!linear.source.empty(),
-                 "save.format {}: {} has no tensor of its own in the checkpoint (GPT-2 fuses q, k, "
-                 "v in c_attn); calq does not export {} models yet",
-                 format, tensor_where(linear, i, name), c.model_type);
-      if (o.format == SaveFormat::Fake) continue;
-      const auto it = quantized[static_cast<size_t>(i)].find(name);
-      CALQ_CHECK(it != quantized[static_cast<size_t>(i)].end(),
-                 "save.format {}: {} stays float (not in scheme.targets); expected every linear of "
-                 "the decoder layers quantized",
-                 format, linear.source);
-      if (!plan.layout) plan.layout = layout_for(o.format, it->second, o.activations);
-      const std::string why = unrepresentable_reason(*plan.layout, it->second);
-      CALQ_CHECK(why.empty(), "save.format {}: {}: {}", format, linear.source, why);
-    }
-  }
+  for (int64_t i = 0; i < model.n_layers(); ++i)
+    plan_layer(plan, model.layer(i), i, quantized[static_cast<size_t>(i)], o, model.config().model_type);
   return plan;
+}
+
+/// The layer becomes exactly what the checkpoint holds: biases, norms (folded by SmoothQuant or
+/// AWQ) and fake-quantized weights rounded to the stored dtype in place.
+void round_layer(DecoderLayer& layer, const Plan& plan) {
+  for (const std::string& name : layer.linear_names()) {
+    Linear& l = layer.linear(name);
+    round_in_place(l.bias, plan.dtype);
+    if (!plan.layout) round_in_place(l.weight, plan.dtype);
+  }
+  for (const char* norm : {"norm.attn", "norm.mlp"}) {
+    round_in_place(layer.norm(norm).weight, plan.dtype);
+    round_in_place(layer.norm(norm).bias, plan.dtype);
+  }
+}
+
+/// One decoder layer's tensors as the checkpoint stores them (packed linears or float weights,
+/// biases, norms); adds the layer's tensor prefixes and counts its quantized linears.
+NamedTensors layer_tensors(DecoderLayer& layer, const std::map<std::string, QuantizedTensor>& quantized,
+                           const Plan& plan, std::set<std::string>& prefixes, int64_t& n_quantized) {
+  NamedTensors tensors;
+  const auto add = [&](const std::string& name, const at::Tensor& t) {
+    if (t.defined()) tensors.emplace_back(name, t.to(at::kCPU));
+  };
+  for (const std::string& name : layer.linear_names()) {
+    const Linear& l = layer.linear(name);
+    prefixes.insert(l.source);
+    if (plan.layout) {
+      for (auto& t : pack_linear(*plan.layout, l.source, quantized.at(name)))
+        tensors.push_back(std::move(t));
+      ++n_quantized;
+    } else {
+      add(l.source + ".weight", l.weight.to(plan.dtype));
+      if (quantized.count(name)) ++n_quantized;
+    }
+    add(l.source + ".bias", l.bias.defined() ? l.bias.to(plan.dtype) : l.bias);
+  }
+  for (const char* norm : {"norm.attn", "norm.mlp"}) {
+    const Norm& n = layer.norm(norm);
+    prefixes.insert(n.source);
+    add(n.source + ".weight", n.weight.to(plan.dtype));
+    add(n.source + ".bias", n.bias.defined() ? n.bias.to(plan.dtype) : n.bias);
+  }
+  return tensors;
+}
+
+/// Everything outside the decoder layers (embeddings, final norm, head, positions) as the
+/// source stores it, float tensors in the stored dtype.
+NamedTensors outer_tensors(const Model& model, const std::set<std::string>& layer_prefixes,
+                           const Plan& plan) {
+  NamedTensors tensors;
+  const std::shared_ptr<WeightSource> source = open_model_weights(model.path());
+  for (const std::string& name : source->names()) {
+    const size_t dot = name.rfind('.');
+    if (dot != std::string::npos && layer_prefixes.count(name.substr(0, dot))) continue;
+    at::Tensor t = source->load(name);
+    if (at::isFloatingType(t.scalar_type())) t = t.to(plan.dtype);
+    tensors.emplace_back(name, t);
+  }
+  return tensors;
+}
+
+/// config.json (with quantization_config), quantize_config.json for GPTQ, and the tokenizer and
+/// generation files, into `tmp`.
+void write_model_files(const Model& model, const Plan& plan, const fs::path& tmp);
+
+/// Kernel-compatibility lint from one layer's linear shapes (every layer has the same).
+std::vector<std::string> lint_layer(const Plan& plan, DecoderLayer& layer) {
+  if (!plan.layout) return {};
+  std::vector<LinearShape> shapes;
+  for (const std::string& name : layer.linear_names()) {
+    const at::Tensor& w = layer.linear(name).weight;
+    shapes.push_back({name, w.size(0), w.size(1)});
+  }
+  return kernel_lint(*plan.layout, shapes);
 }
 
 /// Groups named tensors into shards of at most max_bytes (a larger tensor gets its own).
@@ -197,6 +284,47 @@ void remove_stale_temp_dirs(const fs::path& final_path) {
 fs::path temp_dir_for(const fs::path& final_path) {
   return final_path.parent_path() /
          fmt::format(".{}.calq-tmp-{}", final_path.filename().string(), static_cast<long>(::getpid()));
+}
+
+void write_model_files(const Model& model, const Plan& plan, const fs::path& tmp) {
+  const ModelConfig& c = model.config();
+  Json config = base_config(model);
+  set_dtype(config, plan.dtype);
+  if (plan.layout) config["quantization_config"] = quantization_config_json(*plan.layout);
+  else config.erase("quantization_config");
+  write_string_atomically((tmp / "config.json").string(), config.dump(2) + "\n");
+  if (plan.layout && plan.layout->format == SaveFormat::Gptq)
+    write_string_atomically((tmp / "quantize_config.json").string(),
+                            config["quantization_config"].dump(2) + "\n");
+  if (c.model_type == "llama2c") {
+    const std::string tok = tokenizer_of_llama2c(model);
+    if (!tok.empty()) fs::copy_file(tok, tmp / fs::path(tok).filename());
+  } else {
+    const fs::path dir = fs::is_directory(model.path()) ? fs::path(model.path()) : fs::path(model.path()).parent_path();
+    for (const char* name : kCarriedFiles) {
+      if (fs::exists(dir / name)) fs::copy_file(dir / name, tmp / name);
+    }
+  }
+}
+
+/// Re-reads one written shard and compares every tensor with what was written, bit for bit (the
+/// streaming export's check: the layers themselves are freed by the time the checkpoint is whole).
+int64_t reread_shard(const std::string& file, const NamedTensors& written) {
+  const std::shared_ptr<WeightSource> back = open_safetensors_source(file);
+  for (const auto& [name, want] : written) {
+    CALQ_CHECK(back->contains(name), "save: re-read {}: tensor \"{}\" is missing", file, name);
+    const at::Tensor got = back->load(name);
+    CALQ_CHECK(got.scalar_type() == want.scalar_type() && got.sizes().equals(want.sizes()) &&
+                   at::equal(got, want.to(at::kCPU)),
+               "save: re-read {}: tensor \"{}\" differs from what was written", file, name);
+  }
+  return static_cast<int64_t>(written.size());
+}
+
+void log_written(const ExportResult& result) {
+  log::info("save: {} checkpoint written to {} ({} files, {:.1f} MiB, re-read: {} tensors bit-equal)",
+            result.format, result.path, result.files, static_cast<double>(result.bytes) / (1 << 20),
+            result.reread_tensors);
 }
 
 }  // namespace
@@ -299,7 +427,6 @@ void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, con
 ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
                                const ExportOptions& o) {
   const Plan plan = plan_export(model, quantized, o);
-  const ModelConfig& c = model.config();
   const fs::path final_path = fs::absolute(o.path).lexically_normal();
   fs::create_directories(final_path.parent_path());
   remove_stale_temp_dirs(final_path);
@@ -311,106 +438,27 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
   result.format = save_format_name(o.format);
   result.path = final_path.string();
   try {
-    // The in-memory model becomes exactly what the checkpoint holds.
-    for (int64_t i = 0; i < model.n_layers(); ++i) {
-      DecoderLayer& layer = model.layer(i);
-      for (const std::string& name : layer.linear_names()) {
-        Linear& l = layer.linear(name);
-        round_in_place(l.bias, plan.dtype);
-        if (!plan.layout) round_in_place(l.weight, plan.dtype);
-      }
-      for (const char* norm : {"norm.attn", "norm.mlp"}) {
-        round_in_place(layer.norm(norm).weight, plan.dtype);
-        round_in_place(layer.norm(norm).bias, plan.dtype);
-      }
-    }
-
+    for (int64_t i = 0; i < model.n_layers(); ++i) round_layer(model.layer(i), plan);
     NamedTensors tensors;
     std::set<std::string> layer_prefixes;
-    const auto add = [&](const std::string& name, const at::Tensor& t) {
-      if (t.defined()) tensors.emplace_back(name, t.to(at::kCPU));
-    };
     for (int64_t i = 0; i < model.n_layers(); ++i) {
-      DecoderLayer& layer = model.layer(i);
-      for (const std::string& name : layer.linear_names()) {
-        const Linear& l = layer.linear(name);
-        layer_prefixes.insert(l.source);
-        if (plan.layout) {
-          for (auto& t : pack_linear(*plan.layout, l.source, quantized[static_cast<size_t>(i)].at(name)))
-            tensors.push_back(std::move(t));
-          ++result.quantized_linears;
-        } else {
-          add(l.source + ".weight", l.weight.to(plan.dtype));
-          if (quantized[static_cast<size_t>(i)].count(name)) ++result.quantized_linears;
-        }
-        add(l.source + ".bias", l.bias.defined() ? l.bias.to(plan.dtype) : l.bias);
-      }
-      for (const char* norm : {"norm.attn", "norm.mlp"}) {
-        const Norm& n = layer.norm(norm);
-        layer_prefixes.insert(n.source);
-        add(n.source + ".weight", n.weight.to(plan.dtype));
-        add(n.source + ".bias", n.bias.defined() ? n.bias.to(plan.dtype) : n.bias);
-      }
+      for (auto& t : layer_tensors(model.layer(i), quantized[static_cast<size_t>(i)], plan,
+                                   layer_prefixes, result.quantized_linears))
+        tensors.push_back(std::move(t));
     }
-    // Everything else (embeddings, final norm, head, positions) as the source stores it.
-    const std::shared_ptr<WeightSource> source = open_model_weights(model.path());
-    for (const std::string& name : source->names()) {
-      const size_t dot = name.rfind('.');
-      if (dot != std::string::npos && layer_prefixes.count(name.substr(0, dot))) continue;
-      at::Tensor t = source->load(name);
-      if (at::isFloatingType(t.scalar_type())) t = t.to(plan.dtype);
-      tensors.emplace_back(name, t);
-    }
+    for (auto& t : outer_tensors(model, layer_prefixes, plan)) tensors.push_back(std::move(t));
 
     const std::vector<NamedTensors> shards = shard(std::move(tensors), o.max_shard_bytes);
-    Json weight_map = Json::object();
-    for (size_t k = 0; k < shards.size(); ++k) {
-      const std::string file = shards.size() == 1
-                                   ? "model.safetensors"
-                                   : fmt::format("model-{:05d}-of-{:05d}.safetensors", k + 1, shards.size());
-      write_safetensors((tmp / file).string(), shards[k]);
-      for (const auto& [name, t] : shards[k]) {
-        weight_map[name] = file;
-        result.bytes += t.numel() * static_cast<int64_t>(t.element_size());
-      }
-    }
+    ShardedWriter writer(tmp.string(), static_cast<int64_t>(shards.size()));
+    for (size_t k = 0; k < shards.size(); ++k) writer.write(static_cast<int64_t>(k), shards[k]);
+    result.bytes = writer.finish();
     result.files = static_cast<int64_t>(shards.size());
-    if (shards.size() > 1) {
-      const Json index = {{"metadata", {{"total_size", result.bytes}}}, {"weight_map", weight_map}};
-      write_string_atomically((tmp / "model.safetensors.index.json").string(), index.dump(2) + "\n");
-    }
-
-    Json config = base_config(model);
-    set_dtype(config, plan.dtype);
-    if (plan.layout) config["quantization_config"] = quantization_config_json(*plan.layout);
-    else config.erase("quantization_config");
-    write_string_atomically((tmp / "config.json").string(), config.dump(2) + "\n");
-    if (plan.layout && plan.layout->format == SaveFormat::Gptq)
-      write_string_atomically((tmp / "quantize_config.json").string(),
-                              config["quantization_config"].dump(2) + "\n");
-
-    if (c.model_type == "llama2c") {
-      const std::string tok = tokenizer_of_llama2c(model);
-      if (!tok.empty()) fs::copy_file(tok, tmp / fs::path(tok).filename());
-    } else {
-      const fs::path dir = fs::is_directory(model.path()) ? fs::path(model.path()) : fs::path(model.path()).parent_path();
-      for (const char* name : kCarriedFiles) {
-        if (fs::exists(dir / name)) fs::copy_file(dir / name, tmp / name);
-      }
-    }
+    write_model_files(model, plan, tmp);
     if (o.extra_files) o.extra_files(tmp.string());
     if (o.on_stage) o.on_stage("written");
 
     result.reread_tensors = reread_check(model, tmp.string());
-    if (plan.layout) {
-      std::vector<LinearShape> shapes;
-      DecoderLayer& first = model.layer(0);
-      for (const std::string& name : first.linear_names()) {
-        const at::Tensor& w = first.linear(name).weight;
-        shapes.push_back({name, w.size(0), w.size(1)});
-      }
-      result.warnings = kernel_lint(*plan.layout, shapes);
-    }
+    result.warnings = lint_layer(plan, model.layer(0));
     for (const std::string& w : result.warnings) log::warn("save: {}", w);
 
     // Replace any previous export only now, and never leave the final name half-written.
@@ -420,10 +468,72 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
     fs::remove_all(tmp, ignored);
     throw;
   }
-  log::info("save: {} checkpoint written to {} ({} files, {:.1f} MiB, re-read: {} tensors bit-equal)",
-            result.format, result.path, result.files, static_cast<double>(result.bytes) / (1 << 20),
-            result.reread_tensors);
+  log_written(result);
   return result;
+}
+
+struct StreamingExport::State {
+  Plan plan;
+  fs::path final_path;
+  fs::path tmp;
+  std::unique_ptr<ShardedWriter> writer;
+  std::set<std::string> layer_prefixes;
+  ExportResult result;
+  bool finished = false;
+};
+
+StreamingExport::StreamingExport(const Model& model, ExportOptions options)
+    : options_(std::move(options)), state_(std::make_unique<State>()) {
+  CALQ_CHECK(!options_.extra_files,
+             "save: files beside the checkpoint (the LoRC adapter) need the whole model at the end; "
+             "expected no --stream with lorc");
+  State& s = *state_;
+  s.plan = plan_dtype(model, options_);
+  s.final_path = fs::absolute(options_.path).lexically_normal();
+  fs::create_directories(s.final_path.parent_path());
+  remove_stale_temp_dirs(s.final_path);
+  s.tmp = temp_dir_for(s.final_path);
+  fs::remove_all(s.tmp);
+  fs::create_directories(s.tmp);
+  s.writer = std::make_unique<ShardedWriter>(s.tmp.string(), model.n_layers() + 1);
+  s.result.format = save_format_name(options_.format);
+  s.result.path = s.final_path.string();
+  s.result.files = model.n_layers() + 1;
+}
+
+StreamingExport::~StreamingExport() {
+  if (state_ && !state_->finished) {
+    std::error_code ignored;
+    fs::remove_all(state_->tmp, ignored);
+  }
+}
+
+void StreamingExport::write_layer(const Model& model, int64_t index, DecoderLayer& layer,
+                                  const std::map<std::string, QuantizedTensor>& quantized) {
+  State& s = *state_;
+  plan_layer(s.plan, layer, index, quantized, options_, model.config().model_type);
+  round_layer(layer, s.plan);
+  if (index == 0) s.result.warnings = lint_layer(s.plan, layer);
+  const NamedTensors tensors =
+      layer_tensors(layer, quantized, s.plan, s.layer_prefixes, s.result.quantized_linears);
+  s.writer->write(index, tensors);
+  s.result.reread_tensors += reread_shard((s.tmp / s.writer->file_name(index)).string(), tensors);
+}
+
+ExportResult StreamingExport::finish(const Model& model) {
+  State& s = *state_;
+  const NamedTensors outer = outer_tensors(model, s.layer_prefixes, s.plan);
+  s.writer->write(model.n_layers(), outer);
+  s.result.reread_tensors +=
+      reread_shard((s.tmp / s.writer->file_name(model.n_layers())).string(), outer);
+  s.result.bytes = s.writer->finish();
+  write_model_files(model, s.plan, s.tmp);
+  if (options_.on_stage) options_.on_stage("written");
+  for (const std::string& w : s.result.warnings) log::warn("save: {}", w);
+  publish_directory(s.tmp.string(), s.final_path.string());
+  s.finished = true;
+  log_written(s.result);
+  return s.result;
 }
 
 }  // namespace calq::core

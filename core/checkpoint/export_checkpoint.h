@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 namespace calq::core {
 
 class Model;
+class DecoderLayer;
 
 /// Per decoder layer, by uniform linear name: the run's quantized tensors.
 using QuantizedLinears = std::vector<std::map<std::string, QuantizedTensor>>;
@@ -71,5 +73,28 @@ void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, con
 /// SmoothQuant/AWQ, biases) to the stored dtype first, so the in-memory model is the exported one.
 ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
                                const ExportOptions& options);
+
+/// The same checkpoint written while the model is quantized (`calq run --stream`): each decoder
+/// layer goes to a shard of its own as soon as it is done, so the caller can free it; the
+/// embeddings, final norm and head go to the last shard in finish(). Files and checks as
+/// export_checkpoint, except that the re-read compares each shard with the tensors written to it
+/// (the layers are gone by the end). Destroyed unfinished, it removes its temporary directory.
+class StreamingExport {
+ public:
+  StreamingExport(const Model& model, ExportOptions options);
+  ~StreamingExport();
+  StreamingExport(const StreamingExport&) = delete;
+  StreamingExport& operator=(const StreamingExport&) = delete;
+
+  /// Rounds the layer to what the checkpoint stores (as export_checkpoint does), packs and writes it.
+  void write_layer(const Model& model, int64_t index, DecoderLayer& layer,
+                   const std::map<std::string, QuantizedTensor>& quantized);
+  ExportResult finish(const Model& model);
+
+ private:
+  struct State;
+  ExportOptions options_;
+  std::unique_ptr<State> state_;
+};
 
 }  // namespace calq::core
