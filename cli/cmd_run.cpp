@@ -23,6 +23,7 @@
 #include "calib/stats_cache.h"
 #include "cli/commands.h"
 #include "cli/gnuplot.h"
+#include "cli/memory_estimate.h"
 #include "cli/run_recipe.h"
 #include "cli/run_report.h"
 #include "core/checkpoint/export_checkpoint.h"
@@ -254,6 +255,8 @@ int run_recipe(const RunRequest& args) {
     log::info("calibration: {} windows of {} tokens from {}", c.nsamples, c.seqlen, c.data);
     calibration = calib::make_calibration_set(*model->tokenizer(), c);
     report.set_calibration(*calibration);
+    report.set_memory_estimate(
+        estimate_memory(model->config(), model->compute_dtype(), c.nsamples * c.seqlen).json());
   }
 
   log::info("quantizing with {}", recipe.passes.empty() ? "rtn (no passes given)" : "the recipe's passes");

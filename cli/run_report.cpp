@@ -1,7 +1,5 @@
 #include "cli/run_report.h"
 
-#include <sys/resource.h>
-
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -10,6 +8,7 @@
 #include "calib/calibration_set.h"
 #include "calib/stats_cache.h"
 #include "core/eval/perplexity.h"
+#include "core/resident_memory.h"
 #include "core/model/model.h"
 #include "core/recipe.h"
 
@@ -18,12 +17,6 @@
 #endif
 
 namespace calq::cli {
-
-double peak_rss_mb() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
-}
 
 namespace {
 
@@ -137,8 +130,11 @@ void RunReport::finish(double total_seconds) {
   d["recipe_hash"] = recipe_.hash_hex();
   if (!d.contains("export")) d["export"] = nullptr;
   d["timing"] = {{"total_s", total_seconds}};
-  d["memory"] = {{"peak_rss_mb", peak_rss_mb()}};
+  d["memory"] = {{"peak_rss_mb", core::peak_resident_mb()}};
+  if (!memory_estimate_.empty()) d["memory"]["estimate"] = nlohmann::json::parse(memory_estimate_);
 }
+
+void RunReport::set_memory_estimate(const std::string& json) { memory_estimate_ = json; }
 
 std::string RunReport::dump() const { return doc_->dump(2); }
 

@@ -38,15 +38,15 @@ class RunReport {
   void set_section(const std::string& key, const std::string& json);
   /// Marks the report as the float model's (no quantization ran): "float": true.
   void set_float();
+  /// What should dominate the peak (cli/memory_estimate.h), reported beside the measured peak.
+  void set_memory_estimate(const std::string& json);
   void finish(double total_seconds);
   std::string dump() const;
 
  private:
   const core::Recipe& recipe_;
+  std::string memory_estimate_;
   std::unique_ptr<nlohmann::json> doc_;
 };
-
-/// Peak resident set size of this process in MiB (getrusage).
-double peak_rss_mb();
 
 }  // namespace calq::cli

@@ -6,9 +6,8 @@
 
 namespace calq::core {
 
-/// Keeps freed heap memory in the process: no mmap for large blocks, no trimming of the heap
-/// top. Peak RSS is then the resident set for the rest of the run. Idempotent; a no-op
-/// without glibc.
+/// Keeps freed heap memory in the process (no trimming of the heap top) for blocks under
+/// 128 MiB; larger blocks are mapped and returned on free. Idempotent; a no-op without glibc.
 void keep_freed_memory_in_process();
 
 }  // namespace calq::core

@@ -90,6 +90,10 @@ at::Tensor DecoderModel::load(const std::string& name, const std::vector<int64_t
   return load_weight(*weights_, name, shape, compute_dtype_, device_obj_);
 }
 
+at::Tensor DecoderModel::load_stored(const std::string& name, const std::vector<int64_t>& shape) const {
+  return load_weight(*weights_, name, shape, config_.storage_dtype, device_obj_);
+}
+
 Linear DecoderModel::load_linear(const std::string& prefix,
                                  int64_t out,
                                  int64_t in,

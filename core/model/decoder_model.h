@@ -63,6 +63,8 @@ class DecoderModel : public Model {
 
   /// Checked load of one tensor, converted to the compute dtype and device.
   at::Tensor load(const std::string& name, const std::vector<int64_t>& shape) const;
+  /// As load, but in the checkpoint's storage dtype (config().storage_dtype).
+  at::Tensor load_stored(const std::string& name, const std::vector<int64_t>& shape) const;
   /// `prefix`.weight [out, in] and, when `bias`, `prefix`.bias [out].
   Linear load_linear(const std::string& prefix, int64_t out, int64_t in, bool bias) const;
   /// `prefix`.weight [n] and, when `bias`, `prefix`.bias [n].

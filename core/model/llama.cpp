@@ -105,9 +105,7 @@ class LlamaModel final : public DecoderModel {
              const LoadOptions& options)
       : DecoderModel(std::move(config), std::move(weights), options) {
     const ModelConfig& c = config_;
-    embed_ = load("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
     norm_ = load("model.norm.weight", {c.hidden_size});
-    head_ = c.tie_word_embeddings ? embed_ : load("lm_head.weight", {c.vocab_size, c.hidden_size});
     // LlamaRotaryEmbedding (default rope): inv_freq = 1 / θ^(arange(0, hd, 2) / hd), float32.
     const auto f32 = at::TensorOptions().device(device_obj_).dtype(at::kFloat);
     const at::Tensor exponent =
@@ -115,7 +113,15 @@ class LlamaModel final : public DecoderModel {
     inv_freq_ = at::reciprocal(at::pow(c.rope_theta, exponent));
   }
 
-  at::Tensor embed(const at::Tensor& ids) override { return at::embedding(embed_, check_ids(ids)); }
+  // The embedding table stays in the stored dtype and only gathered rows are converted (the same
+  // values as converting the table: the cast is element-wise); the head is read on first use.
+  // A quantization run then never holds a [V, H] compute-dtype copy: for a 7B-shaped model with
+  // an untied head that is 1 GB of float32.
+  at::Tensor embed(const at::Tensor& ids) override {
+    if (!embed_.defined())
+      embed_ = load_stored("model.embed_tokens.weight", {config_.vocab_size, config_.hidden_size});
+    return at::embedding(embed_, check_ids(ids)).to(compute_dtype_);
+  }
 
   ForwardContext make_context(int64_t seq_len) const override {
     ForwardContext ctx;
@@ -132,6 +138,11 @@ class LlamaModel final : public DecoderModel {
   }
 
   at::Tensor logits(const at::Tensor& hidden) override {
+    if (!head_.defined()) {
+      const ModelConfig& c = config_;
+      head_ = load(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight",
+                   {c.vocab_size, c.hidden_size});
+    }
     return project_logits(rms_norm(hidden, norm_, config_.norm_eps), head_);
   }
 
@@ -158,9 +169,9 @@ class LlamaModel final : public DecoderModel {
   }
 
  private:
-  at::Tensor embed_;     // [V, H]
+  at::Tensor embed_;     // [V, H] in the stored dtype, read on first use
   at::Tensor norm_;      // [H]
-  at::Tensor head_;      // [V, H], embed_ itself when tied
+  at::Tensor head_;      // [V, H] in the compute dtype, read on first use
   at::Tensor inv_freq_;  // [hd/2] float32
 };
 
