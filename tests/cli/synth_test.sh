@@ -11,7 +11,7 @@ trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
 model="$work/synth"
-"$calq" -q synth --hidden 128 --intermediate 344 --layers 3 --heads 4 --kv-heads 2 --vocab 300 \
+"$calq" -q synth --hidden 128 --intermediate 384 --layers 3 --heads 4 --kv-heads 2 --vocab 300 \
   --outlier-channels 2 --outlier-scale 20 --seed 7 --out "$model" || fail "synth"
 for f in config.json tokenizer.json calq_synth.json model.safetensors.index.json \
          model-00001-of-00004.safetensors model-00004-of-00004.safetensors; do
@@ -19,7 +19,7 @@ for f in config.json tokenizer.json calq_synth.json model.safetensors.index.json
 done
 [[ ! -e "$model.tmp-calq" ]] || fail "temporary directory left behind"
 "$calq" inspect "$model" > "$work/inspect.txt" 2>&1 || fail "inspect: $(cat "$work/inspect.txt")"
-grep -q "layers *3, hidden 128, intermediate 344" "$work/inspect.txt" || fail "shape: $(cat "$work/inspect.txt")"
+grep -q "layers *3, hidden 128, intermediate 384" "$work/inspect.txt" || fail "shape: $(cat "$work/inspect.txt")"
 grep -q "4 heads, 2 kv heads" "$work/inspect.txt" || fail "heads: $(cat "$work/inspect.txt")"
 
 # Weight scale and outliers, read back through numpy-free python: the norm gains of the outlier
@@ -53,6 +53,41 @@ PY
   --out "$work/run" > "$work/run.out" 2>&1 || fail "gptq run: $(cat "$work/run.out")"
 grep -q '"peak_rss_mb"' "$work/run/report.json" || fail "no peak RSS in report.json"
 grep -q "ppl" "$work/run.out" || fail "no perplexity printed"
+
+# --stream writes each layer as it is done: the same tensors and perplexity as the whole-model
+# export, one shard per layer, and the memory estimate beside the measured peak.
+for mode in whole stream; do
+  flag=""; [[ $mode == stream ]] && flag="--stream"
+  "$calq" -q run "$src/configs/synth_gptq_w4g128.yaml" $flag --set model.path="$model" \
+    --set calibration.data="$src/README.md" --set calibration.nsamples=4 --set calibration.seqlen=64 \
+    --set "save={format: gptq, path: $work/export-$mode}" \
+    --set "eval.perplexity=[{data: $src/README.md, seqlen: 64, max_windows: 4}]" \
+    --out "$work/run-$mode" > "$work/run-$mode.out" 2>&1 || fail "$mode run: $(cat "$work/run-$mode.out")"
+done
+[[ -s "$work/export-stream/model-00004-of-00004.safetensors" ]] || fail "no shard per layer: $(ls "$work/export-stream")"
+python3 - "$work/export-whole" "$work/export-stream" "$work/run-whole/report.json" "$work/run-stream/report.json" <<'PY' || fail "streamed export differs"
+import glob, json, os, struct, sys
+def tensors(d):
+    out = {}
+    for f in glob.glob(os.path.join(d, "*.safetensors")):
+        with open(f, "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            meta = json.loads(fh.read(n))
+            for k, v in meta.items():
+                if k == "__metadata__": continue
+                fh.seek(8 + n + v["data_offsets"][0])
+                out[k] = (v["dtype"], v["shape"], fh.read(v["data_offsets"][1] - v["data_offsets"][0]))
+    return out
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), "tensors differ"
+ra, rb = json.load(open(sys.argv[3])), json.load(open(sys.argv[4]))
+assert ra["eval"]["perplexity"][0]["ppl"] == rb["eval"]["perplexity"][0]["ppl"], "ppl differs"
+est = rb["memory"]["estimate"]
+assert est["total_mb"] > 0 and est["layer_mb"] > 0 and "formula" in est, est
+PY
+"$calq" run "$src/configs/synth_gptq_w4g128.yaml" --stream --set model.path="$model" \
+  --set calibration.data="$src/README.md" > "$work/nosave.out" 2>&1 && fail "--stream without save was accepted"
+grep -q "^calq: error: --stream: .*expected a save section" "$work/nosave.out" || fail "message: $(cat "$work/nosave.out")"
 
 "$calq" synth --hidden 100 --intermediate 8 --layers 1 --heads 3 --out "$work/bad" > "$work/bad.out" 2>&1 \
   && fail "a hidden size that heads do not divide was accepted"
