@@ -9,6 +9,7 @@
 #include "calib/calibration_set.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/model/allocation_policy.h"
 #include "core/model/model.h"
 #include "core/progress.h"
 #include "core/resident_memory.h"
@@ -121,7 +122,10 @@ void LayerwiseRunner::run(LayerHandler& handler) {
     inputs = handler.propagate_quantized() ? forward_layer(layer, inputs, nullptr, nullptr)
                                            : float_outputs;
     handler.layer_done(layer, i);
-    if (options_.release_layers) model_.release(i);
+    if (options_.release_layers) {
+      model_.release(i);
+      core::give_back_free_heap_pages();
+    }
     log::debug("layer {} done, resident {:.0f} MiB (peak {:.0f})", i, core::resident_mb(),
                core::peak_resident_mb());
     progress.step();

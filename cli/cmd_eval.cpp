@@ -85,7 +85,9 @@ int run_eval(const EvalArgs& args) {
                        {"windows", r.windows},
                        {"predicted_tokens", r.predicted},
                        {"nll", r.nll},
-                       {"ppl", r.ppl}});
+                       {"ppl", r.ppl},
+                       {"seconds", r.seconds},
+                       {"tokens_per_second", r.tokens_per_second()}});
   }
   if (!args.json.empty()) {
     nlohmann::json doc = {{"model", args.model},

@@ -110,7 +110,9 @@ void RunReport::add_perplexity(const core::PerplexityResult& r, const std::strin
                                            {"tokens", r.tokens},
                                            {"windows", r.windows},
                                            {"nll", r.nll},
-                                           {"ppl", r.ppl}});
+                                           {"ppl", r.ppl},
+                                           {"seconds", r.seconds},
+                                           {"tokens_per_second", r.tokens_per_second()}});
 }
 
 void RunReport::set_export(const std::string& json) {

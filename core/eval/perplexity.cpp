@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "core/error.h"
@@ -28,6 +29,7 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& t
   at::NoGradGuard no_grad;
   double nll_sum = 0.0;
   Progress progress(options.label, n_windows, options.show_progress);
+  const auto start = std::chrono::steady_clock::now();
   for (int64_t w = 0; w < n_windows; w += batch) {
     const int64_t b = std::min(batch, n_windows - w);
     const at::Tensor ids = all.narrow(0, w, b).to(at::Device(model.device()));
@@ -48,6 +50,7 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& t
   result.predicted = n_windows * (options.seqlen - 1);
   result.nll = nll_sum / static_cast<double>(result.predicted);
   result.ppl = std::exp(result.nll);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }
 

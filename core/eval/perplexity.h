@@ -29,6 +29,11 @@ struct PerplexityResult {
   int64_t predicted = 0;  ///< windows · (seqlen − 1)
   double nll = 0.0;       ///< mean NLL per predicted token
   double ppl = 0.0;
+  double seconds = 0.0;   ///< wall time of the forward passes (tokenization not included)
+  /// Evaluated tokens (windows · seqlen) per second of forward passes.
+  double tokens_per_second() const {
+    return seconds > 0 ? static_cast<double>(windows * seqlen) / seconds : 0.0;
+  }
 };
 
 /// `tokens` is the whole text's stream; throws naming `source` when it is shorter than a window.

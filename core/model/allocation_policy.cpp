@@ -24,4 +24,10 @@ void keep_freed_memory_in_process() {
   });
 }
 
+void give_back_free_heap_pages() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 }  // namespace calq::core

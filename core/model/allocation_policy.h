@@ -10,4 +10,9 @@ namespace calq::core {
 /// 128 MiB; larger blocks are mapped and returned on free. Idempotent; a no-op without glibc.
 void keep_freed_memory_in_process();
 
+/// Returns the free pages inside the heap to the kernel (malloc_trim), keeping the address
+/// space: for a layer-by-layer run, at each layer's end, so that heap fragments left by one
+/// layer's temporaries do not stay resident. A no-op without glibc.
+void give_back_free_heap_pages();
+
 }  // namespace calq::core
