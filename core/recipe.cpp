@@ -123,12 +123,8 @@ YAML::Node parse_yaml(const std::string& text, const std::string& what) {
   }
 }
 
-Json read_yaml_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  CALQ_CHECK(in.good(), "{}: cannot open the recipe; expected a readable YAML file", path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  Json tree = to_json(parse_yaml(text.str(), path), path, "");
+Json parse_yaml_tree(const std::string& text, const std::string& path) {
+  Json tree = to_json(parse_yaml(text, path), path, "");
   CALQ_CHECK(!tree.is_null(), "{}: the recipe is empty; expected a mapping with a model section",
              path);
   CALQ_CHECK(tree.is_object(), "{}: the recipe is {}; expected a mapping of sections", path,
@@ -234,7 +230,16 @@ void normalize_passes(Json& root, const std::string& file) {
 }  // namespace
 
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
-  Json tree = read_yaml_file(path);
+  std::ifstream in(path, std::ios::binary);
+  CALQ_CHECK(in.good(), "{}: cannot open the recipe; expected a readable YAML file", path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_recipe(text.str(), path, overrides);
+}
+
+Recipe parse_recipe(const std::string& yaml, const std::string& path,
+                    const std::vector<std::string>& overrides) {
+  Json tree = parse_yaml_tree(yaml, path);
   std::vector<std::string> overridden;
   for (const auto& text : overrides)
     overridden.push_back(apply_override(tree, text, path));

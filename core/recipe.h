@@ -159,6 +159,11 @@ struct Recipe {
 /// created), validates, and fills defaults. Throws calq::Error "<path>: <key.path>: ...".
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
 
+/// The same from recipe text in memory; `path` names it in errors and anchors its relative paths
+/// (nothing is opened). load_recipe reads the file and calls this; so does the fuzz target.
+Recipe parse_recipe(const std::string& yaml, const std::string& path,
+                    const std::vector<std::string>& overrides = {});
+
 // Names as written in YAML, for logs and report.json.
 const char* device_name(Device device);
 const char* compute_dtype_name(ComputeDtype dtype);

@@ -162,7 +162,9 @@ TensorInfo parse_entry(const std::string& path,
              "{}: data_offsets [{}, {}] are reversed; expected begin <= end", where, info.begin,
              info.end);
   CALQ_CHECK(info.end <= data_size,
-             "{}: bytes {}..{} exceed the data section ({} bytes); expected end <= {}", where,
+             "{}: bytes {}..{} exceed the data section ({} bytes); expected end <= {} (a "
+             "truncated file?)",
+             where,
              info.begin, info.end, data_size, data_size);
 
   std::optional<int64_t> numel = 1;
@@ -238,35 +240,46 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
-SafetensorsFile::SafetensorsFile(const std::string& path)
-    : path_(path), file_(std::make_shared<MappedFile>(path)) {
-  const uint64_t file_size = file_->size();
-  CALQ_CHECK(file_size >= 8,
+SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t size,
+                                           const std::string& path) {
+  CALQ_CHECK(size >= 8,
              "{}: truncated file of {} bytes; expected at least 8 (the header length)", path,
-             file_size);
-  const uint64_t header_size = read_u64_le(file_->data());
-  CALQ_CHECK(header_size <= kMaxHeaderBytes,
-             "{}: header length {} is over the limit of {} bytes; expected a safetensors file",
-             path, header_size, kMaxHeaderBytes);
-  CALQ_CHECK(header_size <= file_size - 8,
+             size);
+  const uint64_t header_size = read_u64_le(bytes);
+  // Checked before anything is parsed or allocated: a hostile length must not cost memory.
+  CALQ_CHECK(header_size <= SafetensorsFile::kMaxHeaderBytes,
+             "{}: header length {} is over the limit of {} bytes (the safetensors format's own "
+             "limit, SafetensorsFile::kMaxHeaderBytes); expected a safetensors file",
+             path, header_size, SafetensorsFile::kMaxHeaderBytes);
+  CALQ_CHECK(header_size <= size - 8,
              "{}: header length {} extends beyond the end of the file ({} bytes); expected 8 + "
-             "header length <= file size",
-             path, header_size, file_size);
-  data_start_ = 8 + header_size;
-  const uint64_t data_size = file_size - data_start_;
+             "header length <= file size (a truncated file?)",
+             path, header_size, size);
+  SafetensorsHeader out;
+  out.data_start = 8 + header_size;
+  const uint64_t data_size = size - out.data_start;
 
-  const auto* header = reinterpret_cast<const char*>(file_->data() + 8);
+  const auto* header = reinterpret_cast<const char*>(bytes + 8);
   const json root = parse_json_strict(header, header + header_size, path, "header",
                                       "a JSON object of tensor entries");
   CALQ_CHECK(header[0] == '{', "{}: header does not start with '{{'; expected a JSON object", path);
   for (const auto& [name, entry] : root.items()) {
     if (name == kMetadataKey) {
-      metadata_ = parse_metadata(path, entry);
+      out.metadata = parse_metadata(path, entry);
     } else {
-      tensors_.emplace(name, parse_entry(path, name, entry, data_size));
+      out.tensors.emplace(name, parse_entry(path, name, entry, data_size));
     }
   }
-  check_tiling(path, tensors_, data_size);
+  check_tiling(path, out.tensors, data_size);
+  return out;
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path)
+    : path_(path), file_(std::make_shared<MappedFile>(path)) {
+  SafetensorsHeader header = parse_safetensors_header(file_->data(), file_->size(), path);
+  data_start_ = header.data_start;
+  tensors_ = std::move(header.tensors);
+  metadata_ = std::move(header.metadata);
 }
 
 SafetensorsFile::~SafetensorsFile() = default;
@@ -345,22 +358,19 @@ void SafetensorsCheckpoint::add_file(const std::string& file_path) {
   open_.emplace(file_path, std::move(file));
 }
 
-void SafetensorsCheckpoint::read_index(const std::string& index_path) {
+std::map<std::string, std::string> parse_safetensors_index(std::string_view text,
+                                                           const std::string& index_path) {
   namespace fs = std::filesystem;
-  index_path_ = index_path;
   constexpr const char* kExpected =
       "{\"weight_map\": {\"<tensor>\": \"<shard>.safetensors\", ...}}";
-  const MappedFile text(index_path);
-  const auto* begin = reinterpret_cast<const char*>(text.data());
-  const json root = parse_json_strict(begin, begin + text.size(), index_path, "index", kExpected);
+  const json root = parse_json_strict(text.data(), text.data() + text.size(), index_path, "index",
+                                      kExpected);
   CALQ_CHECK(root.contains("weight_map"), "{}: missing \"weight_map\"; expected {}", index_path,
              kExpected);
   const json& weight_map = root.at("weight_map");
   CALQ_CHECK(weight_map.is_object(), "{}: \"weight_map\" is a JSON {}; expected {}", index_path,
              weight_map.type_name(), kExpected);
-
-  const fs::path dir = fs::path(index_path).parent_path();
-  std::set<std::string> checked;
+  std::map<std::string, std::string> out;
   for (const auto& [name, shard] : weight_map.items()) {
     CALQ_CHECK(shard.is_string(), "{}: shard of tensor {} is {}; expected a file name", index_path,
                json_quoted(name), brief(shard));
@@ -371,7 +381,21 @@ void SafetensorsCheckpoint::read_index(const std::string& index_path) {
                "{}: shard {} of tensor {} is not a plain relative path; expected a file "
                "name beside the index",
                index_path, brief(shard), json_quoted(name));
-    const std::string shard_path = (dir / relative).string();
+    out.emplace(name, relative.string());
+  }
+  return out;
+}
+
+void SafetensorsCheckpoint::read_index(const std::string& index_path) {
+  namespace fs = std::filesystem;
+  index_path_ = index_path;
+  const MappedFile text(index_path);
+  const std::map<std::string, std::string> shards = parse_safetensors_index(
+      std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), index_path);
+  const fs::path dir = fs::path(index_path).parent_path();
+  std::set<std::string> checked;
+  for (const auto& [name, shard] : shards) {
+    const std::string shard_path = (dir / shard).string();
     if (checked.insert(shard_path).second) {
       CALQ_CHECK(fs::is_regular_file(shard_path),
                  "{}: shard file {} (for tensor {}) is missing; expected it beside the index",

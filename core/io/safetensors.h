@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -28,6 +29,25 @@ struct TensorInfo {
   uint64_t end = 0;    ///< one past the last byte
   int64_t numel() const;
 };
+
+/// A validated safetensors header: what SafetensorsFile reads at open.
+struct SafetensorsHeader {
+  uint64_t data_start = 0;  ///< 8 + header length: where the data section begins
+  std::map<std::string, TensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+/// Parses and validates the header of a whole safetensors file held in memory (`size` bytes at
+/// `bytes`; tensor ranges are checked against it). `path` names the file in errors. The in-memory
+/// entry point serves SafetensorsFile and the fuzz target (tests/fuzz) alike.
+SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t size,
+                                           const std::string& path);
+
+/// The weight_map of a model.safetensors.index.json text: tensor name -> shard file name as
+/// written, each checked to be a plain relative path (no "..", not absolute). Whether the shards
+/// exist is the caller's business. `index_path` names the file in errors.
+std::map<std::string, std::string> parse_safetensors_index(std::string_view text,
+                                                           const std::string& index_path);
 
 /// One .safetensors file, header parsed and validated at open, data mapped read-only.
 class SafetensorsFile {

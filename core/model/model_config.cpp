@@ -5,6 +5,7 @@
 #include "core/model/model_config.h"
 
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 
@@ -263,11 +264,17 @@ void parse_gpt2(const std::string& path, const ConfigFields& f, ModelConfig& c) 
 
 ModelConfig read_hf_config(const std::string& config_json_path) {
   const std::string& path = config_json_path;
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   CALQ_CHECK(in.good(), "{}: cannot open; expected an HF config.json", path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CALQ_CHECK(!in.bad(), "{}: read error; expected an HF config.json", path);
+  return parse_hf_config(text, path);
+}
+
+ModelConfig parse_hf_config(std::string_view text, const std::string& path) {
   json j;
   try {
-    j = json::parse(in);
+    j = json::parse(text);
   } catch (const json::exception& e) {
     fail("{}: not valid JSON ({}); expected an HF config.json", path, e.what());
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <c10/core/ScalarType.h>
 
@@ -40,5 +41,8 @@ struct ModelConfig {
 
 /// Parses `<dir>/config.json`. Throws calq::Error naming the file and the missing/bad field.
 ModelConfig read_hf_config(const std::string& config_json_path);
+
+/// The same from config.json text in memory; `path` names it in errors (the fuzz target's entry).
+ModelConfig parse_hf_config(std::string_view text, const std::string& path);
 
 }  // namespace calq::core

@@ -33,13 +33,16 @@ const json* member(const json& object, const char* key) {
   return &*it;
 }
 
-json parse_json_file(const std::string& path, std::string_view expected) {
-  const std::string text = read_file_bytes(path);
+json parse_json_text(std::string_view text, const std::string& path, std::string_view expected) {
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
     fail("{}: invalid JSON ({}); expected {}", path, e.what(), expected);
   }
+}
+
+json parse_json_file(const std::string& path, std::string_view expected) {
+  return parse_json_text(read_file_bytes(path), path, expected);
 }
 
 // HF writes special tokens either as "<s>" or as {"content": "<s>", ...}.
@@ -185,7 +188,8 @@ struct BpeTokenizer::State {
       if (!bytes) {
         // Special tokens such as "<|endoftext|>" may sit in the vocab in plain text.
         const bool is_added = std::any_of(added.begin(), added.end(),
-                                          [&](const auto& a) { return a.first == token; });
+                                          // (clang 14 cannot capture a structured binding)
+                                          [&name = token](const auto& a) { return a.first == name; });
         CALQ_CHECK(is_added,
                    "{}: vocab entry \"{}\" (id {}) is not byte-level; expected GPT-2 "
                    "byte-to-unicode symbols",
@@ -272,8 +276,14 @@ BpeTokenizer::~BpeTokenizer() = default;
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::string& path,
                                                                 std::string* unsupported) {
+  return from_tokenizer_json_text(read_file_bytes(path), path, unsupported);
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json_text(std::string_view text,
+                                                                     const std::string& path,
+                                                                     std::string* unsupported) {
   constexpr std::string_view kExpected = "an HF tokenizer.json";
-  const json root = parse_json_file(path, kExpected);
+  const json root = parse_json_text(text, path, kExpected);
   auto state = std::make_unique<State>();
   state->path = path;
   try {

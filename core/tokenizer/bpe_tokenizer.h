@@ -22,6 +22,11 @@ class BpeTokenizer final : public Tokenizer {
   /// unreadable or corrupt files.
   static std::unique_ptr<BpeTokenizer> from_tokenizer_json(const std::string& path,
                                                            std::string* unsupported);
+  /// The same from tokenizer.json text in memory; `path` names it in errors and its directory is
+  /// where a tokenizer_config.json would be looked for (the fuzz target's entry).
+  static std::unique_ptr<BpeTokenizer> from_tokenizer_json_text(std::string_view text,
+                                                                const std::string& path,
+                                                                std::string* unsupported);
   /// GPT-2's vocab.json + merges.txt (a tokenizer_config.json beside them is read when present).
   static std::unique_ptr<BpeTokenizer> from_vocab_and_merges(const std::string& vocab_path,
                                                              const std::string& merges_path);

@@ -18,14 +18,14 @@ constexpr int32_t kNumBytePieces = 256;
 // run.c starts its best-score search at -1e10: pairs scoring at or below it never merge.
 constexpr float kNoMergeScore = -1e10f;
 
-int32_t read_le_i32(const std::string& bytes, size_t pos) {
+int32_t read_le_i32(std::string_view bytes, size_t pos) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data() + pos);
   return static_cast<int32_t>(static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
                               static_cast<uint32_t>(p[2]) << 16 |
                               static_cast<uint32_t>(p[3]) << 24);
 }
 
-float read_le_f32(const std::string& bytes, size_t pos) {
+float read_le_f32(std::string_view bytes, size_t pos) {
   const uint32_t bits = static_cast<uint32_t>(read_le_i32(bytes, pos));
   float value;
   std::memcpy(&value, &bits, sizeof value);
@@ -57,8 +57,12 @@ std::optional<char> byte_piece_value(std::string_view piece) {
 
 Llama2cTokenizer::Llama2cTokenizer(const std::string& path,
                                    std::optional<int64_t> expected_n_tokens)
+    : Llama2cTokenizer(path, read_file_bytes(path), expected_n_tokens) {}
+
+Llama2cTokenizer::Llama2cTokenizer(const std::string& path,
+                                   std::string_view bytes,
+                                   std::optional<int64_t> expected_n_tokens)
     : path_(path) {
-  const std::string bytes = read_file_bytes(path);
   CALQ_CHECK(bytes.size() >= 4,
              "{}: {} bytes; expected a llama2.c tokenizer.bin (int32 max_token_length, then "
              "float32 score, int32 length and the bytes of each token)",
@@ -85,7 +89,7 @@ Llama2cTokenizer::Llama2cTokenizer(const std::string& path,
     CALQ_CHECK(bytes.size() - pos >= static_cast<size_t>(length),
                "{}: truncated at token {}{}; expected {} more bytes for its piece", path, index,
                of_total, length);
-    pieces_.emplace_back(bytes, pos, static_cast<size_t>(length));
+    pieces_.emplace_back(bytes.substr(pos, static_cast<size_t>(length)));
     scores_.push_back(score);
     pos += static_cast<size_t>(length);
   }

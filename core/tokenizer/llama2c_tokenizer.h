@@ -24,6 +24,9 @@ class Llama2cTokenizer final : public Tokenizer {
   /// tok<N>.bin) lets a truncated file say how much is missing and is checked when given.
   explicit Llama2cTokenizer(const std::string& path,
                             std::optional<int64_t> expected_n_tokens = std::nullopt);
+  /// The same from the file's bytes in memory; `path` only names it in errors (fuzz target).
+  Llama2cTokenizer(const std::string& path, std::string_view bytes,
+                   std::optional<int64_t> expected_n_tokens = std::nullopt);
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;

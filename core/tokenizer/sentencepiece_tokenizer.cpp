@@ -115,10 +115,14 @@ struct SentencepieceTokenizer::Vocab {
                     std::vector<std::pair<std::string_view, int32_t>>& out) const;
 };
 
-SentencepieceTokenizer::SentencepieceTokenizer(const std::string& path) : path_(path) {
+SentencepieceTokenizer::SentencepieceTokenizer(const std::string& path)
+    : SentencepieceTokenizer(path, read_file_bytes(path)) {}
+
+SentencepieceTokenizer::SentencepieceTokenizer(const std::string& path, std::string_view bytes)
+    : path_(path) {
   auto vocab = std::make_unique<Vocab>();
   SentencepieceModel& model = vocab->model;
-  model = parse_sentencepiece_model(read_file_bytes(path), path);
+  model = parse_sentencepiece_model(bytes, path);
   CALQ_CHECK(model.model_type == SentencepieceModel::ModelType::kBpe,
              "{}: SentencePiece model type {} is not supported; expected BPE (2), as Llama and "
              "Mistral tokenizers",

@@ -20,6 +20,8 @@ class SentencepieceTokenizer final : public Tokenizer {
   /// Reads a BPE-type model with an identity normalizer (no precompiled character map); other
   /// models (Unigram, NFKC) are rejected with a calq::Error naming the file.
   explicit SentencepieceTokenizer(const std::string& path);
+  /// The same from the file's bytes in memory; `path` only names it in errors (fuzz target).
+  SentencepieceTokenizer(const std::string& path, std::string_view bytes);
   ~SentencepieceTokenizer() override;
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override;
