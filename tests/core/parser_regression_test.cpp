@@ -1,0 +1,121 @@
+// The fuzz targets' inputs replayed through the ordinary suite: every seed in tests/fuzz/corpus
+// and every input that once crashed a parser (tests/fuzz/regressions/<target>/) must either parse
+// or be refused with a calq::Error — any other exception fails here, a crash fails the run, and
+// under scripts/test_sanitized.sh so does any memory error. The cases below the replay pin the
+// message each crash now gives.
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "core/error.h"
+#include "core/io/safetensors.h"
+#include "core/model/model_config.h"
+#include "core/recipe.h"
+#include "core/tokenizer/bpe_tokenizer.h"
+#include "core/tokenizer/llama2c_tokenizer.h"
+#include "core/tokenizer/sentencepiece_tokenizer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using Catch::Matchers::Contains;
+
+const fs::path kFuzzDir = fs::path(CALQ_SOURCE_DIR) / "tests" / "fuzz";
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void encode_decode(const calq::core::Tokenizer& tokenizer) {
+  const std::vector<int32_t> ids = tokenizer.encode("Hello, world!\n caf\xc3\xa9 <s> 123", true);
+  (void)tokenizer.decode(ids);
+}
+
+// The same entry points the fuzz targets (tests/fuzz/fuzz_*.cpp) call, by target name.
+using Parser = std::function<void(const std::string& bytes)>;
+const std::map<std::string, Parser>& parsers() {
+  using namespace calq::core;
+  static const std::map<std::string, Parser> table = {
+      {"fuzz_safetensors_header",
+       [](const std::string& b) {
+         parse_safetensors_header(reinterpret_cast<const uint8_t*>(b.data()), b.size(),
+                                  "replay.safetensors");
+       }},
+      {"fuzz_safetensors_index",
+       [](const std::string& b) { parse_safetensors_index(b, "replay/index.json"); }},
+      {"fuzz_model_config", [](const std::string& b) { parse_hf_config(b, "replay/config.json"); }},
+      {"fuzz_recipe", [](const std::string& b) { parse_recipe(b, "/replay/recipe.yaml"); }},
+      {"fuzz_tokenizer_llama2c",
+       [](const std::string& b) { encode_decode(Llama2cTokenizer("replay/tok.bin", b)); }},
+      {"fuzz_tokenizer_json",
+       [](const std::string& b) {
+         std::string unsupported;
+         if (auto t = BpeTokenizer::from_tokenizer_json_text(
+                 b, "/nonexistent-calq-replay/tokenizer.json", &unsupported))
+           encode_decode(*t);
+       }},
+      {"fuzz_tokenizer_sentencepiece",
+       [](const std::string& b) {
+         encode_decode(SentencepieceTokenizer("replay/tokenizer.model", b));
+       }},
+  };
+  return table;
+}
+
+// Runs `parser` on `bytes`; "" when it parsed, the message when it refused with calq::Error.
+std::string outcome(const Parser& parser, const std::string& bytes) {
+  try {
+    parser(bytes);
+  } catch (const calq::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("fuzz seeds and past crashes parse or are refused with a calq::Error",
+          "[core][fuzz]") {
+  size_t replayed = 0;
+  for (const char* set : {"corpus", "regressions"}) {
+    const fs::path root = kFuzzDir / set;
+    if (!fs::exists(root))
+      continue;
+    for (const auto& dir : fs::directory_iterator(root)) {
+      const std::string target = dir.path().filename().string();
+      const auto parser = parsers().find(target);
+      INFO(dir.path());
+      REQUIRE(parser != parsers().end());  // a folder per fuzz target, named as the target
+      for (const auto& file : fs::directory_iterator(dir.path())) {
+        INFO(file.path());
+        CHECK_NOTHROW(outcome(parser->second, read_bytes(file.path())));
+        ++replayed;
+      }
+    }
+  }
+  CHECK(replayed >= 30);  // the seeds are there (tests/fuzz/corpus)
+}
+
+TEST_CASE("the hand-made fuzz seeds are valid files", "[core][fuzz]") {
+  // Seeds that parse lead the fuzzer past the first check; keep them valid.
+  for (const char* seed : {"fuzz_safetensors_header/tiny_f32.safetensors",
+                           "fuzz_safetensors_header/mixed_dtypes.safetensors",
+                           "fuzz_safetensors_index/index.json", "fuzz_model_config/llama.json",
+                           "fuzz_recipe/extras.yaml", "fuzz_tokenizer_llama2c/tok512.bin",
+                           "fuzz_tokenizer_json/bpe_string_merges.json",
+                           "fuzz_tokenizer_json/gpt2_bytes.json",
+                           "fuzz_tokenizer_sentencepiece/tiny_bpe.model"}) {
+    INFO(seed);
+    const fs::path path = kFuzzDir / "corpus" / seed;
+    const std::string target = fs::path(seed).parent_path().string();
+    CHECK(outcome(parsers().at(target), read_bytes(path)) == "");
+  }
+}
+
