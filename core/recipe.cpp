@@ -13,6 +13,7 @@
 
 #include "core/options_tree.h"
 #include "core/recipe_sections.h"
+#include "core/tokenizer/utf8.h"
 
 namespace calq::core {
 
@@ -78,12 +79,24 @@ Json plain_scalar(const std::string& s) {
   return s;
 }
 
+// The recipe tree becomes JSON (report.json, messages), which carries UTF-8 only; yaml-cpp passes
+// other bytes through, so they are refused here, before nlohmann throws on them mid-dump.
+void check_utf8(const std::string& text, const std::string& file, const std::string& path) {
+  for (size_t i = 0; i < text.size();) {
+    const Utf8Char c = decode_utf8(text, i);
+    CALQ_CHECK(c.valid, "{}: {}: byte 0x{:02X} at offset {} is not UTF-8; expected UTF-8 text",
+               file, path.empty() ? "<top level>" : path, static_cast<unsigned char>(text[i]), i);
+    i += c.length;
+  }
+}
+
 Json to_json(const YAML::Node& node, const std::string& file, const std::string& path) {
   switch (node.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
       return nullptr;
     case YAML::NodeType::Scalar:
+      check_utf8(node.Scalar(), file, path);
       // yaml-cpp tags plain scalars "?" and quoted ones "!": `"4"` stays the string "4".
       if (node.Tag() == "?")
         return plain_scalar(node.Scalar());
@@ -104,6 +117,7 @@ Json to_json(const YAML::Node& node, const std::string& file, const std::string&
         CALQ_CHECK(item.first.IsScalar(), "{}<key>: a key is not a plain name; expected a string",
                    where);
         const std::string& key = item.first.Scalar();
+        check_utf8(key, file, (path.empty() ? "" : path + ".") + "<key>");
         // yaml-cpp keeps both entries of a repeated key; silently taking one would hide edits.
         CALQ_CHECK(!out.contains(key), "{}{}: duplicate key; expected each key once", where, key);
         out[key] = to_json(item.second, file, path + (path.empty() ? "" : ".") + key);

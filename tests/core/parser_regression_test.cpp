@@ -25,6 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
+using Catch::Matchers::Equals;
 
 const fs::path kFuzzDir = fs::path(CALQ_SOURCE_DIR) / "tests" / "fuzz";
 
@@ -119,3 +120,12 @@ TEST_CASE("the hand-made fuzz seeds are valid files", "[core][fuzz]") {
   }
 }
 
+TEST_CASE("a recipe with bytes that are not UTF-8 is refused naming the key", "[core][fuzz]") {
+  // Found by fuzz_recipe: nlohmann threw type_error 316 from inside an error message's dump.
+  const auto& parse = parsers().at("fuzz_recipe");
+  CHECK_THAT(outcome(parse, "model:\n  path: m\xd1x\n"),
+             Contains("/replay/recipe.yaml: model.path: byte 0xD1 at offset 1 is not UTF-8"));
+  CHECK_THAT(outcome(parse, "model: {path: m}\n\xff: 1\n"),
+             Contains("<key>: byte 0xFF at offset 0 is not UTF-8"));
+  CHECK_THAT(outcome(parse, "model: {path: m}\n"), Equals(""));
+}
