@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -46,10 +47,29 @@ uint64_t fnv1a64(const void* data, size_t bytes, uint64_t seed) {
   return h;
 }
 
+void check_calibration_memory(const CalibrationOptions& options) {
+  if (options.hidden_size <= 0)
+    return;
+  // In double: a hostile nsamples × seqlen must not overflow on its way to being refused.
+  constexpr double kCopies = 2;  // a layer's inputs and its outputs
+  const double elements = static_cast<double>(options.nsamples) *
+                          static_cast<double>(options.seqlen) *
+                          static_cast<double>(options.hidden_size);
+  const double gb = kCopies * elements * static_cast<double>(options.activation_bytes) / 1e9;
+  CALQ_CHECK(gb <= options.max_memory_gb,
+             "calibration: nsamples × seqlen × hidden = {} × {} × {} activations ({} copies of "
+             "{} bytes each) need {:.3g} GB, over calibration.max_memory_gb = {:g}; expected "
+             "fewer or shorter windows, or a larger budget (recipe key calibration.max_memory_gb "
+             "or --set calibration.max_memory_gb={:.0f})",
+             options.nsamples, options.seqlen, options.hidden_size, kCopies,
+             options.activation_bytes, gb, options.max_memory_gb, std::ceil(gb));
+}
+
 CalibrationSet make_calibration_set(const core::Tokenizer& tokenizer,
                                     const CalibrationOptions& options) {
   CALQ_CHECK(options.nsamples > 0, "calibration.nsamples: {} must be positive", options.nsamples);
   CALQ_CHECK(options.seqlen > 1, "calibration.seqlen: {} must be at least 2", options.seqlen);
+  check_calibration_memory(options);
   const core::EvalText text = core::read_eval_text(options.data);
   const std::vector<int32_t> stream = tokenizer.encode(text.text, /*add_bos=*/true);
   const auto n_tokens = static_cast<int64_t>(stream.size());

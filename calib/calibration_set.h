@@ -22,6 +22,10 @@ struct CalibrationOptions {
   int64_t seqlen = 2048;
   uint64_t seed = 0;
   std::string offsets_path;  ///< optional: one token offset per line (replaces the RNG)
+  // The activations the layerwise runner will hold for these windows (check_calibration_memory).
+  int64_t hidden_size = 0;       ///< the model's width; 0 = unknown, no memory check
+  int64_t activation_bytes = 4;  ///< bytes per activation element (the compute dtype's)
+  double max_memory_gb = 32.0;   ///< calibration.max_memory_gb
 };
 
 struct CalibrationSet {
@@ -34,6 +38,12 @@ struct CalibrationSet {
   uint64_t seed = 0;
   bool replayed = false;         ///< offsets came from a file
 };
+
+/// Throws before anything is tokenized or allocated when the calibration activations the
+/// layerwise runner keeps resident — a layer's inputs and outputs, 2 × nsamples × seqlen × hidden
+/// elements of the compute dtype — exceed options.max_memory_gb; the message gives the numbers
+/// and the knob. make_calibration_set calls it first.
+void check_calibration_memory(const CalibrationOptions& options);
 
 CalibrationSet make_calibration_set(const core::Tokenizer& tokenizer,
                                     const CalibrationOptions& options);

@@ -252,6 +252,9 @@ int run_recipe(const RunRequest& args) {
     c.seqlen = recipe.calibration->seqlen;
     c.seed = static_cast<uint64_t>(recipe.calibration->seed);
     if (recipe.calibration->offsets) c.offsets_path = recipe.calibration->offsets->resolved;
+    c.hidden_size = model->config().hidden_size;
+    c.activation_bytes = recipe.model.dtype == core::ComputeDtype::Float32 ? 4 : 2;
+    c.max_memory_gb = recipe.calibration->max_memory_gb;
     log::info("calibration: {} windows of {} tokens from {}", c.nsamples, c.seqlen, c.data);
     calibration = calib::make_calibration_set(*model->tokenizer(), c);
     report.set_calibration(*calibration);

@@ -46,6 +46,7 @@ struct CalibrationSection {
   int64_t seqlen = 2048;
   int64_t seed = 0;                   ///< >= 0; the only seed calibration draws from
   std::optional<RecipePath> offsets;  ///< one token offset per line; replays exact windows
+  double max_memory_gb = 32.0;  ///< budget for the calibration activations (calib/calibration_set.h)
 };
 
 struct WeightScheme {

@@ -121,13 +121,14 @@ std::optional<CalibrationSection> read_calibration(const Options& root) {
   const auto c = root.find_child("calibration");
   if (!c)
     return std::nullopt;
-  expect_keys(*c, {"data", "nsamples", "seqlen", "seed", "offsets"});
+  expect_keys(*c, {"data", "nsamples", "seqlen", "seed", "offsets", "max_memory_gb"});
   CalibrationSection out;
   out.data = require_path(*c, "data");
   out.n_samples = c->get_int_at_least("nsamples", out.n_samples, 1);
   out.seqlen = c->get_int_at_least("seqlen", out.seqlen, 2);  // one predicted token at least
   out.seed = c->get_int_at_least("seed", out.seed, 0);
   out.offsets = find_path(*c, "offsets");
+  out.max_memory_gb = c->get_double_in_range("max_memory_gb", out.max_memory_gb, 1e-3, 1e6);
   return out;
 }
 

@@ -160,3 +160,31 @@ TEST_CASE("calibration errors name the file and the numbers", "[calib]") {
     CHECK_THROWS_WITH(make_calibration_set(tokenizer, options), Contains("offsets.txt"));
   }
 }
+
+TEST_CASE("calibration activations beyond calibration.max_memory_gb are refused before tokenizing",
+          "[calib]") {
+  calq::test::TempDir dir("calq_calib");
+  ByteTokenizer tokenizer;
+  CalibrationOptions options;
+  options.data = (dir / "never-read.txt").string();  // the check comes before the text is read
+  options.nsamples = 128;
+  options.seqlen = 2048;
+  options.hidden_size = 4096;
+  options.activation_bytes = 4;
+  options.max_memory_gb = 8;  // 2 × 128 × 2048 × 4096 × 4 B = 8.59 GB
+  CHECK_THROWS_WITH(make_calibration_set(tokenizer, options),
+                    Contains("128 × 2048 × 4096") && Contains("8.59 GB") &&
+                        Contains("calibration.max_memory_gb = 8") &&
+                        Contains("--set calibration.max_memory_gb=9"));
+  // Half the bytes per element (float16/bfloat16 compute) fits the same budget.
+  options.activation_bytes = 2;
+  CHECK_NOTHROW(calq::calib::check_calibration_memory(options));
+  // Sizes whose product overflows int64 are refused, not wrapped around into a small number.
+  options.nsamples = int64_t{1} << 40;
+  options.seqlen = int64_t{1} << 40;
+  CHECK_THROWS_WITH(calq::calib::check_calibration_memory(options),
+                    Contains("calibration.max_memory_gb"));
+  // An unknown width (0) skips the check: make_calibration_set then fails on the missing text.
+  options.hidden_size = 0;
+  CHECK_THROWS_WITH(make_calibration_set(tokenizer, options), Contains("never-read.txt"));
+}

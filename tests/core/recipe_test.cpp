@@ -180,6 +180,18 @@ TEST_CASE("load_recipe fills every default of a minimal recipe", "[core][recipe]
   CHECK(calib.calibration->n_samples == 128);
   CHECK(calib.calibration->seqlen == 2048);
   CHECK(calib.calibration->seed == 0);
+  CHECK(calib.calibration->max_memory_gb == 32.0);
+}
+
+TEST_CASE("calibration.max_memory_gb is read, overridable and range-checked", "[core][recipe]") {
+  using namespace calq::core;
+  RecipeDir dir;
+  const std::string path =
+      dir.write("model: {path: m}\ncalibration: {data: c.txt, max_memory_gb: 2.5}\n");
+  CHECK(load_recipe(path).calibration->max_memory_gb == 2.5);
+  CHECK(load_recipe(path, {"calibration.max_memory_gb=64"}).calibration->max_memory_gb == 64.0);
+  CHECK_THAT(load_error(path, {"calibration.max_memory_gb=0"}),
+             Contains("calibration.max_memory_gb") && Contains("out of range"));
 }
 
 TEST_CASE("fp and nf weight formats imply their width", "[core][recipe]") {
