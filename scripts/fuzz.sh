@@ -26,7 +26,11 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
   CC="$cc" CXX="$cxx" cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCALQ_FUZZ=ON -DCALQ_BUILD_TESTS=OFF -DCALQ_PCH=OFF >/dev/null
 fi
-cmake --build "$build" --target "$target" -j "$(nproc)"
+# CALQ_FUZZ_NO_BUILD=1 fuzzes the binary as last built (on a busy machine, when the sources
+# changed only outside the parsers).
+if [[ "${CALQ_FUZZ_NO_BUILD:-0}" != 1 ]]; then
+  cmake --build "$build" --target "$target" -j "$(nproc)"
+fi
 
 run="$build/runs/$target"
 mkdir -p "$run/corpus" "$run/artifacts"
