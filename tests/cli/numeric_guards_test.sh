@@ -39,7 +39,7 @@ figures() {
 
 # (a) NaN weight. llama2.c layout: 28-byte header, then float32 embed, rms_att, wq, wk, wv, wo,
 # rms_ffn, w1 (all layers each), then w2 = down_proj [dim, hidden] per layer.
-read -r dim hidden layers heads kv vocab _ < <(od -A n -t d4 -N 28 "$stories/stories260K.bin")
+read -r dim hidden layers heads kv vocab _ < <(od -A n -t d4 -N 28 "$stories/stories260K.bin" | tr '\n' ' ')
 kv_dim=$((dim * kv / heads))
 w2=$((vocab * dim + layers * dim + layers * dim * dim + 2 * layers * kv_dim * dim +
       layers * dim * dim + layers * dim + layers * hidden * dim))
