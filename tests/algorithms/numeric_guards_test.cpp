@@ -237,7 +237,8 @@ TEST_CASE("gptq on identical calibration windows escalates damp and reports it",
   // No room to escalate: a clear error naming the linear and the damp tried, never RTN.
   const std::string message =
       error_of([&] { run(dir, "  - gptq: {damp: 1.0e-9, max_damp: 1.0e-9}\n", windows); });
-  CHECK_THAT(message, Contains("layer 0 attn.") && Contains("not positive definite") &&
+  CHECK_THAT(message, Contains("layer ") && Contains(": gptq: the damped Hessian") &&
+                          Contains("not positive definite") &&
                           Contains("damp 1e-09 after 0 escalation(s)") &&
                           Contains("gptq.max_damp"));
 }
