@@ -219,7 +219,7 @@ void fail_factorization(int64_t cols,
   fail(
       "gptq: the damped Hessian [{} x {}] is not positive definite ({}) even at damp {:g} after "
       "{} escalation(s) from damp {:g}; expected a positive semi-definite H = 2XᵀX/N (check the "
-      "calibration statistics of this linear)",
+      "calibration statistics of this linear, or raise gptq.max_damp)",
       cols, cols, what, last_damp, opts.max_damp_escalations, opts.damp);
 }
 

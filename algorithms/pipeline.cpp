@@ -9,6 +9,7 @@
 
 #include "algorithms/registry.h"
 #include "algorithms/targets.h"
+#include "algorithms/weight_guard.h"
 #include "calib/calibration_set.h"
 #include "calib/layerwise_runner.h"
 #include "core/error.h"
@@ -73,8 +74,9 @@ class PassDriver : public calib::LayerHandler {
              QuantizationResult& result, const LayerSink& sink)
       : recipe_(recipe), passes_(passes), result_(result), sink_(sink) {}
 
-  void begin_layer(core::DecoderLayer&, int64_t index) override {
+  void begin_layer(core::DecoderLayer& layer, int64_t index) override {
     if (static_cast<int64_t>(result_.layers.size()) <= index) result_.layers.resize(index + 1);
+    require_finite_weights(layer, index);
   }
 
   std::vector<std::vector<std::string>> schedule(core::DecoderLayer& layer) override {

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "algorithms/weight_guard.h"
 #include "calib/layerwise_runner.h"
 #include "core/model/model.h"
 #include "core/options.h"
@@ -50,8 +51,10 @@ class RtnPass : public Pass {
       const auto start = std::chrono::steady_clock::now();
       core::DecoderLayer& layer = step.step.layer;
       LinearState& state = step.linears[target.name];
+      require_finite_weight(layer, step.step.layer_index, target.name, "rtn input");
       const at::Tensor w = layer.linear(target.name).weight.to(at::kFloat);
       LinearReport report;
+      report.flags["weights_finite"] = true;
       at::Tensor w_hat;  // float32, as the proxy loss has always been computed
       report.figures["bits"] = target.spec.bits;
       report.figures["group_size"] = static_cast<double>(target.spec.group_size);
@@ -74,6 +77,9 @@ class RtnPass : public Pass {
       }
       const auto it = step.step.stats.find(target.name);
       if (it != step.step.stats.end() && it->second.hessian.defined()) {
+        // Inputs that are always zero: the proxy loss ignores their columns, as GPTQ's does.
+        report.figures["dead_columns"] = static_cast<double>(
+            it->second.hessian.diagonal().eq(0).sum().item<int64_t>());
         const at::Tensor delta = w_hat - w;
         report.figures["proxy_loss"] =
             (delta.matmul(it->second.hessian) * delta).sum().item<double>() /

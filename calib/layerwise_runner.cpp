@@ -104,6 +104,8 @@ void LayerwiseRunner::run(LayerHandler& handler) {
         if (stats.empty()) {
           forward_layer(layer, inputs, &needs, &accumulators);
           for (const auto& [name, acc] : accumulators) stats.emplace(name, acc.finish());
+          // Before the cache keeps them: a poisoned entry would fail every later run.
+          for (const auto& [name, s] : stats) require_finite(s, i, name);
           if (key) options_.cache.cache->store(*key, stats);
         }
         // The double sums are not needed once finished: a 7B down_proj's is 924 MiB.

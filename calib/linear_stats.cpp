@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "core/numeric_guard.h"
 
 namespace calq::calib {
 
@@ -19,6 +20,8 @@ void LinearStatsAccumulator::add(const at::Tensor& x) {
   const at::Tensor flat = x.reshape({-1, x.size(-1)});
   n_samples_ += batch;
   n_tokens_ += flat.size(0);
+  // One reduction per batch, O(tokens·in) beside the O(tokens·in²) Hessian GEMM.
+  non_finite_ += core::count_non_finite(x);
   if (request_.hessian) {
     const at::Tensor f = flat.to(at::kFloat);
     // The float product is added into the double sum as is (ATen casts element-wise): no
@@ -48,6 +51,18 @@ void LinearStatsAccumulator::add(const at::Tensor& x) {
   if (request_.inputs) inputs_.push_back(flat.clone());
 }
 
+void require_finite(const LinearStats& stats, int64_t layer, const std::string& linear) {
+  const core::GuardSite site{layer, linear, "calibration statistics"};
+  if (stats.non_finite_inputs > 0) {
+    fail("layer {} {}: calibration inputs have {} non-finite (NaN/Inf) entries in {} tokens "
+         "(stage: {}); expected finite activations; the embeddings, a norm or an earlier layer "
+         "holds NaN/Inf, or the forward overflowed the compute dtype",
+         layer, linear, stats.non_finite_inputs, stats.n_tokens, site.stage);
+  }
+  core::require_finite(stats.hessian, site, "Hessian",
+                       "the inputs were finite, so 2XᵀX/N overflowed float32");
+}
+
 void rescale_inputs(LinearStats& stats, const at::Tensor& s) {
   const at::Tensor s32 = s.to(at::kFloat).reshape({-1});
   if (stats.hessian.defined()) {
@@ -66,6 +81,7 @@ LinearStats LinearStatsAccumulator::finish() const {
   LinearStats stats;
   stats.n_samples = n_samples_;
   stats.n_tokens = n_tokens_;
+  stats.non_finite_inputs = non_finite_;
   if (n_samples_ == 0) return stats;
   if (request_.hessian) {
     // Scaled in double, rounded once to float, without a double temporary.

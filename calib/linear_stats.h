@@ -37,7 +37,13 @@ struct LinearStats {
   at::Tensor inputs;    ///< [n_tokens, in] in the compute dtype
   int64_t n_samples = 0;  ///< calibration sequences seen
   int64_t n_tokens = 0;
+  int64_t non_finite_inputs = 0;  ///< NaN/Inf entries seen in the inputs (require_finite refuses)
 };
+
+/// Refuses statistics computed from non-finite inputs, or a Hessian that is not finite although
+/// its inputs were (2XᵀX/N overflowed float32): calq::Error naming the layer, the linear and the
+/// stage "calibration statistics". Checked before a pass or the calibration cache sees them.
+void require_finite(const LinearStats& stats, int64_t layer, const std::string& linear);
 
 /// The statistics of x' = x / s (per input channel), exactly as if collected on x': what a pass
 /// that folds 1/s into the op feeding the linear (SmoothQuant, AWQ) hands the passes after it.
@@ -59,6 +65,7 @@ class LinearStatsAccumulator {
   std::vector<at::Tensor> inputs_;
   int64_t n_samples_ = 0;
   int64_t n_tokens_ = 0;
+  int64_t non_finite_ = 0;
 };
 
 }  // namespace calq::calib

@@ -84,6 +84,7 @@ void RunReport::set_quantization(const algorithms::QuantizationResult& result) {
         nlohmann::json entry = nlohmann::json::object();
         for (const auto& [k, v] : it->second.figures) entry[k] = v;
         for (const auto& [k, v] : it->second.notes) entry[k] = v;
+        for (const auto& [k, v] : it->second.flags) entry[k] = v;
         linears[linear] = entry;
       }
       if (!linears.empty()) layers.push_back({{"index", i}, {"linears", linears}});

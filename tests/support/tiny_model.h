@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,8 @@ struct TinyModelSpec {
   bool tied = false;             ///< Llama family; opt and gpt2 are always tied
   bool gpt2_bare_names = false;  ///< gpt2: OpenAI-converted names (no "transformer.", mask buffers)
   uint64_t seed = 0;
+  /// Called on the tensors just before they are written: tests plant a NaN or a dead channel.
+  std::function<void(core::NamedTensors&)> edit;
 };
 
 inline void write_tiny_model(const std::filesystem::path& dir, const TinyModelSpec& s) {
@@ -148,6 +151,8 @@ inline void write_tiny_model(const std::filesystem::path& dir, const TinyModelSp
       mat("lm_head.weight", {s.vocab, H});
   }
   std::ofstream(dir / "config.json") << c.dump(2);
+  if (s.edit)
+    s.edit(t);
   core::write_safetensors((dir / "model.safetensors").string(), t);
 }
 
