@@ -153,6 +153,19 @@ class LkdPass : public Pass {
 
   void finish() override { random_inputs_ = at::Tensor(); }
 
+  PassCarry carry() const override {
+    PassCarry c;
+    c.json = layers_.dump();
+    if (random_inputs_.defined()) c.tensors["random_inputs"] = random_inputs_;
+    return c;
+  }
+
+  void restore(const PassCarry& carry) override {
+    if (!carry.json.empty()) layers_ = nlohmann::json::parse(carry.json);
+    if (const auto it = carry.tensors.find("random_inputs"); it != carry.tensors.end())
+      random_inputs_ = it->second;
+  }
+
   std::string summary_json() const override {
     nlohmann::json summary = {
         {"inputs", options_.random_tokens ? "random_tokens" : "calibration"},

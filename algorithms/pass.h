@@ -68,6 +68,13 @@ struct PassStep {
   std::map<std::string, LinearState>& linears;        ///< state of the whole layer, by name
 };
 
+/// What a pass carries from one layer to the next (LKD: its summary rows, the random-token
+/// inputs), saved with every layer so that `calq run --resume` continues where a run stopped.
+struct PassCarry {
+  std::string json;                           ///< "" for nothing
+  std::map<std::string, at::Tensor> tensors;  ///< on the model's device when restored
+};
+
 class Pass {
  public:
   virtual ~Pass() = default;
@@ -104,6 +111,9 @@ class Pass {
   virtual std::string summary_json() const { return {}; }
   /// Called once after the last layer: give back scratch memory held across layers.
   virtual void finish() {}
+  /// State built up over the layers so far (after prepare(), which a resumed run repeats).
+  virtual PassCarry carry() const { return {}; }
+  virtual void restore(const PassCarry& /*carry*/) {}
 };
 
 }  // namespace calq::algorithms

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "algorithms/layer_checkpoints.h"
 #include "algorithms/registry.h"
 #include "algorithms/targets.h"
 #include "algorithms/weight_guard.h"
@@ -71,8 +72,8 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
 class PassDriver : public calib::LayerHandler {
  public:
   PassDriver(const core::Recipe& recipe, std::vector<std::unique_ptr<Pass>>& passes,
-             QuantizationResult& result, const LayerSink& sink)
-      : recipe_(recipe), passes_(passes), result_(result), sink_(sink) {}
+             QuantizationResult& result, const LayerSink& sink, LayerCheckpoints* checkpoints)
+      : recipe_(recipe), passes_(passes), result_(result), sink_(sink), checkpoints_(checkpoints) {}
 
   void begin_layer(core::DecoderLayer& layer, int64_t index) override {
     if (static_cast<int64_t>(result_.layers.size()) <= index) result_.layers.resize(index + 1);
@@ -125,7 +126,19 @@ class PassDriver : public calib::LayerHandler {
 
   void end_layer(core::DecoderLayer&, int64_t) override {}
 
-  void layer_done(core::DecoderLayer& layer, int64_t index) override {
+  void layer_done(core::DecoderLayer& layer, int64_t index, const at::Tensor& next_inputs) override {
+    auto& states = result_.layers[static_cast<size_t>(index)];
+    // Saved before the sink, which rounds the layer to the stored dtype as it writes it: a
+    // resumed run replays the sink on exactly what this run handed it.
+    if (checkpoints_ != nullptr)
+      checkpoints_->save(index, layer, states, passes_, result_.pass_seconds, next_inputs);
+    write_to_sink(layer, index);
+  }
+
+  /// A layer restored from its checkpoint: streamed again as the interrupted run streamed it.
+  void replay_done(core::DecoderLayer& layer, int64_t index) { write_to_sink(layer, index); }
+
+  void write_to_sink(core::DecoderLayer& layer, int64_t index) {
     if (!sink_) return;
     auto& states = result_.layers[static_cast<size_t>(index)];
     sink_(index, layer, states);
@@ -152,7 +165,31 @@ class PassDriver : public calib::LayerHandler {
   std::vector<std::unique_ptr<Pass>>& passes_;
   QuantizationResult& result_;
   const LayerSink& sink_;
+  LayerCheckpoints* checkpoints_;
 };
+
+/// Restores the layers `checkpoints` holds (replaying the sink on each, then releasing it when
+/// streaming) and returns the first layer still to do; `inputs` gets its saved inputs.
+int64_t restore_layers(core::Model& model, std::vector<std::unique_ptr<Pass>>& passes,
+                       QuantizationResult& result, PassDriver& driver,
+                       const LayerCheckpoints& checkpoints, bool release, at::Tensor& inputs) {
+  const int64_t done = checkpoints.last_complete();
+  if (done < 0) return 0;
+  CALQ_CHECK(done < model.n_layers(), "{}: holds layer {}, but the model has {} layers",
+             checkpoints.dir(), done, model.n_layers());
+  log::info("resuming: layers 0..{} restored from {}", done, checkpoints.dir());
+  result.layers.resize(static_cast<size_t>(done + 1));
+  for (int64_t i = 0; i <= done; ++i) {
+    core::DecoderLayer& layer = model.layer(i);
+    const bool last = i == done;
+    result.layers[static_cast<size_t>(i)] = checkpoints.restore(
+        i, layer, last ? &passes : nullptr, last ? &result.pass_seconds : nullptr);
+    driver.replay_done(layer, i);
+    if (release) model.release(i);
+  }
+  inputs = checkpoints.next_inputs(done);
+  return done + 1;
+}
 
 }  // namespace
 
@@ -244,7 +281,8 @@ std::vector<std::map<std::string, core::QuantizedTensor>> quantized_linears(
 QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
                                   std::vector<std::unique_ptr<Pass>>& passes,
                                   const calib::CalibrationSet* calibration, int64_t batch_size,
-                                  calib::CacheUse cache, const LayerSink& sink) {
+                                  calib::CacheUse cache, const LayerSink& sink,
+                                  LayerCheckpoints* checkpoints) {
   check_passes(passes, model);
   QuantizationResult result;
   for (const auto& pass : passes) result.pass_names.push_back(pass->name());
@@ -258,22 +296,29 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
     result.pass_seconds[pass->name()] +=
         std::chrono::duration<double>(Clock::now() - pass_start).count();
   }
-  PassDriver driver(recipe, passes, result, sink);
+  PassDriver driver(recipe, passes, result, sink, checkpoints);
   result.propagated_quantized = driver.propagate_quantized();
+  at::Tensor resumed_inputs;
+  const int64_t first_layer =
+      checkpoints == nullptr ? 0
+                             : restore_layers(model, passes, result, driver, *checkpoints,
+                                              static_cast<bool>(sink), resumed_inputs);
   if (calibration != nullptr && needs_calibration(passes, model, recipe)) {
     result.used_calibration = true;
     calib::RunnerOptions options;
     options.batch_size = batch_size;
     options.cache = std::move(cache);
     options.release_layers = static_cast<bool>(sink);
+    options.first_layer = first_layer;
+    options.first_inputs = std::move(resumed_inputs);
     calib::LayerwiseRunner runner(model, calibration->windows, options);
     runner.run(driver);
   } else {
     // No statistics needed: visit the weights only, no forward passes.
     at::NoGradGuard no_grad;
     const at::Tensor no_inputs;
-    Progress progress("quantize layers", model.n_layers());
-    for (int64_t i = 0; i < model.n_layers(); ++i) {
+    Progress progress("quantize layers", model.n_layers() - first_layer);
+    for (int64_t i = first_layer; i < model.n_layers(); ++i) {
       core::DecoderLayer& layer = model.layer(i);
       driver.begin_layer(layer, i);
       const auto subsets = driver.schedule(layer);
@@ -284,7 +329,7 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
         driver.process(step);
       }
       driver.end_layer(layer, i);
-      driver.layer_done(layer, i);
+      driver.layer_done(layer, i, no_inputs);
       if (sink) model.release(i);
       progress.step();
     }

@@ -56,12 +56,17 @@ std::vector<std::map<std::string, core::QuantizedTensor>> quantized_linears(
 using LayerSink = std::function<void(int64_t index, core::DecoderLayer& layer,
                                      std::map<std::string, LinearState>& states)>;
 
+class LayerCheckpoints;
+
 /// Quantizes `model` in place. `calibration` may be null when needs_calibration() is false.
-/// With `cache.cache` set, statistics are read from / stored in the calibration cache.
+/// With `cache.cache` set, statistics are read from / stored in the calibration cache. With
+/// `checkpoints`, every finished layer is saved there, and the layers it already holds are
+/// restored instead of recomputed (a resumed run continues after the last complete one).
 QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe,
                                   std::vector<std::unique_ptr<Pass>>& passes,
                                   const calib::CalibrationSet* calibration,
                                   int64_t batch_size = 8, calib::CacheUse cache = {},
-                                  const LayerSink& sink = {});
+                                  const LayerSink& sink = {},
+                                  LayerCheckpoints* checkpoints = nullptr);
 
 }  // namespace calq::algorithms

@@ -67,18 +67,26 @@ at::Tensor LayerwiseRunner::forward_layer(
 void LayerwiseRunner::run(LayerHandler& handler) {
   at::NoGradGuard no_grad;
   const auto device = at::Device(model_.device());
-  // X_0: embeddings of every calibration window, kept resident for the whole loop.
-  std::vector<at::Tensor> embedded;
-  const int64_t n = windows_.size(0);
-  const int64_t batch = std::max<int64_t>(1, options_.batch_size);
-  for (int64_t s = 0; s < n; s += batch) {
-    embedded.push_back(model_.embed(windows_.narrow(0, s, std::min(batch, n - s)).to(device)));
+  at::Tensor inputs;
+  if (options_.first_layer > 0) {
+    CALQ_ASSERT(options_.first_inputs.defined(), "a resumed run needs the inputs of layer {}",
+                options_.first_layer);
+    inputs = options_.first_inputs.to(device);
+    options_.first_inputs = at::Tensor();
+  } else {
+    // X_0: embeddings of every calibration window, kept resident for the whole loop.
+    std::vector<at::Tensor> embedded;
+    const int64_t n = windows_.size(0);
+    const int64_t batch = std::max<int64_t>(1, options_.batch_size);
+    for (int64_t s = 0; s < n; s += batch) {
+      embedded.push_back(model_.embed(windows_.narrow(0, s, std::min(batch, n - s)).to(device)));
+    }
+    inputs = at::cat(embedded, 0);
   }
-  at::Tensor inputs = at::cat(embedded, 0);
-  embedded.clear();
 
-  Progress progress("calibrate layers", model_.n_layers(), options_.show_progress);
-  for (int64_t i = 0; i < model_.n_layers(); ++i) {
+  Progress progress("calibrate layers", model_.n_layers() - options_.first_layer,
+                    options_.show_progress);
+  for (int64_t i = options_.first_layer; i < model_.n_layers(); ++i) {
     core::DecoderLayer& layer = model_.layer(i);
     handler.begin_layer(layer, i);
     // AWQ-style handlers hand the next layer the float output: compute it before any change.
@@ -123,7 +131,7 @@ void LayerwiseRunner::run(LayerHandler& handler) {
     handler.end_layer(layer, i);
     inputs = handler.propagate_quantized() ? forward_layer(layer, inputs, nullptr, nullptr)
                                            : float_outputs;
-    handler.layer_done(layer, i);
+    handler.layer_done(layer, i, inputs);
     if (options_.release_layers) {
       model_.release(i);
       core::give_back_free_heap_pages();

@@ -51,8 +51,10 @@ class LayerHandler {
   /// true: X_{i+1} from the processed layer (GPTQ); false: from the float layer (AWQ).
   virtual bool propagate_quantized() const = 0;
   virtual void end_layer(core::DecoderLayer& layer, int64_t index) = 0;
-  /// Called when nothing reads the layer any more (X_{i+1} is computed), before a release.
-  virtual void layer_done(core::DecoderLayer& /*layer*/, int64_t /*index*/) {}
+  /// Called when nothing reads the layer any more, before a release, with X_{i+1} (the next
+  /// layer's inputs; a resumable run saves them with the layer).
+  virtual void layer_done(core::DecoderLayer& /*layer*/, int64_t /*index*/,
+                          const at::Tensor& /*next_inputs*/) {}
   /// For the calibration cache: a fingerprint of everything that changed the model before the
   /// statistics of (layer, step) are gathered — "" when nothing did (the float model on float
   /// inputs), nullopt when they must not be cached.
@@ -66,6 +68,10 @@ struct RunnerOptions {
   bool show_progress = true;
   bool release_layers = false;  ///< free each layer after processing (bounded memory)
   CacheUse cache;               ///< statistics read from / written to disk when set
+  /// A resumed run (`calq run --resume`): layers before first_layer are done, and
+  /// first_inputs is X_first_layer as the interrupted run computed it.
+  int64_t first_layer = 0;
+  at::Tensor first_inputs;
 };
 
 class LayerwiseRunner {

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "algorithms/layer_checkpoints.h"
 #include "algorithms/mixed_precision.h"
 #include "algorithms/pipeline.h"
 #include "calib/calibration_set.h"
@@ -197,7 +199,87 @@ core::Recipe allocate_mixed_precision(core::Model& model, const core::Recipe& re
   return algorithms::with_allocation(recipe, allocation);
 }
 
+/// Where a run keeps its per-layer state, inside its output folder; removed when the run ends.
+std::string state_dir_of(const std::string& out_dir) { return (fs::path(out_dir) / "resume").string(); }
+
+/// DIR/resume/run.json: what `calq run --resume DIR` needs to start the same run again.
+void write_run_request(const RunRequest& args, const std::string& state_dir) {
+  const nlohmann::json request = {{"recipe", fs::absolute(args.recipe).lexically_normal().string()},
+                                  {"overrides", args.overrides},
+                                  {"batch_size", args.batch_size},
+                                  {"stream", args.stream},
+                                  {"cache_dir", args.cache_dir},
+                                  {"cache_max_bytes", args.cache_max_bytes},
+                                  {"no_cache", args.no_cache}};
+  fs::create_directories(state_dir);
+  core::write_string_atomically((fs::path(state_dir) / "run.json").string(), request.dump(2) + "\n");
+}
+
+/// What the saved layers depend on: a resume under anything else would mix two runs.
+std::string state_fingerprint(const core::Recipe& recipe, const RunRequest& args,
+                              const calib::CalibrationSet* calibration, const core::Model& model) {
+  return fmt::format("recipe {} | windows {} | batch {} | {} {}", recipe.hash_hex(),
+                     calibration ? fmt::format("{:016x} {}x{}", calibration->hash,
+                                               calibration->windows.size(0),
+                                               calibration->windows.size(1))
+                                 : std::string("none"),
+                     args.batch_size, model.device(), c10::toString(model.compute_dtype()));
+}
+
+/// A fresh run's state folder, removed again if the run ends in an error: an error leaves no
+/// output (the run would fail the same way when resumed); only a kill leaves state behind.
+class StateFolder {
+ public:
+  StateFolder(std::string dir, const std::string& out_dir)
+      : dir_(std::move(dir)), out_dir_(out_dir), out_existed_(fs::exists(out_dir)) {}
+  ~StateFolder() {
+    if (!armed_) return;
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+    if (!out_existed_) fs::remove(out_dir_, ignored);  // only when empty
+  }
+  StateFolder(const StateFolder&) = delete;
+  StateFolder& operator=(const StateFolder&) = delete;
+  void arm() { armed_ = true; }
+  void disarm() { armed_ = false; }
+
+ private:
+  std::string dir_;
+  std::string out_dir_;
+  bool out_existed_;
+  bool armed_ = false;
+};
+
 }  // namespace
+
+RunRequest resumed_request(const std::string& dir) {
+  const fs::path request_path = fs::path(state_dir_of(dir)) / "run.json";
+  if (!fs::exists(request_path)) {
+    CALQ_CHECK(!fs::exists(fs::path(dir) / "report.json"),
+               "--resume {}: the run there finished (report.json is written); nothing to resume",
+               dir);
+    fail("--resume {}: no resumable run; expected {} (written when `calq run` starts, unless "
+         "--no-resume-state)", dir, request_path.string());
+  }
+  nlohmann::json j;
+  try {
+    std::ifstream in(request_path);
+    j = nlohmann::json::parse(in);
+    RunRequest request;
+    request.recipe = j.at("recipe").get<std::string>();
+    request.overrides = j.at("overrides").get<std::vector<std::string>>();
+    request.batch_size = j.at("batch_size").get<int64_t>();
+    request.stream = j.at("stream").get<bool>();
+    request.cache_dir = j.at("cache_dir").get<std::string>();
+    request.cache_max_bytes = j.at("cache_max_bytes").get<int64_t>();
+    request.no_cache = j.at("no_cache").get<bool>();
+    request.out = dir;
+    request.resuming = true;
+    return request;
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: {}; expected the run.json `calq run` wrote", request_path.string(), e.what());
+  }
+}
 
 int run_recipe(const RunRequest& args) {
   const auto start = Clock::now();
@@ -232,6 +314,15 @@ int run_recipe(const RunRequest& args) {
                  "--stream: the lorc pass writes its adapter from the whole model at the end; "
                  "expected a run without --stream for {}", recipe.file);
     }
+  }
+
+  const std::string state_dir = state_dir_of(out_dir);
+  const bool keep_state = !args.float_only && !args.no_resume_state;
+  StateFolder state_folder(state_dir, out_dir);
+  if (keep_state && !args.resuming) {
+    fs::remove_all(state_dir);  // a fresh run never continues an older one's layers
+    state_folder.arm();
+    write_run_request(args, state_dir);
   }
 
   RunReport report(recipe, *model);
@@ -290,9 +381,14 @@ int run_recipe(const RunRequest& args) {
       stream->write_layer(*model, i, layer, quantized);
     };
   }
+  std::optional<algorithms::LayerCheckpoints> checkpoints;
+  if (keep_state) {
+    checkpoints.emplace(state_dir,
+                        state_fingerprint(recipe, args, calibration ? &*calibration : nullptr, *model));
+  }
   const algorithms::QuantizationResult result = algorithms::quantize_model(
       *model, allocated ? *allocated : recipe, passes, calibration ? &*calibration : nullptr,
-      args.batch_size, cache_use, sink);
+      args.batch_size, cache_use, sink, checkpoints ? &*checkpoints : nullptr);
   report.set_quantization(result);
   if (cache) {
     report.set_calibration_cache(*cache);
@@ -343,6 +439,8 @@ int run_recipe(const RunRequest& args) {
   const std::string report_path = (fs::path(out_dir) / "report.json").string();
   core::write_string_atomically(report_path, report.dump() + "\n");
   log::info("report written to {}", report_path);
+  if (keep_state) fs::remove_all(state_dir);
+  state_folder.disarm();
   return 0;
 }
 
@@ -364,7 +462,13 @@ void add_cache_options(CLI::App& cmd, RunRequest& request, std::string default_d
 CommandRunner add_run_command(CLI::App& app) {
   auto args = std::make_shared<RunRequest>();
   CLI::App* cmd = app.add_subcommand("run", "Quantize (and evaluate) as a recipe says");
-  cmd->add_option("recipe", args->recipe, "Recipe YAML")->required();
+  cmd->add_option("recipe", args->recipe, "Recipe YAML (not with --resume)");
+  auto resume = std::make_shared<std::string>();
+  cmd->add_option("--resume", *resume,
+                  "Continue the killed run whose output folder is DIR, after its last complete "
+                  "layer (same recipe and options, read from DIR/resume/run.json)");
+  cmd->add_flag("--no-resume-state", args->no_resume_state,
+                "Keep no per-layer state in <out>/resume (saves disk; the run cannot be resumed)");
   cmd->add_option("--set", args->overrides, "Override a recipe key: key.path=value (repeatable)");
   cmd->add_option("--out", args->out, "Output directory (default out/<recipe name>)");
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
@@ -373,7 +477,16 @@ CommandRunner add_run_command(CLI::App& app) {
                 "Bounded memory: write each layer to the recipe's save path as soon as it is "
                 "quantized, then free it (evaluation reads the checkpoint)");
   add_cache_options(*cmd, *args);
-  return [args] { return run_recipe(*args); };
+  return [args, resume] {
+    if (resume->empty()) {
+      CALQ_CHECK(!args->recipe.empty(), "calq run: expected a recipe YAML, or --resume DIR");
+      return run_recipe(*args);
+    }
+    CALQ_CHECK(args->recipe.empty() && args->overrides.empty() && args->out.empty(),
+               "calq run --resume {}: the recipe, --set and --out come from the interrupted run; "
+               "expected --resume DIR alone", *resume);
+    return run_recipe(resumed_request(*resume));
+  };
 }
 
 }  // namespace calq::cli

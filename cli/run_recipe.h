@@ -25,7 +25,16 @@ struct RunRequest {
   /// Bounded memory: each layer is written to the checkpoint (recipe `save`) as soon as it is
   /// quantized and then freed; evaluation reads the written checkpoint.
   bool stream = false;
+  /// Keep no per-layer state in <out>/resume (then a killed run cannot be resumed).
+  bool no_resume_state = false;
+  /// Set by `calq run --resume DIR`: continue the run whose state DIR/resume holds.
+  bool resuming = false;
 };
+
+/// The run `calq run --resume DIR` continues: the request DIR/resume/run.json recorded when it
+/// started (recipe, overrides and options), with out = DIR. Throws calq::Error naming DIR when
+/// there is nothing to resume.
+RunRequest resumed_request(const std::string& dir);
 
 /// Loads, quantizes, exports and evaluates as the recipe says; writes out/report.json.
 int run_recipe(const RunRequest& request);

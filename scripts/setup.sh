@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache
   libtorch-dev libeigen3-dev libopenblas-dev libyaml-cpp-dev catch2
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libicu-dev
-  gnuplot-nox
+  gnuplot-nox python3
 )
 
 missing=()
