@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <limits>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
 #include "core/quant/grid.h"
@@ -152,6 +154,7 @@ void LayerCheckpoints::save(int64_t index, core::DecoderLayer& layer,
                             const std::vector<std::unique_ptr<Pass>>& passes,
                             const std::map<std::string, double>& pass_seconds,
                             const at::Tensor& next_inputs) {
+  const auto start = std::chrono::steady_clock::now();
   core::NamedTensors tensors;
   json linears = json::object();
   for (const std::string& name : layer.linear_names()) {
@@ -232,6 +235,8 @@ void LayerCheckpoints::save(int64_t index, core::DecoderLayer& layer,
     std::error_code ignored;
     fs::remove(inputs_path(index - 1), ignored);
   }
+  log::debug("layer {}: resume state saved in {:.2f} s", index,
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 std::map<std::string, LinearState> LayerCheckpoints::restore(
