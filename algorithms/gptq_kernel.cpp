@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -117,7 +118,8 @@ bool all_finite(const at::Tensor& t) {
 GptqSetup prepare(const at::Tensor& W_in,
                   const at::Tensor& H_in,
                   const core::QuantSpec& spec,
-                  const GptqOptions& opts) {
+                  const GptqOptions& opts,
+                  bool consume_hessian) {
   check_arguments(W_in, H_in, spec, opts);
   GptqSetup s;
   const int64_t rows = W_in.size(0);
@@ -130,7 +132,9 @@ GptqSetup prepare(const at::Tensor& W_in,
 
   // fp32 copies (the reference quantizes `W.clone().float()` against an fp32 H), W transposed.
   at::Tensor Wt = scratch(Scratch::Wt, {cols, rows}, device).copy_(W_in.t());
-  at::Tensor H = scratch(Scratch::H, {cols, cols}, device).copy_(H_in);
+  const bool in_place = consume_hessian && H_in.scalar_type() == at::kFloat &&
+                        H_in.is_contiguous() && H_in.device() == device;
+  at::Tensor H = in_place ? H_in : scratch(Scratch::H, {cols, cols}, device).copy_(H_in);
   CALQ_CHECK(all_finite(Wt), "gptq: weight {} holds NaN or Inf; expected finite values",
              shape_of(W_in));
   CALQ_CHECK(all_finite(H),
@@ -258,11 +262,12 @@ void release_gptq_scratch() {
 }
 
 GptqResult gptq_quantize(const at::Tensor& W,
-                         const at::Tensor& H,
+                         at::Tensor H,
                          const core::QuantSpec& spec,
-                         const GptqOptions& opts) {
+                         const GptqOptions& opts,
+                         bool consume_hessian) {
   if (W.defined() && W.device().is_cpu())
-    return gptq_detail::gptq_quantize_cpu(W, H, spec, opts);
+    return gptq_detail::gptq_quantize_cpu(W, std::move(H), spec, opts, consume_hessian);
   return gptq_quantize_generic(W, H, spec, opts);
 }
 

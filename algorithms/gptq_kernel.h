@@ -66,11 +66,14 @@ struct GptqResult {
 /// workers never spin against each other (gptq_kernel_cpu.cpp). Deterministic for a given thread
 /// count (a different count may change BLAS rounding, hence rare codes). Throws calq::Error on bad
 /// shapes or options, non-finite input, or a Hessian that stays non-positive-definite after
-/// opts.max_damp_escalations escalations.
+/// opts.max_damp_escalations escalations. With `consume_hessian` (CPU) a float32 contiguous H is
+/// damped and permuted in place rather than in a copy, and freed once factorized if the caller
+/// handed over its last reference (std::move): the caller must not read it afterwards.
 GptqResult gptq_quantize(const at::Tensor& W,
-                         const at::Tensor& H,
+                         at::Tensor H,
                          const core::QuantSpec& spec,
-                         const GptqOptions& opts = {});
+                         const GptqOptions& opts = {},
+                         bool consume_hessian = false);
 
 /// The same algorithm written with at:: ops only (IST-DASLab/gptq's op sequence, including
 /// L = chol(H), H⁻¹ = cholesky_inverse(L), U = chol(H⁻¹, upper)), for any device. Public so that

@@ -41,7 +41,8 @@ GptqResult gptq_quantize_generic(const at::Tensor& W_in,
                                  const core::QuantSpec& spec,
                                  const GptqOptions& opts) {
   const auto start = std::chrono::steady_clock::now();
-  const gptq_detail::GptqSetup setup = gptq_detail::prepare(W_in, H_in, spec, opts);
+  // Never in place: the proxy loss below reads H_in as given.
+  const gptq_detail::GptqSetup setup = gptq_detail::prepare(W_in, H_in, spec, opts, false);
   const int64_t rows = setup.Wt.size(1);
   const int64_t cols = setup.Wt.size(0);
   const int64_t g = setup.group_size;

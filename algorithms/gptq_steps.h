@@ -37,7 +37,8 @@ struct GptqSetup {
 GptqSetup prepare(const at::Tensor& W,
                   const at::Tensor& H,
                   const core::QuantSpec& spec,
-                  const GptqOptions& opts);
+                  const GptqOptions& opts,
+                  bool consume_hessian);
 
 /// §3.4 escalation: damp · 10, or 0.01 when damp is 0.
 double next_damp(double damp);
@@ -76,8 +77,9 @@ bool all_finite(const at::Tensor& t);
 
 /// The CPU implementation (gptq_kernel_cpu.cpp): CPU tensors only.
 GptqResult gptq_quantize_cpu(const at::Tensor& W,
-                             const at::Tensor& H,
+                             at::Tensor H,
                              const core::QuantSpec& spec,
-                             const GptqOptions& opts);
+                             const GptqOptions& opts,
+                             bool consume_hessian);
 
 }  // namespace calq::algorithms::gptq_detail

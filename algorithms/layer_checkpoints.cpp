@@ -41,15 +41,6 @@ bool same_bits(const at::Tensor& a, const at::Tensor& b) {
   return at::equal(as_ints(a), as_ints(b.to(a.device())));
 }
 
-/// Codes fit a byte for every width calq stores (≤ 8 bits): a quarter of the int32 bytes.
-at::Tensor compact_codes(const at::Tensor& codes) {
-  if (codes.numel() == 0) return codes;
-  const int64_t lo = codes.min().item<int64_t>(), hi = codes.max().item<int64_t>();
-  if (lo >= 0 && hi <= 255) return codes.to(at::kByte);
-  if (lo >= -128 && hi <= 127) return codes.to(at::kChar);
-  return codes;
-}
-
 json act_spec_json(const std::optional<core::ActQuantSpec>& spec) {
   if (!spec) return nullptr;
   return {{"bits", spec->bits},
@@ -200,7 +191,7 @@ void LayerCheckpoints::save(int64_t index, core::DecoderLayer& layer,
                             {"granularity", static_cast<int>(q->granularity)},
                             {"group_size", q->group_size},
                             {"scale_dtype", static_cast<int>(q->scale_dtype)}};
-      put(tensors, "state." + name + ".codes", compact_codes(q->codes));
+      put(tensors, "state." + name + ".codes", q->codes);  // as held: compact or int32
       put(tensors, "state." + name + ".scales", q->scales);
       put(tensors, "state." + name + ".zeros", q->zeros);
       put(tensors, "state." + name + ".g_idx", q->g_idx);
@@ -261,7 +252,7 @@ std::map<std::string, LinearState> LayerCheckpoints::restore(
     state.reports = reports_from(entry.at("reports"));
     if (const json& q = entry.at("quantized"); !q.is_null()) {
       core::QuantizedTensor t;
-      t.codes = load("state." + name + ".codes").to(at::kInt);
+      t.codes = load("state." + name + ".codes");
       t.scales = load("state." + name + ".scales");
       t.zeros = load("state." + name + ".zeros");
       t.g_idx = load("state." + name + ".g_idx");

@@ -27,7 +27,7 @@ class LlmInt8Pass : public Pass {
       if (float_outliers_) decomposition->float_weight = linear.weight.clone();
       install_quantized(step.step.layer, target.name,
                         core::quantize_weight(linear.weight.to(at::kFloat), target.spec),
-                        step.linears[target.name]);
+                        step.linears[target.name], step.later_reads_float_weight);
       linear.int8 = std::move(decomposition);
       LinearReport& report = step.linears[target.name].reports["llm_int8"];
       report.figures["threshold"] = threshold_;

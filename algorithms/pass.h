@@ -66,6 +66,11 @@ struct PassStep {
   calib::LayerStep& step;                             ///< layer, stats, inputs, forward
   const std::vector<LinearTarget>& targets;           ///< the subset's targeted linears
   std::map<std::string, LinearState>& linears;        ///< state of the whole layer, by name
+  /// Set by the pipeline for the pass being applied: whether a later pass of the recipe reads
+  /// the subset's Hessians as collected (else the pass may consume them: GPTQ works in place),
+  /// and whether one reads the float weights a quantizer replaced (lorc).
+  bool later_reads_hessian = true;
+  bool later_reads_float_weight = true;
 };
 
 /// What a pass carries from one layer to the next (LKD: its summary rows, the random-token

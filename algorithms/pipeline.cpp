@@ -100,8 +100,17 @@ class PassDriver : public calib::LayerHandler {
   void process(calib::LayerStep& step) override {
     const std::vector<LinearTarget> targets = targets_of(recipe_, step.linears, step.layer_index);
     if (targets.empty()) return;
-    PassStep pass_step{step, targets, result_.layers[static_cast<size_t>(step.layer_index)]};
-    for (const auto& pass : passes_) {
+    PassStep pass_step{step, targets, result_.layers[static_cast<size_t>(step.layer_index)], true,
+                       true};
+    for (size_t p = 0; p < passes_.size(); ++p) {
+      const auto& pass = passes_[p];
+      pass_step.later_reads_hessian = false;
+      pass_step.later_reads_float_weight = false;
+      for (size_t later = p + 1; later < passes_.size(); ++later) {
+        pass_step.later_reads_float_weight |= passes_[later]->after_quantization();
+        for (const LinearTarget& target : targets)
+          pass_step.later_reads_hessian |= passes_[later]->needs(target).hessian;
+      }
       const auto start = Clock::now();
       pass->apply(pass_step);
       result_.pass_seconds[pass->name()] +=

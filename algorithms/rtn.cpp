@@ -14,10 +14,12 @@
 namespace calq::algorithms {
 
 void install_quantized(core::DecoderLayer& layer, const std::string& linear,
-                       core::QuantizedTensor q, LinearState& state) {
+                       core::QuantizedTensor q, LinearState& state, bool keep_float_weight) {
   core::Linear& target = layer.linear(linear);
-  state.float_weight = target.weight.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  if (keep_float_weight)
+    state.float_weight = target.weight.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
   target.weight.copy_(q.dequantize().to(target.weight.scalar_type()));
+  q.compact();  // a layer's codes wait for the export beside the layer: a byte each, not four
   state.quantized = std::move(q);
 }
 
@@ -28,9 +30,11 @@ at::Tensor dequantize_fp(const core::FpQuantized& q, at::ScalarType scale_dtype)
 }
 
 void install_fp_quantized(core::DecoderLayer& layer, const std::string& linear,
-                          core::FpQuantized q, at::ScalarType scale_dtype, LinearState& state) {
+                          core::FpQuantized q, at::ScalarType scale_dtype, LinearState& state,
+                          bool keep_float_weight) {
   core::Linear& target = layer.linear(linear);
-  state.float_weight = target.weight.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  if (keep_float_weight)
+    state.float_weight = target.weight.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
   target.weight.copy_(dequantize_fp(q, scale_dtype).to(target.weight.scalar_type()));
   state.fp_quantized = std::move(q);
 }
@@ -67,13 +71,14 @@ class RtnPass : public Pass {
         core::FpQuantized q =
             core::quantize_fp(w, *target.fp, target.spec.group_size, target.pow2_scales);
         w_hat = dequantize_fp(q, target.spec.scale_dtype);
-        install_fp_quantized(layer, target.name, std::move(q), target.spec.scale_dtype, state);
+        install_fp_quantized(layer, target.name, std::move(q), target.spec.scale_dtype, state,
+                             step.later_reads_float_weight);
       } else {
         core::QuantizedTensor q = core::quantize_weight(w, target.spec);
         report.notes["spec"] = core::describe(target.spec);
         if (q.short_last_group()) report.notes["short_last_group"] = "true";
         w_hat = q.dequantize();
-        install_quantized(layer, target.name, std::move(q), state);
+        install_quantized(layer, target.name, std::move(q), state, step.later_reads_float_weight);
       }
       const auto it = step.step.stats.find(target.name);
       if (it != step.step.stats.end() && it->second.hessian.defined()) {

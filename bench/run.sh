@@ -115,8 +115,8 @@ openblas_version=$(dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/nul
     echo
     echo "GPTQ W4 g128 on 7B-shaped \`calq synth\` Llamas (hidden 4096, intermediate 11008, 32 heads,"
     echo "vocab 32000, float16 on disk, float32 compute), 8 calibration windows × 512 tokens. Peak RSS"
-    echo "from getrusage; the estimate is report.json memory.estimate (layer + activations + widest"
-    echo "Hessian + embedding table). One run each."
+    echo "from getrusage; the estimate is report.json memory.estimate (the larger of the statistics and"
+    echo "GPTQ phases of the widest linear, formula in the report). One run each."
     echo
     echo "| model | peak RSS MiB | estimate MiB | quantization s |"
     echo "|---|---|---|---|"

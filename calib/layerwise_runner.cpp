@@ -82,6 +82,10 @@ void LayerwiseRunner::run(LayerHandler& handler) {
       embedded.push_back(model_.embed(windows_.narrow(0, s, std::min(batch, n - s)).to(device)));
     }
     inputs = at::cat(embedded, 0);
+    if (options_.release_layers) {
+      model_.release_embeddings();  // a 7B table is 0.25 GB in float16; eval reads it again
+      core::give_back_free_heap_pages();
+    }
   }
 
   Progress progress("calibrate layers", model_.n_layers() - options_.first_layer,
@@ -89,6 +93,8 @@ void LayerwiseRunner::run(LayerHandler& handler) {
   for (int64_t i = options_.first_layer; i < model_.n_layers(); ++i) {
     core::DecoderLayer& layer = model_.layer(i);
     handler.begin_layer(layer, i);
+    log::debug("layer {} loaded, resident {:.0f} MiB (peak {:.0f})", i, core::resident_mb(),
+               core::peak_resident_mb());
     // AWQ-style handlers hand the next layer the float output: compute it before any change.
     at::Tensor float_outputs;
     if (!handler.propagate_quantized()) float_outputs = forward_layer(layer, inputs, nullptr, nullptr);
@@ -111,26 +117,35 @@ void LayerwiseRunner::run(LayerHandler& handler) {
         }
         if (stats.empty()) {
           forward_layer(layer, inputs, &needs, &accumulators);
-          for (const auto& [name, acc] : accumulators) stats.emplace(name, acc.finish());
+          log::debug("layer {} step {}: forward done, resident {:.0f} MiB (peak {:.0f})", i, k,
+                     core::resident_mb(), core::peak_resident_mb());
+          for (auto& [name, acc] : accumulators) stats.emplace(name, acc.finish());
           // Before the cache keeps them: a poisoned entry would fail every later run.
           for (const auto& [name, s] : stats) require_finite(s, i, name);
           if (key) options_.cache.cache->store(*key, stats);
         }
-        // The double sums are not needed once finished: a 7B down_proj's is 924 MiB.
+        // The double sums are not needed once finished: a 7B down_proj's is 462 MiB.
         accumulators.clear();
       }
+      // The forward's many sub-threshold temporaries stay in malloc's heap once freed; a
+      // bounded-memory run hands them back before the passes allocate theirs.
+      if (options_.release_layers) core::give_back_free_heap_pages();
       LayerStep step{layer, model_, i, static_cast<int64_t>(k), subset, stats, inputs,
                      [&layer, this](const at::Tensor& x) {
                        return layer.forward(x, model_.make_context(x.size(1)));
                      }};
-      log::debug("layer {} step {}: statistics collected, resident {:.0f} MiB", i, k,
-                 core::resident_mb());
+      log::debug("layer {} step {}: statistics collected, resident {:.0f} MiB (peak {:.0f})", i, k,
+                 core::resident_mb(), core::peak_resident_mb());
       handler.process(step);
-      log::debug("layer {} step {}: processed, resident {:.0f} MiB", i, k, core::resident_mb());
+      if (options_.release_layers) core::give_back_free_heap_pages();
+      log::debug("layer {} step {}: processed, resident {:.0f} MiB (peak {:.0f})", i, k,
+                 core::resident_mb(), core::peak_resident_mb());
     }
     handler.end_layer(layer, i);
     inputs = handler.propagate_quantized() ? forward_layer(layer, inputs, nullptr, nullptr)
                                            : float_outputs;
+    log::debug("layer {}: next inputs computed, resident {:.0f} MiB (peak {:.0f})", i,
+               core::resident_mb(), core::peak_resident_mb());
     handler.layer_done(layer, i, inputs);
     if (options_.release_layers) {
       model_.release(i);

@@ -350,7 +350,8 @@ int run_recipe(const RunRequest& args) {
     calibration = calib::make_calibration_set(*model->tokenizer(), c);
     report.set_calibration(*calibration);
     report.set_memory_estimate(
-        estimate_memory(model->config(), model->compute_dtype(), c.nsamples * c.seqlen).json());
+        estimate_memory(model->config(), model->compute_dtype(), c.nsamples * c.seqlen,
+                        args.stream).json());
   }
 
   log::info("quantizing with {}", recipe.passes.empty() ? "rtn (no passes given)" : "the recipe's passes");

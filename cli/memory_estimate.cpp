@@ -8,10 +8,17 @@
 #include "core/model/model_config.h"
 
 namespace calq::cli {
+namespace {
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+/// Resident between the layers of a streamed 7B-shaped run, less its calibration inputs.
+constexpr double kRuntimeMb = 200.0;
+
+}  // namespace
 
 MemoryEstimate estimate_memory(const core::ModelConfig& c, c10::ScalarType compute_dtype,
-                               int64_t calibration_tokens) {
-  constexpr double kMiB = 1024.0 * 1024.0;
+                               int64_t calibration_tokens, bool streaming) {
   const auto e = static_cast<double>(c10::elementSize(compute_dtype));
   const auto stored = static_cast<double>(c10::elementSize(c.storage_dtype));
   const auto h = static_cast<double>(c.hidden_size);
@@ -23,22 +30,40 @@ MemoryEstimate estimate_memory(const core::ModelConfig& c, c10::ScalarType compu
   const auto tokens = static_cast<double>(calibration_tokens);
   const double d = std::max({h, inter, q_out});
   MemoryEstimate m;
+  m.runtime_mb = kRuntimeMb;
   m.layer_mb = layer_params * e / kMiB;
-  m.activations_mb = tokens * (2.0 * h + inter) * e / kMiB;
-  m.hessian_mb = 20.0 * d * d / kMiB;
-  m.embedding_mb = static_cast<double>(c.vocab_size) * h * stored / kMiB;
+  m.codes_mb = layer_params / kMiB;
+  m.inputs_mb = tokens * 2.0 * h * e / kMiB;
+  m.activations_mb = tokens * 2.0 * inter * e / kMiB;
+  m.hessian_sum_mb = 4.0 * d * d / kMiB;
+  // Factorizing: H (damped in place), its inverse factor U and W transposed; then the column
+  // loop: U, W transposed, the codes and Ŵ (H freed once factorized).
+  m.gptq_mb = std::max(8.0 * d * d + 4.0 * d * h, 4.0 * d * d + 12.0 * d * h) / kMiB;
+  m.embedding_mb = streaming ? 0.0 : static_cast<double>(c.vocab_size) * h * stored / kMiB;
   return m;
 }
 
+double MemoryEstimate::total_mb() const { return std::max(statistics_phase_mb(), gptq_phase_mb()); }
+
 std::string MemoryEstimate::json() const {
   return nlohmann::json{
-      {"formula", "layer (compute dtype) + calibration activations (X_i, X_i+1, widest linear "
-                  "input) + widest Hessian (double sum, float H, GPTQ's copy and factor: 20 d^2 "
-                  "bytes) + embedding table (stored dtype)"},
+      {"formula", "max(statistics phase, GPTQ phase) of the widest linear (input width d, "
+                  "rows r); statistics: runtime + layer (compute dtype) + the layer's codes "
+                  "(1 byte/weight) + inputs X_i, X_i+1 (tokens x 2 hidden, compute dtype) + the "
+                  "forward's MLP outputs (tokens x 2 intermediate) + double upper-triangle Hessian sum (4 d^2) + embedding (not with "
+                  "--stream); GPTQ: runtime + layer + codes + inputs + embedding + max(float H, "
+                  "inverse factor U and W transposed: 8 d^2 + 4 d r; U, W transposed, codes and "
+                  "dequantized W: 4 d^2 + 12 d r)"},
+      {"runtime_mb", runtime_mb},
       {"layer_mb", layer_mb},
+      {"codes_mb", codes_mb},
+      {"inputs_mb", inputs_mb},
       {"activations_mb", activations_mb},
-      {"hessian_mb", hessian_mb},
+      {"hessian_sum_mb", hessian_sum_mb},
+      {"gptq_mb", gptq_mb},
       {"embedding_mb", embedding_mb},
+      {"statistics_phase_mb", statistics_phase_mb()},
+      {"gptq_phase_mb", gptq_phase_mb()},
       {"total_mb", total_mb()}}
       .dump();
 }

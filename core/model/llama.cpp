@@ -117,6 +117,8 @@ class LlamaModel final : public DecoderModel {
   // values as converting the table: the cast is element-wise); the head is read on first use.
   // A quantization run then never holds a [V, H] compute-dtype copy: for a 7B-shaped model with
   // an untied head that is 1 GB of float32.
+  void release_embeddings() override { embed_ = at::Tensor(); }
+
   at::Tensor embed(const at::Tensor& ids) override {
     if (!embed_.defined())
       embed_ = load_stored("model.embed_tokens.weight", {config_.vocab_size, config_.hidden_size});

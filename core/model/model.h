@@ -117,6 +117,9 @@ class Model {
   virtual ForwardContext make_context(int64_t seq_len) const = 0;
   virtual DecoderLayer& layer(int64_t i) = 0;  ///< materialises layer i if needed
   virtual void release(int64_t i) = 0;         ///< frees layer i's tensors
+  /// Frees tensors outside the layers that embed() reads again when next called (Llama's table):
+  /// a bounded-memory run needs them only for the calibration windows' X_0.
+  virtual void release_embeddings() {}
   /// hidden [batch, seq, hidden] -> logits [batch, seq, vocab] in float32 (final norm + head).
   virtual at::Tensor logits(const at::Tensor& hidden) = 0;
 

@@ -1,5 +1,6 @@
 #include "core/quant/quantized_tensor.h"
 
+#include <algorithm>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -29,16 +30,28 @@ at::Tensor QuantizedTensor::dequantize() const {
 at::Tensor QuantizedTensor::dequantize(at::ScalarType dtype) const {
   check();
   // Gather each column's group params through g_idx, so act-order's non-monotonic map works.
+  // Row blocks bound the gathered [rows, in] params and temporaries to a few MB: whole, a 7B
+  // down_proj's would be four 180 MB tensors beside the result.
   const at::Tensor index = g_idx.to(codes.device()).to(at::kLong);
-  const at::Tensor s = round_scales(scales, dtype).index_select(1, index);
-  const at::Tensor z = zeros.index_select(1, index);
-  return core::dequantize(codes, s, z);
+  const at::Tensor s_all = round_scales(scales, dtype);
+  at::Tensor out = at::empty(codes.sizes(), codes.options().dtype(at::kFloat));
+  const int64_t rows = codes.size(0);
+  const int64_t block = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, codes.size(1)));
+  for (int64_t begin = 0; begin < rows; begin += block) {
+    const int64_t n = std::min(block, rows - begin);
+    const at::Tensor s = s_all.narrow(0, begin, n).index_select(1, index);
+    const at::Tensor z = zeros.narrow(0, begin, n).index_select(1, index);
+    out.narrow(0, begin, n).copy_(core::dequantize(codes.narrow(0, begin, n), s, z));
+  }
+  return out;
 }
 
 void QuantizedTensor::check() const {
   CALQ_ASSERT(codes.defined() && scales.defined() && zeros.defined() && g_idx.defined(),
               "QuantizedTensor: undefined member tensor");
-  CALQ_ASSERT(codes.dim() == 2 && codes.scalar_type() == at::kInt, "codes must be 2-d int32");
+  CALQ_ASSERT(codes.dim() == 2 && (codes.scalar_type() == at::kInt || codes.scalar_type() == at::kByte ||
+                                   codes.scalar_type() == at::kChar),
+              "codes must be 2-d int32 (or uint8/int8 when compact)");
   CALQ_ASSERT(scales.dim() == 2 && scales.scalar_type() == at::kFloat &&
                   scales.size(0) == codes.size(0) && scales.size(1) >= 1,
               "scales must be [out, n_groups] float32");
@@ -57,6 +70,15 @@ void QuantizedTensor::check() const {
     CALQ_ASSERT(codes.min().item<int32_t>() >= cr.qmin && codes.max().item<int32_t>() <= cr.qmax,
                 "codes outside the {} {}-bit range [{}, {}]", grid_name(grid), bits, cr.qmin,
                 cr.qmax);
+  }
+}
+
+void QuantizedTensor::compact() {
+  const CodeRange cr = code_range(grid, bits);
+  if (cr.qmin >= 0 && cr.qmax <= 255) {
+    codes = codes.to(at::kByte);
+  } else if (cr.qmin >= -128 && cr.qmax <= 127) {
+    codes = codes.to(at::kChar);
   }
 }
 

@@ -15,7 +15,9 @@
 namespace calq::core {
 
 struct QuantizedTensor {
-  at::Tensor codes;   ///< [out, in] int32, in code_range(grid, bits), original column order
+  /// [out, in] in code_range(grid, bits), original column order: int32 as quantizers make them,
+  /// or uint8/int8 once compact() (what a run keeps until the export).
+  at::Tensor codes;
   at::Tensor scales;  ///< [out, n_groups] float32 (per-tensor: [out, 1], every row equal)
   at::Tensor zeros;  ///< [out, n_groups] int32 code-space zero (gptq_sym: 2^(b−1); ct_asym signed)
   /// [in] int32: the group of each input column, indexing the second dim of scales/zeros.
@@ -44,6 +46,10 @@ struct QuantizedTensor {
 
   /// CALQ_ASSERTs that shapes, dtypes and g_idx/code ranges agree (for producers such as GPTQ).
   void check() const;
+
+  /// Stores the codes in the narrowest of uint8/int8 that the grid's code range fits (every
+  /// width calq quantizes to, ≤ 8 bits): a quarter of the int32 bytes, the same values.
+  void compact();
 };
 
 /// RTN of w [out, in] (any float dtype, finite): group k of a row covers columns

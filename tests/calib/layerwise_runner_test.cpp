@@ -197,3 +197,32 @@ passes:
     }
   }
 }
+
+TEST_CASE("the blocked upper-triangle Hessian sum is 2·XᵀX/n, exactly symmetric",
+          "[calib][hessian]") {
+  // The accumulator keeps only upper-triangle row blocks in double (half the memory of the full
+  // matrix), forming each batch's float product block by block, and mirrors the lower triangle.
+  // BLAS rounds a block's dot products as it likes (a full sgemm is not even symmetric), so the
+  // oracle is the double-precision sum, within float32 rounding of the products.
+  at::manual_seed(21);
+  for (const int64_t in : {7, 256, 600}) {
+    INFO("in " << in);
+    calq::calib::StatRequest request;
+    request.hessian = true;
+    calq::calib::LinearStatsAccumulator acc(request);
+    at::Tensor sum = at::zeros({in, in}, at::kDouble);
+    int64_t samples = 0;
+    for (int batch = 0; batch < 3; ++batch) {
+      const at::Tensor x = at::randn({2, 37, in}) * (batch + 1);
+      acc.add(x);
+      samples += 2;
+      const at::Tensor d = x.reshape({-1, in}).to(at::kDouble);
+      sum += d.t().matmul(d);
+    }
+    const at::Tensor expected = sum * (2.0 / static_cast<double>(samples));
+    const at::Tensor got = acc.finish().hessian;
+    REQUIRE(got.scalar_type() == at::kFloat);
+    CHECK(at::equal(got, got.t()));
+    CHECK(at::allclose(got.to(at::kDouble), expected, 1e-5, 1e-4));
+  }
+}
