@@ -344,7 +344,16 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json_text(std::string
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_and_merges(const std::string& vocab_path,
                                                                   const std::string& merges_path) {
-  const json vocab = parse_json_file(vocab_path, "a GPT-2 vocab.json (token -> id)");
+  return from_vocab_and_merges_text(read_file_bytes(vocab_path), read_file_bytes(merges_path),
+                                    vocab_path, merges_path);
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_and_merges_text(
+    std::string_view vocab_text,
+    std::string_view merges_text,
+    const std::string& vocab_path,
+    const std::string& merges_path) {
+  const json vocab = parse_json_text(vocab_text, vocab_path, "a GPT-2 vocab.json (token -> id)");
   auto state = std::make_unique<State>();
   state->path = vocab_path;
   // GPT2Tokenizer treats its <|endoftext|> as special text.
@@ -352,13 +361,12 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_and_merges(const std::str
     state->added.emplace_back("<|endoftext|>", eot->get<int32_t>());
   }
   state->add_vocab(vocab, vocab_path);
-  const std::string merges = read_file_bytes(merges_path);
   size_t line_no = 0;
-  for (size_t pos = 0; pos < merges.size();) {
-    size_t end = merges.find('\n', pos);
-    if (end == std::string::npos)
-      end = merges.size();
-    std::string_view line(merges.data() + pos, end - pos);
+  for (size_t pos = 0; pos < merges_text.size();) {
+    size_t end = merges_text.find('\n', pos);
+    if (end == std::string_view::npos)
+      end = merges_text.size();
+    std::string_view line = merges_text.substr(pos, end - pos);
     pos = end + 1;
     ++line_no;
     if (!line.empty() && line.back() == '\r')
