@@ -10,6 +10,7 @@
 #include <iterator>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -63,6 +64,15 @@ const std::map<std::string, Parser>& parsers() {
                  b, "/nonexistent-calq-replay/tokenizer.json", &unsupported))
            encode_decode(*t);
        }},
+      {"fuzz_tokenizer_gpt2",
+       [](const std::string& b) {
+         // vocab.json, a NUL, merges.txt (as tests/fuzz/fuzz_tokenizer_gpt2.cpp splits them).
+         const size_t nul = b.find('\0');
+         const std::string merges = nul == std::string::npos ? "" : b.substr(nul + 1);
+         encode_decode(*BpeTokenizer::from_vocab_and_merges_text(
+             std::string_view(b).substr(0, nul), merges, "/nonexistent-calq-replay/vocab.json",
+             "/nonexistent-calq-replay/merges.txt"));
+       }},
       {"fuzz_tokenizer_sentencepiece",
        [](const std::string& b) {
          encode_decode(SentencepieceTokenizer("replay/tokenizer.model", b));
@@ -113,6 +123,8 @@ TEST_CASE("the hand-made fuzz seeds are valid files", "[core][fuzz]") {
                            "fuzz_safetensors_index/index.json", "fuzz_model_config/llama.json",
                            "fuzz_recipe/extras.yaml", "fuzz_tokenizer_llama2c/tok512.bin",
                            "fuzz_tokenizer_json/gpt2_bytes.json",
+                           "fuzz_tokenizer_gpt2/gpt2_512.bin",
+                           "fuzz_tokenizer_gpt2/gpt2_300_crlf.bin",
                            "fuzz_tokenizer_sentencepiece/tiny_bpe.model"}) {
     INFO(seed);
     const fs::path path = kFuzzDir / "corpus" / seed;
