@@ -23,6 +23,9 @@ using nlohmann::json;
 // Bounds the per-word cache (GPT-2 text has ~10^5 distinct words per MB) so memory stays flat.
 constexpr size_t kMaxCachedWords = size_t{1} << 17;
 constexpr size_t kNumBytes = 256;
+// Token ids index a table, so a corrupt id (2000000000) would allocate gigabytes before anything
+// else could object; 2^22 is 16x the largest vocabularies in use (Gemma's 256K).
+constexpr int64_t kMaxTokenId = (int64_t{1} << 22) - 1;
 
 const json* member(const json& object, const char* key) {
   if (!object.is_object())
@@ -166,8 +169,8 @@ struct BpeTokenizer::State {
   }
 
   void set_id(int32_t id, std::string bytes, const std::string& source) {
-    CALQ_CHECK(id >= 0, "{}: token \"{}\" has id {}; expected a non-negative id", source, bytes,
-               id);
+    CALQ_CHECK(id >= 0 && id <= kMaxTokenId, "{}: token \"{}\" has id {}; expected an id in 0..{}",
+               source, bytes, id, kMaxTokenId);
     const auto index = static_cast<size_t>(id);
     if (index >= token_bytes.size()) {
       token_bytes.resize(index + 1);
@@ -183,7 +186,12 @@ struct BpeTokenizer::State {
     for (const auto& [token, value] : vocab.items()) {
       CALQ_CHECK(value.is_number_integer(), "{}: vocab entry \"{}\" has id {}; expected an integer",
                  source, token, value.dump());
-      const auto id = value.get<int32_t>();
+      // As int64 first: get<int32_t> would wrap 4294967296 to 0 and take it.
+      const auto wide = value.get<int64_t>();
+      CALQ_CHECK(wide >= 0 && wide <= kMaxTokenId,
+                 "{}: vocab entry \"{}\" has id {}; expected an id in 0..{}", source, token,
+                 value.dump(), kMaxTokenId);
+      const auto id = static_cast<int32_t>(wide);
       std::optional<std::string> bytes = byte_level_to_bytes(token);
       if (!bytes) {
         // Special tokens such as "<|endoftext|>" may sit in the vocab in plain text.

@@ -142,3 +142,24 @@ TEST_CASE("a recipe with bytes that are not UTF-8 is refused naming the key", "[
              Contains("<key>: byte 0xFF at offset 0 is not UTF-8"));
   CHECK_THAT(outcome(parse, "model: {path: m}\n"), Equals(""));
 }
+
+TEST_CASE("a BPE vocab id too large for the id table is refused before allocating",
+          "[core][fuzz]") {
+  // Found by reading the loader while adding fuzz_tokenizer_gpt2: an id of 2000000000 sized the
+  // id -> token table to 2*10^9 strings (std::bad_alloc, or an out-of-memory under the fuzzer),
+  // and get<int32_t> wrapped 4294967297 to 1.
+  CHECK_THAT(outcome(parsers().at("fuzz_tokenizer_json"),
+                     read_bytes(kFuzzDir / "regressions/fuzz_tokenizer_json/huge_vocab_id.json")),
+             Contains("tokenizer.json: vocab entry \"a\" has id 2000000000; expected an id in "
+                      "0..4194303"));
+  const auto& gpt2 = parsers().at("fuzz_tokenizer_gpt2");
+  CHECK_THAT(
+      outcome(gpt2, read_bytes(kFuzzDir / "regressions/fuzz_tokenizer_gpt2/huge_vocab_id.bin")),
+      Contains("vocab.json: vocab entry \"a\" has id 2000000000; expected an id in 0..4194303"));
+  CHECK_THAT(outcome(gpt2, std::string("{\"a\":0,\"b\":4294967297}\0a b\n", 27)),
+             Contains("vocab.json: vocab entry \"b\" has id 4294967297; expected an id in "
+                      "0..4194303"));
+  // The largest id loads (the probe text then needs byte tokens this vocab lacks).
+  CHECK_THAT(outcome(gpt2, std::string("{\"a\":0,\"b\":1,\"ab\":4194303}\0a b\n", 31)),
+             Contains("byte 0x48 has no token"));
+}
