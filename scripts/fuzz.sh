@@ -40,6 +40,7 @@ log="$run/last.log"
 # still reports any leak made while an input is parsed (libFuzzer's -detect_leaks).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo ?)
 start=$(date +%s.%N)
 set +e
 "$build/tests/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
@@ -60,7 +61,7 @@ echo "$target: executions ${execs:-?}, wall ${wall} s, ${rate} exec/s, exit ${st
   echo "wall_s=$wall"
   echo "executions=${execs:-0}"
   echo "exit=$status"
-  echo "commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo ?)"
+  echo "commit=$commit"
 } >"$run/last.result"
 if [[ $status -ne 0 ]]; then
   grep -E "ERROR|SUMMARY|runtime error|terminate|Test unit written" "$log" | head -20 >&2 || true
