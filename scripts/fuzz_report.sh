@@ -12,8 +12,8 @@ targets=$(cd "$root/tests/fuzz" && ls fuzz_*.cpp | sed 's/\.cpp$//')
 field() { sed -n "s/^$1=//p" "$2" | tail -1; }
 # libFuzzer's "#N INITED|DONE cov: C ft: F corp: U/B ..." lines: the corpus units after loading
 # the seeds (and earlier runs' finds) and at the end.
-corp_at() { grep -E "^#[0-9]+ +$1 " "$2" | tail -1 | sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p'; }
-cov_at() { grep -E "^#[0-9]+ +$1 " "$2" | tail -1 | sed -n 's/.* cov: \([0-9]*\) .*/\1/p'; }
+corp_at() { grep -E "^#[0-9]+[[:space:]]+$1 " "$2" | tail -1 | sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p'; }
+cov_at() { grep -E "^#[0-9]+[[:space:]]+$1 " "$2" | tail -1 | sed -n 's/.* cov: \([0-9]*\) .*/\1/p'; }
 stat() { sed -n "s/^stat::$1: *//p" "$2" | tail -1; }
 
 {
@@ -25,14 +25,16 @@ stat() { sed -n "s/^stat::$1: *//p" "$2" | tail -1; }
   echo "\`_GLIBCXX_ASSERTIONS\` (tests/fuzz/CMakeLists.txt). \"crashes\" counts the inputs libFuzzer"
   echo "wrote for a crash, leak, sanitizer report, timeout or out-of-memory in that run; a run with"
   echo "one stops there. \"corpus\" is units after loading the seeds (and earlier runs' finds, kept"
-  echo "in build-fuzz/runs/TARGET/corpus) → at the end."
+  echo "in build-fuzz/runs/TARGET/corpus) → at the end; \"new units\" is libFuzzer's"
+  echo "new_units_added. exec/s is executions / wall seconds, start-up (LibTorch, seed loading)"
+  echo "included."
   echo
-  echo "| target | started (UTC) | commit | wall s | executions | exec/s | ≥ 10^7 | corpus | coverage | peak RSS MB | slowest unit s | crashes | exit | flags |"
-  echo "|---|---|---|---:|---:|---:|:-:|---|---:|---:|---:|---:|---:|---|"
+  echo "| target | started (UTC) | commit | wall s | executions | exec/s | ≥ 10^7 | corpus | new units | coverage | peak RSS MB | slowest unit s | crashes | exit | flags |"
+  echo "|---|---|---|---:|---:|---:|:-:|---|---:|---:|---:|---:|---:|---:|---|"
   for target in $targets; do
     result="$build/runs/$target/last.result" log="$build/runs/$target/last.log"
     if [[ ! -f "$result" || ! -f "$log" ]]; then
-      echo "| $target | not run | | | | | | | | | | | | |"
+      echo "| $target | not run | | | | | | | | | | | | | |"
       continue
     fi
     wall=$(field wall_s "$result") execs=$(field executions "$result")
@@ -43,7 +45,8 @@ stat() { sed -n "s/^stat::$1: *//p" "$2" | tail -1; }
     crashes=$((crashes - slow))
     flags=$(field flags "$result")
     echo "| $target | $(field started "$result") | $(field commit "$result") | $wall | $execs |" \
-      "$rate | $big | $(corp_at INITED "$log") → $(corp_at DONE "$log") | $(cov_at DONE "$log") |" \
+      "$rate | $big | $(corp_at INITED "$log") → $(corp_at DONE "$log") |" \
+      "$(stat new_units_added "$log") | $(cov_at DONE "$log") |" \
       "$(stat peak_rss_mb "$log") | $(stat slowest_unit_time_sec "$log") | $crashes |" \
       "$(field exit "$result") | ${flags:+\`$flags\`} |"
   done
