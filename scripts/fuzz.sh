@@ -27,9 +27,9 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
     -DCALQ_FUZZ=ON -DCALQ_BUILD_TESTS=OFF -DCALQ_PCH=OFF >/dev/null
 fi
 # CALQ_FUZZ_NO_BUILD=1 fuzzes the binary as last built (on a busy machine, when the sources
-# changed only outside the parsers).
+# changed only outside the parsers); CALQ_FUZZ_JOBS caps the build's parallelism.
 if [[ "${CALQ_FUZZ_NO_BUILD:-0}" != 1 ]]; then
-  cmake --build "$build" --target "$target" -j "$(nproc)"
+  cmake --build "$build" --target "$target" -j "${CALQ_FUZZ_JOBS:-$(nproc)}"
 fi
 
 run="$build/runs/$target"
@@ -40,6 +40,7 @@ log="$run/last.log"
 # still reports any leak made while an input is parsed (libFuzzer's -detect_leaks).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo ?)
 start=$(date +%s.%N)
 set +e
 "$build/tests/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
@@ -51,6 +52,17 @@ execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }')
 rate=$(awk -v e="${execs:-0}" -v w="$wall" 'BEGIN { printf "%.0f", (w > 0 ? e / w : 0) }')
 echo "$target: executions ${execs:-?}, wall ${wall} s, ${rate} exec/s, exit ${status} (log: $log)"
+# What scripts/fuzz_report.sh tabulates (with last.log) into docs/fuzzing.md.
+{
+  echo "target=$target"
+  echo "seconds=$seconds"
+  echo "flags=$*"
+  echo "started=$(date -u -d "@${start%.*}" +%Y-%m-%dT%H:%M:%SZ)"
+  echo "wall_s=$wall"
+  echo "executions=${execs:-0}"
+  echo "exit=$status"
+  echo "commit=$commit"
+} >"$run/last.result"
 if [[ $status -ne 0 ]]; then
   grep -E "ERROR|SUMMARY|runtime error|terminate|Test unit written" "$log" | head -20 >&2 || true
   echo "$target: FAILED; the input is under $run/artifacts/" >&2

@@ -23,6 +23,9 @@ using nlohmann::json;
 // Bounds the per-word cache (GPT-2 text has ~10^5 distinct words per MB) so memory stays flat.
 constexpr size_t kMaxCachedWords = size_t{1} << 17;
 constexpr size_t kNumBytes = 256;
+// Token ids index a table, so a corrupt id (2000000000) would allocate gigabytes before anything
+// else could object; 2^22 is 16x the largest vocabularies in use (Gemma's 256K).
+constexpr int64_t kMaxTokenId = (int64_t{1} << 22) - 1;
 
 const json* member(const json& object, const char* key) {
   if (!object.is_object())
@@ -166,8 +169,8 @@ struct BpeTokenizer::State {
   }
 
   void set_id(int32_t id, std::string bytes, const std::string& source) {
-    CALQ_CHECK(id >= 0, "{}: token \"{}\" has id {}; expected a non-negative id", source, bytes,
-               id);
+    CALQ_CHECK(id >= 0 && id <= kMaxTokenId, "{}: token \"{}\" has id {}; expected an id in 0..{}",
+               source, bytes, id, kMaxTokenId);
     const auto index = static_cast<size_t>(id);
     if (index >= token_bytes.size()) {
       token_bytes.resize(index + 1);
@@ -183,7 +186,12 @@ struct BpeTokenizer::State {
     for (const auto& [token, value] : vocab.items()) {
       CALQ_CHECK(value.is_number_integer(), "{}: vocab entry \"{}\" has id {}; expected an integer",
                  source, token, value.dump());
-      const auto id = value.get<int32_t>();
+      // As int64 first: get<int32_t> would wrap 4294967296 to 0 and take it.
+      const auto wide = value.get<int64_t>();
+      CALQ_CHECK(wide >= 0 && wide <= kMaxTokenId,
+                 "{}: vocab entry \"{}\" has id {}; expected an id in 0..{}", source, token,
+                 value.dump(), kMaxTokenId);
+      const auto id = static_cast<int32_t>(wide);
       std::optional<std::string> bytes = byte_level_to_bytes(token);
       if (!bytes) {
         // Special tokens such as "<|endoftext|>" may sit in the vocab in plain text.
@@ -344,7 +352,16 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json_text(std::string
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_and_merges(const std::string& vocab_path,
                                                                   const std::string& merges_path) {
-  const json vocab = parse_json_file(vocab_path, "a GPT-2 vocab.json (token -> id)");
+  return from_vocab_and_merges_text(read_file_bytes(vocab_path), read_file_bytes(merges_path),
+                                    vocab_path, merges_path);
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_and_merges_text(
+    std::string_view vocab_text,
+    std::string_view merges_text,
+    const std::string& vocab_path,
+    const std::string& merges_path) {
+  const json vocab = parse_json_text(vocab_text, vocab_path, "a GPT-2 vocab.json (token -> id)");
   auto state = std::make_unique<State>();
   state->path = vocab_path;
   // GPT2Tokenizer treats its <|endoftext|> as special text.
@@ -352,13 +369,12 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_and_merges(const std::str
     state->added.emplace_back("<|endoftext|>", eot->get<int32_t>());
   }
   state->add_vocab(vocab, vocab_path);
-  const std::string merges = read_file_bytes(merges_path);
   size_t line_no = 0;
-  for (size_t pos = 0; pos < merges.size();) {
-    size_t end = merges.find('\n', pos);
-    if (end == std::string::npos)
-      end = merges.size();
-    std::string_view line(merges.data() + pos, end - pos);
+  for (size_t pos = 0; pos < merges_text.size();) {
+    size_t end = merges_text.find('\n', pos);
+    if (end == std::string_view::npos)
+      end = merges_text.size();
+    std::string_view line = merges_text.substr(pos, end - pos);
     pos = end + 1;
     ++line_no;
     if (!line.empty() && line.back() == '\r')

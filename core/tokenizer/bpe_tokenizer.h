@@ -30,6 +30,12 @@ class BpeTokenizer final : public Tokenizer {
   /// GPT-2's vocab.json + merges.txt (a tokenizer_config.json beside them is read when present).
   static std::unique_ptr<BpeTokenizer> from_vocab_and_merges(const std::string& vocab_path,
                                                              const std::string& merges_path);
+  /// The same from the two files' text in memory; the paths name them in errors and the vocab's
+  /// directory is where a tokenizer_config.json would be looked for (the fuzz target's entry).
+  static std::unique_ptr<BpeTokenizer> from_vocab_and_merges_text(std::string_view vocab_text,
+                                                                  std::string_view merges_text,
+                                                                  const std::string& vocab_path,
+                                                                  const std::string& merges_path);
   ~BpeTokenizer() override;
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override;

@@ -10,6 +10,7 @@
 #include <iterator>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -63,6 +64,15 @@ const std::map<std::string, Parser>& parsers() {
                  b, "/nonexistent-calq-replay/tokenizer.json", &unsupported))
            encode_decode(*t);
        }},
+      {"fuzz_tokenizer_gpt2",
+       [](const std::string& b) {
+         // vocab.json, a NUL, merges.txt (as tests/fuzz/fuzz_tokenizer_gpt2.cpp splits them).
+         const size_t nul = b.find('\0');
+         const std::string merges = nul == std::string::npos ? "" : b.substr(nul + 1);
+         encode_decode(*BpeTokenizer::from_vocab_and_merges_text(
+             std::string_view(b).substr(0, nul), merges, "/nonexistent-calq-replay/vocab.json",
+             "/nonexistent-calq-replay/merges.txt"));
+       }},
       {"fuzz_tokenizer_sentencepiece",
        [](const std::string& b) {
          encode_decode(SentencepieceTokenizer("replay/tokenizer.model", b));
@@ -113,6 +123,8 @@ TEST_CASE("the hand-made fuzz seeds are valid files", "[core][fuzz]") {
                            "fuzz_safetensors_index/index.json", "fuzz_model_config/llama.json",
                            "fuzz_recipe/extras.yaml", "fuzz_tokenizer_llama2c/tok512.bin",
                            "fuzz_tokenizer_json/gpt2_bytes.json",
+                           "fuzz_tokenizer_gpt2/gpt2_512.bin",
+                           "fuzz_tokenizer_gpt2/gpt2_300_crlf.bin",
                            "fuzz_tokenizer_sentencepiece/tiny_bpe.model"}) {
     INFO(seed);
     const fs::path path = kFuzzDir / "corpus" / seed;
@@ -129,4 +141,25 @@ TEST_CASE("a recipe with bytes that are not UTF-8 is refused naming the key", "[
   CHECK_THAT(outcome(parse, "model: {path: m}\n\xff: 1\n"),
              Contains("<key>: byte 0xFF at offset 0 is not UTF-8"));
   CHECK_THAT(outcome(parse, "model: {path: m}\n"), Equals(""));
+}
+
+TEST_CASE("a BPE vocab id too large for the id table is refused before allocating",
+          "[core][fuzz]") {
+  // Found by reading the loader while adding fuzz_tokenizer_gpt2: an id of 2000000000 sized the
+  // id -> token table to 2*10^9 strings (std::bad_alloc, or an out-of-memory under the fuzzer),
+  // and get<int32_t> wrapped 4294967297 to 1.
+  CHECK_THAT(outcome(parsers().at("fuzz_tokenizer_json"),
+                     read_bytes(kFuzzDir / "regressions/fuzz_tokenizer_json/huge_vocab_id.json")),
+             Contains("tokenizer.json: vocab entry \"a\" has id 2000000000; expected an id in "
+                      "0..4194303"));
+  const auto& gpt2 = parsers().at("fuzz_tokenizer_gpt2");
+  CHECK_THAT(
+      outcome(gpt2, read_bytes(kFuzzDir / "regressions/fuzz_tokenizer_gpt2/huge_vocab_id.bin")),
+      Contains("vocab.json: vocab entry \"a\" has id 2000000000; expected an id in 0..4194303"));
+  CHECK_THAT(outcome(gpt2, std::string("{\"a\":0,\"b\":4294967297}\0a b\n", 27)),
+             Contains("vocab.json: vocab entry \"b\" has id 4294967297; expected an id in "
+                      "0..4194303"));
+  // The largest id loads (the probe text then needs byte tokens this vocab lacks).
+  CHECK_THAT(outcome(gpt2, std::string("{\"a\":0,\"b\":1,\"ab\":4194303}\0a b\n", 31)),
+             Contains("byte 0x48 has no token"));
 }
