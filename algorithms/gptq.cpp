@@ -1,9 +1,9 @@
 #include "algorithms/gptq.h"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include <utility>
-#include <fmt/format.h>
 
 #include "algorithms/gptq_kernel.h"
 #include "algorithms/rtn.h"

@@ -67,8 +67,9 @@ struct PassStep {
   const std::vector<LinearTarget>& targets;           ///< the subset's targeted linears
   std::map<std::string, LinearState>& linears;        ///< state of the whole layer, by name
   /// Set by the pipeline for the pass being applied: whether a later pass of the recipe reads
-  /// the subset's Hessians as collected (else the pass may consume them: GPTQ works in place),
-  /// and whether one reads the float weights a quantizer replaced (lorc).
+  /// the subset's Hessians as collected (one that asks for them, or any refinement such as
+  /// lorc; else the pass may consume them: GPTQ works in place), and whether one reads the
+  /// float weights a quantizer replaced (lorc).
   bool later_reads_hessian = true;
   bool later_reads_float_weight = true;
 };

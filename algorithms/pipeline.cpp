@@ -107,7 +107,11 @@ class PassDriver : public calib::LayerHandler {
       pass_step.later_reads_hessian = false;
       pass_step.later_reads_float_weight = false;
       for (size_t later = p + 1; later < passes_.size(); ++later) {
-        pass_step.later_reads_float_weight |= passes_[later]->after_quantization();
+        // A refinement (lorc) reads the quantizer's float weight and, where collected, its
+        // statistics (proxy losses) without asking for them.
+        const bool refines = passes_[later]->after_quantization();
+        pass_step.later_reads_float_weight |= refines;
+        pass_step.later_reads_hessian |= refines;
         for (const LinearTarget& target : targets)
           pass_step.later_reads_hessian |= passes_[later]->needs(target).hessian;
       }

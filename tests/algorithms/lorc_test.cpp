@@ -13,6 +13,7 @@
 
 #include "algorithms/lorc.h"
 #include "algorithms/pipeline.h"
+#include "calib/calibration_set.h"
 #include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
 #include "core/io/safetensors.h"
@@ -109,6 +110,29 @@ TEST_CASE("lorc runs only after rtn or gptq", "[lorc][algorithms]") {
   refuses("  - rtn\n  - lorc: {rank: 0}\n", "rank");
   refuses("  - rtn\n  - lorc: {rnak: 8}\n", "rnak");
   CHECK(calq::algorithms::build_passes(recipe_with(dir, "  - gptq: {}\n  - lorc: {}\n")).size() == 2);
+}
+
+TEST_CASE("lorc after gptq still sees the Hessians gptq quantized against", "[lorc][algorithms]") {
+  // GPTQ may consume a Hessian in place only when no later pass reads it; lorc reports its proxy
+  // losses from the same statistics without asking for them.
+  calq::test::TempDir dir("calq_lorc_gptq");
+  calq::test::TinyModelSpec spec;
+  calq::test::write_tiny_model(dir / "model", spec);
+  calq::calib::CalibrationSet calibration;
+  at::manual_seed(4);
+  calibration.windows = at::randint(0, spec.vocab, {4, 16}, at::kLong);
+  const auto recipe = recipe_with(dir, "  - gptq: {}\n  - lorc: {rank: 2}\n");
+  auto model = calq::test::load_tiny_model(dir / "model");
+  auto passes = calq::algorithms::build_passes(recipe);
+  const auto result = calq::algorithms::quantize_model(*model, recipe, passes, &calibration, 2);
+  for (const auto& layer : result.layers) {
+    for (const auto& [name, state] : layer) {
+      INFO(name);
+      const auto& figures = state.reports.at("lorc").figures;
+      REQUIRE(figures.count("proxy_loss_before") == 1);
+      CHECK(figures.at("proxy_loss_after") <= figures.at("proxy_loss_before"));
+    }
+  }
 }
 
 TEST_CASE("lorc factors round-trip through a PEFT LoRA adapter", "[lorc][algorithms]") {
