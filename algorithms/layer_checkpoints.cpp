@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/log.h"
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
@@ -237,10 +238,11 @@ std::map<std::string, LinearState> LayerCheckpoints::restore(
   const auto meta_it = file.metadata().find(kMetaKey);
   CALQ_CHECK(meta_it != file.metadata().end(), "{}: no {} metadata; expected a calq resume state",
              file.path(), kMetaKey);
-  const json meta = json::parse(meta_it->second);
+  const json meta = core::parse_json_bounded(meta_it->second, layer_path(index),
+                                            {"layer state metadata", "the JSON calq wrote"});
   CALQ_CHECK(meta.at("version").get<int>() == kVersion && meta.at("layer").get<int64_t>() == index,
              "{}: resume state version {} of layer {}; expected version {} of layer {}", file.path(),
-             meta.at("version").dump(), meta.at("layer").dump(), kVersion, index);
+             core::quote_json(meta.at("version")), core::quote_json(meta.at("layer")), kVersion, index);
   const at::Device device = layer.linear(layer.linear_names().front()).weight.device();
   const auto load = [&](const std::string& name) {
     return file.contains(name) ? file.load(name).to(device) : at::Tensor();

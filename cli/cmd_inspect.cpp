@@ -14,6 +14,7 @@
 #include "core/checkpoint/checkpoint_weights.h"
 #include "core/checkpoint/export_checkpoint.h"
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
 #include "core/model/model_config.h"
@@ -83,8 +84,7 @@ int run_inspect(const InspectArgs& args) {
   if (hf_dir) {
     const std::string config_path = (fs::path(args.path) / "config.json").string();
     doc["config"] = describe_config(core::read_hf_config(config_path));
-    std::ifstream in(config_path);
-    const nlohmann::json raw = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    const nlohmann::json raw = core::read_json_file(config_path, {"config", "an HF config.json"});
     doc["quantization_config"] =
         raw.is_object() && raw.contains("quantization_config") ? raw["quantization_config"]
                                                                : nlohmann::json(nullptr);
@@ -148,7 +148,7 @@ int run_inspect(const InspectArgs& args) {
   } else {
     std::printf("  quantization  %s\n", doc["quantization_config"].is_null()
                                             ? "none (float checkpoint)"
-                                            : doc["quantization_config"].dump().c_str());
+                                            : core::quote_json(doc["quantization_config"], 400).c_str());
   }
   if (args.tensors) {
     for (const auto& t : doc["tensors"]) {

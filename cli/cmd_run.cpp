@@ -31,6 +31,7 @@
 #include "core/checkpoint/export_checkpoint.h"
 #include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/eval/eval_text.h"
 #include "core/eval/perplexity.h"
 #include "core/io/atomic_file.h"
@@ -263,8 +264,7 @@ RunRequest resumed_request(const std::string& dir) {
   }
   nlohmann::json j;
   try {
-    std::ifstream in(request_path);
-    j = nlohmann::json::parse(in);
+    j = core::read_json_file(request_path.string(), {"run request", "the run.json `calq run` wrote"});
     RunRequest request;
     request.recipe = j.at("recipe").get<std::string>();
     request.overrides = j.at("overrides").get<std::vector<std::string>>();

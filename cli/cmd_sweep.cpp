@@ -19,6 +19,7 @@
 #include "cli/run_recipe.h"
 #include "cli/sweep_table.h"
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/recipe.h"
@@ -61,17 +62,31 @@ Grid parse_grid(const std::string& text) {
   return g;
 }
 
+/// A report.json a finished cell wrote, or null when it is absent or unreadable (a cell with a
+/// damaged report is simply run again).
+nlohmann::json read_cell_report(const fs::path& report) {
+  try {
+    return core::read_json_file(report.string(), {"report", "a report.json calq wrote"});
+  } catch (const calq::Error&) {
+    return nullptr;
+  }
+}
+
 /// One line per run on what the calibration cache gave it (from its report.json).
 void log_cache_use(const std::string& name, const fs::path& report) {
-  std::ifstream in(report);
-  const nlohmann::json r = nlohmann::json::parse(in, nullptr, false);
-  if (!r.is_object() || !r.contains("calibration_cache")) return;
+  const nlohmann::json r = read_cell_report(report);
+  if (!r.is_object() || !r.contains("calibration_cache") || !r["calibration_cache"].is_object())
+    return;
   const nlohmann::json& c = r["calibration_cache"];
-  const int64_t hits = c.value("hits", int64_t{0});
-  const int64_t total = hits + c.value("misses", int64_t{0});
-  log::info("sweep: {} reused {} of {} calibration steps from the cache{}", name, hits, total,
-            hits > 0 ? " (" + fmt::format("{}", fmt::join(c["reused"].get<std::vector<std::string>>(), ", ")) + ")"
-                     : std::string());
+  try {
+    const int64_t hits = c.value("hits", int64_t{0});
+    const int64_t total = hits + c.value("misses", int64_t{0});
+    log::info("sweep: {} reused {} of {} calibration steps from the cache{}", name, hits, total,
+              hits > 0 ? " (" + fmt::format("{}", fmt::join(c["reused"].get<std::vector<std::string>>(), ", ")) + ")"
+                       : std::string());
+  } catch (const nlohmann::json::exception&) {
+    log::warn("sweep: {}: report.json has an unreadable calibration_cache section", name);
+  }
 }
 
 struct Planned {
@@ -121,11 +136,10 @@ std::vector<Planned> plan(const SweepArgs& args, const std::vector<Grid>& grids)
 }
 
 std::string stored_hash(const fs::path& report) {
-  std::ifstream in(report);
-  if (!in.good()) return "";
-  const nlohmann::json r = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return r.is_object() ? r.value("recipe_hash", std::string()) + (r.value("float", false) ? "-fp" : "")
-                       : "";
+  const nlohmann::json r = read_cell_report(report);
+  if (!r.is_object() || !r.contains("recipe_hash") || !r["recipe_hash"].is_string()) return "";
+  const bool float_only = r.contains("float") && r["float"].is_boolean() && r["float"].get<bool>();
+  return r["recipe_hash"].get<std::string>() + (float_only ? "-fp" : "");
 }
 
 int run_sweep(const SweepArgs& args) {

@@ -15,6 +15,7 @@
 
 #include "cli/gnuplot.h"
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/io/atomic_file.h"
 #include "core/log.h"
 
@@ -86,10 +87,7 @@ std::string setting_of(const Json& scheme) {
 }
 
 Cell read_cell(const SweepRun& run) {
-  std::ifstream in(run.report_path);
-  CALQ_CHECK(in.good(), "{}: cannot read the run's report", run.report_path);
-  Json r;
-  in >> r;
+  const Json r = core::read_json_file(run.report_path, {"report", "the report.json of the run"});
   Cell c;
   c.run = run.name;
   c.eval = r.at("eval").at("perplexity");
@@ -196,9 +194,8 @@ std::string write_sweep_table(const std::string& dir, const std::vector<SweepRun
   for (const SweepRun& run : runs) {
     cells.push_back(read_cell(run));
     if (calibration.is_null()) {
-      std::ifstream in(run.report_path);
-      Json r;
-      in >> r;
+      const Json r =
+          core::read_json_file(run.report_path, {"report", "the report.json of the run"});
       if (!r.value("float", false)) calibration = r.value("calibration", Json());
     }
   }

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/did_you_mean.h"
+#include "core/io/json_text.h"
 #include "core/options_tree.h"
 
 namespace calq::core {

@@ -10,6 +10,7 @@
 
 #include "core/checkpoint/packed_linear.h"
 #include "core/error.h"
+#include "core/io/json_text.h"
 
 namespace calq::core {
 namespace {
@@ -109,13 +110,10 @@ class PackedWeights final : public WeightSource {
 std::optional<PackedLayout> read_packed_layout(const std::string& model_dir) {
   const fs::path config_path = dir_of(model_dir) / "config.json";
   if (!fs::exists(config_path)) return std::nullopt;
-  std::ifstream in(config_path);
-  nlohmann::json config;
-  try {
-    in >> config;
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", config_path.string(), e.what());
-  }
+  JsonReadOptions read;
+  read.what = "config";
+  read.expected = "an HF config.json";
+  const nlohmann::json config = read_json_file(config_path.string(), read);
   if (!config.contains("quantization_config") || config.at("quantization_config").is_null())
     return std::nullopt;
   return parse_quantization_config(config.at("quantization_config"), config_path.string());

@@ -18,6 +18,7 @@
 #include "core/checkpoint/checkpoint_weights.h"
 #include "core/checkpoint/packed_linear.h"
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
 #include "core/io/sharded_writer.h"
@@ -45,10 +46,12 @@ Json base_config(const Model& model) {
   const ModelConfig& c = model.config();
   if (c.model_type != "llama2c") {
     const fs::path path = fs::path(model.path()) / "config.json";
-    std::ifstream in(fs::is_directory(model.path()) ? path : fs::path(model.path()).parent_path() / "config.json");
-    Json j;
-    in >> j;
-    return j;
+    const fs::path file =
+        fs::is_directory(model.path()) ? path : fs::path(model.path()).parent_path() / "config.json";
+    JsonReadOptions read;
+    read.what = "config";
+    read.expected = "an HF config.json";
+    return read_json_file(file.string(), read);
   }
   return {{"architectures", {"LlamaForCausalLM"}},
           {"model_type", "llama"},

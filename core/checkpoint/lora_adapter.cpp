@@ -17,6 +17,7 @@
 
 #include "core/did_you_mean.h"
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
 #include "core/log.h"
@@ -62,13 +63,10 @@ std::string shape_of(const at::Tensor& t) {
 Json read_config(const fs::path& file) {
   CALQ_CHECK(fs::exists(file), "{}: missing; expected a PEFT adapter directory with {} and {}",
              file.string(), kConfigFile, kWeightsFile);
-  std::ifstream in(file);
-  Json config;
-  try {
-    in >> config;
-  } catch (const Json::exception& e) {
-    fail("{}: not valid JSON ({}); expected a PEFT adapter_config.json", file.string(), e.what());
-  }
+  core::JsonReadOptions read;
+  read.what = "adapter config";
+  read.expected = "a PEFT adapter_config.json";
+  const Json config = core::read_json_file(file.string(), read);
   CALQ_CHECK(config.is_object(), "{}: expected a JSON object", file.string());
   return config;
 }
@@ -79,7 +77,7 @@ T config_value(const Json& config, const fs::path& file, const char* key, T fall
   try {
     return config[key].get<T>();
   } catch (const Json::exception&) {
-    fail("{}: {}: {} has the wrong type", file.string(), key, config[key].dump());
+    fail("{}: {}: {} has the wrong type", file.string(), key, core::quote_json(config[key]));
   }
 }
 

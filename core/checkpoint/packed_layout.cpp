@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/io/json_text.h"
 
 namespace calq::core {
 
@@ -96,7 +97,7 @@ T get(const Json& j, const char* key, const std::string& file, const std::string
   try {
     return j.at(key).get<T>();
   } catch (const Json::exception&) {
-    fail("{}: {}.{}: has the wrong type ({})", file, where, key, j.at(key).dump());
+    fail("{}: {}.{}: has the wrong type ({})", file, where, key, quote_json(j.at(key)));
   }
 }
 

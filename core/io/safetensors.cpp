@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/io/atomic_file.h"
+#include "core/io/json_text.h"
 #include "core/io/mapped_file.h"
 
 // The container is little-endian; we copy its bytes into tensors without swapping.
@@ -24,20 +25,11 @@ namespace {
 using json = nlohmann::json;
 
 constexpr const char* kMetadataKey = "__metadata__";
-constexpr std::size_t kMaxQuoted = 80;  // JSON fragments quoted in messages are cut to this
-
-std::string brief(const json& value) {
-  std::string text = value.dump();
-  if (text.size() > kMaxQuoted)
-    text = text.substr(0, kMaxQuoted) + "...";
-  return text;
-}
+std::string brief(const json& value) { return quote_json(value); }
 
 // A name from a file or a caller, JSON-quoted so control characters cannot break the one-line
 // error message.
-std::string json_quoted(const std::string& name) {
-  return json(name).dump(-1, ' ', false, json::error_handler_t::replace);
-}
+std::string json_quoted(const std::string& name) { return quote_string(name, 200); }
 
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string out = "[";
@@ -68,28 +60,12 @@ json parse_json_strict(const char* begin,
                        const std::string& path,
                        const char* what,
                        const char* expected) {
-  std::vector<std::set<std::string>> open_objects;
-  std::optional<std::string> duplicate;
-  const json::parser_callback_t track_keys = [&](int, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) {
-      open_objects.emplace_back();
-    } else if (event == json::parse_event_t::object_end) {
-      open_objects.pop_back();
-    } else if (event == json::parse_event_t::key && !open_objects.empty()) {
-      const auto& key = parsed.get_ref<const std::string&>();
-      if (!open_objects.back().insert(key).second && !duplicate)
-        duplicate = key;
-    }
-    return true;
-  };
-  json value;
-  try {
-    value = json::parse(begin, end, track_keys);
-  } catch (const json::exception& e) {
-    fail("{}: {} is not valid JSON ({}); expected {}", path, what, e.what(), expected);
-  }
-  CALQ_CHECK(!duplicate, "{}: duplicate key {} in the {}; expected each key once", path,
-             json_quoted(*duplicate), what);
+  JsonReadOptions options;
+  options.what = what;
+  options.expected = expected;
+  options.reject_duplicate_keys = true;
+  json value = parse_json_bounded(std::string_view(begin, static_cast<std::size_t>(end - begin)),
+                                  path, options);
   CALQ_CHECK(value.is_object(), "{}: {} is a JSON {}; expected {}", path, what, value.type_name(),
              expected);
   return value;

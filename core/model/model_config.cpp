@@ -4,14 +4,15 @@
 // (RoPE scaling, post-LN OPT, GPT-2 attention variants) is refused with a sentence that says so.
 #include "core/model/model_config.h"
 
-#include <fstream>
-#include <iterator>
+#include <cmath>
 #include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/io/json_text.h"
+#include "core/io/small_file.h"
 
 namespace calq::core {
 namespace {
@@ -45,22 +46,31 @@ class ConfigFields {
     if (!has(key))
       return fallback;
     const json& v = j_.at(key);
-    CALQ_CHECK(v.is_number(), "{}: field \"{}\" is {}; expected a number", path_, key, v.dump());
+    CALQ_CHECK(v.is_number(), "{}: field \"{}\" is {}; expected a number", path_, key, quote_json(v));
     return v.get<double>();
+  }
+  // A finite number in (low, high]: eps and RoPE bases outside it give NaN or a silent garbage
+  // model (docs/robustness.md "Config ranges").
+  double optional_in_range(const char* key, double fallback, double low, double high) const {
+    const double v = optional_double(key, fallback);
+    CALQ_CHECK(std::isfinite(v) && v > low && v <= high,
+               "{}: field \"{}\" is {}; expected a finite number > {} and <= {}", path_, key, v,
+               low, high);
+    return v;
   }
   bool optional_bool(const char* key, bool fallback) const {
     if (!has(key))
       return fallback;
     const json& v = j_.at(key);
     CALQ_CHECK(v.is_boolean(), "{}: field \"{}\" is {}; expected true or false", path_, key,
-               v.dump());
+               quote_json(v));
     return v.get<bool>();
   }
   std::optional<std::string> optional_string(const char* key) const {
     if (!has(key))
       return std::nullopt;
     const json& v = j_.at(key);
-    CALQ_CHECK(v.is_string(), "{}: field \"{}\" is {}; expected a string", path_, key, v.dump());
+    CALQ_CHECK(v.is_string(), "{}: field \"{}\" is {}; expected a string", path_, key, quote_json(v));
     return v.get<std::string>();
   }
   // bos/eos ids: an integer, null, or (Llama 3 style) a list whose first entry we keep.
@@ -74,7 +84,7 @@ class ConfigFields {
       return v.front().get<int32_t>();
     }
     CALQ_CHECK(v.is_number_integer(), "{}: field \"{}\" is {}; expected an integer", path_, key,
-               v.dump());
+               quote_json(v));
     return v.get<int32_t>();
   }
 
@@ -82,7 +92,7 @@ class ConfigFields {
   int64_t int_value(const char* key) const {
     const json& v = j_.at(key);
     CALQ_CHECK(v.is_number_integer(), "{}: field \"{}\" is {}; expected an integer", path_, key,
-               v.dump());
+               quote_json(v));
     return v.get<int64_t>();
   }
 
@@ -113,24 +123,31 @@ c10::ScalarType parse_dtype(const std::string& path, const ConfigFields& f) {
 double parse_rope_theta(const std::string& path, const ConfigFields& f) {
   if (f.has("rope_scaling")) {
     const json& s = f.at("rope_scaling");
-    const std::string type = s.is_object() ? s.value("rope_type", s.value("type", "")) : "";
+    const json* named = !s.is_object()               ? nullptr
+                        : s.contains("rope_type") ? &s.at("rope_type")
+                        : s.contains("type")      ? &s.at("type")
+                                                  : nullptr;
+    const std::string type = named && named->is_string() ? named->get<std::string>() : "";
     CALQ_CHECK(type == "default", "{}: rope_scaling {} is not supported yet; expected null", path,
-               s.dump());
+               quote_json(s));
   }
-  double theta = f.optional_double("rope_theta", 10000.0);  // LlamaConfig default
+  double theta = f.optional_in_range("rope_theta", 10000.0, 0.0, 1e12);  // LlamaConfig default
   if (f.has("rope_parameters")) {
     const json& p = f.at("rope_parameters");
     CALQ_CHECK(p.is_object(), "{}: field \"rope_parameters\" is {}; expected an object", path,
-               p.dump());
+               quote_json(p));
     const json type = p.value("rope_type", json("default"));
     CALQ_CHECK(type == "default",
                "{}: rope_parameters.rope_type {} is not supported yet; expected \"default\"", path,
-               type.dump());
+               quote_json(type));
     if (p.contains("rope_theta")) {
       CALQ_CHECK(p.at("rope_theta").is_number(),
                  "{}: field \"rope_parameters.rope_theta\" is {}; expected a number", path,
-                 p.at("rope_theta").dump());
+                 quote_json(p.at("rope_theta")));
       theta = p.at("rope_theta").get<double>();
+      CALQ_CHECK(std::isfinite(theta) && theta > 0 && theta <= 1e12,
+                 "{}: field \"rope_parameters.rope_theta\" is {}; expected a finite number > 0 "
+                 "and <= 1e12", path, theta);
     }
   }
   return theta;
@@ -160,8 +177,9 @@ void parse_llama_family(const std::string& path, const ConfigFields& f, ModelCon
   }
   CALQ_CHECK(c.head_dim % 2 == 0, "{}: head_dim {} is odd; expected an even size for RoPE", path,
              c.head_dim);
-  c.max_positions = f.optional_int("max_position_embeddings").value_or(2048);
-  c.norm_eps = f.optional_double("rms_norm_eps", 1e-6);  // LlamaConfig's default
+  c.max_positions = f.has("max_position_embeddings") ? f.required_positive("max_position_embeddings")
+                                                     : 2048;
+  c.norm_eps = f.optional_in_range("rms_norm_eps", 1e-6, 0.0, 1.0);  // LlamaConfig's default
   c.rope_theta = parse_rope_theta(path, f);
   c.activation = f.optional_string("hidden_act").value_or("silu");
   CALQ_CHECK(c.activation == "silu", "{}: hidden_act \"{}\" is not supported; expected \"silu\"",
@@ -242,7 +260,7 @@ void parse_gpt2(const std::string& path, const ConfigFields& f, ModelConfig& c) 
   c.intermediate_size = f.optional_int("n_inner").value_or(4 * c.hidden_size);  // null -> 4E
   CALQ_CHECK(c.intermediate_size > 0, "{}: field \"n_inner\" is {}; expected a positive integer",
              path, c.intermediate_size);
-  c.norm_eps = f.optional_double("layer_norm_epsilon", 1e-5);
+  c.norm_eps = f.optional_in_range("layer_norm_epsilon", 1e-5, 0.0, 1.0);
   c.activation = f.optional_string("activation_function").value_or("gelu_new");
   CALQ_CHECK(
       c.activation == "gelu_new" || c.activation == "gelu_pytorch_tanh" || c.activation == "gelu",
@@ -264,20 +282,14 @@ void parse_gpt2(const std::string& path, const ConfigFields& f, ModelConfig& c) 
 
 ModelConfig read_hf_config(const std::string& config_json_path) {
   const std::string& path = config_json_path;
-  std::ifstream in(path, std::ios::binary);
-  CALQ_CHECK(in.good(), "{}: cannot open; expected an HF config.json", path);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  CALQ_CHECK(!in.bad(), "{}: read error; expected an HF config.json", path);
-  return parse_hf_config(text, path);
+  return parse_hf_config(read_small_file(path, "an HF config.json"), path);
 }
 
 ModelConfig parse_hf_config(std::string_view text, const std::string& path) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON ({}); expected an HF config.json", path, e.what());
-  }
+  JsonReadOptions read;
+  read.what = "config";
+  read.expected = "an HF config.json";
+  const json j = parse_json_bounded(text, path, read);
   CALQ_CHECK(j.is_object(), "{}: top level is not an object; expected an HF config.json", path);
   const ConfigFields f(path, j);
 

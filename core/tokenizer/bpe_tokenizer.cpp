@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/tokenizer/byte_level.h"
 #include "core/tokenizer/file_bytes.h"
 #include "core/tokenizer/pair_merge.h"
@@ -37,11 +38,10 @@ const json* member(const json& object, const char* key) {
 }
 
 json parse_json_text(std::string_view text, const std::string& path, std::string_view expected) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON ({}); expected {}", path, e.what(), expected);
-  }
+  JsonReadOptions read;
+  read.what = "file";
+  read.expected = expected;
+  return parse_json_bounded(text, path, read);
 }
 
 json parse_json_file(const std::string& path, std::string_view expected) {
@@ -184,13 +184,13 @@ struct BpeTokenizer::State {
     CALQ_CHECK(vocab.is_object(), "{}: vocab is not a JSON object; expected token -> id", source);
     ids.reserve(vocab.size());
     for (const auto& [token, value] : vocab.items()) {
-      CALQ_CHECK(value.is_number_integer(), "{}: vocab entry \"{}\" has id {}; expected an integer",
-                 source, token, value.dump());
+      CALQ_CHECK(value.is_number_integer(), "{}: vocab entry {} has id {}; expected an integer",
+                 source, quote_string(token), quote_json(value));
       // As int64 first: get<int32_t> would wrap 4294967296 to 0 and take it.
       const auto wide = value.get<int64_t>();
       CALQ_CHECK(wide >= 0 && wide <= kMaxTokenId,
-                 "{}: vocab entry \"{}\" has id {}; expected an id in 0..{}", source, token,
-                 value.dump(), kMaxTokenId);
+                 "{}: vocab entry {} has id {}; expected an id in 0..{}", source,
+                 quote_string(token), quote_json(value), kMaxTokenId);
       const auto id = static_cast<int32_t>(wide);
       std::optional<std::string> bytes = byte_level_to_bytes(token);
       if (!bytes) {
@@ -328,9 +328,10 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json_text(std::string
         state->add_merge(std::string_view(text).substr(0, space),
                          std::string_view(text).substr(space + 1), path, "merge", line);
       } else {
-        CALQ_CHECK(merge.is_array() && merge.size() == 2,
+        CALQ_CHECK(merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
+                       merge[1].is_string(),
                    "{}: merge {} is {}; expected \"a b\" or [\"a\", \"b\"]", path, line,
-                   merge.dump());
+                   quote_json(merge));
         state->add_merge(merge[0].get<std::string>(), merge[1].get<std::string>(), path, "merge",
                          line);
       }
