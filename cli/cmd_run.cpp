@@ -35,6 +35,7 @@
 #include "core/eval/eval_text.h"
 #include "core/eval/perplexity.h"
 #include "core/io/atomic_file.h"
+#include "core/io/output_dir.h"
 #include "core/log.h"
 #include "core/model/model.h"
 #include "core/recipe.h"
@@ -66,10 +67,11 @@ constexpr const char* kAdapterDir = "lorc_adapter";
 
 /// The export options a recipe's `save` section gives (format, path, dtype, activations, and
 /// the test hook CALQ_EXPORT_STALL).
-core::ExportOptions export_options(const core::Recipe& recipe) {
+core::ExportOptions export_options(const core::Recipe& recipe, bool overwrite) {
   core::ExportOptions options;
   options.format = recipe.save->format;
   options.path = recipe.save->path.resolved;
+  options.overwrite = overwrite;
   if (recipe.save->dtype) options.fake_dtype = to_scalar(*recipe.save->dtype);
   if (recipe.scheme.activations) options.activations = recipe.scheme.activations->spec();
   if (std::getenv("CALQ_EXPORT_STALL") != nullptr) {
@@ -85,11 +87,11 @@ core::ExportOptions export_options(const core::Recipe& recipe) {
   return options;
 }
 
-core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recipe,
+core::ExportResult save_checkpoint(core::Model& model, const core::Recipe& recipe, bool overwrite,
                                    const algorithms::QuantizationResult& result,
                                    std::optional<core::AdapterResult>& adapter) {
   const core::QuantizedLinears quantized = algorithms::quantized_linears(result);
-  core::ExportOptions options = export_options(recipe);
+  core::ExportOptions options = export_options(recipe, overwrite);
   if (core::has_low_rank(model)) {
     // LoRC factors go out as a PEFT LoRA adapter inside the checkpoint directory, written with
     // it and renamed with it (docs/recipe.md "save").
@@ -211,7 +213,8 @@ void write_run_request(const RunRequest& args, const std::string& state_dir) {
                                   {"stream", args.stream},
                                   {"cache_dir", args.cache_dir},
                                   {"cache_max_bytes", args.cache_max_bytes},
-                                  {"no_cache", args.no_cache}};
+                                  {"no_cache", args.no_cache},
+                                  {"overwrite", args.overwrite}};
   fs::create_directories(state_dir);
   core::write_string_atomically((fs::path(state_dir) / "run.json").string(), request.dump(2) + "\n");
 }
@@ -228,16 +231,15 @@ std::string state_fingerprint(const core::Recipe& recipe, const RunRequest& args
 }
 
 /// A fresh run's state folder, removed again if the run ends in an error: an error leaves no
-/// output (the run would fail the same way when resumed); only a kill leaves state behind.
+/// output (the run would fail the same way when resumed); only a kill leaves state behind. (The
+/// output folder itself, if the run made it, goes with the run's OutputClaim.)
 class StateFolder {
  public:
-  StateFolder(std::string dir, const std::string& out_dir)
-      : dir_(std::move(dir)), out_dir_(out_dir), out_existed_(fs::exists(out_dir)) {}
+  explicit StateFolder(std::string dir) : dir_(std::move(dir)) {}
   ~StateFolder() {
     if (!armed_) return;
     std::error_code ignored;
     fs::remove_all(dir_, ignored);
-    if (!out_existed_) fs::remove(out_dir_, ignored);  // only when empty
   }
   StateFolder(const StateFolder&) = delete;
   StateFolder& operator=(const StateFolder&) = delete;
@@ -246,10 +248,59 @@ class StateFolder {
 
  private:
   std::string dir_;
-  std::string out_dir_;
-  bool out_existed_;
   bool armed_ = false;
 };
+
+/// Where a run writes, checked before any work (core/io/output_dir.h): the report folder and
+/// the export must each be new, empty or calq's own, apart from each other and from every input.
+struct RunOutputs {
+  fs::path out;
+  std::optional<fs::path> save;
+};
+
+RunOutputs check_run_outputs(const core::Recipe& recipe, const RunRequest& args,
+                             const std::string& out_dir) {
+  std::vector<core::RunInput> inputs = {{recipe.file, "the recipe"},
+                                        {recipe.model.path.resolved, "model.path"}};
+  if (recipe.model.tokenizer) inputs.push_back({recipe.model.tokenizer->resolved, "model.tokenizer"});
+  if (recipe.calibration) {
+    inputs.push_back({recipe.calibration->data.resolved, "calibration.data"});
+    if (recipe.calibration->offsets)
+      inputs.push_back({recipe.calibration->offsets->resolved, "calibration.offsets"});
+  }
+  for (const core::PerplexityEval& e : recipe.eval.perplexity) inputs.push_back({e.data.resolved, "eval data"});
+  if (!args.cache_dir.empty() && !args.no_cache) inputs.push_back({args.cache_dir, "--cache"});
+
+  RunOutputs outputs;
+  outputs.out = core::output_dir_path(out_dir, "--out");
+  // A resumed run's folder is calq's (it holds resume/ and the marker) whatever --overwrite said.
+  core::check_output_dir(outputs.out, "--out", args.overwrite || args.resuming);
+  core::check_output_apart(outputs.out, "--out", inputs);
+  if (recipe.save && !args.float_only) {
+    const std::string field = recipe.file + ": save.path";
+    outputs.save = core::output_dir_path(recipe.save->path.resolved, field);
+    core::check_output_dir(*outputs.save, field, args.overwrite);
+    core::check_output_apart(*outputs.save, field, inputs);
+    CALQ_CHECK(*outputs.save != outputs.out,
+               "{}: {} is also the run's --out folder (report.json, resume state); expected a "
+               "different directory, e.g. {}", field, outputs.save->string(),
+               (outputs.out / "checkpoint").string());
+  }
+  return outputs;
+}
+
+/// The export's shapes under the scheme, checked on layer 0 (every family calq runs has equal
+/// layers) right after loading, before calibration.
+void check_export_shapes(core::Model& model, const core::Recipe& recipe, bool stream) {
+  std::vector<core::LinearShape> shapes;
+  core::DecoderLayer& layer = model.layer(0);
+  for (const std::string& name : layer.linear_names()) {
+    const at::Tensor& w = layer.linear(name).weight;
+    shapes.push_back({layer.linear(name).source, w.size(0), w.size(1)});
+  }
+  if (stream) model.release(0);
+  core::check_save_shapes(*recipe.save, recipe.scheme, shapes, recipe.file);
+}
 
 }  // namespace
 
@@ -273,6 +324,7 @@ RunRequest resumed_request(const std::string& dir) {
     request.cache_dir = j.at("cache_dir").get<std::string>();
     request.cache_max_bytes = j.at("cache_max_bytes").get<int64_t>();
     request.no_cache = j.at("no_cache").get<bool>();
+    request.overwrite = j.value("overwrite", false);
     request.out = dir;
     request.resuming = true;
     return request;
@@ -297,6 +349,7 @@ int run_recipe(const RunRequest& args) {
   }
   const std::string out_dir =
       args.out.empty() ? (fs::path("out") / fs::path(args.recipe).stem()).string() : args.out;
+  const RunOutputs outputs = check_run_outputs(recipe, args, out_dir);
 
   core::LoadOptions load;
   load.path = recipe.model.path.resolved;
@@ -305,6 +358,7 @@ int run_recipe(const RunRequest& args) {
   load.compute_dtype = to_scalar(recipe.model.dtype);
   auto model = core::load_model(load);
   algorithms::check_passes(passes, *model);
+  if (outputs.save) check_export_shapes(*model, recipe, args.stream);
   if (args.stream) {
     CALQ_CHECK(recipe.save.has_value() && !args.float_only,
                "--stream: each quantized layer is written to the checkpoint and freed; expected a "
@@ -316,9 +370,15 @@ int run_recipe(const RunRequest& args) {
     }
   }
 
+  // Claim the outputs (locks, parent folders, the report folder) only now that every check
+  // passed, and before any work: an unwritable parent fails here, not after quantization.
+  core::OutputClaim out_claim(outputs.out, "--out", /*create_dir=*/true);
+  std::optional<core::OutputClaim> save_claim;
+  if (outputs.save) save_claim.emplace(*outputs.save, recipe.file + ": save.path", false);
+
   const std::string state_dir = state_dir_of(out_dir);
   const bool keep_state = !args.float_only && !args.no_resume_state;
-  StateFolder state_folder(state_dir, out_dir);
+  StateFolder state_folder(state_dir);
   if (keep_state && !args.resuming) {
     fs::remove_all(state_dir);  // a fresh run never continues an older one's layers
     state_folder.arm();
@@ -372,7 +432,7 @@ int run_recipe(const RunRequest& args) {
   std::optional<core::StreamingExport> stream;
   algorithms::LayerSink sink;
   if (args.stream) {
-    stream.emplace(*model, export_options(recipe));
+    stream.emplace(*model, export_options(recipe, args.overwrite));
     sink = [&stream, &model](int64_t i, core::DecoderLayer& layer,
                              std::map<std::string, algorithms::LinearState>& states) {
       std::map<std::string, core::QuantizedTensor> quantized;
@@ -408,7 +468,7 @@ int run_recipe(const RunRequest& args) {
     model = core::load_model(written);
   } else if (recipe.save) {
     std::optional<core::AdapterResult> adapter;
-    report.set_export(save_checkpoint(*model, recipe, result, adapter).json());
+    report.set_export(save_checkpoint(*model, recipe, args.overwrite, result, adapter).json());
     if (adapter) report.set_section("adapter", adapter->json());
   }
   }
@@ -442,6 +502,8 @@ int run_recipe(const RunRequest& args) {
   log::info("report written to {}", report_path);
   if (keep_state) fs::remove_all(state_dir);
   state_folder.disarm();
+  out_claim.keep();
+  if (save_claim) save_claim->keep();
   return 0;
 }
 
@@ -472,6 +534,9 @@ CommandRunner add_run_command(CLI::App& app) {
                 "Keep no per-layer state in <out>/resume (saves disk; the run cannot be resumed)");
   cmd->add_option("--set", args->overrides, "Override a recipe key: key.path=value (repeatable)");
   cmd->add_option("--out", args->out, "Output directory (default out/<recipe name>)");
+  cmd->add_flag("--overwrite", args->overwrite,
+                "Replace --out and save.path even if they hold files calq did not write (a file "
+                "is never replaced)");
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--stream", args->stream,

@@ -27,6 +27,8 @@ struct RunRequest {
   bool stream = false;
   /// Keep no per-layer state in <out>/resume (then a killed run cannot be resumed).
   bool no_resume_state = false;
+  /// Replace output directories calq did not write (--overwrite); a file is never replaced.
+  bool overwrite = false;
   /// Set by `calq run --resume DIR`: continue the run whose state DIR/resume holds.
   bool resuming = false;
 };

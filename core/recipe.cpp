@@ -6,11 +6,11 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
+#include "core/io/small_file.h"
 #include "core/options_tree.h"
 #include "core/recipe_sections.h"
 #include "core/tokenizer/utf8.h"
@@ -20,6 +20,8 @@ namespace calq::core {
 namespace {
 
 using detail::describe;
+
+constexpr std::uint64_t kMaxRecipeBytes = std::uint64_t{1} << 22;  // 4 MiB
 
 bool is_decimal_int(const std::string& s) {
   size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
@@ -90,7 +92,23 @@ void check_utf8(const std::string& text, const std::string& file, const std::str
   }
 }
 
-Json to_json(const YAML::Node& node, const std::string& file, const std::string& path) {
+// Limits of the YAML -> JSON conversion. yaml-cpp shares an anchored node between its aliases,
+// so a few hundred bytes of nested aliases ("billion laughs") stand for 10^9 values; expanding
+// them is what exhausts memory. Recipes nest about 5 levels and hold a few hundred values.
+constexpr int kMaxYamlDepth = 32;
+constexpr int64_t kMaxYamlValues = 100000;
+
+struct YamlBudget {
+  int64_t values_left = kMaxYamlValues;
+};
+
+Json to_json(const YAML::Node& node, const std::string& file, const std::string& path,
+             YamlBudget& budget, int depth) {
+  CALQ_CHECK(depth <= kMaxYamlDepth, "{}: {}: nests deeper than {} levels; expected a recipe",
+             file, path.empty() ? "<top level>" : path, kMaxYamlDepth);
+  CALQ_CHECK(--budget.values_left >= 0,
+             "{}: {}: the YAML expands to more than {} values (aliases repeating anchors?); "
+             "expected a recipe", file, path.empty() ? "<top level>" : path, kMaxYamlValues);
   switch (node.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
@@ -106,7 +124,8 @@ Json to_json(const YAML::Node& node, const std::string& file, const std::string&
     case YAML::NodeType::Sequence: {
       Json out = Json::array();
       for (size_t i = 0; i < node.size(); ++i) {
-        out.push_back(to_json(node[i], file, path + (path.empty() ? "" : ".") + std::to_string(i)));
+        out.push_back(to_json(node[i], file, path + (path.empty() ? "" : ".") + std::to_string(i),
+                             budget, depth + 1));
       }
       return out;
     }
@@ -120,7 +139,8 @@ Json to_json(const YAML::Node& node, const std::string& file, const std::string&
         check_utf8(key, file, (path.empty() ? "" : path + ".") + "<key>");
         // yaml-cpp keeps both entries of a repeated key; silently taking one would hide edits.
         CALQ_CHECK(!out.contains(key), "{}{}: duplicate key; expected each key once", where, key);
-        out[key] = to_json(item.second, file, path + (path.empty() ? "" : ".") + key);
+        out[key] = to_json(item.second, file, path + (path.empty() ? "" : ".") + key, budget,
+                           depth + 1);
       }
       return out;
     }
@@ -131,6 +151,9 @@ Json to_json(const YAML::Node& node, const std::string& file, const std::string&
 YAML::Node parse_yaml(const std::string& text, const std::string& what) {
   try {
     return YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {
+    fail("{}: line {}, column {}: the YAML nests deeper than yaml-cpp's limit of {} levels; "
+         "expected a recipe", what, e.mark.line + 1, e.mark.column + 1, e.depth());
   } catch (const YAML::Exception& e) {
     fail("{}: line {}, column {}: {}; expected valid YAML", what, e.mark.line + 1,
          e.mark.column + 1, e.msg);
@@ -138,7 +161,8 @@ YAML::Node parse_yaml(const std::string& text, const std::string& what) {
 }
 
 Json parse_yaml_tree(const std::string& text, const std::string& path) {
-  Json tree = to_json(parse_yaml(text, path), path, "");
+  YamlBudget budget;
+  Json tree = to_json(parse_yaml(text, path), path, "", budget, 0);
   CALQ_CHECK(!tree.is_null(), "{}: the recipe is empty; expected a mapping with a model section",
              path);
   CALQ_CHECK(tree.is_object(), "{}: the recipe is {}; expected a mapping of sections", path,
@@ -173,7 +197,8 @@ std::string apply_override(Json& root, const std::string& text, const std::strin
     start = dot + 1;
   }
   const YAML::Node value_node = parse_yaml(text.substr(eq + 1), what + " value");
-  Json value = to_json(value_node, file, key);
+  YamlBudget budget;
+  Json value = to_json(value_node, file, key, budget, 0);
 
   Json* node = &root;
   std::string walked;
@@ -244,11 +269,8 @@ void normalize_passes(Json& root, const std::string& file) {
 }  // namespace
 
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path, std::ios::binary);
-  CALQ_CHECK(in.good(), "{}: cannot open the recipe; expected a readable YAML file", path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_recipe(text.str(), path, overrides);
+  // A recipe is a few KB; the bound keeps a wrong path (a model file, /dev/zero) from being read.
+  return parse_recipe(read_small_file(path, "a YAML recipe", kMaxRecipeBytes), path, overrides);
 }
 
 Recipe parse_recipe(const std::string& yaml, const std::string& path,

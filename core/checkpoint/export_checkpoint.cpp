@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/io/json_text.h"
 #include "core/io/atomic_file.h"
+#include "core/io/output_dir.h"
 #include "core/io/safetensors.h"
 #include "core/io/sharded_writer.h"
 #include "core/model/weight_source.h"
@@ -296,6 +297,7 @@ void write_model_files(const Model& model, const Plan& plan, const fs::path& tmp
   if (plan.layout) config["quantization_config"] = quantization_config_json(*plan.layout);
   else config.erase("quantization_config");
   write_string_atomically((tmp / "config.json").string(), config.dump(2) + "\n");
+  write_output_marker(tmp, "export");
   if (plan.layout && plan.layout->format == SaveFormat::Gptq)
     write_string_atomically((tmp / "quantize_config.json").string(),
                             config["quantization_config"].dump(2) + "\n");
@@ -380,6 +382,22 @@ std::string ExportResult::json() const {
           {"warnings", warnings}}.dump();
 }
 
+void check_save_shapes(const SaveSection& save, const SchemeSection& scheme,
+                       const std::vector<LinearShape>& linears, const std::string& file) {
+  if (save.format == SaveFormat::Fake) return;
+  PackedLayout layout;
+  layout.format = save.format;
+  layout.bits = scheme.weights.bits;
+  layout.group_size = scheme.weights.group_size;
+  layout.sym = scheme.weights.sym;
+  for (const LinearShape& linear : linears) {
+    const std::string why = shape_reason(layout, linear.in, linear.out);
+    CALQ_CHECK(why.empty(), "{}: save.format {}: {} [{} x {}]: {}; expected shapes the format "
+               "packs, or save.format compressed-tensors / fake", file, save_format_name(save.format),
+               linear.name, linear.out, linear.in, why);
+  }
+}
+
 void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, const std::string& file) {
   const char* format = save_format_name(save.format);
   const WeightScheme& w = scheme.weights;
@@ -430,7 +448,7 @@ void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, con
 ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
                                const ExportOptions& o) {
   const Plan plan = plan_export(model, quantized, o);
-  const fs::path final_path = fs::absolute(o.path).lexically_normal();
+  const fs::path final_path = output_dir_path(o.path, "save.path");
   fs::create_directories(final_path.parent_path());
   remove_stale_temp_dirs(final_path);
   const fs::path tmp = temp_dir_for(final_path);
@@ -464,7 +482,9 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
     result.warnings = lint_layer(plan, model.layer(0));
     for (const std::string& w : result.warnings) log::warn("save: {}", w);
 
-    // Replace any previous export only now, and never leave the final name half-written.
+    // Replace any previous export only now, and never leave the final name half-written. The
+    // rules are checked again: the target may have changed while the model was quantized.
+    check_output_dir(final_path, "save.path", o.overwrite);
     publish_directory(tmp.string(), final_path.string());
   } catch (...) {
     std::error_code ignored;
@@ -492,7 +512,7 @@ StreamingExport::StreamingExport(const Model& model, ExportOptions options)
              "expected no --stream with lorc");
   State& s = *state_;
   s.plan = plan_dtype(model, options_);
-  s.final_path = fs::absolute(options_.path).lexically_normal();
+  s.final_path = output_dir_path(options_.path, "save.path");
   fs::create_directories(s.final_path.parent_path());
   remove_stale_temp_dirs(s.final_path);
   s.tmp = temp_dir_for(s.final_path);
@@ -533,6 +553,7 @@ ExportResult StreamingExport::finish(const Model& model) {
   write_model_files(model, s.plan, s.tmp);
   if (options_.on_stage) options_.on_stage("written");
   for (const std::string& w : s.result.warnings) log::warn("save: {}", w);
+  check_output_dir(s.final_path, "save.path", options_.overwrite);
   publish_directory(s.tmp.string(), s.final_path.string());
   s.finished = true;
   log_written(s.result);

@@ -34,6 +34,9 @@ struct ExportOptions {
   std::optional<c10::ScalarType> fake_dtype;  ///< fake: default the model's storage dtype
   std::optional<ActQuantSpec> activations;    ///< the scheme's dynamic activation quantization
   int64_t max_shard_bytes = int64_t{4} << 30;
+  /// Replace an existing directory at `path` even if calq did not write it (--overwrite); a
+  /// file is never replaced (core/io/output_dir.h).
+  bool overwrite = false;
   /// Called with "written" once every file is in the temporary directory, before the re-read
   /// and the rename (tests interrupt the export there).
   std::function<void(const std::string& stage)> on_stage;
@@ -67,6 +70,12 @@ std::vector<std::string> kernel_lint(const PackedLayout& layout, const std::vect
 /// the scheme key): AWQ needs 4-bit asymmetric groups, GPTQ/AWQ float16 scales and no activation
 /// quantization, compressed-tensors dynamic activations only.
 void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, const std::string& file);
+
+/// Refuses, before any work, linear shapes the format cannot pack under the scheme (GPTQ's
+/// in_features % 32 and qzeros word packing, AWQ's out_features % 8, a group size that does not
+/// divide in_features), naming the linear: the same rules the exporter applies (shape_reason).
+void check_save_shapes(const SaveSection& save, const SchemeSection& scheme,
+                       const std::vector<LinearShape>& linears, const std::string& file);
 
 /// Exports `model` (quantized in place by a run: its linears hold the dequantized weights) with
 /// the run's integer tensors. Rounds the model's other modified float tensors (norms folded by

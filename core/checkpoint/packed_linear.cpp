@@ -83,6 +83,27 @@ PackedLayout layout_for(SaveFormat format, const QuantizedTensor& q,
   return l;
 }
 
+std::string shape_reason(const PackedLayout& l, int64_t in, int64_t out) {
+  if (l.group_size > 0 && in % l.group_size != 0)
+    return fmt::format("group size {} does not divide in_features {}", l.group_size, in);
+  switch (l.format) {
+    case SaveFormat::Gptq: {
+      if (in % 32 != 0) return fmt::format("in_features {} is not a multiple of 32", in);
+      const int64_t words_of = l.bits == 3 ? 32 : 32 / l.bits;
+      if (out % words_of != 0)
+        return fmt::format("out_features {} is not a multiple of {} (qzeros packing)", out, words_of);
+      return "";
+    }
+    case SaveFormat::Awq:
+      if (out % 8 != 0) return fmt::format("out_features {} is not a multiple of 8", out);
+      return "";
+    case SaveFormat::CompressedTensors:
+    case SaveFormat::Fake:
+      return "";
+  }
+  return "";
+}
+
 std::string unrepresentable_reason(const PackedLayout& l, const QuantizedTensor& q) {
   const int64_t out = q.out_features(), in = q.in_features();
   if (q.bits != l.bits || group_size_of(q) != l.group_size || is_symmetric(q.grid) != l.sym)
@@ -97,10 +118,7 @@ std::string unrepresentable_reason(const PackedLayout& l, const QuantizedTensor&
         return fmt::format("grid {} has signed codes; gptq stores gptq_asym, gptq_sym or awq_asym",
                            grid_name(q.grid));
       if (q.scale_dtype != at::kHalf) return "gptq stores float16 scales; expected scale_dtype: float16";
-      if (in % 32 != 0) return fmt::format("in_features {} is not a multiple of 32", in);
-      const int64_t words_of = l.bits == 3 ? 32 : 32 / l.bits;
-      if (out % words_of != 0)
-        return fmt::format("out_features {} is not a multiple of {} (qzeros packing)", out, words_of);
+      if (const std::string why = shape_reason(l, in, out); !why.empty()) return why;
       if (!l.gptq_v2) {
         const int64_t zero = (q.zeros == 0).sum().item<int64_t>();
         if (zero > 0)
@@ -119,8 +137,7 @@ std::string unrepresentable_reason(const PackedLayout& l, const QuantizedTensor&
         return "awq needs groups (group_size > 0); per-channel fails in AutoAWQ";
       if (l.act_order) return "awq has no g_idx: act-order groups cannot be stored";
       if (q.scale_dtype != at::kHalf) return "awq stores float16 scales; expected scale_dtype: float16";
-      if (out % 8 != 0) return fmt::format("out_features {} is not a multiple of 8", out);
-      return "";
+      return shape_reason(l, in, out);
     case SaveFormat::CompressedTensors:
       if (q.grid == Grid::AwqAsym || q.grid == Grid::GptqAsym || q.grid == Grid::CtAsym) {
         if (l.activations) return "int-quantized with asymmetric weights is not written by calq";

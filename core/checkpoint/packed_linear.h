@@ -19,6 +19,10 @@ class WeightSource;
 /// not dividing in_features, zero points v1 GPTQ cannot hold, shapes the packing needs.
 std::string unrepresentable_reason(const PackedLayout& layout, const QuantizedTensor& q);
 
+/// Why an [out, in] linear cannot be packed under `layout` whatever its values (empty when it
+/// can): the shape rules alone, so a run checks them before quantizing (cli/cmd_run.cpp).
+std::string shape_reason(const PackedLayout& layout, int64_t in_features, int64_t out_features);
+
 /// The layout a quantized tensor asks for in `format` (bits, group size, sym, act-order).
 PackedLayout layout_for(SaveFormat format, const QuantizedTensor& q,
                         const std::optional<ActQuantSpec>& activations);

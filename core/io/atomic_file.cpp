@@ -179,7 +179,13 @@ void write_string_atomically(const std::string& path, std::string_view contents)
 void publish_directory(const std::string& tmp, const std::string& final_path) {
   namespace fs = std::filesystem;
   const fs::path target(final_path);
-  if (fs::exists(target)) {
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(target, ec);
+  // Only a directory is ever replaced: a file or a link of the same name is someone else's.
+  CALQ_CHECK(status.type() == fs::file_type::not_found || status.type() == fs::file_type::directory,
+             "{}: exists and is not a directory; calq never replaces a file; expected a new "
+             "directory name", final_path);
+  if (status.type() == fs::file_type::directory) {
     const fs::path old = target.parent_path() / fmt::format(".{}.calq-old-{}",
                                                             target.filename().string(),
                                                             static_cast<long>(::getpid()));

@@ -22,7 +22,8 @@ void write_string_atomically(const std::string& path, std::string_view contents)
 
 /// Moves the finished directory `tmp` to `final_path`, replacing a previous one so that the
 /// final name never holds a half-written directory (the old one is renamed aside first, then
-/// removed). Both must be on one filesystem (siblings).
+/// removed). Both must be on one filesystem (siblings). Refuses a target that exists and is not
+/// a directory; which directories may be replaced is the caller's rule (core/io/output_dir.h).
 void publish_directory(const std::string& tmp, const std::string& final_path);
 
 }  // namespace calq::core
