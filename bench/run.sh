@@ -43,7 +43,7 @@ run_rows=""
 if [[ -d "$data" ]]; then
   for k in $(seq "$repeat"); do
     "$calq" -q --threads "$threads" run "$root/configs/sotu_gptq_w4g128.yaml" --no-cache \
-      --set "eval.perplexity=[]" --out "$out/sotu_gptq_run_$k" > /dev/null
+      --set "eval.perplexity=[]" --out "$out/sotu_gptq_run_$k" --overwrite > /dev/null
     "$calq" -q --threads "$threads" eval --model "$data" --data "$data/sotu_valid.txt" --seqlen 512 \
       --json "$out/sotu_eval_$k.json" > /dev/null
   done

@@ -18,6 +18,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
+#include "core/io/output_dir.h"
 #include "core/log.h"
 #include "core/quant/quantizer.h"
 
@@ -59,6 +60,7 @@ double median(std::vector<double> v) {
 }
 
 int run_bench_gptq(const BenchGptqArgs& a) {
+  if (!a.json.empty()) core::check_output_file(a.json, "--json");
   if (a.threads > 0)
     at::set_num_threads(a.threads);
   const at::Device device = parse_device(a.device);
@@ -106,7 +108,8 @@ int run_bench_gptq(const BenchGptqArgs& a) {
       threads, a.device.c_str());
   std::fflush(stdout);
   if (!a.json.empty()) {
-    const nlohmann::json doc = {{"seconds", med},
+    const nlohmann::json doc = {{core::kWrittenByKey, "calq bench gptq"},
+                                {"seconds", med},
                                 {"proxy_loss", result.proxy_loss},
                                 {"rows", a.rows},
                                 {"cols", a.cols},

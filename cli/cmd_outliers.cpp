@@ -24,6 +24,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
+#include "core/io/output_dir.h"
 #include "core/io/safetensors.h"
 #include "core/log.h"
 #include "core/model/model_config.h"
@@ -101,11 +102,11 @@ int run_outliers(const OutlierArgs& a) {
   }
 
   // Everything goes to a temporary sibling first; the final name appears only when complete.
-  const fs::path out(a.out);
-  CALQ_CHECK(!fs::exists(out), "{}: already exists; expected a new directory", a.out);
-  const fs::path tmp = out.parent_path() / (out.filename().string() + ".tmp-calq");
+  const fs::path out = core::new_output_dir(a.out, "--out");
+  const fs::path tmp = core::temp_sibling(out);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
+  core::TempDirGuard guard{tmp};
   for (const auto& entry : fs::directory_iterator(src)) {
     const std::string file = entry.path().filename().string();
     // The model's own files only (config, generation config, tokenizer), not data beside it.
@@ -124,7 +125,9 @@ int run_outliers(const OutlierArgs& a) {
                          {"note", "calq outliers: norm weights x factor, reading linears' input "
                                   "columns / factor; same float function"}};
   core::write_string_atomically((tmp / "calq_outliers.json").string(), info.dump(2) + "\n");
+  core::write_output_marker(tmp, "outliers");
   fs::rename(tmp, out);
+  guard.committed = true;
   log::info("wrote {}: channels {} of {} scaled by {} in {} layers", a.out,
             fmt::join(channels, ","), config.hidden_size, a.factor, config.n_layers);
   return 0;

@@ -20,6 +20,7 @@
 #include "cli/sweep_table.h"
 #include "core/error.h"
 #include "core/io/json_text.h"
+#include "core/io/output_dir.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/recipe.h"
@@ -36,6 +37,7 @@ struct SweepArgs {
   std::string out;
   int64_t batch_size = 8;
   bool no_float = false;
+  bool overwrite = false;  ///< --overwrite: for the sweep folder and every run's outputs
   RunRequest cache;  ///< only the cache fields: --cache (default OUT/calib-cache), limit, --no-cache
 };
 
@@ -129,6 +131,7 @@ std::vector<Planned> plan(const SweepArgs& args, const std::vector<Grid>& grids)
                                 : args.cache.cache_dir;
       p.request.cache_max_bytes = args.cache.cache_max_bytes;
       p.request.no_cache = args.cache.no_cache;
+      p.request.overwrite = args.overwrite;
       out.push_back(std::move(p));
     }
   }
@@ -168,8 +171,13 @@ int run_sweep(const SweepArgs& args) {
   for (auto& [key, f] : float_rows) all.push_back(f);
   all.insert(all.end(), runs.begin(), runs.end());
 
-  const fs::path out(args.out);
+  // The sweep folder follows the run folders' rules (core/io/output_dir.h): new, empty, calq's
+  // own (an earlier sweep, resumed) or --overwrite; claimed (locked) for the whole sweep.
+  const fs::path out = core::output_dir_path(args.out, "--out");
+  core::check_output_dir(out, "--out", args.overwrite);
+  core::OutputClaim claim(out, "--out", /*create_dir=*/true);
   fs::create_directories(out / "runs");
+  claim.keep();  // from here on the folder holds calq's runs: a failed sweep is resumed in it
   Progress progress("sweep runs", static_cast<int64_t>(all.size()));
   std::vector<SweepRun> done;
   int resumed = 0;
@@ -209,6 +217,8 @@ CommandRunner add_sweep_command(CLI::App& app) {
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-float", args->no_float, "Skip the float model's row");
+  cmd->add_flag("--overwrite", args->overwrite,
+                "Replace the sweep folder and the runs' outputs even if calq did not write them");
   add_cache_options(*cmd, args->cache);
   return [args] { return run_sweep(*args); };
 }

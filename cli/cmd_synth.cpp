@@ -24,6 +24,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
+#include "core/io/output_dir.h"
 #include "core/io/sharded_writer.h"
 #include "core/log.h"
 #include "core/tokenizer/byte_level.h"
@@ -169,12 +170,12 @@ void check_args(const SynthArgs& a) {
 int run_synth(const SynthArgs& a) {
   check_args(a);
   const c10::ScalarType dtype = storage_dtype(a.dtype);
-  const fs::path out(a.out);
-  CALQ_CHECK(!fs::exists(out), "{}: already exists; expected a new directory", a.out);
+  const fs::path out = core::new_output_dir(a.out, "--out");
   // Everything goes to a temporary sibling first; the final name appears only when complete.
-  const fs::path tmp = out.parent_path() / (out.filename().string() + ".tmp-calq");
+  const fs::path tmp = core::temp_sibling(out);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
+  core::TempDirGuard guard{tmp};
 
   Synthesizer synth(a, dtype);
   core::ShardedWriter writer(tmp.string(), a.layers + 1);
@@ -193,7 +194,9 @@ int run_synth(const SynthArgs& a) {
                      {"outlier_channels", synth.outliers()},
                      {"outlier_scale", a.outlier_scale}};
   core::write_string_atomically((tmp / "calq_synth.json").string(), info.dump(2) + "\n");
+  core::write_output_marker(tmp, "synth");
   fs::rename(tmp, out);
+  guard.committed = true;
   log::info("wrote {}: {} layers, {:.2f} GB of {} tensors; outlier channels {}", a.out, a.layers,
             static_cast<double>(bytes) / 1e9, a.dtype, fmt::join(synth.outliers(), ","));
   return 0;

@@ -41,10 +41,16 @@ log="$run/last.log"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo ?)
+# Per-target defaults (tests/fuzz/TARGET.flags: a dictionary, a larger -max_len for the parsers
+# whose bugs need deep or long inputs); flags given on the command line come after and win.
+defaults=()
+if [[ -f "$root/tests/fuzz/$target.flags" ]]; then
+  read -r -a defaults < <(sed "s|@DICT@|$root/tests/fuzz/dict|g" "$root/tests/fuzz/$target.flags")
+fi
 start=$(date +%s.%N)
 set +e
 "$build/tests/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
-  -artifact_prefix="$run/artifacts/" "$@" "$run/corpus" >"$log" 2>&1
+  -artifact_prefix="$run/artifacts/" "${defaults[@]}" "$@" "$run/corpus" >"$log" 2>&1
 status=$?
 set -e
 end=$(date +%s.%N)
@@ -56,7 +62,7 @@ echo "$target: executions ${execs:-?}, wall ${wall} s, ${rate} exec/s, exit ${st
 {
   echo "target=$target"
   echo "seconds=$seconds"
-  echo "flags=$*"
+  echo "flags=${defaults[*]} $*"
   echo "started=$(date -u -d "@${start%.*}" +%Y-%m-%dT%H:%M:%SZ)"
   echo "wall_s=$wall"
   echo "executions=${execs:-0}"

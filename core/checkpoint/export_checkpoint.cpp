@@ -285,10 +285,7 @@ void remove_stale_temp_dirs(const fs::path& final_path) {
   }
 }
 
-fs::path temp_dir_for(const fs::path& final_path) {
-  return final_path.parent_path() /
-         fmt::format(".{}.calq-tmp-{}", final_path.filename().string(), static_cast<long>(::getpid()));
-}
+fs::path temp_dir_for(const fs::path& final_path) { return temp_sibling(final_path); }
 
 void write_model_files(const Model& model, const Plan& plan, const fs::path& tmp) {
   const ModelConfig& c = model.config();

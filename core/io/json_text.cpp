@@ -104,7 +104,11 @@ void quote_into(const json& value, int depth, std::size_t max_chars, BoundedText
 }
 
 // nlohmann's messages quote the last token read, which may be a whole long string.
-std::string parser_message(const char* what) { return quote_string(what, 160); }
+// (escaped like a quoted string, without the quotes).
+std::string parser_message(const char* what) {
+  const std::string quoted = quote_string(what, 160);
+  return quoted.size() >= 2 && quoted.front() == '"' ? quoted.substr(1, quoted.size() - 2) : quoted;
+}
 
 }  // namespace
 

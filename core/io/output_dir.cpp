@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/io/json_text.h"
@@ -82,6 +84,25 @@ void check_output_dir(const fs::path& dir, std::string_view field, bool overwrit
              "directory, or --overwrite to replace it", field, dir.string(), kOutputMarker);
 }
 
+void check_output_file(const std::string& path, std::string_view field) {
+  CALQ_CHECK(!path.empty(), "{}: empty; expected a file name", field);
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(path, ec);
+  if (status.type() == fs::file_type::not_found)
+    return;
+  CALQ_CHECK(status.type() == fs::file_type::regular,
+             "{}: {} exists and is not a regular file; expected a new file name", field, path);
+  bool calqs = false;
+  try {
+    const nlohmann::json doc = read_json_file(path, {"report", "a JSON report"});
+    calqs = doc.is_object() && doc.contains(kWrittenByKey) && doc[kWrittenByKey].is_string() &&
+            doc[kWrittenByKey].get<std::string>().rfind("calq", 0) == 0;
+  } catch (const Error&) {
+  }
+  CALQ_CHECK(calqs, "{}: {} exists and calq did not write it (no \"{}\" key); calq never "
+             "replaces such a file; expected a new file name", field, path, kWrittenByKey);
+}
+
 void check_output_apart(const fs::path& dir, std::string_view field,
                         const std::vector<RunInput>& inputs) {
   const fs::path out = comparable(dir);
@@ -93,6 +114,19 @@ void check_output_apart(const fs::path& dir, std::string_view field,
                "{}: {} {} {} ({}); expected an output apart from the run's inputs", field,
                dir.string(), in == out ? "is" : "contains", input.field, in.string());
   }
+}
+
+fs::path temp_sibling(const fs::path& final_dir) {
+  return final_dir.parent_path() /
+         fmt::format(".{}.calq-tmp-{}", final_dir.filename().string(), static_cast<long>(::getpid()));
+}
+
+fs::path new_output_dir(const std::string& path, std::string_view field) {
+  const fs::path dir = output_dir_path(path, field);
+  std::error_code ec;
+  CALQ_CHECK(fs::symlink_status(dir, ec).type() == fs::file_type::not_found,
+             "{}: {} already exists; expected a new directory name", field, dir.string());
+  return dir;
 }
 
 void write_output_marker(const fs::path& dir, std::string_view kind) {
@@ -167,8 +201,14 @@ void OutputClaim::release() {
   }
   if (keep_)
     return;
-  if (wrote_marker_)
-    fs::remove(dir_ / kOutputMarker, ignored);
+  // The marker goes only with a folder that holds nothing else: files the run did write (a
+  // plot, a finished cell) stay recognisable as calq's, so the run can be repeated there.
+  if (wrote_marker_) {
+    bool only_marker = true;
+    for (const auto& entry : fs::directory_iterator(dir_, ignored))
+      only_marker = only_marker && entry.path().filename() == kOutputMarker;
+    if (only_marker) fs::remove(dir_ / kOutputMarker, ignored);
+  }
   wrote_marker_ = false;
   for (auto it = created_.rbegin(); it != created_.rend(); ++it)
     fs::remove(*it, ignored);  // only removes an empty directory

@@ -26,6 +26,15 @@ std::filesystem::path output_dir_path(const std::string& path, std::string_view 
 /// directory, or a directory holding kOutputMarker; with `overwrite`, any directory.
 void check_output_dir(const std::filesystem::path& dir, std::string_view field, bool overwrite);
 
+/// The key a JSON file calq writes (--json reports) carries, with the writing command as value:
+/// such a file may be replaced by a later run, any other file may not.
+inline constexpr const char* kWrittenByKey = "written_by";
+
+/// Throws calq::Error unless `path` may be written as a single output file: absent, or a JSON
+/// object with kWrittenByKey starting "calq" (a report an earlier run wrote). Never a
+/// directory, device or FIFO, and never another file, whatever --overwrite says.
+void check_output_file(const std::string& path, std::string_view field);
+
 /// A path the run reads, for check_outputs_apart.
 struct RunInput {
   std::string path;
@@ -35,6 +44,25 @@ struct RunInput {
 /// Throws when `dir` equals an input or contains one (replacing it would delete the input).
 void check_output_apart(const std::filesystem::path& dir, std::string_view field,
                         const std::vector<RunInput>& inputs);
+
+/// The temporary sibling a directory output is assembled in before its rename:
+/// ".<name>.calq-tmp-<pid>" beside `final_dir`, so it never collides with a user's file and a
+/// later run can tell a killed run's leftovers by the pid.
+std::filesystem::path temp_sibling(const std::filesystem::path& final_dir);
+
+/// For commands that only ever create (calq synth, calq outliers): output_dir_path, and
+/// nothing at all may exist under the name.
+std::filesystem::path new_output_dir(const std::string& path, std::string_view field);
+
+/// Removes a temporary directory on scope exit unless `committed` (it was renamed into place).
+struct TempDirGuard {
+  std::filesystem::path dir;
+  bool committed = false;
+  ~TempDirGuard() {
+    std::error_code ignored;
+    if (!committed) std::filesystem::remove_all(dir, ignored);
+  }
+};
 
 /// Writes kOutputMarker into `dir` (a directory being assembled, before it is published).
 void write_output_marker(const std::filesystem::path& dir, std::string_view kind);

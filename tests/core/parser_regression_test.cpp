@@ -22,6 +22,7 @@
 #include "core/tokenizer/bpe_tokenizer.h"
 #include "core/tokenizer/llama2c_tokenizer.h"
 #include "core/tokenizer/sentencepiece_tokenizer.h"
+#include "tests/fuzz/output_path_property.h"
 
 namespace {
 
@@ -72,6 +73,11 @@ const std::map<std::string, Parser>& parsers() {
          encode_decode(*BpeTokenizer::from_vocab_and_merges_text(
              std::string_view(b).substr(0, nul), merges, "/nonexistent-calq-replay/vocab.json",
              "/nonexistent-calq-replay/merges.txt"));
+       }},
+      {"fuzz_output_path",  // a property over a sandbox, not a parser: aborts on a violation
+       [](const std::string& b) {
+         calq::fuzz::check_output_path_property(reinterpret_cast<const uint8_t*>(b.data()),
+                                                b.size());
        }},
       {"fuzz_tokenizer_sentencepiece",
        [](const std::string& b) {
@@ -162,4 +168,51 @@ TEST_CASE("a BPE vocab id too large for the id table is refused before allocatin
   // The largest id loads (the probe text then needs byte tokens this vocab lacks).
   CHECK_THAT(outcome(gpt2, std::string("{\"a\":0,\"b\":1,\"ab\":4194303}\0a b\n", 31)),
              Contains("byte 0x48 has no token"));
+}
+
+TEST_CASE("JSON nested 70 000 levels deep is refused at depth 64 in every JSON reader",
+          "[core][fuzz]") {
+  // Found by a hostile-input campaign (issue #18): quoting the bad value with nlohmann's
+  // recursive dump() overflowed the stack (SIGSEGV) at 65 000 levels; at 20 000-50 000 levels
+  // the messages were 40-100 KB lines.
+  const struct {
+    const char* target;
+    const char* file;
+    const char* message;
+  } cases[] = {
+      {"fuzz_safetensors_header", "deep_shape.safetensors",
+       "replay.safetensors: the header nests deeper than 64 levels"},
+      {"fuzz_safetensors_index", "deep_weight_map.json",
+       "replay/index.json: the index nests deeper than 64 levels"},
+      {"fuzz_model_config", "deep_hidden_size.json",
+       "replay/config.json: the config nests deeper than 64 levels"},
+      {"fuzz_tokenizer_json", "deep_vocab.json",
+       "tokenizer.json: the file nests deeper than 64 levels"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.file);
+    const std::string message = outcome(
+        parsers().at(c.target), read_bytes(kFuzzDir / "regressions" / c.target / c.file));
+    CHECK_THAT(message, Contains(c.message));
+    CHECK(message.size() < 300);
+  }
+  // 64 levels still parse as far as the reader goes: the shape is refused for its contents.
+  const std::string at_limit = std::string(63, '[') + std::string(63, ']');
+  CHECK_THAT(outcome(parsers().at("fuzz_model_config"),
+                     "{\"model_type\":\"llama\",\"vocab_size\":32,\"hidden_size\":" + at_limit + "}"),
+             Contains("field \"hidden_size\" is [[[[[["));
+}
+
+TEST_CASE("a YAML alias bomb and deep YAML are refused in bounded memory", "[core][fuzz]") {
+  // Found by the same campaign: nine levels of nine aliases (885 bytes) expanded to 9^9 values,
+  // 12.4 GB resident before the kernel killed calq.
+  const auto& parse = parsers().at("fuzz_recipe");
+  CHECK_THAT(outcome(parse, read_bytes(kFuzzDir / "regressions/fuzz_recipe/alias_bomb.yaml")),
+             Contains("expands to more than 100000 values"));
+  CHECK_THAT(outcome(parse, read_bytes(kFuzzDir / "regressions/fuzz_recipe/deep_flow.yaml")),
+             Contains("nests deeper than"));
+  // Anchors used as recipes use them still work.
+  CHECK_THAT(outcome(parse, "model: {path: m}\n"
+                            "eval: {perplexity: [&e {data: t.txt, seqlen: 64}, *e]}\n"),
+             Equals(""));
 }

@@ -381,7 +381,7 @@ TEST_CASE("load_recipe reports unreadable, empty, malformed and duplicate-key fi
           "[core][recipe]") {
   RecipeDir dir;
   const std::string missing = (dir.dir() / "configs/none.yaml").string();
-  CHECK_THAT(load_error(missing), Contains("none.yaml: cannot open the recipe"));
+  CHECK_THAT(load_error(missing), Contains("none.yaml: missing; expected a YAML recipe"));
   CHECK_THAT(load_error(dir.write("")), Contains("recipe.yaml: the recipe is empty"));
   CHECK_THAT(load_error(dir.write("- a\n- b\n")),
              Contains("recipe.yaml: the recipe is a list; expected a mapping of sections"));

@@ -573,7 +573,7 @@ TEST_CASE("load_tokenizer names the file for missing, unknown and corrupt inputs
              Catch::Contains("broken.model: not a SentencePiece model"));
   write_text(file_in(dir, "tokenizer.json"), "{\"model\": ");
   CHECK_THAT(error_of([&] { load_tokenizer(file_in(dir, "tokenizer.json")); }),
-             Catch::Contains("tokenizer.json: invalid JSON"));
+             Catch::Contains("tokenizer.json: the file is not valid JSON"));
   write_text(file_in(dir, "vocab.json"), R"({"a": 0})");
   CHECK_THAT(error_of([&] { load_tokenizer(file_in(dir, "vocab.json")); }),
              Catch::Contains("vocab.json: no merges.txt beside it"));
