@@ -174,12 +174,13 @@ save: {{format: fake, path: ckpt}}
         c.run("2 YAML", "yaml alias bomb, 9 levels of 9 aliases", ["run", "bomb.yaml"], 1)
         write(c.path("deep.yaml"), "model: " + "[" * 100000 + "\n")
         c.run("2 YAML", "yaml 100000 levels of flow nesting", ["run", "deep.yaml"], 1)
-        write(c.path("block.yaml"), "".join("  " * i + f"k{i}:\n" for i in range(3000)))
-        c.run("2 YAML", "yaml 3000 levels of block nesting", ["run", "block.yaml"], 1)
+        write(c.path("block.yaml"), "".join(" " * i + f"k{i}:\n" for i in range(600)))
+        c.run("2 YAML", "yaml 600 levels of block nesting", ["run", "block.yaml"], 1)
         write(c.path("big.yaml"), "model: {path: m}\n# " + "x" * (8 << 20) + "\n")
         c.run("2 YAML", "yaml recipe of 8 MiB", ["run", "big.yaml"], 1)
         write(c.path("utf16.yaml"), "model: {path: m}\n".encode("utf-16"), "wb")
-        c.run("2 YAML", "yaml recipe in UTF-16", ["run", "utf16.yaml"], 1)
+        c.run("2 YAML", "yaml recipe in UTF-16 with a BOM", ["run", "utf16.yaml"], 1,
+              note="YAML allows UTF-16; yaml-cpp decodes it, then model.path m is missing")
         c.run("2 YAML", "yaml recipe is /dev/zero", ["run", "/dev/zero"], 1)
         c.run("2 YAML", "yaml recipe is a directory", ["run", c.work], 1)
 

@@ -199,8 +199,15 @@ inline void check_output_path_property(const uint8_t* data, size_t size) {
       finding("a run folder lost a file it does not write: " + rel);
   }
   for (const auto& [rel, bytes] : after) {
-    if (rel.find(".calq-lock") != std::string::npos) finding("a lock file was left: " + rel);
-    if (rel.find(".calq-tmp") != std::string::npos) finding("a temporary file was left: " + rel);
+    if (before.count(rel)) continue;
+    // Only calq's own names count: a user may call the output itself "x.calq-lock".
+    const std::string file = fs::path(rel).filename().string();
+    const auto ends_with = [&](const std::string& tail) {
+      return file.size() >= tail.size() && file.compare(file.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    if (file.front() == '.' && ends_with(".calq-lock")) finding("a lock file was left: " + rel);
+    if (rel.find(".calq-tmp-") != std::string::npos && !within(root / rel, resolved))
+      finding("a temporary file was left: " + rel);
   }
 }
 
