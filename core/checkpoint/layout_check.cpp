@@ -228,6 +228,13 @@ class Checker {
     const int32_t zero = int32_t{1} << (b - 1), stored = l_.gptq_v2 ? zero : zero - 1;
     const at::Tensor fields = unpack_bitstream(s_.load(p + ".qzeros"), l_.bits, out);
     const int64_t other = (fields != stored).sum().item<int64_t>();
+    // Every zero the symmetric one as the other checkpoint_format stores it: the format lies.
+    const int32_t other_stored = l_.gptq_v2 ? zero - 1 : zero;
+    CALQ_CHECK(other == 0 || (fields != other_stored).sum().item<int64_t>() > 0,
+               "{}: quantization_config.checkpoint_format is {} but tensor \"{}.qzeros\" stores "
+               "every symmetric zero {} as {}, as checkpoint_format {} does; expected "
+               "checkpoint_format: {}", file_, l_.gptq_v2 ? "gptq_v2" : "gptq", p, zero,
+               other_stored, l_.gptq_v2 ? "gptq" : "gptq_v2", l_.gptq_v2 ? "gptq" : "gptq_v2");
     CALQ_CHECK(other == 0,
                "{}: {} is true but tensor \"{}.qzeros\" holds {} of {} zero points other than the "
                "symmetric {} (stored as {} in checkpoint_format {}); expected sym: false",

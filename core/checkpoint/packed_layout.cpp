@@ -1,5 +1,7 @@
 #include "core/checkpoint/packed_layout.h"
 
+#include <type_traits>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -97,7 +99,11 @@ T get(const Json& j, const char* key, const std::string& file, const std::string
   try {
     return j.at(key).get<T>();
   } catch (const Json::exception&) {
-    fail("{}: {}.{}: has the wrong type ({})", file, where, key, quote_json(j.at(key)));
+    const char* want = std::is_same_v<T, bool>         ? "true or false"
+                       : std::is_same_v<T, std::string> ? "a string"
+                                                        : "an integer";
+    fail("{}: {}.{}: has the wrong type ({}); expected {}", file, where, key, quote_json(j.at(key)),
+         want);
   }
 }
 

@@ -139,7 +139,8 @@ TEST_CASE("gptq checkpoints whose config disagrees with their tensors are refuse
   }
   SECTION("checkpoint format: v2 zeros are not the symmetric 8 of a v1 checkpoint") {
     expect_refused(edited_config(dir, [](Json& q) { q["checkpoint_format"] = "gptq_v2"; }),
-                   "quantization_config.sym is true", "checkpoint_format gptq_v2");
+                   "quantization_config.checkpoint_format is gptq_v2",
+                   "every symmetric zero 8 as 7, as checkpoint_format gptq does");
   }
   SECTION("quant_method awq over gptq tensors") {
     expect_refused(edited_config(dir, [](Json& q) {
