@@ -148,8 +148,8 @@ std::optional<PackedLayout> parse_quantization_config(const Json& c, const std::
     check_group_size(l.group_size, file, where + ".group_size");
     l.sym = get_or(c, "sym", true, file, where);  // AutoGPTQ assumes true when absent (§2.7)
     l.act_order = get_or(c, "desc_act", false, file, where);
-    const std::string fmt = get_or(c, "checkpoint_format",
-                                   get_or(c, "format", std::string("gptq"), file, where), file, where);
+    const std::string fallback = get_or(c, "format", std::string("gptq"), file, where);
+    const std::string fmt = get_or(c, "checkpoint_format", fallback, file, where);
     CALQ_CHECK(fmt == "gptq" || fmt == "gptq_v2",
                "{}: {}.checkpoint_format \"{}\"; expected gptq or gptq_v2", file, where, fmt);
     l.gptq_v2 = fmt == "gptq_v2";
@@ -211,7 +211,8 @@ std::optional<PackedLayout> parse_quantization_config(const Json& c, const std::
                            a.at("dynamic").get<bool>();
       CALQ_CHECK(dynamic && (s == "token" || s == "tensor"),
                  "{}: {}: strategy {} dynamic {}; calq reads dynamic token or tensor activations "
-                 "only", file, awhere, s, a.contains("dynamic") ? quote_json(a.at("dynamic")) : "absent");
+                 "only", file, awhere, s,
+                 a.contains("dynamic") ? quote_json(a.at("dynamic")) : "absent");
       spec.granularity = s == "token" ? ActGranularity::PerToken : ActGranularity::PerTensor;
       l.activations = spec;
     }

@@ -60,8 +60,8 @@ std::string describe_non_finite_stage(Model& model, const at::Tensor& ids, int64
       const Linear& l = layer.linear(name);
       const std::string where = label(l.source, i, name);
       if (count_non_finite(x) > 0) {
-        first = fmt::format("{} is non-finite {} — it is the input of {}", producer_of(layer, i, name),
-                            at_window, where);
+        first = fmt::format("{} is non-finite {} — it is the input of {}",
+                            producer_of(layer, i, name), at_window, where);
       } else if (count_non_finite(l.forward(x)) > 0) {
         first = fmt::format("{} output is non-finite {} — {}", where, at_window,
                             linear_hint(l, where));

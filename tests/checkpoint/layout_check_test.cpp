@@ -129,7 +129,8 @@ TEST_CASE("gptq checkpoints whose config disagrees with their tensors are refuse
 
   SECTION("group size") {
     expect_refused(edited_config(dir, [](Json& q) { q["group_size"] = 64; }),
-                   "quantization_config.group_size is 64", ".scales\" has 4 groups over in_features 128 (group_size 32)");
+                   "quantization_config.group_size is 64",
+                   ".scales\" has 4 groups over in_features 128 (group_size 32)");
   }
   SECTION("bits") {
     expect_refused(edited_config(dir, [](Json& q) { q["bits"] = 8; }),
@@ -179,7 +180,8 @@ TEST_CASE("awq checkpoints whose config disagrees with their tensors are refused
   expect_refused(edited_config(dir, [](Json& q) { q["zero_point"] = false; }),
                  "quantization_config.zero_point is false", ".qzeros\" is present");
   expect_refused(edited_config(dir, [](Json& q) { q["group_size"] = 64; }),
-                 "quantization_config.group_size is 64", ".scales\" has 4 groups over in_features 128 (group_size 32)");
+                 "quantization_config.group_size is 64",
+                   ".scales\" has 4 groups over in_features 128 (group_size 32)");
   expect_refused(edited_config(dir, [](Json& q) { q["group_size"] = -1; }),
                  "quantization_config.group_size is -1", ".qweight\"");
   expect_refused(edited_tensors(dir, std::string(kLinear) + ".scales"), "awq",
@@ -192,7 +194,8 @@ TEST_CASE("compressed-tensors checkpoints whose config disagrees with their tens
   calq::test::TempDir dir("calq_layout");
   SECTION("pack-quantized, asymmetric groups") {
     const at::Tensor logits = export_tiny(
-        dir, "  weights: {bits: 4, group_size: 32, sym: false, grid: gptq}\n", "compressed-tensors");
+        dir, "  weights: {bits: 4, group_size: 32, sym: false, grid: gptq}\n",
+        "compressed-tensors");
     expect_untouched_loads(dir, logits);
     const auto weights = [&](std::function<void(Json&)> edit) {
       return edited_config(dir, [&](Json& q) { edit(q["config_groups"]["group_0"]["weights"]); });
