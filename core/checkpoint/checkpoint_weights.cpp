@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include "core/checkpoint/layout_check.h"
 #include "core/checkpoint/packed_linear.h"
 #include "core/error.h"
 #include "core/io/json_text.h"
@@ -123,6 +124,9 @@ std::shared_ptr<WeightSource> open_checkpoint_weights(const std::string& path) {
   std::shared_ptr<WeightSource> base = open_safetensors_source(path);
   std::optional<PackedLayout> layout = read_packed_layout(path);
   if (!layout) return base;
+  // Before anything is dequantized: a config that disagrees with the tensors would decode to a
+  // different model (or fail deep inside the unpacking) instead of being refused here.
+  check_layout_against_tensors(*layout, *base, (dir_of(path) / "config.json").string());
   return std::make_shared<PackedWeights>(std::move(base), std::move(*layout));
 }
 

@@ -1,5 +1,7 @@
 #include "core/checkpoint/packed_layout.h"
 
+#include <type_traits>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -93,17 +95,42 @@ namespace {
 
 template <typename T>
 T get(const Json& j, const char* key, const std::string& file, const std::string& where) {
-  CALQ_CHECK(j.contains(key), "{}: {}.{}: missing", file, where, key);
+  CALQ_CHECK(j.is_object() && j.contains(key), "{}: {}.{}: missing", file, where, key);
   try {
     return j.at(key).get<T>();
   } catch (const Json::exception&) {
-    fail("{}: {}.{}: has the wrong type ({})", file, where, key, quote_json(j.at(key)));
+    const char* want = std::is_same_v<T, bool>         ? "true or false"
+                       : std::is_same_v<T, std::string> ? "a string"
+                                                        : "an integer";
+    fail("{}: {}.{}: has the wrong type ({}); expected {}", file, where, key, quote_json(j.at(key)),
+         want);
   }
+}
+
+/// j[key] when present and not null, else `fallback`; a value of the wrong type is an error
+/// (nlohmann's value() would throw its own exception, which the CLI reports as internal).
+template <typename T>
+T get_or(const Json& j, const char* key, T fallback, const std::string& file,
+         const std::string& where) {
+  if (!j.is_object() || !j.contains(key) || j.at(key).is_null()) return fallback;
+  return get<T>(j, key, file, where);
+}
+
+const Json& member(const Json& j, const char* key, const std::string& file,
+                   const std::string& where) {
+  CALQ_CHECK(j.is_object() && j.contains(key) && j.at(key).is_object(),
+             "{}: {}.{}: missing or not an object; expected a JSON object", file, where, key);
+  return j.at(key);
 }
 
 void check_bits(int bits, const std::string& file, const std::string& where) {
   CALQ_CHECK(bits == 2 || bits == 3 || bits == 4 || bits == 8,
              "{}: {}: {} bits; expected 2, 3, 4 or 8", file, where, bits);
+}
+
+void check_group_size(int64_t g, const std::string& file, const std::string& where) {
+  CALQ_CHECK(g == -1 || g > 0, "{}: {}: {}; expected -1 (per channel) or a positive group size",
+             file, where, g);
 }
 
 }  // namespace
@@ -112,14 +139,17 @@ std::optional<PackedLayout> parse_quantization_config(const Json& c, const std::
   const std::string where = "quantization_config";
   const std::string method = get<std::string>(c, "quant_method", file, where);
   PackedLayout l;
+  l.weights_key = where;
   if (method == "gptq") {
     l.format = SaveFormat::Gptq;
     l.bits = get<int>(c, "bits", file, where);
     check_bits(l.bits, file, where + ".bits");
     l.group_size = get<int64_t>(c, "group_size", file, where);
-    l.sym = c.value("sym", true);  // AutoGPTQ assumes true when absent (formats.md §2.7)
-    l.act_order = c.value("desc_act", false);
-    const std::string fmt = c.value("checkpoint_format", c.value("format", std::string("gptq")));
+    check_group_size(l.group_size, file, where + ".group_size");
+    l.sym = get_or(c, "sym", true, file, where);  // AutoGPTQ assumes true when absent (§2.7)
+    l.act_order = get_or(c, "desc_act", false, file, where);
+    const std::string fallback = get_or(c, "format", std::string("gptq"), file, where);
+    const std::string fmt = get_or(c, "checkpoint_format", fallback, file, where);
     CALQ_CHECK(fmt == "gptq" || fmt == "gptq_v2",
                "{}: {}.checkpoint_format \"{}\"; expected gptq or gptq_v2", file, where, fmt);
     l.gptq_v2 = fmt == "gptq_v2";
@@ -131,47 +161,63 @@ std::optional<PackedLayout> parse_quantization_config(const Json& c, const std::
     CALQ_CHECK(l.bits == 4, "{}: {}.bits: {}; AWQ GEMM checkpoints are 4-bit", file, where, l.bits);
     l.group_size = c.contains("group_size") ? get<int64_t>(c, "group_size", file, where)
                                             : get<int64_t>(c, "q_group_size", file, where);
-    const std::string version = c.value("version", std::string("gemm"));
+    check_group_size(l.group_size, file, where + ".group_size");
+    const std::string version = get_or(c, "version", std::string("gemm"), file, where);
     CALQ_CHECK(version == "gemm" || version == "GEMM",
                "{}: {}.version \"{}\"; calq reads the gemm layout only", file, where, version);
-    l.sym = false;
+    // zero_point: false would mean no qzeros; the tensor check holds it against the checkpoint.
+    l.sym = !get_or(c, "zero_point", true, file, where);
     return l;
   }
   if (method == "compressed-tensors") {
     l.format = SaveFormat::CompressedTensors;
-    const Json& groups = c.at("config_groups");
-    CALQ_CHECK(groups.is_object() && groups.size() == 1,
+    const Json& groups = member(c, "config_groups", file, where);
+    CALQ_CHECK(groups.size() == 1,
                "{}: {}.config_groups: {} groups; calq reads checkpoints with one", file, where,
                groups.size());
-    const Json& g = groups.begin().value();
     const std::string gwhere = where + ".config_groups." + groups.begin().key();
-    const Json& w = g.at("weights");
-    l.bits = get<int>(w, "num_bits", file, gwhere + ".weights");
-    check_bits(l.bits, file, gwhere + ".weights.num_bits");
-    CALQ_CHECK(w.value("type", std::string("int")) == "int",
-               "{}: {}.weights.type: expected int", file, gwhere);
-    l.sym = w.value("symmetric", true);
-    const std::string strategy = get<std::string>(w, "strategy", file, gwhere + ".weights");
+    const Json& g = groups.begin().value();
+    CALQ_CHECK(g.is_object(), "{}: {}: not an object; expected a config group", file, gwhere);
+    const Json& w = member(g, "weights", file, gwhere);
+    const std::string wwhere = gwhere + ".weights";
+    l.weights_key = wwhere;
+    l.bits = get<int>(w, "num_bits", file, wwhere);
+    check_bits(l.bits, file, wwhere + ".num_bits");
+    CALQ_CHECK(get_or(w, "type", std::string("int"), file, wwhere) == "int",
+               "{}: {}.type: expected int", file, wwhere);
+    l.sym = get_or(w, "symmetric", true, file, wwhere);
+    const std::string strategy = get<std::string>(w, "strategy", file, wwhere);
     CALQ_CHECK(strategy == "group" || strategy == "channel" || strategy == "tensor",
-               "{}: {}.weights.strategy \"{}\"; expected group, channel or tensor", file, gwhere,
-               strategy);
+               "{}: {}.strategy \"{}\"; expected group, channel or tensor", file, wwhere, strategy);
     l.per_tensor = strategy == "tensor";
-    l.group_size = strategy == "group" ? get<int64_t>(w, "group_size", file, gwhere + ".weights") : -1;
-    l.act_order = w.contains("actorder") && !w.at("actorder").is_null() &&
-                  w.at("actorder").get<std::string>() != "weight";
+    l.group_size = strategy == "group" ? get<int64_t>(w, "group_size", file, wwhere) : -1;
+    CALQ_CHECK(l.group_size > 0 || strategy != "group",
+               "{}: {}.group_size: {} with strategy \"group\"; expected a positive group size",
+               file, wwhere, l.group_size);
+    const std::string actorder = get_or(w, "actorder", std::string(), file, wwhere);
+    // Aliases as compressed-tensors' ActivationOrdering: dynamic = group, static = weight.
+    CALQ_CHECK(actorder.empty() || actorder == "group" || actorder == "dynamic" ||
+                   actorder == "weight" || actorder == "static",
+               "{}: {}.actorder \"{}\"; expected null, group or weight", file, wwhere, actorder);
+    l.act_order = actorder == "group" || actorder == "dynamic";
+    const std::string awhere = gwhere + ".input_activations";
     if (g.contains("input_activations") && !g.at("input_activations").is_null()) {
-      const Json& a = g.at("input_activations");
+      const Json& a = member(g, "input_activations", file, gwhere);
       ActQuantSpec spec;
-      spec.bits = get<int>(a, "num_bits", file, gwhere + ".input_activations");
-      spec.sym = a.value("symmetric", true);
-      const std::string s = get<std::string>(a, "strategy", file, gwhere + ".input_activations");
-      CALQ_CHECK(a.value("dynamic", false) == true && (s == "token" || s == "tensor"),
-                 "{}: {}.input_activations: strategy {} dynamic {}; calq reads dynamic token or "
-                 "tensor activations only", file, gwhere, s, a.value("dynamic", false));
+      spec.bits = get<int>(a, "num_bits", file, awhere);
+      spec.sym = get_or(a, "symmetric", true, file, awhere);
+      const std::string s = get<std::string>(a, "strategy", file, awhere);
+      const bool dynamic = a.contains("dynamic") && a.at("dynamic").is_boolean() &&
+                           a.at("dynamic").get<bool>();
+      CALQ_CHECK(dynamic && (s == "token" || s == "tensor"),
+                 "{}: {}: strategy {} dynamic {}; calq reads dynamic token or tensor activations "
+                 "only", file, awhere, s,
+                 a.contains("dynamic") ? quote_json(a.at("dynamic")) : "absent");
       spec.granularity = s == "token" ? ActGranularity::PerToken : ActGranularity::PerTensor;
       l.activations = spec;
     }
-    const std::string format = c.value("format", g.value("format", l.ct_format()));
+    const std::string format = get_or(c, "format", get_or(g, "format", l.ct_format(), file, gwhere),
+                                      file, where);
     CALQ_CHECK(format == l.ct_format(), "{}: {}.format \"{}\"; expected {} for this scheme", file,
                where, format, l.ct_format());
     return l;

@@ -24,6 +24,9 @@ struct PackedLayout {
   bool gptq_v2 = false;      ///< GPTQ checkpoint_format "gptq_v2": zeros stored without the −1
   /// compressed-tensors with activations: int-quantized (int8 container), else pack-quantized.
   std::optional<ActQuantSpec> activations;
+  /// Where the weight fields sit in config.json, for messages: "quantization_config" (GPTQ,
+  /// AWQ) or "quantization_config.config_groups.group_0.weights" (compressed-tensors).
+  std::string weights_key = "quantization_config";
   std::string ct_format() const;  ///< "pack-quantized" | "int-quantized" | "naive-quantized"
 };
 

@@ -7,7 +7,9 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/eval/non_finite_stage.h"
 #include "core/model/model.h"
+#include "core/numeric_guard.h"
 #include "core/progress.h"
 
 namespace calq::core {
@@ -38,6 +40,12 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& t
         at::log_softmax(logits.narrow(1, 0, options.seqlen - 1), /*dim=*/-1);
     const at::Tensor targets = ids.narrow(1, 1, options.seqlen - 1).unsqueeze(-1);
     const at::Tensor nll = -log_probs.gather(-1, targets).squeeze(-1);  // [b, seqlen - 1]
+    if (count_non_finite(nll) > 0) {
+      // A NaN perplexity is no result: name the stage that produced it, from the first window
+      // of the batch that has one (windows are independent, so it fails alone too).
+      const int64_t k = at::logical_not(at::isfinite(nll).all(1)).nonzero()[0][0].item<int64_t>();
+      fail("{}: {}", model.path(), describe_non_finite_stage(model, ids.narrow(0, k, 1), w + k));
+    }
     nll_sum += nll.to(at::kDouble).sum().item<double>();
     progress.step(b);
   }
@@ -50,6 +58,9 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& t
   result.predicted = n_windows * (options.seqlen - 1);
   result.nll = nll_sum / static_cast<double>(result.predicted);
   result.ppl = std::exp(result.nll);
+  CALQ_CHECK(std::isfinite(result.ppl),
+             "{}: perplexity exp({}) overflows; expected a mean NLL below 709 (the logits are far "
+             "out of range)", model.path(), result.nll);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

@@ -1,12 +1,14 @@
 // Lazy layer management and the name lookups shared by every family.
 #include "core/model/decoder_model.h"
 
+#include <algorithm>
 #include <limits>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/numeric_guard.h"
 
 namespace calq::core {
 
@@ -60,6 +62,63 @@ at::Tensor NamedDecoderLayer::apply(size_t k, const at::Tensor& x, const Forward
   return linears_[k].second.forward(x);
 }
 
+namespace {
+
+/// Every linear's and norm's tensors of a freshly built layer, checked as "weights as loaded"
+/// with the same message the quantization passes give (numeric_guard.h), so `calq eval` refuses
+/// a NaN weight as `calq run` does instead of printing `ppl nan`.
+void require_finite_layer(DecoderLayer& layer, int64_t i) {
+  const auto hint = [](const std::string& source, const char* part) {
+    return source.empty() ? std::string("the checkpoint stores it fused with its neighbours")
+                          : fmt::format("the checkpoint tensor is {}.{}", source, part);
+  };
+  for (const std::string& name : layer.linear_names()) {
+    const Linear& l = layer.linear(name);
+    const GuardSite site{i, name, "weights as loaded"};
+    require_finite(l.weight, site, "weight", hint(l.source, "weight"));
+    require_finite(l.bias, site, "bias", hint(l.source, "bias"));
+  }
+  for (const char* name : {"norm.attn", "norm.mlp"}) {
+    const Norm& n = layer.norm(name);
+    const GuardSite site{i, name, "weights as loaded"};
+    require_finite(n.weight, site, "weight", hint(n.source, "weight"));
+    require_finite(n.bias, site, "bias", hint(n.source, "bias"));
+  }
+}
+
+/// The layer a tensor name belongs to ("7" for "model.layers.7.mlp.up_proj.weight", GPT-2's
+/// "transformer.h.7.attn..." too), or "" for tensors outside the decoder layers.
+std::string layer_number(const std::string& name) {
+  size_t begin = 0;
+  std::string previous;
+  while (begin <= name.size()) {
+    const size_t end = std::min(name.find('.', begin), name.size());
+    const std::string part = name.substr(begin, end - begin);
+    if ((previous == "layers" || previous == "h") && !part.empty() &&
+        part.find_first_not_of("0123456789") == std::string::npos)
+      return part;
+    previous = part;
+    begin = end + 1;
+  }
+  return "";
+}
+
+/// Tensors of layers the config does not declare would be dropped without a word: a checkpoint
+/// with 7 layers of tensors under num_hidden_layers 6 is not the model its config describes.
+void refuse_layers_beyond(const WeightSource& weights, int64_t n_layers) {
+  for (const std::string& name : weights.names()) {
+    const std::string number = layer_number(name);
+    if (number.empty()) continue;
+    const bool beyond = number.size() > 9 || std::stoll(number) >= n_layers;
+    CALQ_CHECK(!beyond,
+               "{}: tensor \"{}\" belongs to layer {}, but config.json declares layers 0..{} "
+               "only; expected no tensors beyond them (or a layer count that matches the "
+               "checkpoint)", weights.path(), name, number, n_layers - 1);
+  }
+}
+
+}  // namespace
+
 DecoderModel::DecoderModel(ModelConfig config,
                            std::shared_ptr<const WeightSource> weights,
                            const LoadOptions& options)
@@ -67,6 +126,7 @@ DecoderModel::DecoderModel(ModelConfig config,
   compute_dtype_ = options.compute_dtype;
   device_ = options.device;
   path_ = options.path;
+  refuse_layers_beyond(*weights_, config_.n_layers);
   n_parameters_ = count_parameters(*weights_);
   layers_.resize(static_cast<size_t>(config_.n_layers));
 }
@@ -75,8 +135,15 @@ DecoderLayer& DecoderModel::layer(int64_t i) {
   CALQ_CHECK(i >= 0 && i < config_.n_layers, "{}: layer {} out of range; expected 0..{}", path_, i,
              config_.n_layers - 1);
   auto& slot = layers_[static_cast<size_t>(i)];
-  if (!slot)
-    slot = build_layer(i);
+  if (!slot) {
+    std::unique_ptr<DecoderLayer> built = build_layer(i);
+    try {
+      require_finite_layer(*built, i);
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: {}", path_, e.what()));  // which checkpoint holds the tensor
+    }
+    slot = std::move(built);
+  }
   return *slot;
 }
 
@@ -114,6 +181,14 @@ Norm DecoderModel::load_norm(const std::string& prefix, int64_t n, bool bias) co
     norm.bias = load(prefix + ".bias", {n});
   norm.source = prefix;
   return norm;
+}
+
+void DecoderModel::require_finite_tensor(const std::string& name, const at::Tensor& t) const {
+  const int64_t bad = count_non_finite(t);
+  CALQ_CHECK(bad == 0,
+             "{}: tensor \"{}\" has {} non-finite (NaN/Inf) {} of {} (stage: weights as loaded); "
+             "expected finite weights", weights_->path(), name, bad, bad == 1 ? "entry" : "entries",
+             t.numel());
 }
 
 at::Tensor DecoderModel::project_logits(const at::Tensor& hidden, const at::Tensor& head) {

@@ -69,6 +69,12 @@ class DecoderModel : public Model {
   Linear load_linear(const std::string& prefix, int64_t out, int64_t in, bool bias) const;
   /// `prefix`.weight [n] and, when `bias`, `prefix`.bias [n].
   Norm load_norm(const std::string& prefix, int64_t n, bool bias) const;
+  /// Throws calq::Error "<path>: tensor "lm_head.weight" has 1 non-finite (NaN/Inf) entry of
+  /// 1536 (stage: weights as loaded); expected finite weights" when `t` holds a NaN or an Inf.
+  /// Families call it on the final norm and the head (the layers are checked as they are built);
+  /// an untied embedding table is not: only the rows of the tokens met matter, and the
+  /// perplexity check names the embedding when one of those is non-finite.
+  void require_finite_tensor(const std::string& name, const at::Tensor& t) const;
   /// float32 logits of hidden [.., H] against head weight [V, H] (compute dtype matmul, as
   /// transformers' lm_head followed by .float()).
   static at::Tensor project_logits(const at::Tensor& hidden, const at::Tensor& head);

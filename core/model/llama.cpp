@@ -106,6 +106,7 @@ class LlamaModel final : public DecoderModel {
       : DecoderModel(std::move(config), std::move(weights), options) {
     const ModelConfig& c = config_;
     norm_ = load("model.norm.weight", {c.hidden_size});
+    require_finite_tensor("model.norm.weight", norm_);
     // LlamaRotaryEmbedding (default rope): inv_freq = 1 / θ^(arange(0, hd, 2) / hd), float32.
     const auto f32 = at::TensorOptions().device(device_obj_).dtype(at::kFloat);
     const at::Tensor exponent =
@@ -142,8 +143,9 @@ class LlamaModel final : public DecoderModel {
   at::Tensor logits(const at::Tensor& hidden) override {
     if (!head_.defined()) {
       const ModelConfig& c = config_;
-      head_ = load(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight",
-                   {c.vocab_size, c.hidden_size});
+      const char* name = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+      head_ = load(name, {c.vocab_size, c.hidden_size});
+      require_finite_tensor(name, head_);
     }
     return project_logits(rms_norm(hidden, norm_, config_.norm_eps), head_);
   }

@@ -80,6 +80,9 @@ class OptModel final : public DecoderModel {
                       {c.max_positions + kPositionOffset, c.hidden_size});
     final_norm_ = load_norm(prefix_ + "final_layer_norm", c.hidden_size, true);
     head_ = c.tie_word_embeddings ? embed_ : load("lm_head.weight", {c.vocab_size, c.hidden_size});
+    require_finite_tensor(c.tie_word_embeddings ? prefix_ + "embed_tokens.weight" : "lm_head.weight", head_);
+    require_finite_tensor(final_norm_.source + ".weight", final_norm_.weight);
+    require_finite_tensor(final_norm_.source + ".bias", final_norm_.bias);
   }
 
   at::Tensor embed(const at::Tensor& ids) override {

@@ -19,6 +19,9 @@ class SafetensorsSource final : public WeightSource {
   std::vector<int64_t> shape(const std::string& name) const override {
     return checkpoint_.info(name).shape;
   }
+  c10::ScalarType dtype(const std::string& name) const override {
+    return to_scalar_type(checkpoint_.info(name).dtype);
+  }
   at::Tensor load(const std::string& name) const override { return checkpoint_.load(name); }
 
  private:

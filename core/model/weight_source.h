@@ -23,6 +23,9 @@ class WeightSource {
   virtual bool contains(const std::string& name) const = 0;
   virtual std::vector<std::string> names() const = 0;  ///< sorted
   virtual std::vector<int64_t> shape(const std::string& name) const = 0;
+  /// The stored dtype. Sources with a header answer without reading the data (checkpoint
+  /// checks look at every packed tensor's dtype at open); the default loads the tensor.
+  virtual c10::ScalarType dtype(const std::string& name) const { return load(name).scalar_type(); }
   /// CPU tensor owning its bytes, in the stored dtype; throws calq::Error naming the path.
   virtual at::Tensor load(const std::string& name) const = 0;
   /// The activation quantization a checkpoint declares for the linear at `prefix` (compressed-
