@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io/small_file.h"
 
 namespace calq::core {
 
@@ -43,8 +44,9 @@ std::string join_wikitext_rows(const std::string& raw) {
 }
 
 EvalText read_eval_text(const std::string& path, TextJoin join) {
-  CALQ_CHECK(std::filesystem::is_regular_file(path), "{}: no such text file; expected a UTF-8 text file",
-             path);
+  const std::string kind = describe_non_regular(path);  // a FIFO or /dev/zero would never end
+  CALQ_CHECK(kind.empty(), "{}: {}; expected a UTF-8 text file (a regular file)", path,
+             kind == "missing" ? "no such text file" : kind);
   std::ifstream in(path, std::ios::binary);
   CALQ_CHECK(in.good(), "{}: cannot open for reading", path);
   std::ostringstream buffer;

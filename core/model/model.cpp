@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/model/allocation_policy.h"
+#include "core/model/compute_support.h"
 #include "core/model/gpt2.h"
 #include "core/model/llama.h"
 #include "core/model/llama2c.h"
@@ -113,6 +114,7 @@ void check_options(const LoadOptions& options) {
   CALQ_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16,
              "compute dtype {} is not supported; expected float32, float16 or bfloat16",
              c10::toString(t));
+  check_compute_support(d, t);  // before any weight is read
 }
 
 std::unique_ptr<Model> load_hf_model(const LoadOptions& options) {

@@ -51,6 +51,12 @@ std::unique_ptr<Tokenizer> load_from_directory(const fs::path& dir) {
 
 }  // namespace
 
+std::vector<int32_t> Tokenizer::encode_continuation(std::string_view /*text*/) const {
+  throw InternalError(fmt::format("{}: tokenizer kind {} has split points but no "
+                                  "encode_continuation",
+                                  path(), kind()));
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);
