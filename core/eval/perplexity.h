@@ -48,7 +48,8 @@ struct PerplexityResult {
 std::vector<int32_t> perplexity_tokens(const Tokenizer& tokenizer, std::string_view text,
                                        const PerplexityOptions& options);
 
-/// `tokens` is the text's stream (perplexity_tokens); throws naming `source` when it is shorter than a window.
+/// `tokens` is the text's stream (perplexity_tokens); throws naming `source` when it is shorter
+/// than a window.
 PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& tokens,
                                      const PerplexityOptions& options,
                                      const std::string& source = "text");

@@ -89,7 +89,8 @@ TEST_CASE("chunked encoding gives the whole text's ids: GPT-2 byte-level BPE",
   check_chunked_matches_whole(*load_tokenizer(gpt2.string()), read_text(wiki));
 }
 
-TEST_CASE("chunked encoding of an empty text is the BOS alone", "[core][tokenizer][chunked][data]") {
+TEST_CASE("chunked encoding of an empty text is the BOS alone",
+          "[core][tokenizer][chunked][data]") {
   CALQ_REQUIRE_SHARED(tok, "stories260K/tok512.bin");
   const auto tokenizer = load_tokenizer(tok.string());
   CHECK(encode_prefix(*tokenizer, "", true, 0) == tokenizer->encode("", true));
