@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/io/small_file.h"
 #include "core/model/allocation_policy.h"
 #include "core/model/compute_support.h"
 #include "core/model/gpt2.h"
@@ -103,6 +104,9 @@ void check_options(const LoadOptions& options) {
              "{}: no such file or directory; expected an HF model directory or a llama2.c .bin "
              "file",
              options.path);
+  const std::string kind = describe_non_regular(options.path);  // a FIFO, /dev/zero...
+  CALQ_CHECK(kind.empty() || kind == "a directory",
+             "{}: {}; expected an HF model directory or a llama2.c .bin file", options.path, kind);
   const std::string& d = options.device;
   const bool cuda_index = d.rfind("cuda:", 0) == 0 && d.size() > 5 &&
                           d.find_first_not_of("0123456789", 5) == std::string::npos;

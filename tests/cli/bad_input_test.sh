@@ -175,6 +175,13 @@ for kind in "fifo:a FIFO" "dir:a directory" "zero:a character device"; do
     timeout 60 "$calq" eval --model "$work/shard-${kind%%:*}" --tokenizer "$sotu/tokenizer.model" \
     --data "$text"
 done
+mkfifo "$work/model.bin"
+expect model-fifo 'model\.bin: a FIFO; expected an HF model directory or a llama2\.c \.bin file' -- \
+  timeout 60 "$calq" eval --model "$work/model.bin" --data "$text"
+expect model-dev-zero '/dev/zero: a character device; expected an HF model directory' -- \
+  "$calq" eval --model /dev/zero --data "$text"
+expect tokenizer-dev-zero '/dev/zero: a character device; expected a llama2\.c \.bin' -- \
+  "$calq" eval --model "$sotu" --tokenizer /dev/zero --data "$text"
 mkdir -p "$work/single-fifo"; cp "$fixture/config.json" "$work/single-fifo/"
 mkfifo "$work/single-fifo/model.safetensors"
 expect single-fifo 'model\.safetensors: a FIFO; expected a regular file' -- \
