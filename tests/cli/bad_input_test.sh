@@ -155,6 +155,10 @@ expect nul-in-merges 'merges\.txt: line 2 "a\\u0000b \\u001b\[31mred c" is not a
 expect control-in-path 'no such text file' -- \
   "$calq" eval --model "$sotu" --data "$work/$(printf 'bell\a\033[2J').txt" --seqlen 512
 
+long_key="$(head -c 5000 /dev/zero | tr '\0' k)"
+expect long-message "--set \"k{1900,2000}\.\.\.\$" -- \
+  "$calq" run "$work/typo-key.yaml" --out "$work/out-long" --set "$long_key"
+
 # 8b. things that are not files are named for what they are, and a FIFO never blocks.
 mkfifo "$work/fifo.txt"
 expect data-dev-zero '/dev/zero: a character device; expected a UTF-8 text file' -- \
