@@ -178,28 +178,6 @@ void unpermute_columns(T* data, int64_t rows, int64_t cols, const std::vector<in
   }
 }
 
-// Runs the rest of the call with one ATen (OpenMP) thread, restoring the count on exit. Both
-// OpenMP's and OpenBLAS's idle workers spin-wait after a parallel call; alternating the two
-// pools (GEMM, then an ATen op or parallel_for, then GEMM) made each pool's workers compete with
-// the other's spinners, which on 2 cores took 1.9 s instead of 1.3 s for a 4096² layer. So from
-// the first BLAS call on, OpenBLAS is the only pool and the O(rows·cols) work runs on this thread.
-class OnlyBlasThreads {
- public:
-  OnlyBlasThreads() : threads_(at::get_num_threads()) {
-    if (threads_ > 1)
-      at::set_num_threads(1);
-  }
-  ~OnlyBlasThreads() {
-    if (threads_ > 1)
-      at::set_num_threads(threads_);
-  }
-  OnlyBlasThreads(const OnlyBlasThreads&) = delete;
-  OnlyBlasThreads& operator=(const OnlyBlasThreads&) = delete;
-
- private:
-  int threads_;
-};
-
 /// Σ (w − q)² over the columns j with h_diag[j] != 0, in double: ‖ΔW‖² of the live columns.
 double live_squared_error(const float* w, const float* deq, int64_t rows, int64_t cols,
                           const float* h_diag) {
@@ -227,12 +205,10 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   const auto start = std::chrono::steady_clock::now();
   CALQ_CHECK(W_in.device().is_cpu() && H_in.device().is_cpu(),
              "gptq: the CPU implementation got tensors on {}; expected cpu", W_in.device().str());
-  openblas_set_num_threads(at::get_num_threads());  // one thread count for ATen and OpenBLAS
   // Live columns for the proxy loss, read before prepare may zero-fix or permute H in place.
   const at::Tensor H_diag = H_in.diagonal().to(at::kFloat).contiguous();
   GptqSetup setup = prepare(W_in, H_in, spec, opts, consume_hessian);  // ATen ops, all threads
   if (consume_hessian) H_in = at::Tensor();  // setup.H is the only handle left, or a copy
-  const OnlyBlasThreads only_blas_threads;
   const int64_t rows = setup.Wt.size(1);
   const int64_t cols = setup.Wt.size(0);
   CALQ_CHECK(rows <= INT_MAX && cols <= INT_MAX,
@@ -333,7 +309,7 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   // Columns [ta, tb) of the block [i1, i1 + nb) for every row, tile by tile: quantize, then the
   // eager in-block update W1[:, t'] −= e · U[k, i1 + t'] for t' > t. The first segment packs the
   // tile from the outer W, the last one writes its outputs to codes/deq ([rows, cols], processing
-  // order). On this thread only: see OnlyBlasThreads.
+  // order). On this thread only: the tiles are small, the GEMMs between them carry the threads.
   auto run_columns = [&](int64_t i1, int64_t nb, int64_t ta, int64_t tb) {
     std::array<double, kT> loss{};  // per row of the tile
     for (int64_t tile = 0; tile < n_tiles; ++tile) {

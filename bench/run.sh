@@ -26,8 +26,8 @@ for shape in $shapes; do
   c="${shape#*x}"
   json="$out/gptq_${r}x${c}.json"
   before=$(loadavg)
-  "$calq" bench gptq --rows "$r" --cols "$c" --tokens "$tokens" --bits 4 --group-size 128 \
-    --block-size 128 --threads "$threads" --repeat "$repeat" --json "$json"
+  "$calq" --threads "$threads" bench gptq --rows "$r" --cols "$c" --tokens "$tokens" --bits 4 \
+    --group-size 128 --block-size 128 --repeat "$repeat" --json "$json"
   after=$(loadavg)
   rows_md+="| ${r} × ${c} | $(field "$json" tokens) | w$(field "$json" bits) g$(field "$json" group_size) asym, block $(field "$json" block_size) "
   rows_md+="| $(field "$json" threads) | **$(printf '%.3f' "$(field "$json" seconds)")** "

@@ -9,12 +9,17 @@
 #include "calib/seeded_rng.h"
 #include "core/error.h"
 #include "core/eval/eval_text.h"
+#include "core/io/small_file.h"
+#include "core/tokenizer/chunked_encoding.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace calq::calib {
 namespace {
 
 std::vector<int64_t> read_offsets(const std::string& path) {
+  const std::string kind = core::describe_non_regular(path);  // a FIFO would block the open
+  CALQ_CHECK(kind.empty(), "{}: the calibration offsets file is {}; expected a regular file", path,
+             kind);
   std::ifstream in(path);
   CALQ_CHECK(in.good(), "{}: cannot open the calibration offsets file", path);
   std::vector<int64_t> offsets;
@@ -71,7 +76,10 @@ CalibrationSet make_calibration_set(const core::Tokenizer& tokenizer,
   CALQ_CHECK(options.seqlen > 1, "calibration.seqlen: {} must be at least 2", options.seqlen);
   check_calibration_memory(options);
   const core::EvalText text = core::read_eval_text(options.data);
-  const std::vector<int32_t> stream = tokenizer.encode(text.text, /*add_bos=*/true);
+  // Offsets are drawn over the whole stream, so all of it is needed; chunked, the tokenizer's
+  // working memory stays one chunk's (the ids are the whole-text encoding's).
+  const std::vector<int32_t> stream = core::encode_prefix(tokenizer, text.text, /*add_bos=*/true,
+                                                          /*min_tokens=*/0);
   const auto n_tokens = static_cast<int64_t>(stream.size());
 
   CalibrationSet set;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "algorithms/gptq_kernel.h"
+#include "cli/bounds.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
@@ -37,7 +38,6 @@ struct BenchGptqArgs {
   int64_t block_size = 128;
   double damp = 0.01;
   std::string device = "cpu";
-  int threads = 0;
   int repeat = 3;
   uint64_t seed = 0;
   std::string json;
@@ -61,8 +61,6 @@ double median(std::vector<double> v) {
 
 int run_bench_gptq(const BenchGptqArgs& a) {
   if (!a.json.empty()) core::check_output_file(a.json, "--json");
-  if (a.threads > 0)
-    at::set_num_threads(a.threads);
   const at::Device device = parse_device(a.device);
   const core::QuantSpec spec =
       core::weight_spec(a.bits, a.sym ? core::Grid::GptqSym : core::Grid::GptqAsym, a.group_size);
@@ -146,13 +144,13 @@ CommandRunner add_bench_command(CLI::App& app) {
       bench->add_subcommand("gptq", "Time the GPTQ kernel on a random layer (Hessian given)");
   gptq->add_option("--rows", args->rows, "Output features of the layer")
       ->required()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   gptq->add_option("--cols", args->cols, "Input features of the layer")
       ->required()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   gptq->add_option("--tokens", args->tokens, "Calibration tokens behind H = 2XᵀX/T")
       ->required()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   gptq->add_option("--bits", args->bits, "Weight bits: 2, 3, 4 or 8")->capture_default_str();
   gptq->add_option("--group-size", args->group_size, "Group size, -1 = per channel")
       ->capture_default_str();
@@ -161,15 +159,12 @@ CommandRunner add_bench_command(CLI::App& app) {
   gptq->add_flag("--static-groups", args->static_groups, "Fit group params up front");
   gptq->add_option("--block-size", args->block_size, "Columns per lazy batch")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   gptq->add_option("--damp", args->damp, "Relative damp")->capture_default_str();
   gptq->add_option("--device", args->device, "cpu | cuda")->capture_default_str();
-  gptq->add_option("--threads", args->threads, "Threads for LibTorch and OpenBLAS (0 = default)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
   gptq->add_option("--repeat", args->repeat, "Timed runs; the median is reported")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   gptq->add_option("--seed", args->seed, "Seed of the random layer and inputs")
       ->capture_default_str();
   gptq->add_option("--json", args->json, "Write the figures to this JSON file");

@@ -12,9 +12,11 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cli/bounds.h"
 #include "cli/commands.h"
 #include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
+#include "core/eval/eval_budget.h"
 #include "core/eval/eval_text.h"
 #include "core/eval/perplexity.h"
 #include "core/io/atomic_file.h"
@@ -58,17 +60,22 @@ int run_eval(const EvalArgs& args) {
   CALQ_CHECK(model->tokenizer() != nullptr,
              "{}: no tokenizer found beside the model; expected --tokenizer PATH", args.model);
   const core::TextJoin join = core::parse_text_join(args.join);
+  // Before any text is read: a window the model cannot hold, or one that cannot fit. The
+  // batch is checked once the text says how many windows it has (evaluate_perplexity).
+  core::check_perplexity_fits(*model, args.seqlen, /*batch_size=*/1, "--seqlen");
 
   nlohmann::json results = nlohmann::json::array();
   for (const std::string& path : args.data) {
     const core::EvalText text = core::read_eval_text(path, join);
-    log::info("tokenizing {} ({} bytes)", path, text.text.size());
-    const std::vector<int32_t> tokens = model->tokenizer()->encode(text.text, /*add_bos=*/true);
     core::PerplexityOptions options;
     options.seqlen = args.seqlen;
     options.batch_size = args.batch_size;
     options.max_windows = args.max_windows;
     options.label = "ppl " + text.dataset;
+    log::info("tokenizing {} ({} bytes{})", path, text.text.size(),
+              args.max_windows > 0 ? ", as far as the windows need" : "");
+    const std::vector<int32_t> tokens =
+        core::perplexity_tokens(*model->tokenizer(), text.text, options);
     core::PerplexityResult r = core::evaluate_perplexity(*model, tokens, options, path);
     r.dataset = text.dataset;
     r.join = core::text_join_name(text.join);
@@ -116,11 +123,11 @@ CommandRunner add_eval_command(CLI::App& app) {
                   "as-is (file unchanged) | wikitext-rows (raw WikiText: rows joined by \\n\\n)")
       ->capture_default_str();
   cmd->add_option("--seqlen", args->seqlen, "Window length in tokens")->capture_default_str()
-      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
+      ->check(in_range(2, int64_t{1} << 20));
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   cmd->add_option("--max-windows", args->max_windows, "Evaluate only the first N windows (0 = all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(at_least(0));
   cmd->add_option("--device", args->device, "cpu | cuda")->capture_default_str();
   cmd->add_option("--dtype", args->dtype, "Compute dtype: float32 | float16 | bfloat16")
       ->capture_default_str();

@@ -23,6 +23,7 @@
 #include "algorithms/pipeline.h"
 #include "calib/calibration_set.h"
 #include "calib/stats_cache.h"
+#include "cli/bounds.h"
 #include "cli/commands.h"
 #include "cli/gnuplot.h"
 #include "cli/memory_estimate.h"
@@ -32,6 +33,7 @@
 #include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
 #include "core/io/json_text.h"
+#include "core/eval/eval_budget.h"
 #include "core/eval/eval_text.h"
 #include "core/eval/perplexity.h"
 #include "core/io/atomic_file.h"
@@ -359,6 +361,12 @@ int run_recipe(const RunRequest& args) {
   auto model = core::load_model(load);
   algorithms::check_passes(passes, *model);
   if (outputs.save) check_export_shapes(*model, recipe, args.stream);
+  for (size_t i = 0; i < recipe.eval.perplexity.size(); ++i) {  // before any work
+    const core::PerplexityEval& e = recipe.eval.perplexity[i];
+    // One window here; the batch once the text says how many windows it has.
+    core::check_perplexity_fits(*model, e.seqlen, /*batch_size=*/1,
+                                fmt::format("{}: eval.perplexity[{}].seqlen", recipe.file, i));
+  }
   if (args.stream) {
     CALQ_CHECK(recipe.save.has_value() && !args.float_only,
                "--stream: each quantized layer is written to the checkpoint and freed; expected a "
@@ -477,12 +485,15 @@ int run_recipe(const RunRequest& args) {
     CALQ_CHECK(model->tokenizer() != nullptr,
                "{}: eval: the model has no tokenizer; expected model.tokenizer", recipe.file);
     const core::EvalText text = core::read_eval_text(e.data.resolved, e.join);
-    const std::vector<int32_t> tokens = model->tokenizer()->encode(text.text, true);
     core::PerplexityOptions options;
     options.seqlen = e.seqlen;
     options.max_windows = e.max_windows;
     options.batch_size = args.batch_size;
     options.label = "ppl " + text.dataset;
+    options.seqlen_key = fmt::format("{}: eval.perplexity[{}].seqlen", recipe.file,
+                                     &e - recipe.eval.perplexity.data());
+    const std::vector<int32_t> tokens =
+        core::perplexity_tokens(*model->tokenizer(), text.text, options);
     core::PerplexityResult r = core::evaluate_perplexity(*model, tokens, options, e.data.resolved);
     r.dataset = text.dataset;
     r.join = core::text_join_name(e.join);
@@ -538,7 +549,7 @@ CommandRunner add_run_command(CLI::App& app) {
                 "Replace --out and save.path even if they hold files calq did not write (a file "
                 "is never replaced)");
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   cmd->add_flag("--stream", args->stream,
                 "Bounded memory: write each layer to the recipe's save path as soon as it is "
                 "quantized, then free it (evaluation reads the checkpoint)");

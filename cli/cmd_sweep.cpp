@@ -15,6 +15,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/bounds.h"
 #include "cli/commands.h"
 #include "cli/run_recipe.h"
 #include "cli/sweep_table.h"
@@ -215,7 +216,7 @@ CommandRunner add_sweep_command(CLI::App& app) {
   cmd->add_option("--set", args->sets, "key.path=value for every run (repeatable; not in run names)");
   cmd->add_option("--out", args->out, "Output directory")->required();
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   cmd->add_flag("--no-float", args->no_float, "Skip the float model's row");
   cmd->add_flag("--overwrite", args->overwrite,
                 "Replace the sweep folder and the runs' outputs even if calq did not write them");

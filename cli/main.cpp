@@ -1,18 +1,19 @@
 // calq's command line: global flags, subcommand dispatch, and the exit-code contract —
 // 0 success; 1 a user error (one line "calq: error: ..."); 2 an internal error.
-#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <cstdio>
 #include <exception>
 #include <map>
-#include <algorithm>
-#include <thread>
 #include <string>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 
+#include "cli/bounds.h"
 #include "cli/commands.h"
+#include "cli/error_line.h"
+#include "cli/thread_count.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_wait_policy.h"
@@ -24,6 +25,13 @@ std::string first_line(const std::string& text) {
   return end == std::string::npos ? text : text.substr(0, end);
 }
 
+/// "calq: <kind>: <message>" on stderr, the message escaped and capped (error_line.h).
+void print_error(const char* kind, std::string_view message) {
+  const std::string line =
+      std::string("calq: ") + kind + ": " + calq::cli::terminal_line(message) + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"calq: calibration-driven post-training quantization of LLMs"};
   app.require_subcommand(1);
@@ -33,8 +41,9 @@ int run(int argc, char** argv) {
   int threads = 0;
   app.add_flag("-v,--verbose", verbosity, "More log output (debug)");
   app.add_flag("-q,--quiet", quiet, "Only warnings and errors on stderr");
-  app.add_option("--threads", threads, "CPU threads for LibTorch (0 = all cores)")
-      ->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads,
+                 "CPU threads for LibTorch and OpenBLAS (0 = all cores; capped at the cores)")
+      ->check(calq::cli::at_least(0));
 
   std::map<const CLI::App*, calq::cli::CommandRunner> runners;
   auto add = [&](auto adder) {
@@ -53,13 +62,16 @@ int run(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version (exit code 0) print as CLI11 does; every usage error is a user
+    // error like any other: one line, exit 1 (not CLI11's 105, 109...).
+    if (e.get_exit_code() == 0)
+      return app.exit(e);
+    print_error("error", first_line(e.what()) + " (see calq --help)");
+    return 1;
   }
   if (verbosity > 0) calq::log::set_level(calq::log::Level::Debug);
   if (quiet) calq::log::set_level(calq::log::Level::Warn);
-  // Debian's LibTorch starts with one intra-op thread; a quantization run should use the machine.
-  at::set_num_threads(threads > 0 ? threads
-                                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  calq::cli::set_run_threads(calq::cli::resolve_thread_count(threads));
 
   for (const auto& [command, runner] : runners) {
     if (command->parsed()) return runner();
@@ -74,13 +86,13 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const calq::Error& e) {
-    std::fprintf(stderr, "calq: error: %s\n", e.what());
+    print_error("error", e.message());
     return 1;
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "calq: error: %s\n", first_line(e.what_without_backtrace()).c_str());
+    print_error("error", first_line(e.what_without_backtrace()));
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "calq: internal error: %s\n", first_line(e.what()).c_str());
+    print_error("internal error", first_line(e.what()));
     return 2;
   }
 }

@@ -14,7 +14,12 @@ namespace calq {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& message) : std::runtime_error(message) {}
+  explicit Error(const std::string& message) : std::runtime_error(message), message_(message) {}
+  /// The whole message: what() ends at the first NUL, and messages quote file content.
+  const std::string& message() const { return message_; }
+
+ private:
+  std::string message_;
 };
 
 class InternalError : public std::logic_error {

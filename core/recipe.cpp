@@ -183,8 +183,8 @@ bool parse_list_index(const std::string& part, size_t* index) {
 std::string apply_override(Json& root, const std::string& text, const std::string& file) {
   const std::string what = fmt::format("{}: --set \"{}\"", file, text);
   const size_t eq = text.find('=');
-  CALQ_CHECK(eq != std::string::npos && eq > 0, "{}: no key before '='; expected key.path=value",
-             what);
+  CALQ_CHECK(eq != std::string::npos, "{}: no '='; expected key.path=value", what);
+  CALQ_CHECK(eq > 0, "{}: empty key before '='; expected key.path=value", what);
   const std::string key = text.substr(0, eq);
   std::vector<std::string> parts;
   for (size_t start = 0;;) {

@@ -2,9 +2,10 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <system_error>
 
 #include "core/error.h"
+#include "core/io/small_file.h"
 
 namespace calq::core {
 
@@ -43,17 +44,24 @@ std::string join_wikitext_rows(const std::string& raw) {
 }
 
 EvalText read_eval_text(const std::string& path, TextJoin join) {
-  CALQ_CHECK(std::filesystem::is_regular_file(path), "{}: no such text file; expected a UTF-8 text file",
-             path);
+  const std::string kind = describe_non_regular(path);  // a FIFO or /dev/zero would never end
+  CALQ_CHECK(kind.empty(), "{}: {}; expected a UTF-8 text file (a regular file)", path,
+             kind == "missing" ? "no such text file" : kind);
   std::ifstream in(path, std::ios::binary);
   CALQ_CHECK(in.good(), "{}: cannot open for reading", path);
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
   EvalText result;
   result.path = path;
   result.dataset = std::filesystem::path(path).stem().string();
   result.join = join;
-  result.text = buffer.str();
+  // Straight into the string, sized once: a stringstream (or a growing string) would hold a
+  // second copy of a large text.
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  CALQ_CHECK(!ec, "{}: cannot stat ({})", path, ec.message());
+  result.text.resize(static_cast<size_t>(size));
+  in.read(result.text.data(), static_cast<std::streamsize>(result.text.size()));
+  CALQ_CHECK(!in.bad(), "{}: read error", path);
+  result.text.resize(static_cast<size_t>(in.gcount()));  // a file that shrank while read
   CALQ_CHECK(!result.text.empty(), "{}: empty text; expected at least one window of tokens", path);
   if (join == TextJoin::WikitextRows) result.text = join_wikitext_rows(result.text);
   return result;

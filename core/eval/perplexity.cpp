@@ -8,11 +8,27 @@
 
 #include "core/error.h"
 #include "core/eval/non_finite_stage.h"
+#include "core/eval/eval_budget.h"
 #include "core/model/model.h"
 #include "core/numeric_guard.h"
 #include "core/progress.h"
+#include "core/tokenizer/chunked_encoding.h"
 
 namespace calq::core {
+
+std::vector<int32_t> perplexity_tokens(const Tokenizer& tokenizer, std::string_view text,
+                                       const PerplexityOptions& options) {
+  // In double first: a hostile max_windows × seqlen must not wrap.
+  const bool bounded = options.max_windows > 0 &&
+                       static_cast<double>(options.max_windows) *
+                               static_cast<double>(options.seqlen) < 1e15;
+  const size_t needed =
+      bounded ? static_cast<size_t>(options.max_windows) * static_cast<size_t>(options.seqlen) : 0;
+  std::vector<int32_t> tokens = encode_prefix(tokenizer, text, /*add_bos=*/true, needed);
+  if (needed > 0 && tokens.size() > needed)
+    tokens.resize(needed);  // the rest of the last chunk: no window reads it
+  return tokens;
+}
 
 PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& tokens,
                                      const PerplexityOptions& options, const std::string& source) {
@@ -22,19 +38,20 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& t
   CALQ_CHECK(n_windows > 0, "{}: {} tokens is shorter than one window of {}; expected at least {}",
              source, n_tokens, options.seqlen, options.seqlen);
   if (options.max_windows > 0) n_windows = std::min(n_windows, options.max_windows);
+  const int64_t batch = std::min(std::max<int64_t>(1, options.batch_size), n_windows);
+  check_perplexity_fits(model, options.seqlen, batch, options.seqlen_key);
 
+  // Each batch's ids are widened on their own: no int64 copy of the whole stream.
   const at::Tensor all = at::from_blob(const_cast<int32_t*>(tokens.data()), {n_tokens}, at::kInt)
                              .narrow(0, 0, n_windows * options.seqlen)
-                             .to(at::kLong)
                              .view({n_windows, options.seqlen});
-  const int64_t batch = std::max<int64_t>(1, options.batch_size);
   at::NoGradGuard no_grad;
   double nll_sum = 0.0;
   Progress progress(options.label, n_windows, options.show_progress);
   const auto start = std::chrono::steady_clock::now();
   for (int64_t w = 0; w < n_windows; w += batch) {
     const int64_t b = std::min(batch, n_windows - w);
-    const at::Tensor ids = all.narrow(0, w, b).to(at::Device(model.device()));
+    const at::Tensor ids = all.narrow(0, w, b).to(at::kLong).to(at::Device(model.device()));
     const at::Tensor logits = model.forward(ids).to(at::kFloat);  // [b, seqlen, vocab]
     const at::Tensor log_probs =
         at::log_softmax(logits.narrow(1, 0, options.seqlen - 1), /*dim=*/-1);

@@ -6,11 +6,13 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace calq::core {
 
 class Model;
+class Tokenizer;
 
 struct PerplexityOptions {
   int64_t seqlen = 2048;
@@ -18,13 +20,16 @@ struct PerplexityOptions {
   int64_t max_windows = 0;  ///< 0 = all; >0 evaluates only the first N windows (fast tests)
   bool show_progress = true;
   std::string label = "perplexity";
+  std::string seqlen_key = "--seqlen";  ///< names the window length in messages
 };
 
 struct PerplexityResult {
   std::string dataset;
   std::string join;
   int64_t seqlen = 0;
-  int64_t tokens = 0;    ///< tokens in the whole stream (BOS included)
+  /// Tokens of the stream evaluated from (BOS included): the whole text's, or with max_windows
+  /// the first max_windows × seqlen when the text has them (perplexity_tokens).
+  int64_t tokens = 0;
   int64_t windows = 0;   ///< windows evaluated
   int64_t predicted = 0;  ///< windows · (seqlen − 1)
   double nll = 0.0;       ///< mean NLL per predicted token
@@ -36,7 +41,15 @@ struct PerplexityResult {
   }
 };
 
-/// `tokens` is the whole text's stream; throws naming `source` when it is shorter than a window.
+/// The stream evaluate_perplexity reads: encode(text) with one BOS, encoded in chunks
+/// (chunked_encoding.h) so that with options.max_windows only the first max_windows × seqlen
+/// tokens are kept and little more of the text is tokenized. Without max_windows, the whole
+/// text's tokens (4 bytes each) beside the text, with one chunk's tokenizer memory on top.
+std::vector<int32_t> perplexity_tokens(const Tokenizer& tokenizer, std::string_view text,
+                                       const PerplexityOptions& options);
+
+/// `tokens` is the text's stream (perplexity_tokens); throws naming `source` when it is shorter
+/// than a window.
 PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& tokens,
                                      const PerplexityOptions& options,
                                      const std::string& source = "text");

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/io/small_file.h"
 
 namespace calq::core {
 namespace {
@@ -25,7 +26,9 @@ struct FdCloser {
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   int fd;
   do {
-    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO for reading would wait for a writer; here it returns, and
+    // fstat below refuses it. No effect on a regular file.
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   } while (fd < 0 && errno == EINTR);
   if (fd < 0)
     fail("{}: cannot open: {}; expected a readable file", path, std::strerror(errno));
@@ -35,7 +38,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   if (::fstat(fd, &st) != 0)
     fail("{}: cannot stat: {}", path, std::strerror(errno));
   if (!S_ISREG(st.st_mode))
-    fail("{}: not a regular file; expected a file to read", path);
+    fail("{}: {}; expected a regular file to read", path, describe_non_regular(path));
   size_ = static_cast<std::size_t>(st.st_size);
   if (size_ == 0)
     return;  // mmap rejects a zero length

@@ -15,6 +15,7 @@
 #include "core/io/atomic_file.h"
 #include "core/io/json_text.h"
 #include "core/io/mapped_file.h"
+#include "core/io/small_file.h"
 
 // The container is little-endian; we copy its bytes into tensors without swapping.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes little-endian");
@@ -373,9 +374,11 @@ void SafetensorsCheckpoint::read_index(const std::string& index_path) {
   for (const auto& [name, shard] : shards) {
     const std::string shard_path = (dir / shard).string();
     if (checked.insert(shard_path).second) {
-      CALQ_CHECK(fs::is_regular_file(shard_path),
-                 "{}: shard file {} (for tensor {}) is missing; expected it beside the index",
-                 index_path, shard_path, json_quoted(name));
+      const std::string kind = describe_non_regular(shard_path);  // never opens it
+      CALQ_CHECK(kind.empty(),
+                 "{}: shard file {} (for tensor {}) is {}; expected a regular file beside the "
+                 "index",
+                 index_path, shard_path, json_quoted(name), kind);
     }
     weight_map_.emplace(name, shard_path);
   }

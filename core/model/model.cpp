@@ -10,7 +10,9 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/io/small_file.h"
 #include "core/model/allocation_policy.h"
+#include "core/model/compute_support.h"
 #include "core/model/gpt2.h"
 #include "core/model/llama.h"
 #include "core/model/llama2c.h"
@@ -102,6 +104,9 @@ void check_options(const LoadOptions& options) {
              "{}: no such file or directory; expected an HF model directory or a llama2.c .bin "
              "file",
              options.path);
+  const std::string kind = describe_non_regular(options.path);  // a FIFO, /dev/zero...
+  CALQ_CHECK(kind.empty() || kind == "a directory",
+             "{}: {}; expected an HF model directory or a llama2.c .bin file", options.path, kind);
   const std::string& d = options.device;
   const bool cuda_index = d.rfind("cuda:", 0) == 0 && d.size() > 5 &&
                           d.find_first_not_of("0123456789", 5) == std::string::npos;
@@ -113,6 +118,7 @@ void check_options(const LoadOptions& options) {
   CALQ_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16,
              "compute dtype {} is not supported; expected float32, float16 or bfloat16",
              c10::toString(t));
+  check_compute_support(d, t);  // before any weight is read
 }
 
 std::unique_ptr<Model> load_hf_model(const LoadOptions& options) {

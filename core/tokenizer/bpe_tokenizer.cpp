@@ -62,13 +62,13 @@ std::optional<std::string> token_content(const json& value) {
 std::string unsupported_reason(const json& root, const json& model) {
   const std::string type = model.value("type", std::string("BPE"));
   if (type != "BPE")
-    return fmt::format("model type \"{}\"", type);
+    return fmt::format("model type {}", quote_string(type));
   if (const json* v = member(model, "byte_fallback"); v && v->is_boolean() && v->get<bool>()) {
     return "BPE with byte_fallback (a SentencePiece-style BPE)";
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (const json* v = member(model, key); v && v->is_string() && !v->get<std::string>().empty()) {
-      return fmt::format("BPE with {} \"{}\"", key, v->get<std::string>());
+      return fmt::format("BPE with {} {}", key, quote_string(v->get<std::string>()));
     }
   }
   if (const json* v = member(model, "dropout"); v && v->is_number() && v->get<double>() != 0) {
@@ -169,8 +169,8 @@ struct BpeTokenizer::State {
   }
 
   void set_id(int32_t id, std::string bytes, const std::string& source) {
-    CALQ_CHECK(id >= 0 && id <= kMaxTokenId, "{}: token \"{}\" has id {}; expected an id in 0..{}",
-               source, bytes, id, kMaxTokenId);
+    CALQ_CHECK(id >= 0 && id <= kMaxTokenId, "{}: token {} has id {}; expected an id in 0..{}",
+               source, quote_string(bytes), id, kMaxTokenId);
     const auto index = static_cast<size_t>(id);
     if (index >= token_bytes.size()) {
       token_bytes.resize(index + 1);
@@ -199,14 +199,14 @@ struct BpeTokenizer::State {
                                           // (clang 14 cannot capture a structured binding)
                                           [&name = token](const auto& a) { return a.first == name; });
         CALQ_CHECK(is_added,
-                   "{}: vocab entry \"{}\" (id {}) is not byte-level; expected GPT-2 "
+                   "{}: vocab entry {} (id {}) is not byte-level; expected GPT-2 "
                    "byte-to-unicode symbols",
-                   source, token, id);
+                   source, quote_string(token), id);
         continue;
       }
       const auto [it, inserted] = ids.emplace(*bytes, id);
-      CALQ_CHECK(inserted || it->second == id, "{}: vocab entry \"{}\" appears twice", source,
-                 token);
+      CALQ_CHECK(inserted || it->second == id, "{}: vocab entry {} appears twice", source,
+                 quote_string(token));
       set_id(id, std::move(*bytes), source);
     }
     byte_ids.fill(-1);
@@ -230,9 +230,9 @@ struct BpeTokenizer::State {
     const auto r_it = r ? ids.find(*r) : ids.end();
     const auto m_it = l && r ? ids.find(*l + *r) : ids.end();
     CALQ_CHECK(l_it != ids.end() && r_it != ids.end() && m_it != ids.end(),
-               "{}: {} {} \"{} {}\" uses or makes a token missing from the vocab; expected "
+               "{}: {} {} {} uses or makes a token missing from the vocab; expected "
                "merges of vocab tokens",
-               source, where, index, left, right);
+               source, where, index, quote_string(std::string(left) + " " + std::string(right)));
     // A repeated merge keeps its first (best) rank, as HF tokenizers does.
     merges.emplace(key(l_it->second, r_it->second),
                    Merge{static_cast<int32_t>(merges.size()), m_it->second});
@@ -324,7 +324,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json_text(std::string
         const std::string text = merge.get<std::string>();
         const size_t space = text.find(' ');
         CALQ_CHECK(space != std::string::npos && text.find(' ', space + 1) == std::string::npos,
-                   "{}: merge {} \"{}\" is not two symbols; expected \"a b\"", path, line, text);
+                   "{}: merge {} {} is not two symbols; expected \"a b\"", path, line,
+                   quote_string(text));
         state->add_merge(std::string_view(text).substr(0, space),
                          std::string_view(text).substr(space + 1), path, "merge", line);
       } else {
@@ -384,8 +385,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_and_merges_text(
       continue;
     const size_t space = line.find(' ');
     CALQ_CHECK(space != std::string_view::npos && line.find(' ', space + 1) == std::string::npos,
-               "{}: line {} \"{}\" is not a merge; expected two symbols separated by one space",
-               merges_path, line_no, line);
+               "{}: line {} {} is not a merge; expected two symbols separated by one space",
+               merges_path, line_no, quote_string(line));
     state->add_merge(line.substr(0, space), line.substr(space + 1), merges_path, "line", line_no);
   }
   state->read_tokenizer_config(std::filesystem::path(vocab_path).parent_path(), false);
@@ -487,6 +488,31 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool add_bos) c
     pos = best_at + s.added[best].first.size();
   }
   return ids;
+}
+
+std::vector<int32_t> BpeTokenizer::encode_continuation(std::string_view text) const {
+  // A split point is followed by a space, so add_prefix_space adds nothing there.
+  return encode(text, /*add_bos=*/false);
+}
+
+size_t BpeTokenizer::next_split_point(std::string_view text, size_t from) const {
+  // Left of the cut an ASCII letter: its letter run (or contraction: 's ends in a letter) ends
+  // at the space, whatever follows. At the cut " ?\p{L}+" takes the space and the letters after
+  // it, whatever precedes. So the word sequence is the two sides' joined, and words encode alone.
+  const auto is_letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  for (size_t b = std::max<size_t>(from, 1); b + 1 < text.size(); ++b) {
+    if (text[b] != ' ' || !is_letter(text[b - 1]) || !is_letter(text[b + 1]))
+      continue;
+    // Added tokens are cut out before the regex: none may span the cut.
+    const std::string_view around = text.substr(b - 1, 2);
+    const bool in_added = std::any_of(state_->added.begin(), state_->added.end(),
+                                      [&](const auto& added) {
+                                        return added.first.find(around) != std::string::npos;
+                                      });
+    if (!in_added)
+      return b;
+  }
+  return text.size();
 }
 
 std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {

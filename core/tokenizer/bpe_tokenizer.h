@@ -39,6 +39,10 @@ class BpeTokenizer final : public Tokenizer {
   ~BpeTokenizer() override;
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override;
+  /// At a space between two ASCII letters ("a|␣b"): GPT-2's regex always ends a word there and
+  /// starts " b" there, and merges stay inside words; none inside an added token.
+  size_t next_split_point(std::string_view text, size_t from) const override;
+  std::vector<int32_t> encode_continuation(std::string_view text) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   int64_t vocab_size() const override;
   /// The token HF prepends (post_processor template, or tokenizer_config.json add_bos_token);

@@ -1,11 +1,13 @@
 #include "core/tokenizer/llama2c_tokenizer.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/tokenizer/file_bytes.h"
 #include "core/tokenizer/pair_merge.h"
 
@@ -107,13 +109,24 @@ Llama2cTokenizer::Llama2cTokenizer(const std::string& path,
     const std::string& piece = pieces_[static_cast<size_t>(kByteOffset + b)];
     const std::optional<char> value = byte_piece_value(piece);
     CALQ_CHECK(value && static_cast<unsigned char>(*value) == b,
-               "{}: token {} is \"{}\"; expected the byte piece <0x{:02X}> (run.c's byte "
+               "{}: token {} is {}; expected the byte piece <0x{:02X}> (run.c's byte "
                "fallback uses id byte + 3)",
-               path, kByteOffset + b, piece, b);
+               path, kByteOffset + b, quote_string(piece), b);
   }
   ids_.reserve(pieces_.size());
   for (size_t i = 0; i < pieces_.size(); ++i) {
     ids_.emplace(pieces_[i], static_cast<int32_t>(i));  // keeps the first of repeated pieces
+  }
+  ascii_pair_in_piece_.assign(128 * 128, false);
+  for (const std::string& piece : pieces_) {
+    if (piece.size() == 1 && static_cast<unsigned char>(piece[0]) < 128)
+      ascii_piece_[static_cast<unsigned char>(piece[0])] = true;
+    for (size_t k = 1; k < piece.size(); ++k) {
+      const auto a = static_cast<unsigned char>(piece[k - 1]);
+      const auto b = static_cast<unsigned char>(piece[k]);
+      if (a < 128 && b < 128)
+        ascii_pair_in_piece_[128 * a + b] = true;
+    }
   }
 }
 
@@ -153,6 +166,35 @@ std::vector<int32_t> Llama2cTokenizer::encode(std::string_view text, bool add_bo
     // the space byte instead.
     tokens.push_back(find_piece(" ").value_or(kByteOffset + ' '));
   }
+  encode_text(text, tokens);
+  return tokens;
+}
+
+std::vector<int32_t> Llama2cTokenizer::encode_continuation(std::string_view text) const {
+  std::vector<int32_t> tokens;
+  tokens.reserve(text.size());
+  encode_text(text, tokens);
+  return tokens;
+}
+
+size_t Llama2cTokenizer::next_split_point(std::string_view text, size_t from) const {
+  // Both neighbours ASCII: no code point spans the cut. Both pieces of their own: the token
+  // left of the cut ends with the left character's piece, the one right of it starts with the
+  // right one's, in every state of the merge loop, so a merge across the cut would make a piece
+  // holding the two side by side. None does, so the two sides merge independently (the merge
+  // order within each side is unchanged: see pair_merge.h, leftmost among equal priorities).
+  for (size_t b = std::max<size_t>(from, 1); b < text.size(); ++b) {
+    const auto left = static_cast<unsigned char>(text[b - 1]);
+    const auto right = static_cast<unsigned char>(text[b]);
+    if (left < 128 && right < 128 && ascii_piece_[left] && ascii_piece_[right] &&
+        !ascii_pair_in_piece_[128 * left + right]) {
+      return b;
+    }
+  }
+  return text.size();
+}
+
+void Llama2cTokenizer::encode_text(std::string_view text, std::vector<int32_t>& tokens) const {
   // run.c: a code point is a byte plus the continuation bytes after it, at most 4 bytes; one
   // missing from the vocab becomes its bytes.
   std::string code_point;
@@ -184,7 +226,6 @@ std::vector<int32_t> Llama2cTokenizer::encode(std::string_view text, bool add_bo
       return std::nullopt;
     return PairMerge{score, it->second};
   });
-  return tokens;
 }
 
 std::string Llama2cTokenizer::decode(const std::vector<int32_t>& ids) const {

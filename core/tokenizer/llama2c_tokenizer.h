@@ -3,6 +3,7 @@
 // the merge loop runs on a heap (pair_merge.h) so a 400 KB text encodes in a fraction of a second.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -29,6 +30,10 @@ class Llama2cTokenizer final : public Tokenizer {
                    std::optional<int64_t> expected_n_tokens = std::nullopt);
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override;
+  /// Between two ASCII characters that are pieces of their own and that no piece holds side by
+  /// side (so no merge can join them; " " + "a" is in " a", "a" + " " usually in none).
+  size_t next_split_point(std::string_view text, size_t from) const override;
+  std::vector<int32_t> encode_continuation(std::string_view text) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(pieces_.size()); }
   std::optional<int32_t> bos_id() const override { return kBosId; }
@@ -51,6 +56,11 @@ class Llama2cTokenizer final : public Tokenizer {
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::unordered_map<std::string, int32_t> ids_;
+  std::array<bool, 128> ascii_piece_{};        ///< the ASCII character is a piece
+  std::vector<bool> ascii_pair_in_piece_;      ///< [128 * a + b]: some piece holds "ab"
+
+  /// run.c's encode after the BOS and dummy prefix: code points, byte fallback, merges.
+  void encode_text(std::string_view text, std::vector<int32_t>& tokens) const;
 };
 
 }  // namespace calq::core

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/io/json_text.h"
 
 namespace calq::core {
 namespace {
@@ -115,8 +116,8 @@ SentencepieceModel::Piece parse_piece(std::string_view data, const std::string& 
     } else if (field == kPieceType) {
       in.expect(wire_type, kVarint);
       const uint64_t type = in.varint();
-      CALQ_CHECK(type >= 1 && type <= 6, "{}: piece \"{}\" has type {}; expected 1..6", path,
-                 piece.text, type);
+      CALQ_CHECK(type >= 1 && type <= 6, "{}: piece {} has type {}; expected 1..6", path,
+                 quote_string(piece.text), type);
       piece.type = static_cast<SentencepieceModel::PieceType>(type);
     } else {
       in.skip(wire_type);

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/io/json_text.h"
 #include "core/tokenizer/file_bytes.h"
 #include "core/tokenizer/sentencepiece_model.h"
 #include "core/tokenizer/utf8.h"
@@ -113,7 +114,50 @@ struct SentencepieceTokenizer::Vocab {
 
   void encode_words(std::string_view normalized,
                     std::vector<std::pair<std::string_view, int32_t>>& out) const;
+
+  // Split points (next_split_point): no user-defined symbols (they match across characters).
+  bool splittable = false;
+  std::array<bool, 128> ascii_piece{};    // the character's normalized form is a mergeable piece
+  std::vector<bool> ascii_pair_in_piece;  // [128 * a + b]: a mergeable piece holds a's and b's
+                                          // normalized forms side by side
+  void find_split_pairs();
 };
+
+namespace {
+
+// The ASCII character a normalized unit at `pos` of a piece stands for ("▁" for ' ' when
+// whitespace is escaped), and the unit's length; -1 for any other unit.
+std::pair<int, size_t> ascii_unit(std::string_view piece, size_t pos, bool escape) {
+  if (escape && piece.compare(pos, kSpaceSymbol.size(), kSpaceSymbol) == 0)
+    return {' ', kSpaceSymbol.size()};
+  const auto c = static_cast<unsigned char>(piece[pos]);
+  const size_t length = std::min(piece.size() - pos, one_char_length(piece[pos]));
+  if (c >= 128 || (escape && c == ' '))  // an escaped text holds no raw ' '
+    return {-1, length};
+  return {c, 1};
+}
+
+}  // namespace
+
+void SentencepieceTokenizer::Vocab::find_split_pairs() {
+  splittable = user_defined.empty();
+  if (!splittable)
+    return;
+  ascii_pair_in_piece.assign(128 * 128, false);
+  const bool escape = model.escape_whitespaces;
+  for (const auto& [piece, id] : mergeable) {
+    int prev = -1;
+    for (size_t pos = 0; pos < piece.size();) {
+      const auto [unit, length] = ascii_unit(piece, pos, escape);
+      if (prev >= 0 && unit >= 0)
+        ascii_pair_in_piece[static_cast<size_t>(128 * prev + unit)] = true;
+      if (pos == 0 && length == piece.size() && unit >= 0 && piece_to_id(piece) == id)
+        ascii_piece[static_cast<size_t>(unit)] = true;
+      prev = unit;
+      pos += length;
+    }
+  }
+}
 
 SentencepieceTokenizer::SentencepieceTokenizer(const std::string& path)
     : SentencepieceTokenizer(path, read_file_bytes(path)) {}
@@ -128,9 +172,9 @@ SentencepieceTokenizer::SentencepieceTokenizer(const std::string& path, std::str
              "Mistral tokenizers",
              path, static_cast<int>(model.model_type));
   CALQ_CHECK(model.precompiled_charsmap.empty(),
-             "{}: SentencePiece normalizer \"{}\" (a precompiled character map) is not "
+             "{}: SentencePiece normalizer {} (a precompiled character map) is not "
              "supported; expected the identity normalizer",
-             path, model.normalizer_name);
+             path, quote_string(model.normalizer_name));
   CALQ_CHECK(!model.treat_whitespace_as_suffix,
              "{}: treat_whitespace_as_suffix is not supported; expected a prefix \"▁\"", path);
   for (size_t i = 0; i < model.pieces.size(); ++i) {
@@ -141,8 +185,8 @@ SentencepieceTokenizer::SentencepieceTokenizer(const std::string& path, std::str
                            piece.type == PieceType::kUnused;
     const bool inserted =
         (mergeable ? vocab->mergeable : vocab->reserved).emplace(piece.text, id).second;
-    CALQ_CHECK(inserted, "{}: piece \"{}\" (id {}) appears twice; expected unique pieces", path,
-               piece.text, id);
+    CALQ_CHECK(inserted, "{}: piece {} (id {}) appears twice; expected unique pieces", path,
+               quote_string(piece.text), id);
     if (piece.type == PieceType::kUserDefined)
       vocab->user_defined.push_back(piece.text);
     if (piece.type == PieceType::kUnknown) {
@@ -178,6 +222,7 @@ SentencepieceTokenizer::SentencepieceTokenizer(const std::string& path, std::str
   };
   bos_id_ = control_id(model.bos_piece);
   eos_id_ = control_id(model.eos_piece);
+  vocab->find_split_pairs();
   vocab_ = std::move(vocab);
 }
 
@@ -189,6 +234,10 @@ int64_t SentencepieceTokenizer::vocab_size() const {
 
 // normalizer.cc Normalizer::Normalize without the offsets.
 std::string SentencepieceTokenizer::normalize(std::string_view text) const {
+  return normalize(text, vocab_->model.add_dummy_prefix);
+}
+
+std::string SentencepieceTokenizer::normalize(std::string_view text, bool dummy_prefix) const {
   const SentencepieceModel& spec = vocab_->model;
   std::string out;
   size_t pos = 0;
@@ -204,7 +253,7 @@ std::string SentencepieceTokenizer::normalize(std::string_view text) const {
     return out;
   out.reserve((text.size() - pos) * 3 / 2 + 3);
   const std::string_view space = spec.escape_whitespaces ? kSpaceSymbol : " ";
-  if (spec.add_dummy_prefix)
+  if (dummy_prefix)
     out += space;
   bool is_prev_space = spec.remove_extra_whitespaces;
   while (pos < text.size()) {
@@ -325,7 +374,8 @@ void SentencepieceTokenizer::Vocab::encode_words(
   size_t start = 0;
   while (start < normalized.size()) {
     size_t end = normalized.find(kSpaceSymbol, start + 1);
-    while (end != std::string_view::npos &&
+    // (end >= start + n_space: a continuation's text need not start with "▁".)
+    while (end != std::string_view::npos && end >= start + n_space &&
            normalized.compare(end - n_space, n_space, kSpaceSymbol) == 0) {
       end = normalized.find(kSpaceSymbol, end + 1);
     }
@@ -361,7 +411,39 @@ void SentencepieceTokenizer::Vocab::encode_words(
 }
 
 std::vector<int32_t> SentencepieceTokenizer::encode(std::string_view text, bool add_bos) const {
-  const std::string normalized = normalize(text);
+  return encode_normalized(normalize(text), add_bos);
+}
+
+std::vector<int32_t> SentencepieceTokenizer::encode_continuation(std::string_view text) const {
+  return encode_normalized(normalize(text, /*dummy_prefix=*/false), /*add_bos=*/false);
+}
+
+size_t SentencepieceTokenizer::next_split_point(std::string_view text, size_t from) const {
+  const Vocab& v = *vocab_;
+  if (!v.splittable)
+    return text.size();
+  // Each character normalizes on its own, so the normalized text is the two sides' joined; with
+  // remove_extra_whitespaces only spaces depend on their neighbours (leading, repeated and
+  // trailing ones go), so a cut needs a non-space on either side. The
+  // symbol left of the cut ends with the left character's piece in every state of the merge
+  // loop, the right one starts with the right character's: a merge across the cut would make a
+  // mergeable piece holding the two side by side, and none does. Neither side's edge is <unk>,
+  // so no run of unknown pieces spans the cut either.
+  for (size_t b = std::max<size_t>(from, 1); b < text.size(); ++b) {
+    const auto left = static_cast<unsigned char>(text[b - 1]);
+    const auto right = static_cast<unsigned char>(text[b]);
+    if (v.model.remove_extra_whitespaces && (left == ' ' || right == ' '))
+      continue;
+    if (left < 128 && right < 128 && v.ascii_piece[left] && v.ascii_piece[right] &&
+        !v.ascii_pair_in_piece[128 * left + right]) {
+      return b;
+    }
+  }
+  return text.size();
+}
+
+std::vector<int32_t> SentencepieceTokenizer::encode_normalized(const std::string& normalized,
+                                                               bool add_bos) const {
   std::vector<int32_t> ids;
   ids.reserve(normalized.size() / 3 + 2);
   if (add_bos && bos_id_)
@@ -413,8 +495,8 @@ std::string SentencepieceTokenizer::decode(const std::vector<int32_t>& ids) cons
     const PieceType type = vocab_->type(id);
     if (type == PieceType::kByte) {
       const std::optional<char> byte = byte_piece_value(piece);
-      CALQ_CHECK(byte.has_value(), "{}: byte piece {} is \"{}\"; expected <0x00>..<0xFF>", path_,
-                 id, piece);
+      CALQ_CHECK(byte.has_value(), "{}: byte piece {} is {}; expected <0x00>..<0xFF>", path_,
+                 id, quote_string(piece));
       bytes.push_back(*byte);
       continue;
     }

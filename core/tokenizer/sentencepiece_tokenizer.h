@@ -25,6 +25,11 @@ class SentencepieceTokenizer final : public Tokenizer {
   ~SentencepieceTokenizer() override;
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override;
+  /// Between two ASCII characters that are pieces of their own and that no mergeable piece holds
+  /// side by side ("e▁" in none of Llama-2's), neither a space when the model removes extra
+  /// whitespace; none when it has user-defined symbols.
+  size_t next_split_point(std::string_view text, size_t from) const override;
+  std::vector<int32_t> encode_continuation(std::string_view text) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   int64_t vocab_size() const override;
   std::optional<int32_t> bos_id() const override { return bos_id_; }
@@ -36,6 +41,8 @@ class SentencepieceTokenizer final : public Tokenizer {
   std::string normalize(std::string_view text) const;
 
  private:
+  std::string normalize(std::string_view text, bool dummy_prefix) const;
+  std::vector<int32_t> encode_normalized(const std::string& normalized, bool add_bos) const;
   struct Vocab;
   std::string path_;
   std::unique_ptr<const Vocab> vocab_;

@@ -4,6 +4,7 @@
 #include <system_error>
 
 #include "core/error.h"
+#include "core/io/small_file.h"
 #include "core/tokenizer/bpe_tokenizer.h"
 #include "core/tokenizer/llama2c_tokenizer.h"
 #include "core/tokenizer/sentencepiece_tokenizer.h"
@@ -51,12 +52,20 @@ std::unique_ptr<Tokenizer> load_from_directory(const fs::path& dir) {
 
 }  // namespace
 
+std::vector<int32_t> Tokenizer::encode_continuation(std::string_view /*text*/) const {
+  throw InternalError(fmt::format("{}: tokenizer kind {} has split points but no "
+                                  "encode_continuation",
+                                  path(), kind()));
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);
   CALQ_CHECK(fs::exists(status), "{}: no such file or directory; expected {}", path, kKnownKinds);
   if (fs::is_directory(status))
     return load_from_directory(path);
+  const std::string kind = describe_non_regular(path);  // a FIFO, /dev/zero...
+  CALQ_CHECK(kind.empty(), "{}: {}; expected {}", path, kind, kKnownKinds);
   const fs::path file(path);
   const std::string extension = file.extension().string();
   if (extension == ".bin") {

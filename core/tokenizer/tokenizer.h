@@ -3,6 +3,7 @@
 // (byte-level BPE) or a GPT-2 vocab.json + merges.txt pair.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -23,6 +24,22 @@ class Tokenizer {
   virtual std::optional<int32_t> eos_id() const = 0;
   virtual std::string kind() const = 0;  ///< "llama2c", "sentencepiece", "bpe"
   virtual const std::string& path() const = 0;
+
+  // Chunked encoding (chunked_encoding.h), so that evaluating a few windows of a large text
+  // tokenizes only the text they need. A split point b of `text` is a byte offset where
+  //   encode(text, bos) == encode(text[0, b), bos) ++ encode_continuation(text[b, ..))
+  // and, b′ > b being another, the continuation splits alike: no merge, pre-token or added
+  // token spans b. Each implementation proves it from the characters around b and its vocab.
+
+  /// The first split point of `text` at or after `from` (> 0), text.size() when none follows.
+  /// By default none: a tokenizer that proves nothing is encoded in one piece.
+  virtual size_t next_split_point(std::string_view text, size_t /*from*/) const {
+    return text.size();
+  }
+  /// Tokens of text that follows a split point: no BOS, no dummy prefix, no prefix space.
+  /// Called only after next_split_point returned one, so a tokenizer that overrides that
+  /// overrides this too; the default reports the bug.
+  virtual std::vector<int32_t> encode_continuation(std::string_view text) const;
 };
 
 /// Loads a tokenizer from a file (by extension/content) or a model directory (looks for

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `calq eval` and `calq run` on bad input: each case must exit 1 with ONE stderr line "calq: error: ..." that
-# names the offending file and the problem, and must not crash (no signal, no core dump).
+# names the offending file and the problem, and must not crash (no signal, no core dump); the
+# line holds no control bytes. Cases 7-8 are issue 18's classes 7 (unbounded resources) and 8
+# (messages).
 # Usage: bad_input_test.sh CALQ_BINARY SHARED_DATA_DIR
 set -uo pipefail
 calq="$1"
@@ -24,8 +26,12 @@ expect() {
   if [[ $rc -ne 1 ]]; then
     echo "FAIL $name: exit code $rc (expected 1); stderr: $err"; failures=$((failures + 1)); return
   fi
-  if [[ $lines -ne 1 ]] || ! printf '%s' "$err" | grep -Eq "$regex"; then
+  if [[ $lines -ne 1 ]] || ! printf '%s' "$err" | grep -Eq -e "$regex"; then
     echo "FAIL $name: stderr does not match /$regex/: $err"; failures=$((failures + 1)); return
+  fi
+  if printf '%s' "$err" | LC_ALL=C grep -q '[[:cntrl:]]'; then
+    echo "FAIL $name: stderr holds control bytes: $(printf '%s' "$err" | od -c | head -5)"
+    failures=$((failures + 1)); return
   fi
   echo "ok   $name: $(printf '%s' "$err" | grep '^calq: error:')"
   passed=$((passed + 1))
@@ -172,6 +178,117 @@ expect_run short-calib 'short_calib\.txt.*nsamples.*seqlen'
 recipe wrong-type 4 32 "$calib"
 sed -i 's/seed: 0/seed: zero/' "$work/wrong-type.yaml"
 expect_run wrong-type 'wrong-type\.yaml.*calibration\.seed'
+
+# expect_ok NAME STDOUT_REGEX STDERR_REGEX -- command...: exit 0 within the timeout (a hang
+# fails instead of blocking the suite), stdout and stderr matching.
+expect_ok() {
+  local name="$1" out_regex="$2" err_regex="$3"; shift 4
+  local out rc
+  out="$(timeout 600 "$@" 2>"$work/stderr")"; rc=$?
+  if [[ $rc -ne 0 ]] || ! printf '%s' "$out" | grep -Eq -e "$out_regex" ||
+     ! grep -Eq -e "$err_regex" "$work/stderr"; then
+    echo "FAIL $name: exit $rc, stdout: $out, stderr: $(head -c 2000 "$work/stderr")"
+    failures=$((failures + 1)); return
+  fi
+  echo "ok   $name: $(grep -E -e "$err_regex" "$work/stderr" | head -1)"
+  passed=$((passed + 1))
+}
+
+# 7a. more threads than cores: capped with a warning, and the eval completes.
+stories_eval="$stories/tinystories_valid_eval.txt"
+expect_ok threads-capped 'ppl [0-9.]+' 'warn.*--threads 100000: .*using [0-9]+ threads' -- \
+  "$calq" --threads 100000 eval --model "$stories/stories260K.bin" --data "$stories_eval" \
+  --seqlen 256 --max-windows 2
+
+# 7c. windows longer than the model's positions; a batch of logits larger than the machine.
+expect seqlen-positions '--seqlen: 100000 tokens per window, but the model has 512 positions' -- \
+  "$calq" eval --model "$stories/stories260K.bin" --data "$stories_eval" --seqlen 100000
+# 490 windows of 512 need ~10.5 GB; an address-space limit of 4 GB makes that machine-independent.
+expect eval-memory '490 windows × 512 tokens × 4096 vocab.* GB, over the .* GB of memory available; expected --batch-size [0-9]+ or smaller' -- \
+  bash -c 'ulimit -v 4000000 && exec "$@"' - "$calq" eval --model "$sotu" --data "$text" \
+  --seqlen 512 --batch-size 1000
+
+# 8a. file content in messages: a NUL and an escape sequence in merges.txt are escaped, and
+# the message goes on past the NUL; control bytes in a path too.
+cp -r "$data/gpt2-tokenizer" "$work/nul-tok"
+{ head -n 1 "$data/gpt2-tokenizer/merges.txt"; printf 'a\0b \033[31mred c\n'; \
+  tail -n +2 "$data/gpt2-tokenizer/merges.txt"; } > "$work/nul-tok/merges.txt"
+expect nul-in-merges 'merges\.txt: line 2 "a\\u0000b \\u001b\[31mred c" is not a merge' -- \
+  "$calq" eval --model "$data/hf-fixtures/gpt2" --tokenizer "$work/nul-tok" --data "$text"
+expect control-in-path 'no such text file' -- \
+  "$calq" eval --model "$sotu" --data "$work/$(printf 'bell\a\033[2J').txt" --seqlen 512
+
+long_key="$(head -c 5000 /dev/zero | tr '\0' k)"
+expect long-message "--set \"k{1900,2000}\.\.\.\$" -- \
+  "$calq" run "$work/typo-key.yaml" --out "$work/out-long" --set "$long_key"
+
+# 8b. things that are not files are named for what they are, and a FIFO never blocks.
+mkfifo "$work/fifo.txt"
+expect data-dev-zero '/dev/zero: a character device; expected a UTF-8 text file' -- \
+  "$calq" eval --model "$sotu" --data /dev/zero --seqlen 512
+expect data-fifo 'fifo\.txt: a FIFO; expected a UTF-8 text file' -- \
+  timeout 60 "$calq" eval --model "$sotu" --data "$work/fifo.txt" --seqlen 512
+shard_case() {  # shard_case NAME: a sharded fixture whose one shard is $work/NAME/shard.safetensors
+  mkdir -p "$work/$1"
+  cp "$fixture/config.json" "$work/$1/"
+  printf '{"metadata": {}, "weight_map": {"model.embed_tokens.weight": "shard.safetensors"}}' \
+    > "$work/$1/model.safetensors.index.json"
+}
+shard_case shard-fifo; mkfifo "$work/shard-fifo/shard.safetensors"
+shard_case shard-dir; mkdir "$work/shard-dir/shard.safetensors"
+shard_case shard-zero; ln -s /dev/zero "$work/shard-zero/shard.safetensors"
+for kind in "fifo:a FIFO" "dir:a directory" "zero:a character device"; do
+  expect "shard-${kind%%:*}" "shard\.safetensors \(for tensor .*\) is ${kind#*:}; expected a regular file" -- \
+    timeout 60 "$calq" eval --model "$work/shard-${kind%%:*}" --tokenizer "$sotu/tokenizer.model" \
+    --data "$text"
+done
+mkfifo "$work/model.bin"
+expect model-fifo 'model\.bin: a FIFO; expected an HF model directory or a llama2\.c \.bin file' -- \
+  timeout 60 "$calq" eval --model "$work/model.bin" --data "$text"
+expect model-dev-zero '/dev/zero: a character device; expected an HF model directory' -- \
+  "$calq" eval --model /dev/zero --data "$text"
+expect tokenizer-dev-zero '/dev/zero: a character device; expected a llama2\.c \.bin' -- \
+  "$calq" eval --model "$sotu" --tokenizer /dev/zero --data "$text"
+mkdir -p "$work/single-fifo"; cp "$fixture/config.json" "$work/single-fifo/"
+mkfifo "$work/single-fifo/model.safetensors"
+expect single-fifo 'model\.safetensors: a FIFO; expected a regular file' -- \
+  timeout 60 "$calq" eval --model "$work/single-fifo" --tokenizer "$sotu/tokenizer.model" --data "$text"
+
+# 8c. --set without "=" and with an empty key.
+recipe set-ok 4 32 "$calib"
+expect set-no-equals "--set \"calibration\.seed\": no '='; expected key\.path=value" -- \
+  "$calq" run "$work/set-ok.yaml" --out "$work/out-set" --set calibration.seed
+expect set-empty-key "--set \"=3\": empty key before '='; expected key\.path=value" -- \
+  "$calq" run "$work/set-ok.yaml" --out "$work/out-set" --set =3
+
+# 8d. a compute dtype this LibTorch cannot run on the CPU fails before any work, naming the
+# ones that work (Debian's LibTorch 1.13: no float16 matmul on CPU); where it can, it runs.
+err="$("$calq" eval --model "$stories/stories260K.bin" --data "$stories_eval" --seqlen 256 \
+  --max-windows 1 --dtype float16 2>&1 >/dev/null)"; rc=$?
+if [[ $rc -eq 0 ]] || { [[ $rc -eq 1 ]] && printf '%s' "$err" | grep -Eq \
+     '^calq: error: compute dtype float16 on cpu: .*; expected float32( or bfloat16)? on cpu' &&
+     ! printf '%s' "$err" | grep -q 'ppl '; }; then
+  echo "ok   float16-cpu: rc $rc ${err:+$err}"; passed=$((passed + 1))
+else
+  echo "FAIL float16-cpu: exit $rc: $err"; failures=$((failures + 1))
+fi
+
+# 8e. usage errors are user errors: one line, exit 1, readable bounds; --help and --version 0.
+expect threads-negative '--threads: "-1" is not an integer of at least 0' -- \
+  "$calq" --threads -1 eval --model "$sotu" --data "$text"
+expect batch-zero '--batch-size: "0" is not an integer of at least 1' -- \
+  "$calq" eval --model "$sotu" --data "$text" --batch-size 0
+expect seqlen-range '--seqlen: "1" is not an integer in 2\.\.1048576' -- \
+  "$calq" eval --model "$sotu" --data "$text" --seqlen 1
+expect missing-option '--model is required' -- "$calq" eval --data "$text"
+expect unknown-subcommand 'calq --help' -- "$calq" bogus
+for flag in --help --version; do
+  if "$calq" "$flag" >/dev/null 2>&1; then
+    echo "ok   $flag: exit 0"; passed=$((passed + 1))
+  else
+    echo "FAIL $flag: exit $?"; failures=$((failures + 1))
+  fi
+done
 
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

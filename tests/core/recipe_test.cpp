@@ -355,9 +355,10 @@ TEST_CASE("load_recipe rejects bad --set strings naming the override", "[core][r
   RecipeDir dir;
   const std::string path = dir.write(kFull);
   CHECK_THAT(load_error(path, {"scheme.weights.bits"}),
-             Contains("recipe.yaml: --set \"scheme.weights.bits\": no key before '='; expected "
+             Contains("recipe.yaml: --set \"scheme.weights.bits\": no '='; expected "
                       "key.path=value"));
-  CHECK_THAT(load_error(path, {"=3"}), Contains("--set \"=3\": no key before '='"));
+  CHECK_THAT(load_error(path, {"=3"}),
+             Contains("--set \"=3\": empty key before '='; expected key.path=value"));
   CHECK_THAT(load_error(path, {"scheme..bits=3"}),
              Contains("--set \"scheme..bits=3\": empty part in the key path"));
   CHECK_THAT(load_error(path, {"scheme.targets=[attn.*"}),
