@@ -20,6 +20,7 @@
 #include "core/eval/eval_text.h"
 #include "core/eval/perplexity.h"
 #include "core/io/atomic_file.h"
+#include "core/io/output_dir.h"
 #include "core/log.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
@@ -49,6 +50,7 @@ c10::ScalarType parse_dtype(const std::string& name) {
 }
 
 int run_eval(const EvalArgs& args) {
+  if (!args.json.empty()) core::check_output_file(args.json, "--json");  // before any work
   core::LoadOptions load;
   load.path = args.model;
   load.tokenizer_path = args.tokenizer;
@@ -97,7 +99,8 @@ int run_eval(const EvalArgs& args) {
                        {"tokens_per_second", r.tokens_per_second()}});
   }
   if (!args.json.empty()) {
-    nlohmann::json doc = {{"model", args.model},
+    nlohmann::json doc = {{core::kWrittenByKey, "calq eval"},
+                          {"model", args.model},
                           {"tokenizer", model->tokenizer()->path()},
                           {"device", args.device},
                           {"dtype", args.dtype},
