@@ -4,11 +4,13 @@
 
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <string_view>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "cli/bounds.h"
 #include "cli/commands.h"
@@ -87,6 +89,12 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const calq::Error& e) {
     print_error("error", e.message());
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // The file system refused a path the user gave (a symlink loop, a denied or vanished
+    // directory): the user's to fix, said with the path, not a crash report.
+    print_error("error", fmt::format("{}: {}; expected a readable, existing path",
+                                     e.path1().string(), e.code().message()));
     return 1;
   } catch (const c10::Error& e) {
     print_error("error", first_line(e.what_without_backtrace()));

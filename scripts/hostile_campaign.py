@@ -246,9 +246,12 @@ save: {{format: fake, path: ckpt}}
 
     # 7. Resources
     if sel("resources"):
-        for n in ["64", "100000"]:
-            c.run("7 resources", f"resources --threads {n} on eval",
-                  ["--threads", n] + eval_cmd(fixture), 0, timeout=120)
+        tiny_eval = ["eval", "--model", f"{stories}/stories260K.bin", "--tokenizer",
+                     f"{stories}/tok512.bin", "--data", f"{stories}/tinystories_valid_eval.txt",
+                     "--seqlen", "64", "--max-windows", "2"]
+        for n in ["2", "64", "100000"]:
+            c.run("7 resources", f"resources --threads {n} on eval (2 cores)",
+                  ["--threads", n] + tiny_eval, 0, timeout=120)
         big = c.path("big.txt")
         with open(text) as f:
             chunk = f.read()
@@ -256,10 +259,11 @@ save: {{format: fake, path: ckpt}}
             while f.tell() < 200 << 20:
                 f.write(chunk)
         c.run("7 resources", "resources eval --max-windows 2 on a 200 MB text (SentencePiece)",
-              ["eval", "--model", sotu, "--data", big, "--max-windows", "2"], 0, timeout=300)
+              ["eval", "--model", sotu, "--data", big, "--seqlen", "512", "--max-windows", "2"], 0,
+              timeout=300)
         c.run("7 resources", "resources eval --max-windows 2 on a 200 MB text (llama2.c)",
               ["eval", "--model", f"{stories}/stories260K.bin", "--tokenizer", f"{stories}/tok512.bin",
-               "--data", big, "--max-windows", "2"], 0, timeout=300)
+               "--data", big, "--seqlen", "512", "--max-windows", "2"], 0, timeout=300)
         c.run("7 resources", "resources --seqlen 10000000", eval_cmd(fixture, "--seqlen", "10000000"), 1)
 
     # 8. Messages

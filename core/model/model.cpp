@@ -100,11 +100,12 @@ constexpr FamilyEntry kFamilies[] = {
 void check_options(const LoadOptions& options) {
   CALQ_CHECK(!options.path.empty(),
              "model path is empty; expected an HF model directory or a llama2.c .bin file");
-  CALQ_CHECK(fs::exists(options.path),
+  // (describe_non_regular, not fs::exists: that throws on a symlink loop or a denied path.)
+  const std::string kind = describe_non_regular(options.path);  // a FIFO, /dev/zero...
+  CALQ_CHECK(kind != "missing",
              "{}: no such file or directory; expected an HF model directory or a llama2.c .bin "
              "file",
              options.path);
-  const std::string kind = describe_non_regular(options.path);  // a FIFO, /dev/zero...
   CALQ_CHECK(kind.empty() || kind == "a directory",
              "{}: {}; expected an HF model directory or a llama2.c .bin file", options.path, kind);
   const std::string& d = options.device;

@@ -223,5 +223,10 @@ if [[ -d /sys && ! -w /sys/calq-hostile-test ]] && ! mkdir /sys/calq-hostile-tes
   [[ ! -e o_k ]] || fail "unwritable-parent-before-work: left o_k"
 fi
 
+# ---- Beyond the list: a model path that is a symlink loop (was exit 2) ----
+ln -s loop_b loop_a && ln -s loop_a loop_b
+expect model-path-symlink-loop 'loop_a.*(symbolic links|unreadable)' -- \
+  "$calq" eval --model loop_a --tokenizer "$sotu/tokenizer.model" --data "$text"
+
 echo "hostile input: $passed checks passed, $failures failed"
 [[ $failures -eq 0 ]]
