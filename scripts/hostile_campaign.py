@@ -105,7 +105,7 @@ def main():
     sotu = f"{d}/sotu-llama-6L"
     stories = f"{d}/stories260K"
     text = f"{sotu}/sotu_valid.txt"
-    spm = ["--tokenizer", f"{sotu}/tokenizer.model"]
+    spm = ["--tokenizer", f"{stories}/tok512.bin"]  # 512 tokens, as the HF fixtures' vocab
     deep = "[" * 100000 + "]" * 100000
     with open(f"{fixture}/config.json") as f:
         config = json.load(f)
@@ -244,6 +244,44 @@ save: {{format: fake, path: ckpt}}
             p = hf_dir(f"cfg_{field}_{value}", cfg)
             c.run("6 numbers", f"numbers config {field} = {value}", eval_cmd(p), 1)
 
+        p = c.path("nan_weight")
+        shutil.copytree(fixture, p)
+        with open(f"{p}/model.safetensors", "r+b") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+            name = next(k for k, v in header.items()
+                        if k != "__metadata__" and v["dtype"] == "F32" and "mlp.down_proj" in k)
+            f.seek(8 + n + header[name]["data_offsets"][0])
+            f.write(struct.pack("<f", float("nan")))
+        c.run("6 numbers", "numbers a NaN in one weight", eval_cmd(p), 1)
+        cfg = dict(config)
+        cfg["num_hidden_layers"] = config["num_hidden_layers"] - 1
+        p = hf_dir("extra_layer", cfg)
+        c.run("6 numbers", "numbers tensors of a layer the config does not declare", eval_cmd(p), 1)
+
+    # 5. Metadata that lies
+    if sel("metadata"):
+        c.run("5 metadata", "metadata export compressed-tensors (for the edits below)",
+              run_cmd("--out", "m0", "--set", "save.path=ct", "--set", "save.format=compressed-tensors",
+                      "--set", "scheme.weights.group_size=-1"), 0)
+        with open(c.path("ct/config.json")) as f:
+            ct = json.load(f)
+        tok = ["--tokenizer", f"{stories}/tok512.bin", "--data",
+               f"{stories}/tinystories_valid_eval.txt", "--seqlen", "64", "--max-windows", "1"]
+        c.run("5 metadata", "metadata untouched export evaluates", ["eval", "--model", "ct"] + tok, 0)
+        for label, edit in [("symmetric: true", ("symmetric", True)), ("num_bits: 8", ("num_bits", 8)),
+                            ("strategy: group, group_size 32", ("strategy", "group"))]:
+            edited = json.loads(json.dumps(ct))
+            w = edited["quantization_config"]["config_groups"]["group_0"]["weights"]
+            w[edit[0]] = edit[1]
+            if edit[0] == "strategy":
+                w["group_size"] = 32
+            d2 = c.path("ct_" + edit[0])
+            shutil.copytree(c.path("ct"), d2)
+            write(f"{d2}/config.json", json.dumps(edited))
+            c.run("5 metadata", f"metadata compressed-tensors edited to {label}",
+                  ["eval", "--model", d2] + tok, 1)
+
     # 7. Resources
     if sel("resources"):
         tiny_eval = ["eval", "--model", f"{stories}/stories260K.bin", "--tokenizer",
@@ -265,6 +303,8 @@ save: {{format: fake, path: ckpt}}
               ["eval", "--model", f"{stories}/stories260K.bin", "--tokenizer", f"{stories}/tok512.bin",
                "--data", big, "--seqlen", "512", "--max-windows", "2"], 0, timeout=300)
         c.run("7 resources", "resources --seqlen 10000000", eval_cmd(fixture, "--seqlen", "10000000"), 1)
+        c.run("7 resources", "resources --seqlen 100000 beyond the model's positions",
+              eval_cmd(fixture, "--seqlen", "100000"), 1)
 
     # 8. Messages
     if sel("messages"):
@@ -287,7 +327,8 @@ save: {{format: fake, path: ckpt}}
         c.run("8 messages", "messages --set without =", run_cmd("--set", "scheme"), 1)
         c.run("8 messages", "messages --batch-size -1 (usage error)", ["eval", "--model", fixture,
               "--data", text, "--batch-size", "-1"], 1)
-        c.run("8 messages", "messages unknown option (usage error)", ["eval", "--bogus"], 1)
+        c.run("8 messages", "messages unknown option (usage error)",
+              ["eval", "--model", fixture, "--bogus"], 1)
         p = hf_dir("ctl_config", dict(config, model_type="ll\x1b[31mama\x07"))
         c.run("8 messages", "messages control bytes in config.json model_type", eval_cmd(p), 1)
         write(c.path("bom.json"), "\ufeff" + json.dumps(config))
