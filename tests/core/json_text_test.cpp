@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/io/json_text.h"
 #include "core/io/small_file.h"
+#include "tests/support/error_of.h"
 #include "tests/support/temp_dir.h"
 
 namespace {
@@ -21,14 +22,7 @@ using Catch::Matchers::Contains;
 
 std::string nested(int levels) { return std::string(levels, '[') + std::string(levels, ']'); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const calq::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using calq::test::error_of;
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/io/output_dir.h"
+#include "tests/support/error_of.h"
 #include "tests/support/temp_dir.h"
 
 namespace {
@@ -17,14 +18,7 @@ namespace fs = std::filesystem;
 using namespace calq::core;
 using Catch::Matchers::Contains;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const calq::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using calq::test::error_of;
 
 }  // namespace
 
