@@ -307,8 +307,16 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json_text(std::string
       CALQ_CHECK(added->is_array(), "{}: added_tokens is not an array; expected {}", path,
                  kExpected);
       for (const json& token : *added) {
-        state->add_added_token(token.at("content").get<std::string>(),
-                               token.at("id").get<int32_t>(), path);
+        const json* id = member(token, "id");
+        const json* content = member(token, "content");
+        // Checked before get<int32_t>: a huge id parses as a double, and converting that to an
+        // int is undefined behaviour (found by fuzz_tokenizer_json).
+        CALQ_CHECK(content && content->is_string() && id && id->is_number_integer() &&
+                       id->get<int64_t>() >= 0 && id->get<int64_t>() <= kMaxTokenId,
+                   "{}: added token {}: expected {{\"id\": 0..{}, \"content\": \"...\"}}", path,
+                   quote_json(token), kMaxTokenId);
+        state->add_added_token(content->get<std::string>(), static_cast<int32_t>(id->get<int64_t>()),
+                               path);
       }
     }
     const json* vocab = member(*model, "vocab");

@@ -216,3 +216,13 @@ TEST_CASE("a YAML alias bomb and deep YAML are refused in bounded memory", "[cor
                             "eval: {perplexity: [&e {data: t.txt, seqlen: 64}, *e]}\n"),
              Equals(""));
 }
+
+TEST_CASE("an added token id beyond 2^64 is refused, not converted from a double",
+          "[core][fuzz]") {
+  // Found by fuzz_tokenizer_json with the JSON dictionary (issue #18): nlohmann parses
+  // 26018446744073709551616 as a double, and get<int32_t> of it was undefined behaviour.
+  CHECK_THAT(outcome(parsers().at("fuzz_tokenizer_json"),
+                     read_bytes(kFuzzDir /
+                                "regressions/fuzz_tokenizer_json/added_token_id_beyond_uint64.json")),
+             Contains("tokenizer.json: added token {\"content\":\"<|endoftext|>\",\"id\":2.6"));
+}
