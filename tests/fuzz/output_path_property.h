@@ -193,11 +193,14 @@ inline void check_output_path_property(const uint8_t* data, size_t size) {
     if (!inside_output) finding("a file outside the output changed: " + rel + " (target " + target + ")");
     if (!wrote) finding("a refused run changed " + rel);
     if (!target_replaceable) finding("a directory calq may not replace lost " + rel);
-    if (within(file, input_abs) || file == input_abs) finding("the input changed: " + rel);
     if (run_folder && rel.find("report.json") == std::string::npos &&
         rel.find(calq::core::kOutputMarker) == std::string::npos)
       finding("a run folder lost a file it does not write: " + rel);
   }
+  // The input may contain the output (a model folder with an export inside it); the output
+  // may never contain the input, or replacing it would delete the input.
+  if (wrote && fs::exists(input_abs) && within(input_abs, resolved))
+    finding("the output " + target + " contains the input " + input);
   for (const auto& [rel, bytes] : after) {
     if (before.count(rel)) continue;
     // Only calq's own names count: a user may call the output itself "x.calq-lock".
