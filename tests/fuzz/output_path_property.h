@@ -146,6 +146,11 @@ inline void check_output_path_property(const uint8_t* data, size_t size) {
   if (!within(normal, root)) return;
 
   const auto before = snapshot(root);
+  // Where the input is before the run: a dangling link named as the input ("c" -> "a" with no
+  // "a") is no input at all (a real run fails to load it), and once the run creates "a" the
+  // link would resolve into the output.
+  const bool input_existed = fs::exists(sandbox.cwd / input, ec);
+  const fs::path input_abs = fs::weakly_canonical(sandbox.cwd / input, ec);
   const fs::file_status target_status = fs::symlink_status(resolved, ec);
   const bool target_was_dir = fs::is_directory(target_status);
   const bool target_replaceable =
@@ -182,7 +187,6 @@ inline void check_output_path_property(const uint8_t* data, size_t size) {
 
   // 2. The property.
   const auto after = snapshot(root);
-  const fs::path input_abs = fs::weakly_canonical(sandbox.cwd / input, ec);
   for (const auto& [rel, bytes] : before) {
     const fs::path file = fs::weakly_canonical(root / rel, ec);
     const bool inside_output = within(file, resolved) && file != resolved;
@@ -199,7 +203,7 @@ inline void check_output_path_property(const uint8_t* data, size_t size) {
   }
   // The input may contain the output (a model folder with an export inside it); the output
   // may never contain the input, or replacing it would delete the input.
-  if (wrote && fs::exists(input_abs) && within(input_abs, resolved))
+  if (wrote && input_existed && within(input_abs, resolved))
     finding("the output " + target + " contains the input " + input);
   for (const auto& [rel, bytes] : after) {
     if (before.count(rel)) continue;
