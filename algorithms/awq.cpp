@@ -21,10 +21,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Every uniform linear name of every family: the scheme is resolved for each before any work.
-const std::vector<std::string> kLinearNames = {
-    "attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down", "mlp.fc1", "mlp.fc2"};
-
 const char* flavor_name(AwqFlavor flavor) {
   return flavor == AwqFlavor::LlmAwq ? "llm-awq" : "autoawq";
 }
@@ -77,9 +73,25 @@ DuoScaling read_duo_scaling(const core::Options& options, DuoScaling fallback) {
 
 class AwqPass : public Pass {
  public:
-  explicit AwqPass(AwqOptions options) : options_(options) {}
+  AwqPass(AwqOptions options, core::SchemeSection scheme, std::string where)
+      : options_(options), scheme_(std::move(scheme)), where_(std::move(where)) {}
   const char* name() const override { return "awq"; }
   bool quantizes() const override { return false; }
+
+  /// Every linear the model has (its schema), with the overrides of its layer: per-tensor
+  /// weights leave no per-channel scale for the search to move.
+  void check_model(const core::Model& model) const override {
+    for (int64_t i = 0; i < model.n_layers(); ++i) {
+      for (const std::string& name : model.layer_schema(i).linear_names()) {
+        const std::optional<LinearTarget> target = resolve_target(scheme_, name, i);
+        if (target && target->spec.granularity == core::Granularity::PerTensor) {
+          fail("{}: awq needs per-channel or per-group weights, but layers.{}.{} is quantized "
+               "per tensor; expected scheme.weights.group_size -1 or > 0",
+               where_, i, name);
+        }
+      }
+    }
+  }
   bool propagate_quantized() const override { return options_.propagate_quantized; }
   // Scales of v→o and up→down span true-sequential subsets, and every group is searched on the
   // unmodified block (§4.3): the whole layer in one step, statistics from one float forward.
@@ -101,7 +113,7 @@ class AwqPass : public Pass {
       specs[target.name] = target.spec;
     }
     const auto start = Clock::now();
-    const BlockGroups blocks = awq_scale_groups(s.model.config().family, s.layer, targeted);
+    const BlockGroups blocks = awq_scale_groups(s.model.layer_schema(s.layer_index), s.layer, targeted);
     const std::vector<GroupScales> chosen =
         search_block_scales(s.layer, s.model, blocks.groups, s.stats, specs, options_.search);
     const double search_seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -150,8 +162,9 @@ class AwqPass : public Pass {
 
   void clip_layer(PassStep& step) const {
     calib::LayerStep& s = step.step;
+    const core::LayerSchema& schema = s.model.layer_schema(s.layer_index);
     for (const LinearTarget& target : step.targets) {
-      if (awq_skips_clip(target.name))
+      if (awq_skips_clip(schema.linear(target.name).role))
         continue;
       const auto it = s.stats.find(target.name);
       CALQ_ASSERT(it != s.stats.end() && it->second.inputs.defined(),
@@ -172,24 +185,17 @@ class AwqPass : public Pass {
   }
 
   AwqOptions options_;
+  core::SchemeSection scheme_;
+  std::string where_;
 };
 
-/// AWQ searches scales for the integer group quantizer that follows; refuse any other scheme.
-void check_scheme(const core::Options& options, const core::SchemeSection& scheme) {
+/// AWQ searches scales for the integer group quantizer that follows; refuse any other format.
+void check_format(const core::Options& options, const core::SchemeSection& scheme) {
   if (scheme.weights.format != core::WeightFormat::Int) {
     options.fail("",
                  "awq searches scales for an integer grid, but scheme.weights.format is {}; "
                  "expected format: int",
                  core::weight_format_name(scheme.weights.format));
-  }
-  for (const std::string& name : kLinearNames) {
-    const std::optional<LinearTarget> target = resolve_target(scheme, name);
-    if (target && target->spec.granularity == core::Granularity::PerTensor) {
-      options.fail("",
-                   "awq needs per-channel or per-group weights, but {} is quantized "
-                   "per tensor; expected scheme.weights.group_size -1 or > 0",
-                   name);
-    }
   }
 }
 
@@ -225,8 +231,8 @@ std::unique_ptr<Pass> make_awq(const core::Options& options, const core::SchemeS
   o.propagate_quantized =
       options.get_string_in("propagate", "float", {"float", "quantized"}) == "quantized";
   options.finish();
-  check_scheme(options, scheme);
-  return std::make_unique<AwqPass>(o);
+  check_format(options, scheme);
+  return std::make_unique<AwqPass>(o, scheme, options.where());
 }
 
 }  // namespace calq::algorithms

@@ -93,8 +93,8 @@ class GroupDots {
 
 }  // namespace
 
-bool awq_skips_clip(const std::string& linear) {
-  return linear == "attn.q" || linear == "attn.k";
+bool awq_skips_clip(core::LinearRole role) {
+  return core::feeds_attention_scores(role);
 }
 
 ClipResult awq_clip_search(const at::Tensor& w,

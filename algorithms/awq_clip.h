@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/model/layer_schema.h"
 #include "core/quant/quantizer.h"
 
 namespace calq::algorithms {
@@ -41,8 +42,8 @@ ClipResult awq_clip_search(const at::Tensor& w,
 /// dtype, with the groups of `spec`.
 void apply_clip(at::Tensor& w, const at::Tensor& max_val, const core::QuantSpec& spec);
 
-/// llm-awq skips the clip search of linears whose name contains q_, k_, query, key or Wqkv: in
-/// calq's uniform names, attn.q and attn.k.
-bool awq_skips_clip(const std::string& linear);
+/// llm-awq skips the clip search of linears whose name contains q_, k_, query, key or Wqkv: by
+/// role, the query and key projections (their outputs meet only in q·kᵀ).
+bool awq_skips_clip(core::LinearRole role);
 
 }  // namespace calq::algorithms

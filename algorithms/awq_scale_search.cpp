@@ -11,6 +11,7 @@
 #include "calib/linear_stats.h"
 #include "core/error.h"
 #include "core/model/model.h"
+#include "core/model/norm_scaling.h"
 #include "core/quant/quantized_tensor.h"
 
 namespace calq::algorithms {
@@ -83,44 +84,16 @@ std::string ScaleGroup::describe() const {
   return fmt::format("{} -> {}", prev_op, fmt::join(linears, ","));
 }
 
-BlockGroups awq_scale_groups(core::Family family,
+BlockGroups awq_scale_groups(const core::LayerSchema& schema,
                              core::DecoderLayer& layer,
                              const std::vector<std::string>& targeted) {
-  const std::vector<std::string> names = layer.linear_names();
-  const auto scaled_by = [](std::string prev, std::vector<std::string> linears, Inspect inspect,
-                            std::string inspected = {}) {
-    return ScaleGroup{std::move(prev), std::move(linears), inspect, std::move(inspected)};
-  };
-  std::vector<ScaleGroup> table;
   BlockGroups out;
-  table.push_back(scaled_by("norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention));
-  table.push_back(scaled_by("attn.v", {"attn.o"}, Inspect::Linear, "attn.o"));
-  switch (family) {
-    case core::Family::Llama:
-      table.push_back(scaled_by("norm.mlp", {"mlp.gate", "mlp.up"}, Inspect::Mlp));
-      // down(act(gate) ⊙ up): dividing up's output rows by s is undone by down's columns · s.
-      table.push_back(scaled_by("mlp.up", {"mlp.down"}, Inspect::Linear, "mlp.down"));
-      break;
-    case core::Family::Opt:
-      table.push_back(scaled_by("norm.mlp", {"mlp.fc1"}, Inspect::Linear, "mlp.fc1"));
-      // ReLU(z / s) = ReLU(z) / s for s > 0, with fc1's bias divided too.
-      table.push_back(scaled_by("mlp.fc1", {"mlp.fc2"}, Inspect::Linear, "mlp.fc2"));
-      break;
-    case core::Family::Gpt2:
-      table.push_back(scaled_by("norm.mlp", {"mlp.fc1"}, Inspect::Mlp));
-      out.skipped.push_back({"mlp.fc1 -> mlp.fc2",
-                             {"mlp.fc2"},
-                             "GELU is not positively homogeneous, so a scale cannot move across "
-                             "it (the references insert a runtime ScaledActivation that no "
-                             "checkpoint format holds)"});
-      break;
-  }
-  for (ScaleGroup& group : table) {
-    bool present = contains(names, group.prev_op) || group.prev_is_norm();
-    for (const auto& name : group.linears)
-      present = present && contains(names, name);
-    if (!present)
+  for (const core::ScalingPair& pair : schema.scaling) {
+    ScaleGroup group{pair.prev_op, pair.linears, pair.inspect, pair.inspected_linear};
+    if (!pair.refused.empty()) {
+      out.skipped.push_back({group.describe(), group.linears, pair.refused});
       continue;
+    }
     bool all_targeted = true;
     for (const auto& name : group.linears)
       all_targeted = all_targeted && contains(targeted, name);
@@ -134,7 +107,8 @@ BlockGroups awq_scale_groups(core::Family family,
       // with grouped-query attention v has fewer output rows than o has input columns.
       const at::Tensor& prev = layer.linear(group.prev_op).weight;
       const at::Tensor& next = layer.linear(group.linears.front()).weight;
-      if (group.prev_op == "attn.v" && !prev.sizes().equals(next.sizes())) {
+      if (schema.linear(group.prev_op).role == core::LinearRole::Value &&
+          !prev.sizes().equals(next.sizes())) {
         out.skipped.push_back(
             {group.describe(), group.linears,
              fmt::format("{} {} and {} {} differ (grouped-query attention)", group.prev_op,
@@ -277,10 +251,7 @@ std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
 
 void apply_group_scales(core::DecoderLayer& layer, const ScaleGroup& group, const at::Tensor& s) {
   if (group.prev_is_norm()) {
-    core::Norm& norm = layer.norm(group.prev_op);
-    norm.weight.div_(s.to(norm.weight.scalar_type()));
-    if (norm.bias.defined())
-      norm.bias.div_(s.to(norm.bias.scalar_type()));
+    core::divide_norm_output(layer.norm(group.prev_op), s);
   } else {
     // llm-awq scale_fc_fc: the last len(s) output rows (a fused producer's tail) and bias.
     core::Linear& prev = layer.linear(group.prev_op);

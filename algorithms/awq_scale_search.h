@@ -12,6 +12,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/model/layer_schema.h"
 #include "core/model/model_config.h"
 #include "core/quant/quantizer.h"
 
@@ -34,8 +35,8 @@ enum class AwqFlavor {
 /// AutoAWQ's `duo_scaling`; Both is llm-compressor's: half the grid with each formula.
 enum class DuoScaling { Off, On, Both };
 
-/// Whose output defines a group's loss (§4.1 "inspected module").
-enum class Inspect { Attention, Mlp, Linear };
+/// Whose output defines a group's loss (§4.1 "inspected module"); the family's schema says.
+using Inspect = core::Inspect;
 
 /// One scaling group: 1/s is folded into `prev_op`, s multiplies the columns of `linears`.
 struct ScaleGroup {
@@ -59,14 +60,12 @@ struct BlockGroups {
   std::vector<SkippedGroup> skipped;
 };
 
-/// §4.1 for `family`, restricted to groups whose scaled linears are all in `targeted` (a group
-/// with an untargeted scaled linear is skipped: its quantizer is unknown). Llama: norm.attn →
-/// q,k,v (attention); v → o (o) only if v and o weights have the same shape, i.e. no GQA;
-/// norm.mlp → gate,up (mlp); up → down (down). OPT: norm.attn → q,k,v; v → o; norm.mlp → fc1
-/// (fc1); fc1 → fc2 (fc2, exact across ReLU). GPT-2 (derived, §4.1): norm.attn → q,k,v; v → o;
-/// norm.mlp → fc1 inspecting the whole MLP, so the loss sees the GELU and fc2 that follow; fc1 →
-/// fc2 is skipped (GELU is not homogeneous).
-BlockGroups awq_scale_groups(core::Family family,
+/// §4.1: the scaling pairs the layer's schema declares (core::LayerSchema::scaling), restricted
+/// to groups whose scaled linears are all in `targeted` (a group with an untargeted scaled
+/// linear is skipped: its quantizer is unknown). A pair the schema refuses (GPT-2's fc1 → fc2
+/// across GELU) is reported as skipped with the schema's reason; a linear → linear pair is
+/// skipped when the two weights' shapes differ (llm-awq's v → o rule: grouped-query attention).
+BlockGroups awq_scale_groups(const core::LayerSchema& schema,
                              core::DecoderLayer& layer,
                              const std::vector<std::string>& targeted);
 

@@ -26,7 +26,6 @@ using nlohmann::json;
 
 constexpr int kVersion = 1;
 constexpr const char* kMetaKey = "calq_resume";
-const std::vector<std::string> kNorms = {"norm.attn", "norm.mlp"};
 
 /// Same bits, not just equal values: -0.0 and +0.0 compare equal but are not the same weight.
 bool same_bits(const at::Tensor& a, const at::Tensor& b) {
@@ -179,7 +178,7 @@ void LayerCheckpoints::save(int64_t index, core::DecoderLayer& layer,
     }
     linears[name] = entry;
   }
-  for (const std::string& name : kNorms) {
+  for (const std::string& name : layer.norm_names()) {
     put(tensors, "norms." + name + ".weight", layer.norm(name).weight);
     put(tensors, "norms." + name + ".bias", layer.norm(name).bias);
   }
@@ -306,7 +305,7 @@ std::map<std::string, LinearState> LayerCheckpoints::restore(
       linear.low_rank = std::move(low_rank);
     }
   }
-  for (const std::string& name : kNorms) {
+  for (const std::string& name : layer.norm_names()) {
     layer.norm(name).weight = load("norms." + name + ".weight");
     layer.norm(name).bias = load("norms." + name + ".bias");
   }

@@ -93,8 +93,10 @@ class LkdPass : public Pass {
     for (const LinearTarget& target : step.targets)
       start_weights.push_back(layer.linear(target.name).weight.clone());
     SteStudent student(scheme_.activations);
+    const core::LayerSchema& schema = step.step.model.layer_schema(step.step.layer_index);
     for (const LinearTarget& target : step.targets)
-      student.add(target.name, layer.linear(target.name), target.spec);
+      student.add(layer.linear(target.name), target.spec,
+                  core::is_attention_input(schema.linear(target.name).role));
     const auto eval_mse = [&] {
       at::NoGradGuard no_grad;
       student.quantize();

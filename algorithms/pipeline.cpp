@@ -40,7 +40,8 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
   const core::ActQuantSpec spec = scheme.spec();
   core::Linear& linear = step.layer.linear(name);
   linear.input_quant = spec;
-  if (scheme.bmm_inputs && (name == "attn.q" || name == "attn.k" || name == "attn.v"))
+  if (scheme.bmm_inputs &&
+      core::is_attention_input(step.model.layer_schema(step.layer_index).linear(name).role))
     linear.output_quant = spec;
   linear.input_scale = at::Tensor();
   LinearReport& report = state.reports["activations"];
@@ -71,9 +72,11 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
 /// The LayerHandler that applies every pass to each subset in recipe order.
 class PassDriver : public calib::LayerHandler {
  public:
-  PassDriver(const core::Recipe& recipe, std::vector<std::unique_ptr<Pass>>& passes,
-             QuantizationResult& result, const LayerSink& sink, LayerCheckpoints* checkpoints)
-      : recipe_(recipe), passes_(passes), result_(result), sink_(sink), checkpoints_(checkpoints) {}
+  PassDriver(const core::Model& model, const core::Recipe& recipe,
+             std::vector<std::unique_ptr<Pass>>& passes, QuantizationResult& result,
+             const LayerSink& sink, LayerCheckpoints* checkpoints)
+      : model_(model), recipe_(recipe), passes_(passes), result_(result), sink_(sink),
+        checkpoints_(checkpoints) {}
 
   void begin_layer(core::DecoderLayer& layer, int64_t index) override {
     if (static_cast<int64_t>(result_.layers.size()) <= index) result_.layers.resize(index + 1);
@@ -84,7 +87,7 @@ class PassDriver : public calib::LayerHandler {
     for (const auto& pass : passes_) {
       if (pass->whole_layer()) return {layer.linear_names()};
     }
-    return true_sequential_subsets(layer.linear_names());
+    return model_.layer_schema(layer.index()).sequential_steps();
   }
 
   calib::Requirements needs(core::DecoderLayer& layer, const std::vector<std::string>& subset) override {
@@ -174,6 +177,7 @@ class PassDriver : public calib::LayerHandler {
   }
 
  private:
+  const core::Model& model_;
   const core::Recipe& recipe_;
   std::vector<std::unique_ptr<Pass>>& passes_;
   QuantizationResult& result_;
@@ -263,16 +267,12 @@ void check_passes(const std::vector<std::unique_ptr<Pass>>& passes, const core::
 
 bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
                        const core::Model& model, const core::Recipe& recipe) {
-  static const std::vector<std::string> kAll = {"attn.q", "attn.k", "attn.v", "attn.o",
-                                                "mlp.gate", "mlp.up", "mlp.down", "mlp.fc1",
-                                                "mlp.fc2"};
-  (void)model;
   if (recipe.scheme.activations && !recipe.scheme.activations->dynamic) return true;
   if (recipe.scheme.mixed_precision) return true;  // the allocation reads float Hessians
   for (const auto& pass : passes) {
     if (pass->uses_calibration()) return true;
   }
-  for (const LinearTarget& target : targets_of(recipe, kAll)) {
+  for (const LinearTarget& target : targets_of(recipe, model.layer_schema(0).linear_names())) {
     for (const auto& pass : passes) {
       if (pass->needs(target).any()) return true;
     }
@@ -309,7 +309,7 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
     result.pass_seconds[pass->name()] +=
         std::chrono::duration<double>(Clock::now() - pass_start).count();
   }
-  PassDriver driver(recipe, passes, result, sink, checkpoints);
+  PassDriver driver(model, recipe, passes, result, sink, checkpoints);
   result.propagated_quantized = driver.propagate_quantized();
   at::Tensor resumed_inputs;
   const int64_t first_layer =

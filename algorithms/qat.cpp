@@ -78,9 +78,9 @@ class QatPass : public Pass {
     int64_t n_linears = 0;
     for (int64_t i = 0; i < model.n_layers(); ++i) {
       core::DecoderLayer& layer = model.layer(i);
-      for (const std::string& name : layer.linear_names()) {
-        if (auto target = resolve_target(scheme_, name)) {
-          student.add(name, layer.linear(name), target->spec);
+      for (const core::LinearSpec& spec : model.layer_schema(i).linears) {
+        if (auto target = resolve_target(scheme_, spec.name)) {
+          student.add(layer.linear(spec.name), target->spec, core::is_attention_input(spec.role));
           ++n_linears;
         }
       }

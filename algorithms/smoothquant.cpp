@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/model/model.h"
+#include "core/model/norm_scaling.h"
 #include "core/options.h"
 #include "core/recipe.h"
 
@@ -33,8 +34,7 @@ at::Tensor smoothing_scales(const at::Tensor& act_absmax,
 
 void apply_smoothing(core::Norm& norm, const std::vector<core::Linear*>& linears,
                      const at::Tensor& s) {
-  norm.weight.div_(s.to(norm.weight.scalar_type()));
-  if (norm.bias.defined()) norm.bias.div_(s.to(norm.bias.scalar_type()));
+  core::divide_norm_output(norm, s);
   for (core::Linear* linear : linears) linear->weight.mul_(s.to(linear->weight.scalar_type()));
 }
 
@@ -52,9 +52,6 @@ at::Tensor smooth_group(core::DecoderLayer& layer, const NormFedGroup& group,
 }
 
 namespace {
-
-const std::vector<std::string> kNormFed = {"attn.q", "attn.k", "attn.v",
-                                           "mlp.gate", "mlp.up", "mlp.fc1"};
 
 class SmoothQuantPass : public Pass {
  public:
@@ -76,17 +73,26 @@ class SmoothQuantPass : public Pass {
   }
 
   void check_model(const core::Model& model) const override {
-    auto& mutable_model = const_cast<core::Model&>(model);
-    const std::vector<std::string> names = mutable_model.layer(0).linear_names();
+    // Which linears a norm feeds is the family's (its schema); layers share one layout.
+    const core::LayerSchema& schema = model.layer_schema(0);
+    const std::vector<std::string> names = schema.linear_names();
+    const std::vector<NormFedGroup> groups = norm_fed_groups(schema);
+    norm_fed_.clear();
+    for (const NormFedGroup& group : groups) norm_fed_.insert(group.linears.begin(), group.linears.end());
     for (const std::string& linear : linears_) {
       if (std::find(names.begin(), names.end(), linear) == names.end()) {
         fail("{}: {} is not a linear of this {} model; expected some of: {}", where_,
              linear, model.config().model_type, fmt::join(names, ", "));
       }
+      if (norm_fed_.count(linear) == 0) {
+        fail("{}: {} has no preceding norm to fold the smoothing scale into; expected linears "
+             "fed by a norm in this {} model: {}", where_, linear, model.config().model_type,
+             fmt::join(norm_fed_, ", "));
+      }
     }
     // A scale folded into a norm changes every linear reading it: smoothing part of a group
     // would change the model's function.
-    for (const NormFedGroup& group : norm_fed_groups(names)) {
+    for (const NormFedGroup& group : groups) {
       std::vector<std::string> chosen, missing;
       for (const auto& l : group.linears) (linears_.count(l) ? chosen : missing).push_back(l);
       if (!chosen.empty() && !missing.empty()) {
@@ -98,7 +104,7 @@ class SmoothQuantPass : public Pass {
 
   void apply(PassStep& step) override {
     calib::LayerStep& s = step.step;
-    for (const NormFedGroup& group : norm_fed_groups(s.linears)) {
+    for (const NormFedGroup& group : norm_fed_groups(s.model.layer_schema(s.layer_index))) {
       if (!chosen(group.linears.front())) continue;
       const auto stats = s.stats.find(group.linears.front());
       CALQ_ASSERT(stats != s.stats.end() && stats->second.absmax.defined(),
@@ -130,8 +136,7 @@ class SmoothQuantPass : public Pass {
 
  private:
   bool chosen(const std::string& linear) const {
-    return all_ ? std::find(kNormFed.begin(), kNormFed.end(), linear) != kNormFed.end()
-                : linears_.count(linear) > 0;
+    return all_ ? norm_fed_.count(linear) > 0 : linears_.count(linear) > 0;
   }
 
   static float max_abs(core::DecoderLayer& layer, const std::vector<std::string>& linears) {
@@ -145,6 +150,8 @@ class SmoothQuantPass : public Pass {
   bool all_;
   std::set<std::string> linears_;
   std::string where_;
+  // The model's norm-fed linears, from check_model (which every run calls before needs()).
+  mutable std::set<std::string> norm_fed_;
 };
 
 }  // namespace
@@ -154,14 +161,8 @@ std::unique_ptr<Pass> make_smoothquant(const core::Options& options,
   const double alpha = options.get_double_in_range("alpha", 0.5, 0.0, 1.0);
   const std::vector<std::string> linears = options.get_strings("linears", {});
   std::set<std::string> chosen;
-  for (const std::string& name : linears) {
-    if (std::find(kNormFed.begin(), kNormFed.end(), name) == kNormFed.end()) {
-      options.fail("linears", fmt::format(
-          "{} has no preceding norm to fold the smoothing scale into; expected linears fed by "
-          "norm.attn or norm.mlp: {}", name, fmt::join(kNormFed, ", ")));
-    }
-    chosen.insert(name);
-  }
+  // Whether each is fed by a norm depends on the model's family: check_model says.
+  for (const std::string& name : linears) chosen.insert(name);
   options.finish();
   if (!scheme.activations) {
     log::warn("{}: smoothquant without scheme.activations: smoothing only pays off when "

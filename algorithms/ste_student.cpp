@@ -35,14 +35,14 @@ SteStudent::~SteStudent() {
   if (!finished_) restore();
 }
 
-void SteStudent::add(const std::string& name, core::Linear& linear, const core::QuantSpec& spec) {
+void SteStudent::add(core::Linear& linear, const core::QuantSpec& spec, bool attention_input) {
   Saved s{&linear, spec, linear.weight, linear.weight.detach().to(at::kFloat).clone(),
           linear.input_quant, linear.output_quant, linear.input_scale};
   latents_.push_back(s.initial.clone().set_requires_grad(true));
   if (act_) {
     linear.input_quant = act_;
     linear.input_scale = at::Tensor();
-    if (bmm_inputs_ && (name == "attn.q" || name == "attn.k" || name == "attn.v"))
+    if (bmm_inputs_ && attention_input)
       linear.output_quant = act_;
   }
   saved_.push_back(std::move(s));

@@ -38,7 +38,9 @@ class SteStudent {
   SteStudent(const SteStudent&) = delete;
   SteStudent& operator=(const SteStudent&) = delete;
 
-  void add(const std::string& name, core::Linear& linear, const core::QuantSpec& spec);
+  /// `attention_input`: the linear's output feeds q·kᵀ or softmax·v (core::is_attention_input),
+  /// so scheme.activations.bmm_inputs quantizes it too.
+  void add(core::Linear& linear, const core::QuantSpec& spec, bool attention_input);
   /// The latent weights (leaves that require grad), in add() order.
   const std::vector<at::Tensor>& parameters() const { return latents_; }
   /// Installs the fake-quantized latent weights into the linears (before every forward).

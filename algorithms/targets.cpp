@@ -94,43 +94,10 @@ std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
   return target;
 }
 
-std::vector<std::vector<std::string>> true_sequential_subsets(
-    const std::vector<std::string>& linear_names) {
-  static const std::vector<std::vector<std::string>> kOrder = {
-      {"attn.q", "attn.k", "attn.v"}, {"attn.o"}, {"mlp.gate", "mlp.up"},
-      {"mlp.fc1"},                    {"mlp.down"}, {"mlp.fc2"}};
-  const std::set<std::string> present(linear_names.begin(), linear_names.end());
-  std::vector<std::vector<std::string>> subsets;
-  std::set<std::string> placed;
-  for (const auto& group : kOrder) {
-    std::vector<std::string> subset;
-    for (const std::string& name : group) {
-      if (present.count(name)) {
-        subset.push_back(name);
-        placed.insert(name);
-      }
-    }
-    if (!subset.empty()) subsets.push_back(subset);
-  }
-  CALQ_ASSERT(placed.size() == present.size(), "a linear of the layer has no sequential slot");
-  return subsets;
-}
-
-std::vector<NormFedGroup> norm_fed_groups(const std::vector<std::string>& linear_names) {
-  const auto present = [&](const std::vector<std::string>& wanted) {
-    std::vector<std::string> out;
-    for (const auto& name : wanted) {
-      if (std::find(linear_names.begin(), linear_names.end(), name) != linear_names.end())
-        out.push_back(name);
-    }
-    return out;
-  };
+std::vector<NormFedGroup> norm_fed_groups(const core::LayerSchema& schema) {
   std::vector<NormFedGroup> groups;
-  for (NormFedGroup g : {NormFedGroup{"norm.attn", {"attn.q", "attn.k", "attn.v"}},
-                         NormFedGroup{"norm.mlp", {"mlp.gate", "mlp.up", "mlp.fc1"}}}) {
-    g.linears = present(g.linears);
-    if (!g.linears.empty()) groups.push_back(std::move(g));
-  }
+  for (const core::ScalingPair& pair : schema.norm_fed_pairs())
+    groups.push_back({pair.prev_op, pair.linears});
   return groups;
 }
 

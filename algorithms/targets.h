@@ -1,12 +1,13 @@
 // Which linears of a layer the recipe quantizes and to what: scheme.targets (globs over uniform
 // names) and scheme.overrides (per-linear bits / group size / sym) resolved into a QuantSpec per
-// linear. Also the true-sequential order of a family's linears (algorithms.md §3.2).
+// linear. Also the norm-fed groups of a layer, read from its family's schema.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "algorithms/pass.h"
+#include "core/model/layer_schema.h"
 
 namespace calq::core {
 struct SchemeSection;
@@ -22,20 +23,15 @@ bool glob_match(const std::string& pattern, const std::string& name);
 std::optional<LinearTarget> resolve_target(const core::SchemeSection& scheme,
                                            const std::string& linear, int64_t layer = -1);
 
-/// A norm and the linears that read its output (SmoothQuant's pairs, AWQ's norm-fed groups):
-/// norm.attn → q,k,v; norm.mlp → gate,up (OPT/GPT-2: fc1). A per-channel scale folded into the
-/// norm is undone exactly by scaling those linears' input columns.
+/// A norm and the linears that read its output (SmoothQuant's pairs, AWQ's norm-fed groups),
+/// as the family's schema declares them (core::LayerSchema::norm_fed_pairs). A per-channel scale
+/// folded into the norm is undone exactly by scaling those linears' input columns.
 struct NormFedGroup {
   std::string norm;
   std::vector<std::string> linears;
 };
 
-/// The norm-fed groups of a layer with these linears, in execution order.
-std::vector<NormFedGroup> norm_fed_groups(const std::vector<std::string>& linear_names);
-
-/// Subsets in true-sequential order (IST-DASLab/gptq llama_sequential): q,k,v → o → gate,up →
-/// down (OPT/GPT-2: q,k,v → o → fc1 → fc2), restricted to `linear_names` present in the layer.
-std::vector<std::vector<std::string>> true_sequential_subsets(
-    const std::vector<std::string>& linear_names);
+/// The norm-fed groups of a layer, in execution order.
+std::vector<NormFedGroup> norm_fed_groups(const core::LayerSchema& schema);
 
 }  // namespace calq::algorithms

@@ -31,17 +31,8 @@ struct InspectArgs {
   bool json = false;
 };
 
-const char* family_name(core::Family family) {
-  switch (family) {
-    case core::Family::Llama: return "llama";
-    case core::Family::Opt: return "opt";
-    case core::Family::Gpt2: return "gpt2";
-  }
-  return "?";
-}
-
 nlohmann::json describe_config(const core::ModelConfig& c) {
-  return {{"model_type", c.model_type},     {"family", family_name(c.family)},
+  return {{"model_type", c.model_type},     {"family", core::family_name(c.family)},
           {"layers", c.n_layers},           {"hidden", c.hidden_size},
           {"intermediate", c.intermediate_size}, {"heads", c.n_heads},
           {"kv_heads", c.n_kv_heads},       {"head_dim", c.head_dim},

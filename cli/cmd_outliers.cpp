@@ -27,7 +27,9 @@
 #include "core/io/output_dir.h"
 #include "core/io/safetensors.h"
 #include "core/log.h"
+#include "core/model/model.h"
 #include "core/model/model_config.h"
+#include "core/model/norm_scaling.h"
 
 namespace calq::cli {
 namespace {
@@ -42,35 +44,17 @@ struct OutlierArgs {
   uint64_t seed = 0;
 };
 
-/// A norm and the linears reading it, by HF tensor-name stem within one layer.
-struct Group {
-  std::string norm;
-  bool has_bias;
-  std::vector<std::string> linears;
-};
-
-std::vector<Group> groups_of(const std::string& model_type, const std::string& config_path) {
-  if (model_type == "llama" || model_type == "mistral" || model_type == "qwen2") {
-    return {{"input_layernorm", false,
-             {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
-            {"post_attention_layernorm", false, {"mlp.gate_proj", "mlp.up_proj"}}};
-  }
-  if (model_type == "opt") {
-    return {{"self_attn_layer_norm", true,
-             {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
-            {"final_layer_norm", true, {"fc1"}}};
-  }
-  fail("{}: model_type \"{}\" is not supported by calq outliers; expected llama, mistral, qwen2 "
-       "or opt (an HF directory)", config_path, model_type);
-}
-
 int run_outliers(const OutlierArgs& a) {
   const fs::path src(a.model);
   const fs::path config_path = src / "config.json";
   CALQ_CHECK(fs::is_directory(src) && fs::exists(config_path),
              "{}: expected an HF model directory with config.json", a.model);
-  const core::ModelConfig config = core::read_hf_config(config_path.string());
-  const std::string prefix = config.model_type == "opt" ? "model.decoder.layers." : "model.layers.";
+  // The family's schema says which norms feed which linears and where each tensor lives.
+  core::LoadOptions load;
+  load.path = a.model;
+  load.load_tokenizer = false;
+  const std::unique_ptr<core::Model> model = core::load_model(load);
+  const core::ModelConfig& config = model->config();
   CALQ_CHECK(a.channels >= 1 && a.channels <= config.hidden_size,
              "--channels: {} is out of range; expected 1 to hidden_size {}", a.channels,
              config.hidden_size);
@@ -85,19 +69,38 @@ int run_outliers(const OutlierArgs& a) {
   const core::SafetensorsCheckpoint checkpoint(src.string());
   std::map<std::string, at::Tensor> tensors;
   for (const std::string& name : checkpoint.names()) tensors[name] = checkpoint.load(name).clone();
-  const auto scale = [&](const std::string& name, int64_t dim, double by) {
+  const auto tensor = [&](const std::string& name) -> at::Tensor& {
     const auto it = tensors.find(name);
     CALQ_CHECK(it != tensors.end(), "{}: no tensor \"{}\"", a.model, name);
-    at::Tensor& t = it->second;
+    return it->second;
+  };
+  const auto scale = [&](const std::string& name, int64_t dim, double by) {
+    at::Tensor& t = tensor(name);
     const at::Tensor picked_slice = t.index_select(dim, index).to(at::kFloat) * by;
     t.index_copy_(dim, index, picked_slice.to(t.scalar_type()));
   };
+  const at::Tensor by = at::full({index.numel()}, a.factor, at::kDouble);
   for (int64_t layer = 0; layer < config.n_layers; ++layer) {
-    const std::string l = prefix + std::to_string(layer) + ".";
-    for (const Group& g : groups_of(config.model_type, config_path.string())) {
-      scale(l + g.norm + ".weight", 0, a.factor);
-      if (g.has_bias) scale(l + g.norm + ".bias", 0, a.factor);
-      for (const auto& linear : g.linears) scale(l + linear + ".weight", 1, 1.0 / a.factor);
+    const core::LayerSchema& schema = model->layer_schema(layer);
+    for (const core::ScalingPair& pair : schema.norm_fed_pairs()) {
+      const core::NormSpec& spec = schema.norm(pair.prev_op);
+      for (const std::string& name : pair.linears) {
+        CALQ_CHECK(!schema.linear(name).checkpoint.empty(),
+                   "{}: layer {} {} is stored fused with its neighbours in this {} checkpoint; "
+                   "calq outliers expects a separate tensor per linear", a.model, layer, name,
+                   config.model_type);
+      }
+      // γ (and β) of the picked channels, rescaled however the norm applies its gain.
+      at::Tensor& weight = tensor(spec.checkpoint + ".weight");
+      core::Norm gain;
+      gain.form = spec.form;
+      gain.weight = weight.index_select(0, index);
+      if (spec.bias()) gain.bias = tensor(spec.checkpoint + ".bias").index_select(0, index);
+      core::multiply_norm_output(gain, by);
+      weight.index_copy_(0, index, gain.weight);
+      if (spec.bias()) tensor(spec.checkpoint + ".bias").index_copy_(0, index, gain.bias);
+      for (const std::string& name : pair.linears)
+        scale(schema.linear(name).checkpoint + ".weight", 1, 1.0 / a.factor);
     }
   }
 
@@ -139,7 +142,7 @@ CommandRunner add_outliers_command(CLI::App& app) {
   auto args = std::make_shared<OutlierArgs>();
   CLI::App* cmd = app.add_subcommand(
       "outliers", "Copy an HF model with activation outlier channels (same float function)");
-  cmd->add_option("model", args->model, "HF model directory (llama, mistral, qwen2, opt)")
+  cmd->add_option("model", args->model, "HF model directory whose linears are stored apart (llama, mistral, qwen2, opt)")
       ->required();
   cmd->add_option("--out", args->out, "New model directory")->required();
   cmd->add_option("--channels", args->channels, "Outlier channels per norm (default 4)");

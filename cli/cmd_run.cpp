@@ -418,7 +418,8 @@ int run_recipe(const RunRequest& args) {
     calibration = calib::make_calibration_set(*model->tokenizer(), c);
     report.set_calibration(*calibration);
     report.set_memory_estimate(
-        estimate_memory(model->config(), model->compute_dtype(), c.nsamples * c.seqlen,
+        estimate_memory(model->config(), model->layer_schema(0), model->compute_dtype(),
+                        c.nsamples * c.seqlen,
                         args.stream).json());
   }
 

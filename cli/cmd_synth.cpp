@@ -27,6 +27,8 @@
 #include "core/io/output_dir.h"
 #include "core/io/sharded_writer.h"
 #include "core/log.h"
+#include "core/model/llama.h"
+#include "core/model/model_config.h"
 #include "core/tokenizer/byte_level.h"
 
 namespace calq::cli {
@@ -77,19 +79,17 @@ class Synthesizer {
     return g.to(dtype_);
   }
 
-  core::NamedTensors layer(int64_t i) {
-    const std::string p = fmt::format("model.layers.{}.", i);
-    const int64_t head_dim = a_.hidden / a_.heads;
+  /// Layer i's tensors by the family's schema (llama.cpp), in execution order: each norm
+  /// before the first linear reading it (the draw order, so a seed gives the same model).
+  core::NamedTensors layer(const core::LayerSchema& schema) {
     core::NamedTensors t;
-    t.emplace_back(p + "input_layernorm.weight", norm_gain());
-    t.emplace_back(p + "self_attn.q_proj.weight", linear(a_.heads * head_dim, a_.hidden));
-    t.emplace_back(p + "self_attn.k_proj.weight", linear(a_.kv_heads * head_dim, a_.hidden));
-    t.emplace_back(p + "self_attn.v_proj.weight", linear(a_.kv_heads * head_dim, a_.hidden));
-    t.emplace_back(p + "self_attn.o_proj.weight", linear(a_.hidden, a_.heads * head_dim));
-    t.emplace_back(p + "post_attention_layernorm.weight", norm_gain());
-    t.emplace_back(p + "mlp.gate_proj.weight", linear(a_.intermediate, a_.hidden));
-    t.emplace_back(p + "mlp.up_proj.weight", linear(a_.intermediate, a_.hidden));
-    t.emplace_back(p + "mlp.down_proj.weight", linear(a_.hidden, a_.intermediate));
+    std::set<std::string> written;
+    for (const core::LinearSpec& l : schema.linears) {
+      if (!l.input_norm.empty() && written.insert(l.input_norm).second)
+        t.emplace_back(schema.norm(l.input_norm).checkpoint + ".weight", norm_gain());
+      CALQ_ASSERT(!l.bias && !l.checkpoint.empty(), "synth: {} needs a bias or is fused", l.name);
+      t.emplace_back(l.checkpoint + ".weight", linear(l.out, l.in));
+    }
     return t;
   }
 
@@ -179,13 +179,16 @@ int run_synth(const SynthArgs& a) {
 
   Synthesizer synth(a, dtype);
   core::ShardedWriter writer(tmp.string(), a.layers + 1);
+  // The config it writes is the one the schema is read from: one description of the model.
+  const std::string config_text = config_json(a).dump(2) + "\n";
+  const core::ModelConfig config = core::parse_hf_config(config_text, (out / "config.json").string());
   for (int64_t i = 0; i < a.layers; ++i) {
-    writer.write(i, synth.layer(i));
+    writer.write(i, synth.layer(core::llama_layer_schema(config, i)));
     log::info("synth: layer {}/{} written", i + 1, a.layers);
   }
   writer.write(a.layers, synth.outer());
   const int64_t bytes = writer.finish();
-  core::write_string_atomically((tmp / "config.json").string(), config_json(a).dump(2) + "\n");
+  core::write_string_atomically((tmp / "config.json").string(), config_text);
   core::write_string_atomically((tmp / "tokenizer.json").string(), tokenizer_json().dump() + "\n");
   const Json info = {{"generator", "calq synth"},
                      {"seed", a.seed},

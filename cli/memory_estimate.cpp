@@ -5,6 +5,7 @@
 #include <c10/core/ScalarType.h>
 #include <nlohmann/json.hpp>
 
+#include "core/model/layer_schema.h"
 #include "core/model/model_config.h"
 
 namespace calq::cli {
@@ -17,18 +18,21 @@ constexpr double kRuntimeMb = 200.0;
 
 }  // namespace
 
-MemoryEstimate estimate_memory(const core::ModelConfig& c, c10::ScalarType compute_dtype,
-                               int64_t calibration_tokens, bool streaming) {
+MemoryEstimate estimate_memory(const core::ModelConfig& c, const core::LayerSchema& layer,
+                               c10::ScalarType compute_dtype, int64_t calibration_tokens,
+                               bool streaming) {
   const auto e = static_cast<double>(c10::elementSize(compute_dtype));
   const auto stored = static_cast<double>(c10::elementSize(c.storage_dtype));
   const auto h = static_cast<double>(c.hidden_size);
   const auto inter = static_cast<double>(c.intermediate_size);
-  const auto q_out = static_cast<double>(c.n_heads * c.head_dim);
-  const auto kv_out = static_cast<double>(c.n_kv_heads * c.head_dim);
-  const double mlp_matrices = c.family == core::Family::Llama ? 3.0 : 2.0;  // gate, up, down
-  const double layer_params = h * q_out + 2.0 * h * kv_out + q_out * h + mlp_matrices * h * inter;
+  // The layer's linears as its family declares them: their weights, and the widest input (the
+  // side of the largest Hessian).
+  double layer_params = 0.0, d = h;
+  for (const core::LinearSpec& l : layer.linears) {
+    layer_params += static_cast<double>(l.out) * static_cast<double>(l.in);
+    d = std::max(d, static_cast<double>(l.in));
+  }
   const auto tokens = static_cast<double>(calibration_tokens);
-  const double d = std::max({h, inter, q_out});
   MemoryEstimate m;
   m.runtime_mb = kRuntimeMb;
   m.layer_mb = layer_params * e / kMiB;

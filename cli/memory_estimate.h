@@ -14,6 +14,7 @@
 
 namespace calq::core {
 struct ModelConfig;
+struct LayerSchema;
 }
 
 namespace calq::cli {
@@ -38,7 +39,9 @@ struct MemoryEstimate {
   std::string json() const;   ///< report.json memory.estimate
 };
 
-MemoryEstimate estimate_memory(const core::ModelConfig& config, c10::ScalarType compute_dtype,
-                               int64_t calibration_tokens, bool streaming);
+/// `layer`: the schema of the model's first layer (the family's linears and their shapes).
+MemoryEstimate estimate_memory(const core::ModelConfig& config, const core::LayerSchema& layer,
+                               c10::ScalarType compute_dtype, int64_t calibration_tokens,
+                               bool streaming);
 
 }  // namespace calq::cli

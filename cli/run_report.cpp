@@ -18,26 +18,13 @@
 
 namespace calq::cli {
 
-namespace {
-
-const char* family_name(core::Family family) {
-  switch (family) {
-    case core::Family::Llama: return "llama";
-    case core::Family::Opt: return "opt";
-    case core::Family::Gpt2: return "gpt2";
-  }
-  return "?";
-}
-
-}  // namespace
-
 RunReport::RunReport(const core::Recipe& recipe, const core::Model& model)
     : recipe_(recipe), doc_(std::make_unique<nlohmann::json>()) {
   nlohmann::json& d = *doc_;
   d["calq_version"] = "0.1.0";
   d["git"] = CALQ_GIT_DESCRIBE;
   d["model"] = {{"path", model.path()},
-                {"family", family_name(model.config().family)},
+                {"family", core::family_name(model.config().family)},
                 {"model_type", model.config().model_type},
                 {"params", model.n_parameters()}};
   d["calibration"] = nullptr;

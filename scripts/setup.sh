@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs calq's build dependencies from Debian packages. Idempotent and quiet: when every
-# package is already installed it does nothing (no apt-get update, no network).
+# Installs calq's build dependencies from Debian packages, then the Python test environment
+# (.venv, or $CALQ_VENV, from requirements.txt: transformers as ground truth for every family).
+# Idempotent and quiet: when every package is installed and the venv was made from the same
+# requirements.txt it does nothing (no apt-get update, no network).
 set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(
   build-essential cmake ninja-build pkg-config ccache
@@ -17,14 +20,14 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if ((${#missing[@]} == 0)); then
-  exit 0
+if ((${#missing[@]} > 0)); then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" python3-venv >/dev/null
+  echo "setup: packages done" >&2
 fi
 
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-echo "setup: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "setup: done" >&2
+"$root/scripts/setup_venv.sh"

@@ -65,7 +65,7 @@ Json base_config(const Model& model) {
           {"head_dim", c.head_dim},
           {"max_position_embeddings", c.max_positions},
           {"rms_norm_eps", c.norm_eps},
-          {"rope_theta", c.rope_theta},
+          {"rope_theta", c.rope.theta},
           {"hidden_act", "silu"},
           {"attention_bias", false},
           {"mlp_bias", false},
@@ -142,7 +142,7 @@ void round_layer(DecoderLayer& layer, const Plan& plan) {
     round_in_place(l.bias, plan.dtype);
     if (!plan.layout) round_in_place(l.weight, plan.dtype);
   }
-  for (const char* norm : {"norm.attn", "norm.mlp"}) {
+  for (const std::string& norm : layer.norm_names()) {
     round_in_place(layer.norm(norm).weight, plan.dtype);
     round_in_place(layer.norm(norm).bias, plan.dtype);
   }
@@ -169,7 +169,7 @@ NamedTensors layer_tensors(DecoderLayer& layer, const std::map<std::string, Quan
     }
     add(l.source + ".bias", l.bias.defined() ? l.bias.to(plan.dtype) : l.bias);
   }
-  for (const char* norm : {"norm.attn", "norm.mlp"}) {
+  for (const std::string& norm : layer.norm_names()) {
     const Norm& n = layer.norm(norm);
     prefixes.insert(n.source);
     add(n.source + ".weight", n.weight.to(plan.dtype));
@@ -261,7 +261,7 @@ int64_t reread_check(Model& model, const std::string& dir) {
       compare(l.source + ".weight", l.weight);
       compare(l.source + ".bias", l.bias);
     }
-    for (const char* norm : {"norm.attn", "norm.mlp"}) {
+    for (const std::string& norm : layer.norm_names()) {
       const Norm& n = layer.norm(norm);
       compare(n.source + ".weight", n.weight);
       compare(n.source + ".bias", n.bias);

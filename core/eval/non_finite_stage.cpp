@@ -16,13 +16,14 @@ std::string label(const std::string& source, int64_t layer, std::string_view uni
 }
 
 /// What feeds a linear's input: its block's norm, attention's softmax·v, or the MLP activation.
-std::string producer_of(DecoderLayer& layer, int64_t i, std::string_view linear) {
-  const auto norm = [&](const char* name) {
-    return label(layer.norm(name).source, i, name) + " output";
-  };
-  if (linear == "attn.q" || linear == "attn.k" || linear == "attn.v") return norm("norm.attn");
-  if (linear == "mlp.gate" || linear == "mlp.up" || linear == "mlp.fc1") return norm("norm.mlp");
-  if (linear == "attn.o") return fmt::format("layer {} attention (softmax(q·kᵀ)·v) output", i);
+/// What computed the linear's input, as its family's schema says.
+std::string producer_of(DecoderLayer& layer, const LayerSchema& schema, int64_t i,
+                        std::string_view linear) {
+  const LinearSpec& spec = schema.linear(linear);
+  if (!spec.input_norm.empty())
+    return label(layer.norm(spec.input_norm).source, i, spec.input_norm) + " output";
+  if (spec.role == LinearRole::Output)
+    return fmt::format("layer {} attention (softmax(q·kᵀ)·v) output", i);
   return fmt::format("layer {} MLP activation (the input of {})", i, linear);
 }
 
@@ -61,7 +62,7 @@ std::string describe_non_finite_stage(Model& model, const at::Tensor& ids, int64
       const std::string where = label(l.source, i, name);
       if (count_non_finite(x) > 0) {
         first = fmt::format("{} is non-finite {} — it is the input of {}",
-                            producer_of(layer, i, name), at_window, where);
+                            producer_of(layer, model.layer_schema(i), i, name), at_window, where);
       } else if (count_non_finite(l.forward(x)) > 0) {
         first = fmt::format("{} output is non-finite {} — {}", where, at_window,
                             linear_hint(l, where));

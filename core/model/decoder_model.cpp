@@ -12,14 +12,8 @@
 
 namespace calq::core {
 
-NamedDecoderLayer::NamedDecoderLayer(int64_t index,
-                                     std::vector<std::pair<std::string, Linear>> linears,
-                                     Norm attn_norm,
-                                     Norm mlp_norm)
-    : index_(index),
-      linears_(std::move(linears)),
-      attn_norm_(std::move(attn_norm)),
-      mlp_norm_(std::move(mlp_norm)) {}
+NamedDecoderLayer::NamedDecoderLayer(int64_t index, NamedLinears linears, NamedNorms norms)
+    : index_(index), linears_(std::move(linears)), norms_(std::move(norms)) {}
 
 Linear& NamedDecoderLayer::linear(std::string_view name) {
   for (auto& [n, l] : linears_) {
@@ -39,11 +33,20 @@ std::vector<std::string> NamedDecoderLayer::linear_names() const {
 }
 
 Norm& NamedDecoderLayer::norm(std::string_view name) {
-  if (name == "norm.attn")
-    return attn_norm_;
-  if (name == "norm.mlp")
-    return mlp_norm_;
-  fail("layer {}: no norm \"{}\"; expected norm.attn or norm.mlp", index_, name);
+  for (auto& [n, norm] : norms_) {
+    if (n == name)
+      return norm;
+  }
+  fail("layer {}: no norm \"{}\"; expected one of {}", index_, name,
+       fmt::join(norm_names(), ", "));
+}
+
+std::vector<std::string> NamedDecoderLayer::norm_names() const {
+  std::vector<std::string> names;
+  names.reserve(norms_.size());
+  for (const auto& entry : norms_)
+    names.push_back(entry.first);
+  return names;
 }
 
 at::Tensor add_residual(at::Tensor sum, const at::Tensor& y) {
@@ -78,7 +81,7 @@ void require_finite_layer(DecoderLayer& layer, int64_t i) {
     require_finite(l.weight, site, "weight", hint(l.source, "weight"));
     require_finite(l.bias, site, "bias", hint(l.source, "bias"));
   }
-  for (const char* name : {"norm.attn", "norm.mlp"}) {
+  for (const std::string& name : layer.norm_names()) {
     const Norm& n = layer.norm(name);
     const GuardSite site{i, name, "weights as loaded"};
     require_finite(n.weight, site, "weight", hint(n.source, "weight"));
@@ -129,6 +132,37 @@ DecoderModel::DecoderModel(ModelConfig config,
   refuse_layers_beyond(*weights_, config_.n_layers);
   n_parameters_ = count_parameters(*weights_);
   layers_.resize(static_cast<size_t>(config_.n_layers));
+  schemas_.resize(static_cast<size_t>(config_.n_layers));
+}
+
+const LayerSchema& DecoderModel::layer_schema(int64_t i) const {
+  CALQ_CHECK(i >= 0 && i < config_.n_layers, "{}: layer {} out of range; expected 0..{}", path_, i,
+             config_.n_layers - 1);
+  auto& slot = schemas_[static_cast<size_t>(i)];
+  if (!slot) slot = std::make_unique<LayerSchema>(build_schema(i));
+  return *slot;
+}
+
+NamedDecoderLayer::NamedLinears DecoderModel::load_linears(const LayerSchema& schema) const {
+  NamedDecoderLayer::NamedLinears out;
+  out.reserve(schema.linears.size());
+  for (const LinearSpec& l : schema.linears) {
+    CALQ_ASSERT(!l.checkpoint.empty(), "layer {} {}: a fused linear needs its family's loader",
+                schema.layer, l.name);
+    out.emplace_back(l.name, load_linear(l.checkpoint, l.out, l.in, l.bias));
+  }
+  return out;
+}
+
+NamedDecoderLayer::NamedNorms DecoderModel::load_norms(const LayerSchema& schema) const {
+  NamedDecoderLayer::NamedNorms out;
+  out.reserve(schema.norms.size());
+  for (const NormSpec& n : schema.norms) {
+    Norm norm = load_norm(n.checkpoint, n.size, n.bias());
+    norm.form = n.form;
+    out.emplace_back(n.name, std::move(norm));
+  }
+  return out;
 }
 
 DecoderLayer& DecoderModel::layer(int64_t i) {

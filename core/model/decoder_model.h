@@ -17,30 +17,31 @@
 
 namespace calq::core {
 
-/// A decoder layer whose linears live in a name-ordered list (execution order) and whose two
-/// norms are norm.attn / norm.mlp.
+/// A decoder layer whose linears and norms live in name-ordered lists (execution order), as its
+/// schema lists them.
 class NamedDecoderLayer : public DecoderLayer {
  public:
-  NamedDecoderLayer(int64_t index,
-                    std::vector<std::pair<std::string, Linear>> linears,
-                    Norm attn_norm,
-                    Norm mlp_norm);
+  using NamedLinears = std::vector<std::pair<std::string, Linear>>;
+  using NamedNorms = std::vector<std::pair<std::string, Norm>>;
+  NamedDecoderLayer(int64_t index, NamedLinears linears, NamedNorms norms);
   Linear& linear(std::string_view name) override;
   std::vector<std::string> linear_names() const override;
   Norm& norm(std::string_view name) override;
+  std::vector<std::string> norm_names() const override;
   int64_t index() const override { return index_; }
 
  protected:
   /// The k-th linear in execution order (families index with their own enum).
   Linear& at(size_t k) { return linears_[k].second; }
+  /// The k-th norm in execution order.
+  const Norm& norm_at(size_t k) const { return norms_[k].second; }
   /// Calls ctx.observer (if any) with the input of the k-th linear, then applies it.
   at::Tensor apply(size_t k, const at::Tensor& x, const ForwardContext& ctx);
   void observe(size_t k, const at::Tensor& x, const ForwardContext& ctx) const;
 
   int64_t index_;
-  std::vector<std::pair<std::string, Linear>> linears_;
-  Norm attn_norm_;
-  Norm mlp_norm_;
+  NamedLinears linears_;
+  NamedNorms norms_;
 };
 
 /// `sum` + `y` (sum is a residual stream the caller owns), in place unless autograd records (LKD,
@@ -57,9 +58,17 @@ class DecoderModel : public Model {
   const ModelConfig& config() const override { return config_; }
   DecoderLayer& layer(int64_t i) override;
   void release(int64_t i) override;
+  const LayerSchema& layer_schema(int64_t i) const override;
 
  protected:
   virtual std::unique_ptr<DecoderLayer> build_layer(int64_t i) = 0;
+  /// The family's description of layer i (called once per layer, then cached).
+  virtual LayerSchema build_schema(int64_t i) const = 0;
+
+  /// Every linear and norm of `schema` loaded by its checkpoint name and shape, for families
+  /// whose checkpoints store each linear on its own.
+  NamedDecoderLayer::NamedLinears load_linears(const LayerSchema& schema) const;
+  NamedDecoderLayer::NamedNorms load_norms(const LayerSchema& schema) const;
 
   /// Checked load of one tensor, converted to the compute dtype and device.
   at::Tensor load(const std::string& name, const std::vector<int64_t>& shape) const;
@@ -88,6 +97,7 @@ class DecoderModel : public Model {
   std::shared_ptr<const WeightSource> weights_;
   c10::Device device_obj_;
   std::vector<std::unique_ptr<DecoderLayer>> layers_;
+  mutable std::vector<std::unique_ptr<LayerSchema>> schemas_;
 };
 
 }  // namespace calq::core

@@ -17,7 +17,9 @@
 namespace calq::core {
 namespace {
 
+// Positions in the schema's lists (build_schema below).
 enum LinearIndex : size_t { kQ, kK, kV, kO, kFc1, kFc2 };
+enum NormIndex : size_t { kAttnNorm, kMlpNorm };
 
 at::Tensor layer_norm(const at::Tensor& x, const Norm& norm, double eps) {
   return at::layer_norm(x, {x.size(-1)}, norm.weight, norm.bias, eps);
@@ -25,12 +27,8 @@ at::Tensor layer_norm(const at::Tensor& x, const Norm& norm, double eps) {
 
 class Gpt2Layer final : public NamedDecoderLayer {
  public:
-  Gpt2Layer(int64_t index,
-            std::vector<std::pair<std::string, Linear>> linears,
-            Norm attn_norm,
-            Norm mlp_norm,
-            const ModelConfig& config)
-      : NamedDecoderLayer(index, std::move(linears), std::move(attn_norm), std::move(mlp_norm)),
+  Gpt2Layer(int64_t index, NamedLinears linears, NamedNorms norms, const ModelConfig& config)
+      : NamedDecoderLayer(index, std::move(linears), std::move(norms)),
         n_heads_(config.n_heads),
         head_dim_(config.head_dim),
         eps_(config.norm_eps),
@@ -39,8 +37,8 @@ class Gpt2Layer final : public NamedDecoderLayer {
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
     // ln_1, attention, residual; ln_2, MLP, residual (GPT2Block).
-    at::Tensor out = attention(layer_norm(x, attn_norm_, eps_), ctx).add_(x);
-    return add_residual(out, mlp(layer_norm(out, mlp_norm_, eps_), ctx));
+    at::Tensor out = attention(layer_norm(x, norm_at(kAttnNorm), eps_), ctx).add_(x);
+    return add_residual(out, mlp(layer_norm(out, norm_at(kMlpNorm), eps_), ctx));
   }
 
   at::Tensor attention(const at::Tensor& h, const ForwardContext& ctx) override {
@@ -111,25 +109,56 @@ class Gpt2Model final : public DecoderModel {
 
  protected:
   std::unique_ptr<DecoderLayer> build_layer(int64_t i) override {
-    const ModelConfig& c = config_;
+    const LayerSchema& schema = layer_schema(i);
+    const int64_t E = config_.hidden_size;
     const std::string p = fmt::format("{}h.{}.", prefix_, i);
-    const int64_t E = c.hidden_size, F = c.intermediate_size;
     // c_attn: Conv1D weight [E, 3E] -> [3E, E]; output rows [0,E) q, [E,2E) k, [2E,3E) v.
     const at::Tensor qkv_w = load(p + "attn.c_attn.weight", {E, 3 * E}).t();
     const at::Tensor qkv_b = load(p + "attn.c_attn.bias", {3 * E});
-    std::vector<std::pair<std::string, Linear>> linears;
-    const char* qkv_names[] = {"attn.q", "attn.k", "attn.v"};
-    for (int64_t part = 0; part < 3; ++part) {
-      Linear l{qkv_w.narrow(0, part * E, E).clone(), qkv_b.narrow(0, part * E, E).clone()};
-      linears.emplace_back(qkv_names[part], std::move(l));
+    NamedDecoderLayer::NamedLinears linears;
+    for (const LinearSpec& l : schema.linears) {
+      if (l.checkpoint.empty()) {  // q, k, v: their rows of c_attn, in that order
+        const int64_t part = static_cast<int64_t>(linears.size());
+        linears.emplace_back(l.name, Linear{qkv_w.narrow(0, part * E, E).clone(),
+                                            qkv_b.narrow(0, part * E, E).clone()});
+      } else {
+        linears.emplace_back(l.name, load_conv1d(l.checkpoint, l.in, l.out));
+      }
     }
-    linears.emplace_back("attn.o", load_conv1d(p + "attn.c_proj", E, E));
-    linears.emplace_back("mlp.fc1", load_conv1d(p + "mlp.c_fc", E, F));
-    linears.emplace_back("mlp.fc2", load_conv1d(p + "mlp.c_proj", F, E));
-    Norm attn_norm = load_norm(p + "ln_1", E, true);
-    Norm mlp_norm = load_norm(p + "ln_2", E, true);
-    return std::make_unique<Gpt2Layer>(i, std::move(linears), std::move(attn_norm),
-                                       std::move(mlp_norm), c);
+    return std::make_unique<Gpt2Layer>(i, std::move(linears), load_norms(schema), config_);
+  }
+
+  LayerSchema build_schema(int64_t i) const override {
+    const ModelConfig& c = config_;
+    const std::string p = fmt::format("{}h.{}.", prefix_, i);
+    const int64_t E = c.hidden_size, F = c.intermediate_size;
+    using R = LinearRole;
+    LayerSchema s;
+    s.layer = i;
+    // Order = LinearIndex; q, k, v are stored fused in attn.c_attn (no checkpoint of their own).
+    s.linears = {
+        {"attn.q", "", R::Query, E, E, true, 0, "norm.attn"},
+        {"attn.k", "", R::Key, E, E, true, 0, "norm.attn"},
+        {"attn.v", "", R::Value, E, E, true, 0, "norm.attn"},
+        {"attn.o", p + "attn.c_proj", R::Output, E, E, true, 1, ""},
+        {"mlp.fc1", p + "mlp.c_fc", R::MlpIn, F, E, true, 2, "norm.mlp"},
+        {"mlp.fc2", p + "mlp.c_proj", R::Down, E, F, true, 3, ""},
+    };
+    s.norms = {  // order = NormIndex
+        {"norm.attn", p + "ln_1", NormForm::Layer, NormSite::PreAttention, E},
+        {"norm.mlp", p + "ln_2", NormForm::Layer, NormSite::PreMlp, E},
+    };
+    // algorithms.md §4.1, derived: norm.mlp → fc1 inspects the whole MLP so the loss sees the
+    // GELU and fc2 that follow.
+    s.scaling = {
+        {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},
+        {"attn.v", {"attn.o"}, Inspect::Linear, "attn.o", ""},
+        {"norm.mlp", {"mlp.fc1"}, Inspect::Mlp, "", ""},
+        {"mlp.fc1", {"mlp.fc2"}, Inspect::Linear, "mlp.fc2",
+         "GELU is not positively homogeneous, so a scale cannot move across it (the references "
+         "insert a runtime ScaledActivation that no checkpoint format holds)"},
+    };
+    return s;
   }
 
  private:

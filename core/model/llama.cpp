@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/model/attention.h"
 #include "core/model/decoder_model.h"
+#include "core/model/rope.h"
 
 namespace calq::core {
 
@@ -39,16 +40,14 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   return out;
 }
 
+// Positions in the schema's lists (llama_layer_schema below).
 enum LinearIndex : size_t { kQ, kK, kV, kO, kGate, kUp, kDown };
+enum NormIndex : size_t { kAttnNorm, kMlpNorm };
 
 class LlamaLayer final : public NamedDecoderLayer {
  public:
-  LlamaLayer(int64_t index,
-             std::vector<std::pair<std::string, Linear>> linears,
-             Norm attn_norm,
-             Norm mlp_norm,
-             const ModelConfig& config)
-      : NamedDecoderLayer(index, std::move(linears), std::move(attn_norm), std::move(mlp_norm)),
+  LlamaLayer(int64_t index, NamedLinears linears, NamedNorms norms, const ModelConfig& config)
+      : NamedDecoderLayer(index, std::move(linears), std::move(norms)),
         n_heads_(config.n_heads),
         n_kv_heads_(config.n_kv_heads),
         head_dim_(config.head_dim),
@@ -58,8 +57,8 @@ class LlamaLayer final : public NamedDecoderLayer {
     CALQ_ASSERT(x.size(1) == ctx.seq_len, "layer {}: input has {} positions, context {}", index_,
                 x.size(1), ctx.seq_len);
     // LlamaDecoderLayer: residual + self_attn(input_layernorm(x)), then residual + mlp(...).
-    at::Tensor out = attention(rms_norm(x, attn_norm_.weight, eps_), ctx).add_(x);  // x + o exactly
-    return add_residual(out, mlp(rms_norm(out, mlp_norm_.weight, eps_), ctx));
+    at::Tensor out = attention(rms_norm(x, norm_at(kAttnNorm).weight, eps_), ctx).add_(x);  // x + o
+    return add_residual(out, mlp(rms_norm(out, norm_at(kMlpNorm).weight, eps_), ctx));
   }
 
   at::Tensor attention(const at::Tensor& h, const ForwardContext& ctx) override {
@@ -107,11 +106,9 @@ class LlamaModel final : public DecoderModel {
     const ModelConfig& c = config_;
     norm_ = load("model.norm.weight", {c.hidden_size});
     require_finite_tensor("model.norm.weight", norm_);
-    // LlamaRotaryEmbedding (default rope): inv_freq = 1 / θ^(arange(0, hd, 2) / hd), float32.
-    const auto f32 = at::TensorOptions().device(device_obj_).dtype(at::kFloat);
-    const at::Tensor exponent =
-        at::arange(0, c.head_dim, 2, f32.dtype(at::kLong)).to(at::kFloat) / c.head_dim;
-    inv_freq_ = at::reciprocal(at::pow(c.rope_theta, exponent));
+    // LlamaRotaryEmbedding's inv_freq (core/model/rope.cpp); recomputed per window only for the
+    // types whose frequencies depend on its length (dynamic, longrope).
+    rope_ = rope_frequencies(c.rope, c.head_dim, c.max_positions, device_obj_);
   }
 
   // The embedding table stays in the stored dtype and only gathered rows are converted (the same
@@ -131,11 +128,21 @@ class LlamaModel final : public DecoderModel {
     ctx.seq_len = seq_len;
     // freqs = positions ⊗ inv_freq in float32, emb = cat(freqs, freqs); cos/sin cast to the
     // compute dtype (LlamaRotaryEmbedding.forward).
-    const at::Tensor positions = at::arange(seq_len, inv_freq_.options());
-    const at::Tensor freqs = at::outer(positions, inv_freq_);
+    // cos/sin scaled by attention_scaling (yarn, longrope) in float32, as transformers does.
+    const RopeFrequencies rope = rope_depends_on_length(config_.rope)
+                                     ? rope_frequencies(config_.rope, config_.head_dim, seq_len,
+                                                        device_obj_)
+                                     : rope_;
+    const at::Tensor positions = at::arange(seq_len, rope.inv_freq.options());
+    const at::Tensor freqs = at::outer(positions, rope.inv_freq);
     const at::Tensor emb = at::cat({freqs, freqs}, -1);
-    ctx.rope_cos = emb.cos().to(compute_dtype_);
-    ctx.rope_sin = emb.sin().to(compute_dtype_);
+    at::Tensor cos = emb.cos(), sin = emb.sin();
+    if (rope.attention_scaling != 1.0) {
+      cos = cos * rope.attention_scaling;
+      sin = sin * rope.attention_scaling;
+    }
+    ctx.rope_cos = cos.to(compute_dtype_);
+    ctx.rope_sin = sin.to(compute_dtype_);
     ctx.causal_mask = causal_mask(seq_len, config_.sliding_window.value_or(0));
     return ctx;
   }
@@ -152,34 +159,53 @@ class LlamaModel final : public DecoderModel {
 
  protected:
   std::unique_ptr<DecoderLayer> build_layer(int64_t i) override {
-    const ModelConfig& c = config_;
-    const std::string p = fmt::format("model.layers.{}.", i);
-    const int64_t H = c.hidden_size, I = c.intermediate_size;
-    const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
-    std::vector<std::pair<std::string, Linear>> linears;
-    linears.emplace_back("attn.q", load_linear(p + "self_attn.q_proj", q_out, H, c.attention_bias));
-    linears.emplace_back("attn.k",
-                         load_linear(p + "self_attn.k_proj", kv_out, H, c.attention_bias));
-    linears.emplace_back("attn.v",
-                         load_linear(p + "self_attn.v_proj", kv_out, H, c.attention_bias));
-    linears.emplace_back("attn.o", load_linear(p + "self_attn.o_proj", H, q_out, c.o_bias));
-    linears.emplace_back("mlp.gate", load_linear(p + "mlp.gate_proj", I, H, c.mlp_bias));
-    linears.emplace_back("mlp.up", load_linear(p + "mlp.up_proj", I, H, c.mlp_bias));
-    linears.emplace_back("mlp.down", load_linear(p + "mlp.down_proj", H, I, c.mlp_bias));
-    Norm attn_norm = load_norm(p + "input_layernorm", H, false);
-    Norm mlp_norm = load_norm(p + "post_attention_layernorm", H, false);
-    return std::make_unique<LlamaLayer>(i, std::move(linears), std::move(attn_norm),
-                                        std::move(mlp_norm), c);
+    const LayerSchema& schema = layer_schema(i);
+    return std::make_unique<LlamaLayer>(i, load_linears(schema), load_norms(schema), config_);
   }
+
+  LayerSchema build_schema(int64_t i) const override { return llama_layer_schema(config_, i); }
 
  private:
   at::Tensor embed_;     // [V, H] in the stored dtype, read on first use
   at::Tensor norm_;      // [H]
   at::Tensor head_;      // [V, H] in the compute dtype, read on first use
-  at::Tensor inv_freq_;  // [hd/2] float32
+  RopeFrequencies rope_;  // inv_freq [hd/2] float32 for windows of any length up to max_positions
 };
 
 }  // namespace
+
+LayerSchema llama_layer_schema(const ModelConfig& c, int64_t i) {
+  const std::string p = fmt::format("model.layers.{}.", i);
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
+  using R = LinearRole;
+  LayerSchema s;
+  s.layer = i;
+  // Order = LinearIndex. Steps: q,k,v → o → gate,up → down (llama_sequential).
+  s.linears = {
+      {"attn.q", p + "self_attn.q_proj", R::Query, q_out, H, c.attention_bias, 0, "norm.attn"},
+      {"attn.k", p + "self_attn.k_proj", R::Key, kv_out, H, c.attention_bias, 0, "norm.attn"},
+      {"attn.v", p + "self_attn.v_proj", R::Value, kv_out, H, c.attention_bias, 0, "norm.attn"},
+      {"attn.o", p + "self_attn.o_proj", R::Output, H, q_out, c.o_bias, 1, ""},
+      {"mlp.gate", p + "mlp.gate_proj", R::Gate, I, H, c.mlp_bias, 2, "norm.mlp"},
+      {"mlp.up", p + "mlp.up_proj", R::Up, I, H, c.mlp_bias, 2, "norm.mlp"},
+      {"mlp.down", p + "mlp.down_proj", R::Down, H, I, c.mlp_bias, 3, ""},
+  };
+  s.norms = {  // order = NormIndex
+      {"norm.attn", p + "input_layernorm", NormForm::Rms, NormSite::PreAttention, H},
+      {"norm.mlp", p + "post_attention_layernorm", NormForm::Rms, NormSite::PreMlp, H},
+  };
+  // algorithms.md §4.1. v → o: o's input columns are v's output rows, head by head (attention
+  // mixes positions, never channels); with grouped-query attention v has fewer rows than o has
+  // columns, which the AWQ pass checks. up → down: act(gate) ⊙ (up / s) = (act(gate) ⊙ up) / s.
+  s.scaling = {
+      {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},
+      {"attn.v", {"attn.o"}, Inspect::Linear, "attn.o", ""},
+      {"norm.mlp", {"mlp.gate", "mlp.up"}, Inspect::Mlp, "", ""},
+      {"mlp.up", {"mlp.down"}, Inspect::Linear, "mlp.down", ""},
+  };
+  return s;
+}
 
 std::unique_ptr<Model> make_llama_model(ModelConfig config,
                                         std::shared_ptr<const WeightSource> weights,

@@ -18,6 +18,10 @@ std::unique_ptr<Model> make_llama_model(ModelConfig config,
                                         std::shared_ptr<const WeightSource> weights,
                                         const LoadOptions& options);
 
+/// Llama-family layer i: q,k,v,o / gate,up,down under model.layers.{i}., two RMSNorms, and the
+/// AWQ/SmoothQuant pairs of algorithms.md §4.1.
+LayerSchema llama_layer_schema(const ModelConfig& config, int64_t i);
+
 /// transformers LlamaRMSNorm: x [.., H] -> weight ⊙ (x / sqrt(mean(x²) + eps)), normalised in
 /// float32 and cast back to x's dtype before the multiply.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);

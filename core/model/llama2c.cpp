@@ -190,7 +190,7 @@ ModelConfig read_llama2c_config(const std::string& path) {
   c.head_dim = h.dim / h.n_heads;
   c.max_positions = h.seq_len;
   c.norm_eps = 1e-5;       // run.c rmsnorm, model.py norm_eps
-  c.rope_theta = 10000.0;  // run.c, model.py precompute_freqs_cis
+  c.rope.theta = 10000.0;  // run.c, model.py precompute_freqs_cis
   c.tie_word_embeddings = h.shared_classifier;
   c.activation = "silu";
   c.bos_token_id = 1;  // tok512.bin / Llama SentencePiece convention

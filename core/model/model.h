@@ -3,9 +3,10 @@
 // ATen tensors; layers are materialised on demand and can be released, so the layer-wise runner
 // keeps only the current layer resident.
 //
-// Uniform names: attn.q attn.k attn.v attn.o mlp.gate mlp.up mlp.down (OPT/GPT-2: mlp.fc1
-// mlp.fc2); norms norm.attn norm.mlp. Weights are [out, in] in every family (GPT-2's Conv1D is
-// transposed on load, its fused c_attn split into q/k/v).
+// Uniform names (each family's schema, layer_schema.h, declares its own): attn.q attn.k attn.v
+// attn.o mlp.gate mlp.up mlp.down (OPT/GPT-2: mlp.fc1 mlp.fc2); norms norm.attn norm.mlp. Weights
+// are [out, in] in every family (GPT-2's Conv1D is transposed on load, its fused c_attn split
+// into q/k/v).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/model/layer_schema.h"
 #include "core/model/model_config.h"
 #include "core/quant/activation_quant.h"
 #include "core/quant/llm_int8.h"
@@ -63,6 +65,7 @@ struct Linear {
 struct Norm {
   at::Tensor weight;  ///< [hidden]
   at::Tensor bias;    ///< [hidden] (LayerNorm) or undefined (RMSNorm)
+  NormForm form = NormForm::Rms;  ///< how weight applies (from the family's NormSpec)
   std::string source;  ///< checkpoint prefix ("model.layers.0.input_layernorm"), as Linear's
 };
 
@@ -94,7 +97,8 @@ class DecoderLayer {
   virtual at::Tensor mlp(const at::Tensor& normed, const ForwardContext& ctx) = 0;
   virtual Linear& linear(std::string_view name) = 0;  ///< throws for names this family lacks
   virtual std::vector<std::string> linear_names() const = 0;  ///< in execution order
-  virtual Norm& norm(std::string_view name) = 0;  ///< "norm.attn" | "norm.mlp"
+  virtual Norm& norm(std::string_view name) = 0;  ///< throws for names this family lacks
+  virtual std::vector<std::string> norm_names() const = 0;  ///< in execution order
   virtual int64_t index() const = 0;
 };
 
@@ -116,6 +120,8 @@ class Model {
   virtual at::Tensor embed(const at::Tensor& ids) = 0;
   virtual ForwardContext make_context(int64_t seq_len) const = 0;
   virtual DecoderLayer& layer(int64_t i) = 0;  ///< materialises layer i if needed
+  /// Layer i described as data (layer_schema.h), without materialising it.
+  virtual const LayerSchema& layer_schema(int64_t i) const = 0;
   virtual void release(int64_t i) = 0;         ///< frees layer i's tensors
   /// Frees tensors outside the layers that embed() reads again when next called (Llama's table):
   /// a bounded-memory run needs them only for the calibration windows' X_0.

@@ -1,7 +1,8 @@
 // read_hf_config: config.json -> ModelConfig for the families calq runs (formats.md §5).
 // Accepts the transformers ≥ 5 spelling ("dtype", "rope_parameters") and the older one
-// ("torch_dtype", top-level "rope_theta", "rope_scaling"). Everything calq cannot run yet
-// (RoPE scaling, post-LN OPT, GPT-2 attention variants) is refused with a sentence that says so.
+// ("torch_dtype", top-level "rope_theta", "rope_scaling"; RoPE in core/model/rope_config.cpp).
+// Everything calq cannot run yet (post-LN OPT, GPT-2 attention variants, per-layer RoPE) is
+// refused with a sentence that says so.
 #include "core/model/model_config.h"
 
 #include <cmath>
@@ -13,92 +14,22 @@
 #include "core/error.h"
 #include "core/io/json_text.h"
 #include "core/io/small_file.h"
+#include "core/model/config_fields.h"
+#include "core/model/rope_config.h"
 
 namespace calq::core {
+
+const char* family_name(Family family) {
+  switch (family) {
+    case Family::Llama: return "llama";
+    case Family::Opt: return "opt";
+    case Family::Gpt2: return "gpt2";
+  }
+  return "?";
+}
 namespace {
 
 using nlohmann::json;
-
-// Typed access to one config.json object; every message names the file and the field.
-class ConfigFields {
- public:
-  ConfigFields(const std::string& path, const json& object) : path_(path), j_(object) {}
-
-  bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
-  const json& at(const char* key) const { return j_.at(key); }
-
-  int64_t required_int(const char* key) const {
-    if (!has(key))
-      fail("{}: missing field \"{}\"; expected an integer", path_, key);
-    return int_value(key);
-  }
-  int64_t required_positive(const char* key) const {
-    const int64_t v = required_int(key);
-    CALQ_CHECK(v > 0, "{}: field \"{}\" is {}; expected a positive integer", path_, key, v);
-    return v;
-  }
-  std::optional<int64_t> optional_int(const char* key) const {
-    if (!has(key))
-      return std::nullopt;
-    return int_value(key);
-  }
-  double optional_double(const char* key, double fallback) const {
-    if (!has(key))
-      return fallback;
-    const json& v = j_.at(key);
-    CALQ_CHECK(v.is_number(), "{}: field \"{}\" is {}; expected a number", path_, key, quote_json(v));
-    return v.get<double>();
-  }
-  // A finite number in (low, high]: eps and RoPE bases outside it give NaN or a silent garbage
-  // model (docs/robustness.md "Config ranges").
-  double optional_in_range(const char* key, double fallback, double low, double high) const {
-    const double v = optional_double(key, fallback);
-    CALQ_CHECK(std::isfinite(v) && v > low && v <= high,
-               "{}: field \"{}\" is {}; expected a finite number > {} and <= {}", path_, key, v,
-               low, high);
-    return v;
-  }
-  bool optional_bool(const char* key, bool fallback) const {
-    if (!has(key))
-      return fallback;
-    const json& v = j_.at(key);
-    CALQ_CHECK(v.is_boolean(), "{}: field \"{}\" is {}; expected true or false", path_, key,
-               quote_json(v));
-    return v.get<bool>();
-  }
-  std::optional<std::string> optional_string(const char* key) const {
-    if (!has(key))
-      return std::nullopt;
-    const json& v = j_.at(key);
-    CALQ_CHECK(v.is_string(), "{}: field \"{}\" is {}; expected a string", path_, key, quote_json(v));
-    return v.get<std::string>();
-  }
-  // bos/eos ids: an integer, null, or (Llama 3 style) a list whose first entry we keep.
-  std::optional<int32_t> optional_token_id(const char* key) const {
-    if (!has(key))
-      return std::nullopt;
-    const json& v = j_.at(key);
-    if (v.is_array()) {
-      if (v.empty() || !v.front().is_number_integer())
-        return std::nullopt;
-      return v.front().get<int32_t>();
-    }
-    CALQ_CHECK(v.is_number_integer(), "{}: field \"{}\" is {}; expected an integer", path_, key,
-               quote_json(v));
-    return v.get<int32_t>();
-  }
-
- private:
-  int64_t int_value(const char* key) const {
-    const json& v = j_.at(key);
-    CALQ_CHECK(v.is_number_integer(), "{}: field \"{}\" is {}; expected an integer", path_, key,
-               quote_json(v));
-    return v.get<int64_t>();
-  }
-
-  const std::string& path_;
-  const json& j_;
-};
 
 c10::ScalarType parse_dtype(const std::string& path, const ConfigFields& f) {
   // transformers ≥ 5 writes "dtype"; older files "torch_dtype".
@@ -119,42 +50,9 @@ c10::ScalarType parse_dtype(const std::string& path, const ConfigFields& f) {
   fail("{}: field \"{}\" is \"{}\"; expected float32, float16 or bfloat16", path, key, *name);
 }
 
-// RoPE: only the plain ("default") rotary embedding is implemented.
-double parse_rope_theta(const std::string& path, const ConfigFields& f) {
-  if (f.has("rope_scaling")) {
-    const json& s = f.at("rope_scaling");
-    const json* named = !s.is_object()               ? nullptr
-                        : s.contains("rope_type") ? &s.at("rope_type")
-                        : s.contains("type")      ? &s.at("type")
-                                                  : nullptr;
-    const std::string type = named && named->is_string() ? named->get<std::string>() : "";
-    CALQ_CHECK(type == "default", "{}: rope_scaling {} is not supported yet; expected null", path,
-               quote_json(s));
-  }
-  double theta = f.optional_in_range("rope_theta", 10000.0, 0.0, 1e12);  // LlamaConfig default
-  if (f.has("rope_parameters")) {
-    const json& p = f.at("rope_parameters");
-    CALQ_CHECK(p.is_object(), "{}: field \"rope_parameters\" is {}; expected an object", path,
-               quote_json(p));
-    const json type = p.value("rope_type", json("default"));
-    CALQ_CHECK(type == "default",
-               "{}: rope_parameters.rope_type {} is not supported yet; expected \"default\"", path,
-               quote_json(type));
-    if (p.contains("rope_theta")) {
-      CALQ_CHECK(p.at("rope_theta").is_number(),
-                 "{}: field \"rope_parameters.rope_theta\" is {}; expected a number", path,
-                 quote_json(p.at("rope_theta")));
-      theta = p.at("rope_theta").get<double>();
-      CALQ_CHECK(std::isfinite(theta) && theta > 0 && theta <= 1e12,
-                 "{}: field \"rope_parameters.rope_theta\" is {}; expected a finite number > 0 "
-                 "and <= 1e12", path, theta);
-    }
-  }
-  return theta;
-}
-
 // Llama, Mistral, Qwen2 (formats.md §5.1–5.3).
-void parse_llama_family(const std::string& path, const ConfigFields& f, ModelConfig& c) {
+void parse_llama_family(const std::string& path, const json& j, const ConfigFields& f,
+                        ModelConfig& c) {
   c.family = Family::Llama;
   c.vocab_size = f.required_positive("vocab_size");
   c.hidden_size = f.required_positive("hidden_size");
@@ -180,7 +78,15 @@ void parse_llama_family(const std::string& path, const ConfigFields& f, ModelCon
   c.max_positions = f.has("max_position_embeddings") ? f.required_positive("max_position_embeddings")
                                                      : 2048;
   c.norm_eps = f.optional_in_range("rms_norm_eps", 1e-6, 0.0, 1.0);  // LlamaConfig's default
-  c.rope_theta = parse_rope_theta(path, f);
+  c.rope = parse_rope(path, j, c.max_positions);
+  if (c.rope.type == RopeType::LongRope) {
+    for (const auto* factors : {&c.rope.short_factor, &c.rope.long_factor})
+      CALQ_CHECK(int64_t(factors->size()) == c.head_dim / 2,
+                 "{}: longrope {} has {} entries; expected head_dim / 2 = {} (one per rotated "
+                 "pair)",
+                 path, factors == &c.rope.short_factor ? "short_factor" : "long_factor",
+                 factors->size(), c.head_dim / 2);
+  }
   c.activation = f.optional_string("hidden_act").value_or("silu");
   CALQ_CHECK(c.activation == "silu", "{}: hidden_act \"{}\" is not supported; expected \"silu\"",
              path, c.activation);
@@ -302,7 +208,7 @@ ModelConfig parse_hf_config(std::string_view text, const std::string& path) {
              path);
   c.model_type = *model_type;
   if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
-    parse_llama_family(path, f, c);
+    parse_llama_family(path, j, f, c);
   } else if (c.model_type == "opt") {
     parse_opt(path, f, c);
   } else if (c.model_type == "gpt2") {

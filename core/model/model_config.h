@@ -10,9 +10,14 @@
 
 #include <c10/core/ScalarType.h>
 
+#include "core/model/rope_spec.h"
+
 namespace calq::core {
 
 enum class Family { Llama, Opt, Gpt2 };  // Llama covers llama, mistral, qwen2 and llama2.c
+
+/// "llama", "opt", "gpt2" (report.json, calq inspect).
+const char* family_name(Family family);
 
 struct ModelConfig {
   std::string source;      ///< the file the facts came from (for error messages)
@@ -27,7 +32,7 @@ struct ModelConfig {
   int64_t head_dim = 0;
   int64_t max_positions = 0;
   double norm_eps = 1e-5;       ///< rms_norm_eps or layer_norm_epsilon
-  double rope_theta = 10000.0;  ///< Llama family only
+  RopeSpec rope;                ///< Llama family only (rope_type, theta, scaling)
   bool attention_bias = false;  ///< q/k/v(/o) biases (Qwen2: q/k/v always)
   bool o_bias = false;
   bool mlp_bias = false;

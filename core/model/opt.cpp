@@ -20,7 +20,9 @@ namespace {
 constexpr int64_t kPositionOffset = 2;  // OPTLearnedPositionalEmbedding: position p reads row p+2
 constexpr double kLayerNormEps = 1e-5;  // nn.LayerNorm default; OPT has no config field for it
 
+// Positions in the schema's lists (build_schema below).
 enum LinearIndex : size_t { kQ, kK, kV, kO, kFc1, kFc2 };
+enum NormIndex : size_t { kAttnNorm, kMlpNorm };
 
 at::Tensor layer_norm(const at::Tensor& x, const Norm& norm) {
   return at::layer_norm(x, {x.size(-1)}, norm.weight, norm.bias, kLayerNormEps);
@@ -28,19 +30,15 @@ at::Tensor layer_norm(const at::Tensor& x, const Norm& norm) {
 
 class OptLayer final : public NamedDecoderLayer {
  public:
-  OptLayer(int64_t index,
-           std::vector<std::pair<std::string, Linear>> linears,
-           Norm attn_norm,
-           Norm mlp_norm,
-           const ModelConfig& config)
-      : NamedDecoderLayer(index, std::move(linears), std::move(attn_norm), std::move(mlp_norm)),
+  OptLayer(int64_t index, NamedLinears linears, NamedNorms norms, const ModelConfig& config)
+      : NamedDecoderLayer(index, std::move(linears), std::move(norms)),
         n_heads_(config.n_heads),
         head_dim_(config.head_dim) {}
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
     // self_attn_layer_norm, attention, residual; final_layer_norm (per layer), MLP, residual.
-    at::Tensor out = attention(layer_norm(x, attn_norm_), ctx).add_(x);
-    return add_residual(out, mlp(layer_norm(out, mlp_norm_), ctx));
+    at::Tensor out = attention(layer_norm(x, norm_at(kAttnNorm)), ctx).add_(x);
+    return add_residual(out, mlp(layer_norm(out, norm_at(kMlpNorm)), ctx));
   }
 
   at::Tensor attention(const at::Tensor& h, const ForwardContext& ctx) override {
@@ -108,21 +106,39 @@ class OptModel final : public DecoderModel {
 
  protected:
   std::unique_ptr<DecoderLayer> build_layer(int64_t i) override {
+    const LayerSchema& schema = layer_schema(i);
+    return std::make_unique<OptLayer>(i, load_linears(schema), load_norms(schema), config_);
+  }
+
+  LayerSchema build_schema(int64_t i) const override {
     const ModelConfig& c = config_;
     const std::string p = fmt::format("{}layers.{}.", prefix_, i);
     const int64_t H = c.hidden_size, F = c.intermediate_size;
     const bool b = c.attention_bias;  // enable_bias covers every linear
-    std::vector<std::pair<std::string, Linear>> linears;
-    linears.emplace_back("attn.q", load_linear(p + "self_attn.q_proj", H, H, b));
-    linears.emplace_back("attn.k", load_linear(p + "self_attn.k_proj", H, H, b));
-    linears.emplace_back("attn.v", load_linear(p + "self_attn.v_proj", H, H, b));
-    linears.emplace_back("attn.o", load_linear(p + "self_attn.out_proj", H, H, b));
-    linears.emplace_back("mlp.fc1", load_linear(p + "fc1", F, H, b));
-    linears.emplace_back("mlp.fc2", load_linear(p + "fc2", H, F, b));
-    Norm attn_norm = load_norm(p + "self_attn_layer_norm", H, true);
-    Norm mlp_norm = load_norm(p + "final_layer_norm", H, true);
-    return std::make_unique<OptLayer>(i, std::move(linears), std::move(attn_norm),
-                                      std::move(mlp_norm), c);
+    using R = LinearRole;
+    LayerSchema s;
+    s.layer = i;
+    // Order = LinearIndex. Steps: q,k,v → out_proj → fc1 → fc2 (gptq opt_sequential).
+    s.linears = {
+        {"attn.q", p + "self_attn.q_proj", R::Query, H, H, b, 0, "norm.attn"},
+        {"attn.k", p + "self_attn.k_proj", R::Key, H, H, b, 0, "norm.attn"},
+        {"attn.v", p + "self_attn.v_proj", R::Value, H, H, b, 0, "norm.attn"},
+        {"attn.o", p + "self_attn.out_proj", R::Output, H, H, b, 1, ""},
+        {"mlp.fc1", p + "fc1", R::MlpIn, F, H, b, 2, "norm.mlp"},
+        {"mlp.fc2", p + "fc2", R::Down, H, F, b, 3, ""},
+    };
+    s.norms = {  // order = NormIndex
+        {"norm.attn", p + "self_attn_layer_norm", NormForm::Layer, NormSite::PreAttention, H},
+        {"norm.mlp", p + "final_layer_norm", NormForm::Layer, NormSite::PreMlp, H},
+    };
+    // algorithms.md §4.1. fc1 → fc2: ReLU(z / s) = ReLU(z) / s for s > 0, fc1's bias divided too.
+    s.scaling = {
+        {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},
+        {"attn.v", {"attn.o"}, Inspect::Linear, "attn.o", ""},
+        {"norm.mlp", {"mlp.fc1"}, Inspect::Linear, "mlp.fc1", ""},
+        {"mlp.fc1", {"mlp.fc2"}, Inspect::Linear, "mlp.fc2", ""},
+    };
+    return s;
   }
 
  private:

@@ -108,7 +108,7 @@ class FoldingHandler : public calq::calib::LayerHandler {
     for (const auto& name : step.linears)
       specs[name] = calq::core::weight_spec(3, calq::core::Grid::AwqAsym, 16);
     const BlockGroups blocks =
-        calq::algorithms::awq_scale_groups(step.model.config().family, step.layer, step.linears);
+        calq::algorithms::awq_scale_groups(step.model.layer_schema(step.layer_index), step.layer, step.linears);
     n_groups.push_back(blocks.groups.size());
     const at::Tensor before = step.forward(step.layer_inputs);
     const auto chosen = calq::algorithms::search_block_scales(step.layer, step.model, blocks.groups,
@@ -281,7 +281,7 @@ TEST_CASE("awq skips v→o under grouped-query attention and reports its choices
     auto model = calq::test::load_tiny_model(dir / name);
     DecoderLayer& layer = model->layer(0);
     const BlockGroups blocks =
-        calq::algorithms::awq_scale_groups(model->config().family, layer, layer.linear_names());
+        calq::algorithms::awq_scale_groups(model->layer_schema(0), layer, layer.linear_names());
     std::vector<std::string> out;
     for (const auto& g : blocks.groups)
       out.push_back(g.describe());

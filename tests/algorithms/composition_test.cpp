@@ -148,7 +148,7 @@ TEST_CASE("smoothquant hands the next pass the statistics of the smoothed model"
   const auto float_stats = run(*float_model, false);
   auto smoothed = calq::test::load_tiny_model(dir / "model");
   calq::core::DecoderLayer& layer = smoothed->layer(0);
-  for (const auto& group : calq::algorithms::norm_fed_groups(layer.linear_names()))
+  for (const auto& group : calq::algorithms::norm_fed_groups(smoothed->layer_schema(0)))
     calq::algorithms::smooth_group(layer, group, float_stats.at(group.linears.front()).absmax, 0.7);
   const auto fresh = run(*smoothed, false);
 

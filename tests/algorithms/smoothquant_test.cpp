@@ -57,7 +57,7 @@ TEST_CASE("smoothing every norm-fed group leaves the float logits unchanged", "[
   // alpha 0.85 gives scales well away from 1, so an unsmoothed linear would show.
   for (int64_t i = 0; i < model->n_layers(); ++i) {
     calq::core::DecoderLayer& layer = model->layer(i);
-    for (const auto& group : calq::algorithms::norm_fed_groups(layer.linear_names())) {
+    for (const auto& group : calq::algorithms::norm_fed_groups(model->layer_schema(i))) {
       const at::Tensor s =
           calq::algorithms::smooth_group(layer, group, absmax.at({i, group.linears.front()}), 0.85);
       REQUIRE(s.max().item<float>() / s.min().item<float>() > 1.5f);
@@ -80,8 +80,11 @@ TEST_CASE("invalid smoothquant recipes fail with one line before any work", "[sm
     return calq::core::load_recipe((dir / "recipe.yaml").string());
   };
   SECTION("a linear with no preceding norm") {
+    // Which linears a norm feeds is the family's schema: checked against the model.
     const auto recipe = recipe_with("passes:\n  - smoothquant: {linears: [attn.o]}\n");
-    CHECK_THROWS_WITH(calq::algorithms::build_passes(recipe),
+    auto passes = calq::algorithms::build_passes(recipe);
+    auto model = calq::test::load_tiny_model(dir / "model");
+    CHECK_THROWS_WITH(calq::algorithms::check_passes(passes, *model),
                       Contains("passes.0.smoothquant.linears") &&
                           Contains("attn.o has no preceding norm"));
   }

@@ -93,7 +93,7 @@ TEST_CASE("read_hf_config reads both transformers spellings", "[core][model]") {
     CHECK(c.family == calq::core::Family::Llama);
     CHECK(c.head_dim == 8);
     CHECK(c.n_kv_heads == 2);
-    CHECK(c.rope_theta == 500000.0);
+    CHECK(c.rope.theta == 500000.0);
     CHECK(c.storage_dtype == at::kBFloat16);
     CHECK((c.attention_bias && c.o_bias && !c.mlp_bias));
     CHECK(c.eos_token_id == 2);
@@ -104,7 +104,7 @@ TEST_CASE("read_hf_config reads both transformers spellings", "[core][model]") {
       "num_attention_heads": 4, "rope_theta": 1000000.0, "rope_scaling": null,
       "torch_dtype": "float16", "tie_word_embeddings": true})"));
     CHECK(c.n_kv_heads == 4);  // absent -> num_attention_heads
-    CHECK(c.rope_theta == 1000000.0);
+    CHECK(c.rope.theta == 1000000.0);
     CHECK(c.storage_dtype == at::kHalf);
     CHECK((c.attention_bias && !c.o_bias));  // Qwen2: q/k/v bias always, o_proj none
     CHECK(c.tie_word_embeddings);
@@ -116,6 +116,37 @@ TEST_CASE("read_hf_config reads both transformers spellings", "[core][model]") {
     CHECK(c.family == calq::core::Family::Gpt2);
     CHECK(c.intermediate_size == 128);
     CHECK(c.tie_word_embeddings);
+  }
+}
+
+TEST_CASE("read_hf_config reads every RoPE scaling as transformers does", "[core][model]") {
+  calq::test::TempDir dir("calq_model_test");
+  const std::string llama = R"("model_type": "llama", "vocab_size": 100, "hidden_size": 32,
+      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "max_position_embeddings": 131072, )";
+  using calq::core::RopeType;
+  SECTION("Llama 3.1's own config.json: rope_scaling llama3, top-level rope_theta") {
+    const auto c = calq::core::read_hf_config(write_config(dir, "{" + llama + R"(
+      "rope_theta": 500000.0, "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"}})"));
+    CHECK(c.rope.type == RopeType::Llama3);
+    CHECK(c.rope.theta == 500000.0);
+    CHECK(c.rope.factor == 8.0);
+    CHECK(c.rope.original_max_positions == 8192);
+  }
+  SECTION("transformers 5: rope_parameters carries rope_theta; 'type' is the old rope_type") {
+    const auto c = calq::core::read_hf_config(write_config(dir, "{" + llama + R"(
+      "rope_parameters": {"type": "yarn", "factor": 4.0, "rope_theta": 1e6}})"));
+    CHECK(c.rope.type == RopeType::Yarn);
+    CHECK(c.rope.theta == 1e6);
+    CHECK(c.rope.original_max_positions == 131072);  // absent: max_position_embeddings
+    CHECK((c.rope.beta_fast == 32.0 && c.rope.beta_slow == 1.0 && c.rope.truncate));
+  }
+  SECTION("a top-level original_max_position_embeddings wins (Phi-3)") {
+    const auto c = calq::core::read_hf_config(write_config(dir, "{" + llama + R"(
+      "original_max_position_embeddings": 4096, "rope_scaling": {"rope_type": "yarn",
+      "factor": 2.0, "original_max_position_embeddings": 2048}})"));
+    CHECK(c.rope.original_max_positions == 4096);
   }
 }
 
@@ -133,15 +164,29 @@ TEST_CASE("read_hf_config names the file and the field for bad configs", "[core]
   require_error_naming(read(R"({"model_type": "falcon", "hidden_size": 8})"), file,
                        "expected one of llama, mistral, qwen2, opt, gpt2");
   require_error_naming(
-      read(R"({"model_type": "llama", "hidden_size": 32, "rope_scaling": {"rope_type": "yarn",
+      read(R"({"model_type": "llama", "hidden_size": 32, "rope_scaling": {"rope_type": "su",
           "factor": 4.0}, )" +
            llama + "}"),
-      file, "not supported yet");
+      file, "field \"rope_scaling.rope_type\" is \"su\"; expected default, linear, dynamic");
   require_error_naming(
       read(R"({"model_type": "llama", "hidden_size": 32, "rope_parameters": {"rope_theta": 1e4,
-          "rope_type": "llama3"}, )" +
+          "rope_type": "llama3", "factor": 8.0}, )" +
            llama + "}"),
-      file, "not supported yet");
+      file, "rope_type llama3 needs \"rope_parameters.low_freq_factor\"");
+  require_error_naming(
+      read(R"({"model_type": "llama", "hidden_size": 32, "rope_parameters": {"rope_type":
+          "linear", "factor": 0.5}, )" +
+           llama + "}"),
+      file, "field \"rope_parameters.factor\" is 0.5; expected a finite number >= 1");
+  require_error_naming(
+      read(R"({"model_type": "llama", "hidden_size": 32, "rope_parameters": {"rope_type":
+          "dynamic"}, )" +
+           llama + "}"),
+      file, "missing field \"rope_parameters.factor\"");
+  require_error_naming(
+      read(R"({"model_type": "llama", "hidden_size": 32, "partial_rotary_factor": 0.5, )" +
+           llama + "}"),
+      file, "partial_rotary_factor 0.5 is not supported yet");
   require_error_naming(read(R"({"model_type": "opt", "vocab_size": 100, "hidden_size": 32,
       "ffn_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
       "max_position_embeddings": 64, "do_layer_norm_before": false})"),

@@ -1,0 +1,81 @@
+#include "core/model/layer_schema.h"
+
+#include <algorithm>
+#include <map>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/error.h"
+
+namespace calq::core {
+
+const LinearSpec* LayerSchema::find_linear(std::string_view name) const {
+  for (const LinearSpec& l : linears) {
+    if (l.name == name) return &l;
+  }
+  return nullptr;
+}
+
+const LinearSpec& LayerSchema::linear(std::string_view name) const {
+  const LinearSpec* l = find_linear(name);
+  CALQ_CHECK(l != nullptr, "layer {}: no linear \"{}\"; expected one of {}", layer, name,
+             fmt::join(linear_names(), ", "));
+  return *l;
+}
+
+const NormSpec& LayerSchema::norm(std::string_view name) const {
+  for (const NormSpec& n : norms) {
+    if (n.name == name) return n;
+  }
+  fail("layer {}: no norm \"{}\"; expected one of {}", layer, name, fmt::join(norm_names(), ", "));
+}
+
+std::vector<std::string> LayerSchema::linear_names() const {
+  std::vector<std::string> out;
+  out.reserve(linears.size());
+  for (const LinearSpec& l : linears) out.push_back(l.name);
+  return out;
+}
+
+std::vector<std::string> LayerSchema::norm_names() const {
+  std::vector<std::string> out;
+  out.reserve(norms.size());
+  for (const NormSpec& n : norms) out.push_back(n.name);
+  return out;
+}
+
+std::vector<std::vector<std::string>> LayerSchema::sequential_steps() const {
+  std::map<int, std::vector<std::string>> by_step;  // ordered by step, execution order inside
+  for (const LinearSpec& l : linears) by_step[l.sequential_step].push_back(l.name);
+  std::vector<std::vector<std::string>> out;
+  for (auto& entry : by_step) out.push_back(std::move(entry.second));
+  return out;
+}
+
+std::vector<ScalingPair> LayerSchema::norm_fed_pairs() const {
+  std::vector<ScalingPair> out;
+  for (const ScalingPair& p : scaling) {
+    if (p.prev_is_norm() && p.refused.empty()) out.push_back(p);
+  }
+  return out;
+}
+
+bool is_attention_input(LinearRole role) {
+  return role == LinearRole::Query || role == LinearRole::Key || role == LinearRole::Value;
+}
+
+bool feeds_attention_scores(LinearRole role) {
+  return role == LinearRole::Query || role == LinearRole::Key;
+}
+
+const char* norm_form_name(NormForm form) {
+  switch (form) {
+    case NormForm::Rms: return "rmsnorm";
+    case NormForm::RmsOnePlus: return "rmsnorm (1 + w)";
+    case NormForm::Layer: return "layernorm";
+  }
+  return "?";
+}
+
+}  // namespace calq::core
