@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """docs/family_match.md from the family tests' records (<fixtures>/calq_match.json and
-calq_refused.json, written by tests/families/family_fixtures_test.cpp) and the fixtures'
-manifest: per fixture, calq's max abs logit error and loss against transformers', or the line
+calq_refused.json, written by tests/families/family_fixtures_test.cpp; calq_passes.json by
+tests/families/family_passes_test.py) and the fixtures' manifest: per fixture, calq's max abs logit error and loss against transformers', or the line
 calq refuses it with.  Usage: scripts/family_match_table.py build/family-fixtures > docs/family_match.md
 """
 import json
@@ -42,6 +42,26 @@ def main():
             if name in refused:
                 line = refused[name]["refused"].split("config.json: ", 1)[-1]
                 print(f"| {name} | {entry['family']} | `{line}` |")
+    passes_path = os.path.join(root, "calq_passes.json")
+    if os.path.exists(passes_path):
+        passes = json.load(open(passes_path))
+        print("\n## Passes and exports on each fixture (tests/families/family_passes_test.py)\n")
+        print("Perplexity of the in-memory quantized model and of `calq eval` on its export, same "
+              "4 windows (tok512 tokenizer on TinyStories; the models are random, so only the "
+              "equality means anything).\n")
+        print("| fixture | case | in-memory ppl | exported ppl | rel diff |")
+        print("|---|---|---:|---:|---:|")
+        for name, cases in passes.items():
+            if "refused" in cases and not isinstance(cases["refused"], dict):
+                continue
+            for case, r in cases.items():
+                if "ppl_exported" in r:
+                    print(f"| {name} | {case} | {r['ppl_in_memory']:.4f} | {r['ppl_exported']:.4f} "
+                          f"| {r['rel_diff']:.1e} |")
+                else:
+                    why = r.get("refused") or r.get("error", "")
+                    why = why.split("save.format ", 1)[-1]
+                    print(f"| {name} | {case} | refused | `{why}` | |")
     return 0
 
 

@@ -1,4 +1,4 @@
-// Llama / Mistral / Qwen2 forward, matched op for op to transformers 5 (modeling_llama.py):
+// Llama / Mistral / Qwen2 / Qwen3 forward, matched op for op to transformers 5 (modeling_llama.py):
 // the same dtype casts, the same op order, so float32 logits agree to ~1e-6.
 #include "core/model/llama.h"
 
@@ -42,7 +42,7 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 
 // Positions in the schema's lists (llama_layer_schema below).
 enum LinearIndex : size_t { kQ, kK, kV, kO, kGate, kUp, kDown };
-enum NormIndex : size_t { kAttnNorm, kMlpNorm };
+enum NormIndex : size_t { kAttnNorm, kMlpNorm, kQNorm, kKNorm };  // q/k: only with qk_norm
 
 class LlamaLayer final : public NamedDecoderLayer {
  public:
@@ -51,7 +51,8 @@ class LlamaLayer final : public NamedDecoderLayer {
         n_heads_(config.n_heads),
         n_kv_heads_(config.n_kv_heads),
         head_dim_(config.head_dim),
-        eps_(config.norm_eps) {}
+        eps_(config.norm_eps),
+        qk_norm_(config.qk_norm) {}
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
     CALQ_ASSERT(x.size(1) == ctx.seq_len, "layer {}: input has {} positions, context {}", index_,
@@ -68,6 +69,10 @@ class LlamaLayer final : public NamedDecoderLayer {
     observe(kV, h, ctx);
     at::Tensor q = at(kQ).forward(h).view({batch, seq, n_heads_, head_dim_});
     at::Tensor k = at(kK).forward(h).view({batch, seq, n_kv_heads_, head_dim_});
+    if (qk_norm_) {  // Qwen3Attention: q_norm / k_norm over each head's head_dim, before RoPE
+      q = rms_norm(q, norm_at(kQNorm).weight, eps_);
+      k = rms_norm(k, norm_at(kKNorm).weight, eps_);
+    }
     const at::Tensor v = at(kV).forward(h).view({batch, seq, n_kv_heads_, head_dim_});
     const at::Tensor cos = ctx.rope_cos.view({seq, 1, head_dim_});
     const at::Tensor sin = ctx.rope_sin.view({seq, 1, head_dim_});
@@ -95,6 +100,7 @@ class LlamaLayer final : public NamedDecoderLayer {
  private:
   int64_t n_heads_, n_kv_heads_, head_dim_;
   double eps_;
+  bool qk_norm_;
 };
 
 class LlamaModel final : public DecoderModel {
@@ -195,6 +201,10 @@ LayerSchema llama_layer_schema(const ModelConfig& c, int64_t i) {
       {"norm.attn", p + "input_layernorm", NormForm::Rms, NormSite::PreAttention, H},
       {"norm.mlp", p + "post_attention_layernorm", NormForm::Rms, NormSite::PreMlp, H},
   };
+  if (c.qk_norm) {  // Qwen3: γ over head_dim, shared by every head; no linear reads them
+    s.norms.push_back({"norm.q", p + "self_attn.q_norm", NormForm::Rms, NormSite::QueryHeads, c.head_dim});
+    s.norms.push_back({"norm.k", p + "self_attn.k_norm", NormForm::Rms, NormSite::KeyHeads, c.head_dim});
+  }
   // algorithms.md §4.1. v → o: o's input columns are v's output rows, head by head (attention
   // mixes positions, never channels); with grouped-query attention v has fewer rows than o has
   // columns, which the AWQ pass checks. up → down: act(gate) ⊙ (up / s) = (act(gate) ⊙ up) / s.

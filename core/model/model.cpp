@@ -13,10 +13,9 @@
 #include "core/io/small_file.h"
 #include "core/model/allocation_policy.h"
 #include "core/model/compute_support.h"
-#include "core/model/gpt2.h"
+#include "core/model/family_table.h"
 #include "core/model/llama.h"
 #include "core/model/llama2c.h"
-#include "core/model/opt.h"
 #include "core/model/weight_source.h"
 #include "core/checkpoint/checkpoint_weights.h"
 #include "core/tokenizer/tokenizer.h"
@@ -82,21 +81,6 @@ at::Tensor Model::forward(const at::Tensor& ids, const LinearObserver& observer)
 
 namespace {
 
-using Builder = std::unique_ptr<Model> (*)(ModelConfig,
-                                           std::shared_ptr<const WeightSource>,
-                                           const LoadOptions&);
-
-struct FamilyEntry {
-  const char* model_type;
-  Builder build;
-};
-
-// The HF architectures calq runs, by config.json model_type (read_hf_config parses their fields).
-constexpr FamilyEntry kFamilies[] = {
-    {"llama", make_llama_model}, {"mistral", make_llama_model}, {"qwen2", make_llama_model},
-    {"opt", make_opt_model},     {"gpt2", make_gpt2_model},
-};
-
 void check_options(const LoadOptions& options) {
   CALQ_CHECK(!options.path.empty(),
              "model path is empty; expected an HF model directory or a llama2.c .bin file");
@@ -129,13 +113,10 @@ std::unique_ptr<Model> load_hf_model(const LoadOptions& options) {
   CALQ_CHECK(fs::exists(config_path),
              "{}: no config.json beside the weights; expected an HF model directory", dir.string());
   ModelConfig config = read_hf_config(config_path.string());
-  for (const FamilyEntry& family : kFamilies) {
-    if (config.model_type == family.model_type) {
-      return family.build(std::move(config), open_checkpoint_weights(options.path), options);
-    }
-  }
-  throw InternalError(fmt::format("read_hf_config accepted model_type \"{}\" that has no builder",
-                                  config.model_type));
+  const FamilyRow* family = find_family(config.model_type);
+  CALQ_ASSERT(family != nullptr, "read_hf_config accepted model_type \"{}\" that has no row",
+              config.model_type);
+  return family->build(std::move(config), open_checkpoint_weights(options.path), options);
 }
 
 // The tokenizer to load when none is named: the HF files in the model directory, or for a

@@ -15,6 +15,8 @@
 #include "core/io/json_text.h"
 #include "core/io/small_file.h"
 #include "core/model/config_fields.h"
+#include "core/model/family_configs.h"
+#include "core/model/family_table.h"
 #include "core/model/rope_config.h"
 
 namespace calq::core {
@@ -50,8 +52,10 @@ c10::ScalarType parse_dtype(const std::string& path, const ConfigFields& f) {
   fail("{}: field \"{}\" is \"{}\"; expected float32, float16 or bfloat16", path, key, *name);
 }
 
-// Llama, Mistral, Qwen2 (formats.md §5.1–5.3).
-void parse_llama_family(const std::string& path, const json& j, const ConfigFields& f,
+}  // namespace
+
+// Llama, Mistral, Qwen2, Qwen3 (formats.md §5.1–5.3).
+void parse_llama_config(const std::string& path, const json& j, const ConfigFields& f,
                         ModelConfig& c) {
   c.family = Family::Llama;
   c.vocab_size = f.required_positive("vocab_size");
@@ -92,13 +96,22 @@ void parse_llama_family(const std::string& path, const json& j, const ConfigFiel
              path, c.activation);
   c.tie_word_embeddings = f.optional_bool("tie_word_embeddings", false);
 
+  if (c.model_type == "qwen2" || c.model_type == "qwen3") {
+    CALQ_CHECK(!f.optional_bool("use_sliding_window", false),
+               "{}: use_sliding_window true is not supported yet for {}; expected false", path,
+               c.model_type);
+  }
   if (c.model_type == "qwen2") {
     // Qwen2Attention: q/k/v always carry a bias, o_proj never (not a config flag).
     c.attention_bias = true;
     c.o_bias = false;
     c.mlp_bias = false;
-    CALQ_CHECK(!f.optional_bool("use_sliding_window", false),
-               "{}: use_sliding_window true is not supported yet for qwen2; expected false", path);
+  } else if (c.model_type == "qwen3") {
+    // Qwen3Attention: attention_bias on q/k/v/o (false in every released model), per-head
+    // RMSNorm on q and k before RoPE; Qwen3MLP has no bias.
+    c.attention_bias = c.o_bias = f.optional_bool("attention_bias", false);
+    c.mlp_bias = false;
+    c.qk_norm = true;
   } else {
     c.attention_bias = f.optional_bool("attention_bias", false);
     c.o_bias = c.attention_bias;  // LlamaAttention: attention_bias applies to o_proj too
@@ -114,7 +127,8 @@ void parse_llama_family(const std::string& path, const json& j, const ConfigFiel
 }
 
 // OPT, pre-LN variants only (formats.md §5.4).
-void parse_opt(const std::string& path, const ConfigFields& f, ModelConfig& c) {
+void parse_opt_config(const std::string& path, const json&, const ConfigFields& f,
+                      ModelConfig& c) {
   c.family = Family::Opt;
   c.vocab_size = f.required_positive("vocab_size");
   c.hidden_size = f.required_positive("hidden_size");
@@ -151,7 +165,8 @@ void parse_opt(const std::string& path, const ConfigFields& f, ModelConfig& c) {
 }
 
 // GPT-2 (formats.md §5.5).
-void parse_gpt2(const std::string& path, const ConfigFields& f, ModelConfig& c) {
+void parse_gpt2_config(const std::string& path, const json&, const ConfigFields& f,
+                       ModelConfig& c) {
   c.family = Family::Gpt2;
   c.vocab_size = f.required_positive("vocab_size");
   c.hidden_size = f.required_positive("n_embd");
@@ -184,8 +199,6 @@ void parse_gpt2(const std::string& path, const ConfigFields& f, ModelConfig& c) 
   c.tie_word_embeddings = f.optional_bool("tie_word_embeddings", true);
 }
 
-}  // namespace
-
 ModelConfig read_hf_config(const std::string& config_json_path) {
   const std::string& path = config_json_path;
   return parse_hf_config(read_small_file(path, "an HF config.json"), path);
@@ -203,20 +216,13 @@ ModelConfig parse_hf_config(std::string_view text, const std::string& path) {
   c.source = path;
   const std::optional<std::string> model_type = f.optional_string("model_type");
   CALQ_CHECK(model_type.has_value(),
-             "{}: missing field \"model_type\"; expected a string (llama, mistral, qwen2, opt, "
-             "gpt2)",
-             path);
+             "{}: missing field \"model_type\"; expected a string ({})", path,
+             family_type_list());
   c.model_type = *model_type;
-  if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
-    parse_llama_family(path, j, f, c);
-  } else if (c.model_type == "opt") {
-    parse_opt(path, f, c);
-  } else if (c.model_type == "gpt2") {
-    parse_gpt2(path, f, c);
-  } else {
-    fail("{}: model_type \"{}\" is not supported; expected one of llama, mistral, qwen2, opt, gpt2",
-         path, c.model_type);
-  }
+  const FamilyRow* family = find_family(c.model_type);
+  CALQ_CHECK(family != nullptr, "{}: model_type \"{}\" is not supported; expected one of {}", path,
+             c.model_type, family_type_list());
+  family->parse(path, j, f, c);
   c.storage_dtype = parse_dtype(path, f);
   c.bos_token_id = f.optional_token_id("bos_token_id");
   c.eos_token_id = f.optional_token_id("eos_token_id");

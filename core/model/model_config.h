@@ -21,7 +21,7 @@ const char* family_name(Family family);
 
 struct ModelConfig {
   std::string source;      ///< the file the facts came from (for error messages)
-  std::string model_type;  ///< "llama", "mistral", "qwen2", "opt", "gpt2", "llama2c"
+  std::string model_type;  ///< a family_table.cpp row, or "llama2c"
   Family family = Family::Llama;
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -36,6 +36,7 @@ struct ModelConfig {
   bool attention_bias = false;  ///< q/k/v(/o) biases (Qwen2: q/k/v always)
   bool o_bias = false;
   bool mlp_bias = false;
+  bool qk_norm = false;          ///< per-head RMSNorm on q and k before RoPE (Qwen3)
   bool tie_word_embeddings = false;
   std::string activation = "silu";  ///< silu | relu | gelu_new | gelu
   std::optional<int64_t> sliding_window;

@@ -66,8 +66,11 @@ RopeSpec parse_rope(const std::string& path, const json& config, int64_t max_pos
   RopeSpec spec;
   spec.type = parse_type(f, prefix);
   spec.max_positions = max_positions;
+  // Both range-checked when present (a top-level 0 beside rope_parameters is a broken file even
+  // though transformers would not read it); the dictionary's wins, as in transformers.
+  const double top_theta = top.optional_in_range("rope_theta", 10000.0, 0.0, 1e12);
   spec.theta = f.has("rope_theta") ? f.optional_in_range("rope_theta", 10000.0, 0.0, 1e12)
-                                   : top.optional_in_range("rope_theta", 10000.0, 0.0, 1e12);
+                                   : top_theta;
   const double partial = f.has("partial_rotary_factor")
                              ? f.optional_double("partial_rotary_factor", 1.0)
                              : top.optional_double("partial_rotary_factor", 1.0);

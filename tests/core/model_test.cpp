@@ -162,7 +162,7 @@ TEST_CASE("read_hf_config names the file and the field for bad configs", "[core]
   require_error_naming(read(R"({"model_type": "llama", )" + llama + "}"), file,
                        "missing field \"hidden_size\"; expected an integer");
   require_error_naming(read(R"({"model_type": "falcon", "hidden_size": 8})"), file,
-                       "expected one of llama, mistral, qwen2, opt, gpt2");
+                       "expected one of llama, mistral, qwen2, qwen3, opt, gpt2");
   require_error_naming(
       read(R"({"model_type": "llama", "hidden_size": 32, "rope_scaling": {"rope_type": "su",
           "factor": 4.0}, )" +
@@ -183,6 +183,11 @@ TEST_CASE("read_hf_config names the file and the field for bad configs", "[core]
           "dynamic"}, )" +
            llama + "}"),
       file, "missing field \"rope_parameters.factor\"");
+  require_error_naming(  // transformers would read only the dictionary's; still a broken file
+      read(R"({"model_type": "llama", "hidden_size": 32, "rope_theta": 0, "rope_parameters":
+          {"rope_type": "default", "rope_theta": 10000.0}, )" +
+           llama + "}"),
+      file, "field \"rope_theta\" is 0; expected a finite number > 0");
   require_error_naming(
       read(R"({"model_type": "llama", "hidden_size": 32, "partial_rotary_factor": 0.5, )" +
            llama + "}"),

@@ -11,7 +11,7 @@ Each fixture is a directory in the layout of ../shared/data/hf-fixtures:
 and <out>/manifest.json lists them. Deterministic: every fixture has its own seed, and the
 same versions give the same bytes.
 
-Why the configs look as they do: the weights are widened (initializer_range 0.25, norm gains
+Why the configs look as they do: the weights are widened (initializer_range 0.2, norm gains
 drawn around their identity) so attention is sharp and a wrong rope, norm form or mask moves
 logits by far more than float32 noise; sequences (48 tokens) are longer than every sliding
 window (16) and every rope scaling's original context (24), so windows and scaling act inside
@@ -36,10 +36,10 @@ from safetensors.torch import save_file  # noqa: E402
 
 SEQ = 48
 BATCH = 2
-VOCAB = 256
-BASE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+VOCAB = 512  # the llama2.c tok512.bin tokenizer (stories260K) can drive CLI runs on them
+BASE = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-            initializer_range=0.25, rms_norm_eps=1e-6, tie_word_embeddings=False,
+            initializer_range=0.2, rms_norm_eps=1e-6, tie_word_embeddings=False,
             bos_token_id=1, eos_token_id=2, pad_token_id=0)
 ORIG_CTX = 24  # original_max_position_embeddings of every rope-scaling fixture
 
@@ -87,15 +87,15 @@ FIXTURES = {
     "phi3_longrope": ("phi3", dict(num_key_value_heads=4,
                                    max_position_embeddings=96, original_max_position_embeddings=ORIG_CTX,
                                    rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
-                                                    "short_factor": [1.0 + 0.1 * i for i in range(8)],
-                                                    "long_factor": [1.5 + 0.3 * i for i in range(8)]})),
+                                                    "short_factor": [1.0 + 0.05 * i for i in range(16)],
+                                                    "long_factor": [1.5 + 0.2 * i for i in range(16)]})),
     # Mixture of experts
     "mixtral": ("mixtral", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
-    "qwen2_moe": ("qwen2_moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
-                                    shared_expert_intermediate_size=96, norm_topk_prob=False,
+    "qwen2_moe": ("qwen2_moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=96,
+                                    shared_expert_intermediate_size=192, norm_topk_prob=False,
                                     use_sliding_window=False)),
     "qwen3_moe": ("qwen3_moe", dict(head_dim=16, num_experts=4, num_experts_per_tok=2,
-                                    moe_intermediate_size=48, norm_topk_prob=True,
+                                    moe_intermediate_size=96, norm_topk_prob=True,
                                     decoder_sparse_step=1, mlp_only_layers=[0])),
 }
 # bfloat16 storage (the weights transformers' bf16 model holds).

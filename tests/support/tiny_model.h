@@ -20,7 +20,7 @@
 namespace calq::test {
 
 struct TinyModelSpec {
-  std::string model_type = "llama";  ///< llama | mistral | qwen2 | opt | gpt2
+  std::string model_type = "llama";  ///< llama | mistral | qwen2 | qwen3 | opt | gpt2
   int64_t vocab = 32;
   int64_t hidden = 16;
   int64_t intermediate = 24;  ///< gpt2 ignores it (n_inner null -> 4·hidden)
@@ -112,7 +112,7 @@ inline void write_tiny_model(const std::filesystem::path& dir, const TinyModelSp
     }
     norm(p + "ln_f.weight", H);
     mat(p + "ln_f.bias", {H});
-  } else {  // llama, mistral, qwen2 — older spelling (torch_dtype, top-level rope_theta)
+  } else {  // llama, mistral, qwen2, qwen3 — older spelling (torch_dtype, top-level rope_theta)
     c.update({{"hidden_size", H},
               {"intermediate_size", I},
               {"num_hidden_layers", s.layers},
@@ -141,6 +141,10 @@ inline void write_tiny_model(const std::filesystem::path& dir, const TinyModelSp
         mat(l + "self_attn.v_proj.bias", {s.kv_heads * hd});
       }
       mat(l + "self_attn.o_proj.weight", {H, s.heads * hd});
+      if (s.model_type == "qwen3") {
+        norm(l + "self_attn.q_norm.weight", hd);
+        norm(l + "self_attn.k_norm.weight", hd);
+      }
       norm(l + "post_attention_layernorm.weight", H);
       mat(l + "mlp.gate_proj.weight", {I, H});
       mat(l + "mlp.up_proj.weight", {I, H});
