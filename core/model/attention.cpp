@@ -18,7 +18,8 @@ at::Tensor causal_attention(const at::Tensor& q,
                             const at::Tensor& k,
                             const at::Tensor& v,
                             double scale,
-                            const at::Tensor& mask) {
+                            const at::Tensor& mask,
+                            double softcap) {
   const int64_t batch = q.size(0), seq = q.size(1), n_heads = q.size(2), head_dim = q.size(3);
   const int64_t n_kv = k.size(2);
   CALQ_ASSERT(n_kv > 0 && n_heads % n_kv == 0, "{} query heads, {} kv heads", n_heads, n_kv);
@@ -52,7 +53,13 @@ at::Tensor causal_attention(const at::Tensor& q,
       const at::Tensor kb = kk.narrow(0, p0, np).narrow(1, 0, s1);
       const at::Tensor vb = vv.narrow(0, p0, np).narrow(1, 0, s1);
       // q kᵀ · scale + mask (transformers eager order), softmax in float32, cast back.
-      const at::Tensor scores = at::baddbmm(block_mask, qb, kb.transpose(1, 2), 1.0, scale);
+      at::Tensor scores;
+      if (softcap > 0) {  // eager_attention_forward: (q kᵀ · scale) / cap, tanh, · cap, + mask
+        scores = at::bmm(qb, kb.transpose(1, 2)).mul_(scale).div_(softcap).tanh_().mul_(softcap);
+        scores.add_(block_mask);
+      } else {
+        scores = at::baddbmm(block_mask, qb, kb.transpose(1, 2), 1.0, scale);
+      }
       at::Tensor probs = at::softmax(scores, -1, at::kFloat);
       if (probs.scalar_type() != q.scalar_type())
         probs = probs.to(q.scalar_type());

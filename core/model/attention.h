@@ -11,11 +11,13 @@ namespace calq::core {
 
 /// q: [B, S, nh, hd], k and v: [B, S, nkv, hd] (nkv divides nh; query head h reads kv head
 /// h / (nh / nkv), as transformers repeat_kv), mask: [S, S] additive (0 / -inf) in q's dtype.
-/// Returns softmax(q kᵀ · scale + mask) v as [B, S, nh · hd] in q's dtype.
+/// Returns softmax(q kᵀ · scale + mask) v as [B, S, nh · hd] in q's dtype. softcap > 0 caps the
+/// scores before the mask, cap · tanh(scores / cap) (Gemma 2's attn_logit_softcapping).
 at::Tensor causal_attention(const at::Tensor& q,
                             const at::Tensor& k,
                             const at::Tensor& v,
                             double scale,
-                            const at::Tensor& mask);
+                            const at::Tensor& mask,
+                            double softcap = 0.0);
 
 }  // namespace calq::core

@@ -24,6 +24,7 @@ class ConfigFields {
       : path_(path), j_(object), prefix_(std::move(prefix)) {}
 
   const std::string& path() const { return path_; }
+  bool is_null(const char* key) const { return j_.contains(key) && j_.at(key).is_null(); }
   bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
   const nlohmann::json& at(const char* key) const { return j_.at(key); }
 

@@ -1,4 +1,4 @@
-// Each family's config.json reader (core/model/model_config.cpp), named by the family table
+// Each family's config.json reader (core/model/model_config.cpp, gemma_config.cpp), named by the family table
 // (core/model/family_table.cpp). Internal to core/model.
 #pragma once
 
@@ -12,10 +12,16 @@ namespace calq::core {
 
 class ConfigFields;
 
+/// The fields every rotary decoder shares: vocab, hidden, intermediate, layers, heads, kv heads,
+/// head_dim (hidden / heads when absent), max positions, rms_norm_eps.
+void parse_rotary_decoder_dims(const std::string& path, const ConfigFields& f, ModelConfig& c);
+
 void parse_llama_config(const std::string& path, const nlohmann::json& j, const ConfigFields& f,
                         ModelConfig& c);
 void parse_opt_config(const std::string& path, const nlohmann::json& j, const ConfigFields& f,
                       ModelConfig& c);
+void parse_gemma_config(const std::string& path, const nlohmann::json& j, const ConfigFields& f,
+                        ModelConfig& c);
 void parse_gpt2_config(const std::string& path, const nlohmann::json& j, const ConfigFields& f,
                        ModelConfig& c);
 

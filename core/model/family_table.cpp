@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/model/family_configs.h"
+#include "core/model/gemma.h"
 #include "core/model/gpt2.h"
 #include "core/model/llama.h"
 #include "core/model/opt.h"
@@ -17,6 +18,8 @@ constexpr FamilyRow kFamilies[] = {
     {"mistral", parse_llama_config, make_llama_model},
     {"qwen2", parse_llama_config, make_llama_model},
     {"qwen3", parse_llama_config, make_llama_model},
+    {"gemma2", parse_gemma_config, make_gemma_model},
+    {"gemma3_text", parse_gemma_config, make_gemma_model},
     {"opt", parse_opt_config, make_opt_model},
     {"gpt2", parse_gpt2_config, make_gpt2_model},
 };

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -27,18 +28,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 }
 
 namespace {
-
-// transformers apply_rotary_pos_emb: x·cos + rotate_half(x)·sin, rotate_half(x) =
-// cat(-x[.., hd/2:], x[.., :hd/2]). x [B, S, n, hd]; cos, sin [S, 1, hd]. Written as
-// x·cos, then += (∓ the other half)·sin per half: the same products and sums (negation is
-// exact), without materialising rotate_half.
-at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  at::Tensor out = x * cos;
-  out.narrow(-1, 0, half).addcmul_(x.narrow(-1, half, half), sin.narrow(-1, 0, half), -1);
-  out.narrow(-1, half, half).addcmul_(x.narrow(-1, 0, half), sin.narrow(-1, half, half), 1);
-  return out;
-}
 
 // Positions in the schema's lists (llama_layer_schema below).
 enum LinearIndex : size_t { kQ, kK, kV, kO, kGate, kUp, kDown };
@@ -134,21 +123,8 @@ class LlamaModel final : public DecoderModel {
     ctx.seq_len = seq_len;
     // freqs = positions ⊗ inv_freq in float32, emb = cat(freqs, freqs); cos/sin cast to the
     // compute dtype (LlamaRotaryEmbedding.forward).
-    // cos/sin scaled by attention_scaling (yarn, longrope) in float32, as transformers does.
-    const RopeFrequencies rope = rope_depends_on_length(config_.rope)
-                                     ? rope_frequencies(config_.rope, config_.head_dim, seq_len,
-                                                        device_obj_)
-                                     : rope_;
-    const at::Tensor positions = at::arange(seq_len, rope.inv_freq.options());
-    const at::Tensor freqs = at::outer(positions, rope.inv_freq);
-    const at::Tensor emb = at::cat({freqs, freqs}, -1);
-    at::Tensor cos = emb.cos(), sin = emb.sin();
-    if (rope.attention_scaling != 1.0) {
-      cos = cos * rope.attention_scaling;
-      sin = sin * rope.attention_scaling;
-    }
-    ctx.rope_cos = cos.to(compute_dtype_);
-    ctx.rope_sin = sin.to(compute_dtype_);
+    std::tie(ctx.rope_cos, ctx.rope_sin) =
+        rope_tables(config_.rope, rope_, config_.head_dim, seq_len, compute_dtype_);
     ctx.causal_mask = causal_mask(seq_len, config_.sliding_window.value_or(0));
     return ctx;
   }

@@ -80,6 +80,8 @@ struct ForwardContext {
   at::Tensor rope_cos;     ///< [seq, head_dim] (Llama family), compute dtype
   at::Tensor rope_sin;     ///< [seq, head_dim]
   at::Tensor causal_mask;  ///< [seq, seq] additive mask, 0 or -inf, compute dtype
+  at::Tensor local_rope_cos, local_rope_sin;  ///< windowed layers' RoPE when it differs (Gemma 3)
+  at::Tensor window_mask;  ///< windowed layers' mask when not every layer is windowed (Gemma)
   LinearObserver observer;  ///< may be empty
 };
 

@@ -24,6 +24,7 @@ namespace calq::core {
 const char* family_name(Family family) {
   switch (family) {
     case Family::Llama: return "llama";
+    case Family::Gemma: return "gemma";
     case Family::Opt: return "opt";
     case Family::Gpt2: return "gpt2";
   }
@@ -54,10 +55,7 @@ c10::ScalarType parse_dtype(const std::string& path, const ConfigFields& f) {
 
 }  // namespace
 
-// Llama, Mistral, Qwen2, Qwen3 (formats.md §5.1–5.3).
-void parse_llama_config(const std::string& path, const json& j, const ConfigFields& f,
-                        ModelConfig& c) {
-  c.family = Family::Llama;
+void parse_rotary_decoder_dims(const std::string& path, const ConfigFields& f, ModelConfig& c) {
   c.vocab_size = f.required_positive("vocab_size");
   c.hidden_size = f.required_positive("hidden_size");
   c.intermediate_size = f.required_positive("intermediate_size");
@@ -82,6 +80,13 @@ void parse_llama_config(const std::string& path, const json& j, const ConfigFiel
   c.max_positions = f.has("max_position_embeddings") ? f.required_positive("max_position_embeddings")
                                                      : 2048;
   c.norm_eps = f.optional_in_range("rms_norm_eps", 1e-6, 0.0, 1.0);  // LlamaConfig's default
+}
+
+// Llama, Mistral, Qwen2, Qwen3 (formats.md §5.1–5.3).
+void parse_llama_config(const std::string& path, const json& j, const ConfigFields& f,
+                        ModelConfig& c) {
+  c.family = Family::Llama;
+  parse_rotary_decoder_dims(path, f, c);
   c.rope = parse_rope(path, j, c.max_positions);
   if (c.rope.type == RopeType::LongRope) {
     for (const auto* factors : {&c.rope.short_factor, &c.rope.long_factor})

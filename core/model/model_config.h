@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <c10/core/ScalarType.h>
 
@@ -14,7 +15,7 @@
 
 namespace calq::core {
 
-enum class Family { Llama, Opt, Gpt2 };  // Llama covers llama, mistral, qwen2 and llama2.c
+enum class Family { Llama, Gemma, Opt, Gpt2 };  // Llama covers llama, mistral, qwen2/3, llama2.c
 
 /// "llama", "opt", "gpt2" (report.json, calq inspect).
 const char* family_name(Family family);
@@ -39,7 +40,13 @@ struct ModelConfig {
   bool qk_norm = false;          ///< per-head RMSNorm on q and k before RoPE (Qwen3)
   bool tie_word_embeddings = false;
   std::string activation = "silu";  ///< silu | relu | gelu_new | gelu
-  std::optional<int64_t> sliding_window;
+  std::optional<int64_t> sliding_window;  ///< window of the windowed layers (all, or sliding_layers)
+  std::vector<bool> sliding_layers;  ///< per layer: windowed (Gemma's layer_types); empty: all
+  std::optional<RopeSpec> rope_local;  ///< RoPE of the windowed layers when it differs (Gemma 3)
+  double query_pre_attn_scalar = 0;  ///< attention scale is its ^-0.5 (Gemma); 0: head_dim
+  double attn_logit_softcap = 0;     ///< scores -> cap·tanh(scores / cap) (Gemma 2); 0: none
+  double final_logit_softcap = 0;    ///< logits -> cap·tanh(logits / cap) (Gemma 2); 0: none
+  bool scale_embeddings = false;     ///< embeddings × sqrt(hidden_size) (Gemma)
   std::optional<int32_t> bos_token_id;
   std::optional<int32_t> eos_token_id;
   c10::ScalarType storage_dtype = c10::ScalarType::Float;  ///< dtype the checkpoint declares

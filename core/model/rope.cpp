@@ -169,4 +169,38 @@ RopeFrequencies rope_frequencies(const RopeSpec& spec, int64_t head_dim, int64_t
   return {};
 }
 
+
+std::pair<at::Tensor, at::Tensor> rope_tables(const RopeSpec& spec, const RopeFrequencies& cached,
+                                              int64_t head_dim, int64_t seq_len,
+                                              c10::ScalarType dtype) {
+  // freqs = positions ⊗ inv_freq in float32, emb = cat(freqs, freqs); cos/sin scaled by
+  // attention_scaling (yarn, longrope) in float32, then cast to the compute dtype
+  // (LlamaRotaryEmbedding.forward).
+  const RopeFrequencies rope =
+      rope_depends_on_length(spec)
+          ? rope_frequencies(spec, head_dim, seq_len, cached.inv_freq.device())
+          : cached;
+  const at::Tensor positions = at::arange(seq_len, rope.inv_freq.options());
+  const at::Tensor freqs = at::outer(positions, rope.inv_freq);
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);
+  at::Tensor cos = emb.cos(), sin = emb.sin();
+  if (rope.attention_scaling != 1.0) {
+    cos = cos * rope.attention_scaling;
+    sin = sin * rope.attention_scaling;
+  }
+  return {cos.to(dtype), sin.to(dtype)};
+}
+
+// transformers apply_rotary_pos_emb: x·cos + rotate_half(x)·sin, rotate_half(x) =
+// cat(-x[.., hd/2:], x[.., :hd/2]). x [B, S, n, hd]; cos, sin [S, 1, hd]. Written as
+// x·cos, then += (∓ the other half)·sin per half: the same products and sums (negation is
+// exact), without materialising rotate_half.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor out = x * cos;
+  out.narrow(-1, 0, half).addcmul_(x.narrow(-1, half, half), sin.narrow(-1, 0, half), -1);
+  out.narrow(-1, half, half).addcmul_(x.narrow(-1, 0, half), sin.narrow(-1, half, half), 1);
+  return out;
+}
+
 }  // namespace calq::core

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include <ATen/core/Tensor.h>
 
@@ -24,6 +25,15 @@ struct RopeFrequencies {
 /// Frequencies for a window of seq_len tokens (dynamic and longrope depend on it), on `device`.
 RopeFrequencies rope_frequencies(const RopeSpec& spec, int64_t head_dim, int64_t seq_len,
                                  const at::Device& device);
+
+/// cos and sin [seq_len, head_dim] in `dtype` for positions 0..seq_len-1; `cached` holds the
+/// frequencies of types that do not depend on the length (recomputed for the others).
+std::pair<at::Tensor, at::Tensor> rope_tables(const RopeSpec& spec, const RopeFrequencies& cached,
+                                              int64_t head_dim, int64_t seq_len,
+                                              c10::ScalarType dtype);
+
+/// transformers apply_rotary_pos_emb on x [B, S, n, hd] with cos, sin [S, 1, hd].
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 /// Whether the frequencies depend on the window length (dynamic, longrope).
 bool rope_depends_on_length(const RopeSpec& spec);

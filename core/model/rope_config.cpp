@@ -46,7 +46,8 @@ double factor_field(const ConfigFields& f, const char* key, const std::string& p
 
 }  // namespace
 
-RopeSpec parse_rope(const std::string& path, const json& config, int64_t max_positions) {
+RopeSpec parse_rope(const std::string& path, const json& config, int64_t max_positions,
+                    double default_theta) {
   const ConfigFields top(path, config);
   static const json kEmpty = json::object();
   const char* key = top.has("rope_scaling") ? "rope_scaling"
@@ -68,8 +69,8 @@ RopeSpec parse_rope(const std::string& path, const json& config, int64_t max_pos
   spec.max_positions = max_positions;
   // Both range-checked when present (a top-level 0 beside rope_parameters is a broken file even
   // though transformers would not read it); the dictionary's wins, as in transformers.
-  const double top_theta = top.optional_in_range("rope_theta", 10000.0, 0.0, 1e12);
-  spec.theta = f.has("rope_theta") ? f.optional_in_range("rope_theta", 10000.0, 0.0, 1e12)
+  const double top_theta = top.optional_in_range("rope_theta", default_theta, 0.0, 1e12);
+  spec.theta = f.has("rope_theta") ? f.optional_in_range("rope_theta", default_theta, 0.0, 1e12)
                                    : top_theta;
   const double partial = f.has("partial_rotary_factor")
                              ? f.optional_double("partial_rotary_factor", 1.0)

@@ -12,6 +12,8 @@ namespace calq::core {
 
 /// Parses the RoPE fields of `config` (an HF config.json object read from `path`) for a model of
 /// `max_positions` positions. Throws calq::Error naming the file and the field.
-RopeSpec parse_rope(const std::string& path, const nlohmann::json& config, int64_t max_positions);
+/// `default_theta` stands in for an absent rope_theta (the family config class's default).
+RopeSpec parse_rope(const std::string& path, const nlohmann::json& config, int64_t max_positions,
+                    double default_theta = 10000.0);
 
 }  // namespace calq::core

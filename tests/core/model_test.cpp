@@ -162,7 +162,7 @@ TEST_CASE("read_hf_config names the file and the field for bad configs", "[core]
   require_error_naming(read(R"({"model_type": "llama", )" + llama + "}"), file,
                        "missing field \"hidden_size\"; expected an integer");
   require_error_naming(read(R"({"model_type": "falcon", "hidden_size": 8})"), file,
-                       "expected one of llama, mistral, qwen2, qwen3, opt, gpt2");
+                       "expected one of llama, mistral, qwen2, qwen3, gemma2, gemma3_text, opt, gpt2");
   require_error_naming(
       read(R"({"model_type": "llama", "hidden_size": 32, "rope_scaling": {"rope_type": "su",
           "factor": 4.0}, )" +

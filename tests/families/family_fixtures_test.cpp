@@ -44,7 +44,8 @@ const std::set<std::string>& supported() {
       "llama_gqa",         "llama_mha_tied",     "llama_head_dim24", "llama3_rope",
       "llama3_rope_tied",  "llama_rope_linear",  "llama_rope_dynamic", "llama_rope_yarn",
       "mistral_window",    "qwen2",              "qwen2_yarn",       "llama3_rope_bf16",
-      "qwen3",             "qwen3_tied",         "qwen3_bf16",
+      "qwen3",             "qwen3_tied",         "qwen3_bf16",       "gemma2",
+      "gemma3_text",
   };
   return names;
 }
