@@ -113,7 +113,20 @@ class AwqPass : public Pass {
       specs[target.name] = target.spec;
     }
     const auto start = Clock::now();
-    const BlockGroups blocks = awq_scale_groups(s.model.layer_schema(s.layer_index), s.layer, targeted);
+    BlockGroups blocks = awq_scale_groups(s.model.layer_schema(s.layer_index), s.layer, targeted);
+    // An expert no calibration token reached has no inputs to search on (docs/moe.md): its
+    // up → down pair is left unscaled and said so.
+    std::vector<ScaleGroup> searchable;
+    for (ScaleGroup& group : blocks.groups) {
+      const auto it = s.stats.find(group.linears.front());
+      if (it != s.stats.end() && it->second.n_tokens == 0) {
+        blocks.skipped.push_back({group.describe(), group.linears,
+                                  "no calibration token was routed to this expert"});
+        continue;
+      }
+      searchable.push_back(std::move(group));
+    }
+    blocks.groups = std::move(searchable);
     const std::vector<GroupScales> chosen =
         search_block_scales(s.layer, s.model, blocks.groups, s.stats, specs, options_.search);
     const double search_seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -167,8 +180,12 @@ class AwqPass : public Pass {
       if (awq_skips_clip(schema.linear(target.name).role))
         continue;
       const auto it = s.stats.find(target.name);
-      CALQ_ASSERT(it != s.stats.end() && it->second.inputs.defined(),
-                  "awq: no inputs collected for {}", target.name);
+      CALQ_ASSERT(it != s.stats.end(), "awq: no inputs collected for {}", target.name);
+      if (it->second.n_tokens == 0) {  // an expert no token was routed to: nothing to clip on
+        step.linears[target.name].reports["awq"].notes["clip"] = "skipped: no calibration tokens";
+        continue;
+      }
+      CALQ_ASSERT(it->second.inputs.defined(), "awq: no inputs collected for {}", target.name);
       const auto start = Clock::now();
       at::Tensor& weight = s.layer.linear(target.name).weight;
       const ClipResult clip =

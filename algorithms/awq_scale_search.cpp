@@ -68,11 +68,14 @@ void run_inspected(core::DecoderLayer& layer,
   }
 }
 
-/// The group's calibration inputs as windows [n_samples, seq, in].
-at::Tensor group_inputs(const calib::LinearStats& stats, const std::string& name) {
+/// The group's calibration inputs as windows [n_samples, seq, in]; an expert's routed tokens,
+/// which form no windows, as one [1, tokens, in] (every inspected module here is per token).
+at::Tensor group_inputs(const calib::LinearStats& stats, const std::string& name,
+                        bool routed_tokens) {
   CALQ_ASSERT(stats.inputs.defined() && stats.mean_abs.defined() && stats.n_samples > 0,
               "awq: no inputs or mean |x| collected for {}", name);
   const int64_t tokens = stats.inputs.size(0);
+  if (routed_tokens) return stats.inputs.view({1, tokens, stats.inputs.size(-1)});
   CALQ_ASSERT(tokens % stats.n_samples == 0, "awq: {} tokens of {} are not {} equal windows",
               tokens, name, stats.n_samples);
   return stats.inputs.view({stats.n_samples, tokens / stats.n_samples, stats.inputs.size(-1)});
@@ -89,14 +92,17 @@ BlockGroups awq_scale_groups(const core::LayerSchema& schema,
                              const std::vector<std::string>& targeted) {
   BlockGroups out;
   for (const core::ScalingPair& pair : schema.scaling) {
-    ScaleGroup group{pair.prev_op, pair.linears, pair.inspect, pair.inspected_linear};
+    ScaleGroup group{pair.prev_op, pair.linears, pair.inspect, pair.inspected_linear,
+                     schema.linear(pair.linears.front()).expert >= 0};
     if (!pair.refused.empty()) {
       out.skipped.push_back({group.describe(), group.linears, pair.refused});
       continue;
     }
+    // A router is scaled with its group but quantized only when the recipe names it.
     bool all_targeted = true;
     for (const auto& name : group.linears)
-      all_targeted = all_targeted && contains(targeted, name);
+      all_targeted = all_targeted && (contains(targeted, name) ||
+                                      core::is_router(schema.linear(name).role));
     if (!all_targeted) {
       out.skipped.push_back(
           {group.describe(), group.linears, "not every scaled linear is in scheme.targets"});
@@ -191,7 +197,7 @@ std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
     const std::string& input_of = group.linears.front();
     const auto it = stats.find(input_of);
     CALQ_ASSERT(it != stats.end(), "awq: no statistics for {}", input_of);
-    const at::Tensor x = group_inputs(it->second, input_of);
+    const at::Tensor x = group_inputs(it->second, input_of, group.routed_inputs);
     const at::Tensor& x_mean = it->second.mean_abs;
 
     // §4.2 step 3: the float output Y of the unmodified module.
@@ -199,16 +205,22 @@ std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
     run_inspected(layer, model, group, x,
                   [&](int64_t, at::Tensor y) { reference.push_back(std::move(y)); });
 
+    // The quantized members: a float router keeps its weight while candidates are tried (its
+    // W·s·s⁻¹ is W), and takes no part in the weight mean.
+    std::vector<std::string> members;
     std::vector<at::Tensor> originals;
     std::vector<at::Tensor> weights;
     for (const auto& name : group.linears) {
-      CALQ_ASSERT(specs.count(name), "awq: no quantizer for {}", name);
+      if (specs.count(name) == 0)
+        continue;
+      members.push_back(name);
       originals.push_back(layer.linear(name).weight.clone());
       weights.push_back(layer.linear(name).weight);
     }
+    CALQ_ASSERT(!members.empty(), "awq: no quantizer for any linear of {}", group.describe());
     at::Tensor w_mean;
     if (any_duo)
-      w_mean = weight_mean(originals, specs.at(input_of).group_size);
+      w_mean = weight_mean(originals, specs.at(members.front()).group_size);
 
     GroupScales best{group, at::Tensor(), candidates.front(),
                      std::numeric_limits<double>::infinity(), 0.0};
@@ -217,7 +229,7 @@ std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
       // W ← Q(W·diag(s))·diag(s)⁻¹ (llm-awq simulates x/s by pre-dividing the quantized weight).
       for (size_t i = 0; i < weights.size(); ++i) {
         const at::Tensor s_w = s.to(originals[i].scalar_type());
-        const at::Tensor q = core::fake_quantize(originals[i] * s_w, specs.at(group.linears[i]));
+        const at::Tensor q = core::fake_quantize(originals[i] * s_w, specs.at(members[i]));
         weights[i].copy_(q / s_w.to(at::kFloat));
       }
       double sum_sq = 0.0;

@@ -44,6 +44,8 @@ struct ScaleGroup {
   std::vector<std::string> linears;  ///< the scaled linears; all read the same input
   Inspect inspect = Inspect::Linear;
   std::string inspected_linear;  ///< with Inspect::Linear: the linear whose output is compared
+  /// The input linear is a routed expert's: its inputs are the tokens routed to it, not windows.
+  bool routed_inputs = false;
   bool prev_is_norm() const { return prev_op.rfind("norm.", 0) == 0; }
   std::string describe() const;  ///< "norm.attn -> attn.q,attn.k,attn.v"
 };

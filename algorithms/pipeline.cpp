@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "algorithms/layer_checkpoints.h"
 #include "algorithms/registry.h"
+#include "algorithms/rtn.h"
 #include "algorithms/targets.h"
 #include "algorithms/weight_guard.h"
 #include "calib/calibration_set.h"
@@ -21,6 +23,17 @@
 
 namespace calq::algorithms {
 namespace {
+
+/// H + fraction·mean(diag H)·I, or I when the expert saw no token (H = 0): GPTQ on I rounds to
+/// nearest on its grid, with no error feedback to spread.
+void damp_expert_hessian(calib::LinearStats& stats, int64_t in, double fraction) {
+  if (stats.n_tokens == 0 || !stats.hessian.defined()) {
+    stats.hessian = at::eye(in, at::TensorOptions().dtype(at::kFloat));
+    return;
+  }
+  const at::Tensor diag = stats.hessian.diagonal();
+  diag.add_(diag.mean() * fraction);
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -97,30 +110,68 @@ class PassDriver : public calib::LayerHandler {
       for (const auto& pass : passes_) needs[target.name].merge(pass->needs(target));
       if (static_activations) needs[target.name].absmax = true;
     }
+    // A norm-fed group led by a router (MoE): the router sees every token, the experts only
+    // theirs, so the group's input statistics (AWQ's x̄ and inputs, SmoothQuant's absmax) are
+    // the router's, collected whenever a member needs any (layer_schema.h ScalingPair).
+    const core::LayerSchema& schema = model_.layer_schema(layer.index());
+    for (const core::ScalingPair& pair : schema.norm_fed_pairs()) {
+      const std::string& lead = pair.linears.front();
+      if (!core::is_router(schema.linear(lead).role) ||
+          std::find(subset.begin(), subset.end(), lead) == subset.end())
+        continue;
+      calib::StatRequest group;
+      for (const std::string& name : pair.linears) {
+        const auto it = needs.find(name);
+        if (it != needs.end()) group.merge(it->second);
+      }
+      group.hessian = needs.count(lead) ? needs[lead].hessian : false;
+      if (group.any()) needs[lead].merge(group);
+    }
     return needs;
   }
 
   void process(calib::LayerStep& step) override {
     const std::vector<LinearTarget> targets = targets_of(recipe_, step.linears, step.layer_index);
     if (targets.empty()) return;
-    PassStep pass_step{step, targets, result_.layers[static_cast<size_t>(step.layer_index)], true,
-                       true};
+    auto& states = result_.layers[static_cast<size_t>(step.layer_index)];
+    const std::set<std::string> to_rtn = apply_expert_policy(step, targets, states);
+    std::vector<LinearTarget> quantized_by_recipe;
+    std::vector<LinearTarget> rtn_targets;
+    for (const LinearTarget& target : targets)
+      (to_rtn.count(target.name) ? rtn_targets : quantized_by_recipe).push_back(target);
+    // Transforms see every target (an under-calibrated expert is still scaled with its
+    // group); the quantizer and refinements only those the recipe's quantizer takes.
+    PassStep pass_step{step, targets, states, true, true};
+    PassStep quantizer_step{step, quantized_by_recipe, states, true, true};
     for (size_t p = 0; p < passes_.size(); ++p) {
       const auto& pass = passes_[p];
-      pass_step.later_reads_hessian = false;
-      pass_step.later_reads_float_weight = false;
+      PassStep& current = pass->quantizes() || pass->after_quantization() ? quantizer_step
+                                                                          : pass_step;
+      current.later_reads_hessian = false;
+      current.later_reads_float_weight = false;
       for (size_t later = p + 1; later < passes_.size(); ++later) {
         // A refinement (lorc) reads the quantizer's float weight and, where collected, its
         // statistics (proxy losses) without asking for them.
         const bool refines = passes_[later]->after_quantization();
-        pass_step.later_reads_float_weight |= refines;
-        pass_step.later_reads_hessian |= refines;
+        current.later_reads_float_weight |= refines;
+        current.later_reads_hessian |= refines;
         for (const LinearTarget& target : targets)
-          pass_step.later_reads_hessian |= passes_[later]->needs(target).hessian;
+          current.later_reads_hessian |= passes_[later]->needs(target).hessian;
       }
+      if (current.targets.empty()) continue;
       const auto start = Clock::now();
-      pass->apply(pass_step);
+      pass->apply(current);
       result_.pass_seconds[pass->name()] +=
+          std::chrono::duration<double>(Clock::now() - start).count();
+    }
+    if (!rtn_targets.empty()) {
+      // calibration.expert_policy rtn: the experts the quantizer had too few tokens for.
+      PassStep rtn_step{step, rtn_targets, states, false, false};
+      const auto start = Clock::now();
+      rtn_fallback_->apply(rtn_step);
+      auto& names = result_.pass_names;  // report.json lists its linears under "rtn"
+      if (std::find(names.begin(), names.end(), "rtn") == names.end()) names.push_back("rtn");
+      result_.pass_seconds["rtn"] +=
           std::chrono::duration<double>(Clock::now() - start).count();
     }
     // The float weights were kept for passes after quantization (lorc) only.
@@ -131,6 +182,74 @@ class PassDriver : public calib::LayerHandler {
                                  pass_step.linears[target.name]);
       }
     }
+  }
+
+  /// calibration.min_expert_tokens and expert_policy on the subset's expert linears whose
+  /// statistics were collected: records each expert's token count, stops (error), damps the
+  /// Hessian (damp) or returns the linears to quantize by RTN instead (rtn).
+  std::set<std::string> apply_expert_policy(calib::LayerStep& step,
+                                            const std::vector<LinearTarget>& targets,
+                                            std::map<std::string, LinearState>& states) {
+    std::set<std::string> to_rtn;
+    const core::LayerSchema& schema = model_.layer_schema(step.layer_index);
+    if (!schema.moe.active()) return to_rtn;
+    const core::CalibrationSection defaults;
+    const core::CalibrationSection& c = recipe_.calibration ? *recipe_.calibration : defaults;
+    bool quantizer_needs_data = false;
+    for (const auto& pass : passes_) {
+      if (!pass->quantizes()) continue;
+      for (const LinearTarget& target : targets) quantizer_needs_data |= pass->needs(target).any();
+    }
+    for (const LinearTarget& target : targets) {
+      const core::LinearSpec& spec = schema.linear(target.name);
+      const auto it = step.stats.find(target.name);
+      if (spec.expert < 0 || it == step.stats.end()) continue;
+      calib::LinearStats& stats = it->second;
+      LinearReport& report = states[target.name].reports["moe"];
+      report.figures["expert_tokens"] = static_cast<double>(stats.n_tokens);
+      ExpertCoverage coverage{step.layer_index, spec.expert, stats.n_tokens, "", 0.0};
+      if (stats.n_tokens < c.min_expert_tokens && quantizer_needs_data) {
+        switch (c.expert_policy) {
+          case core::ExpertPolicy::Error:
+            fail("layer {} expert {} ({}): {} calibration tokens were routed to it, fewer than "
+                 "calibration.min_expert_tokens {}; expected more calibration data, "
+                 "calibration.moe: all_experts, or calibration.expert_policy damp or rtn",
+                 step.layer_index, spec.expert, target.name, stats.n_tokens, c.min_expert_tokens);
+          case core::ExpertPolicy::Damp:
+            coverage.policy = stats.n_tokens == 0 ? "identity" : "damp";
+            coverage.damp = stats.n_tokens == 0 ? 0.0 : c.expert_damp;
+            if (stats.hessian.defined() || stats.n_tokens == 0) {
+              bool wants_hessian = false;
+              for (const auto& pass : passes_) wants_hessian |= pass->needs(target).hessian;
+              if (wants_hessian) damp_expert_hessian(stats, spec.in, c.expert_damp);
+            }
+            break;
+          case core::ExpertPolicy::Rtn:
+            coverage.policy = "rtn";
+            to_rtn.insert(target.name);
+            break;
+        }
+        report.notes["expert_policy"] = coverage.policy;
+        if (coverage.policy == "damp") report.figures["expert_damp"] = coverage.damp;
+      }
+      record_expert(coverage);
+    }
+    return to_rtn;
+  }
+
+  /// One entry per (layer, expert): its linears of every step share the count (they see the
+  /// same tokens); a policy applied to any of them shows.
+  void record_expert(const ExpertCoverage& coverage) {
+    for (ExpertCoverage& e : result_.experts) {
+      if (e.layer != coverage.layer || e.expert != coverage.expert) continue;
+      e.tokens = std::max(e.tokens, coverage.tokens);
+      if (!coverage.policy.empty()) {
+        e.policy = coverage.policy;
+        e.damp = coverage.damp;
+      }
+      return;
+    }
+    result_.experts.push_back(coverage);
   }
 
   bool propagate_quantized() const override {
@@ -183,6 +302,7 @@ class PassDriver : public calib::LayerHandler {
   QuantizationResult& result_;
   const LayerSink& sink_;
   LayerCheckpoints* checkpoints_;
+  std::unique_ptr<Pass> rtn_fallback_ = make_rtn(core::Options());
 };
 
 /// Restores the layers `checkpoints` holds (replaying the sink on each, then releasing it when
@@ -324,6 +444,8 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
     options.release_layers = static_cast<bool>(sink);
     options.first_layer = first_layer;
     options.first_inputs = std::move(resumed_inputs);
+    options.observe_all_experts = recipe.calibration &&
+                                  recipe.calibration->moe == core::MoeCalibration::AllExperts;
     calib::LayerwiseRunner runner(model, calibration->windows, options);
     runner.run(driver);
   } else {

@@ -25,11 +25,23 @@ struct CalibrationSet;
 
 namespace calq::algorithms {
 
+/// One routed expert of one MoE layer as calibration saw it (report.json "moe"): the tokens
+/// its linears received and, when that was below calibration.min_expert_tokens, the policy
+/// applied (docs/moe.md).
+struct ExpertCoverage {
+  int64_t layer = 0;
+  int64_t expert = 0;
+  int64_t tokens = 0;
+  std::string policy;  ///< "" (enough tokens), "damp", "identity" (damp, no token), "rtn"
+  double damp = 0.0;   ///< the added fraction of mean(diag H) under "damp"
+};
+
 struct QuantizationResult {
   std::vector<std::string> pass_names;          ///< in the order they ran
   std::map<std::string, double> pass_seconds;   ///< wall time inside each pass's prepare + apply
   std::map<std::string, std::string> pass_summaries;  ///< Pass::summary_json(), where not empty
   std::vector<std::map<std::string, LinearState>> layers;  ///< per layer, by linear name
+  std::vector<ExpertCoverage> experts;  ///< MoE layers' experts, in layer and expert order
   bool used_calibration = false;
   bool propagated_quantized = true;
   double seconds = 0.0;

@@ -73,12 +73,20 @@ class SmoothQuantPass : public Pass {
   }
 
   void check_model(const core::Model& model) const override {
-    // Which linears a norm feeds is the family's (its schema); layers share one layout.
-    const core::LayerSchema& schema = model.layer_schema(0);
-    const std::vector<std::string> names = schema.linear_names();
-    const std::vector<NormFedGroup> groups = norm_fed_groups(schema);
+    // Which linears a norm feeds is the family's (its schema); layers may differ (an MoE
+    // model's dense and sparse layers), so every layer's groups count.
+    std::vector<std::string> names;  // execution order, each once
+    std::vector<NormFedGroup> groups;
     norm_fed_.clear();
-    for (const NormFedGroup& group : groups) norm_fed_.insert(group.linears.begin(), group.linears.end());
+    for (int64_t i = 0; i < model.n_layers(); ++i) {
+      const core::LayerSchema& schema = model.layer_schema(i);
+      for (const std::string& n : schema.linear_names())
+        if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+      for (NormFedGroup& group : norm_fed_groups(schema)) {
+        norm_fed_.insert(group.linears.begin(), group.linears.end());
+        groups.push_back(std::move(group));
+      }
+    }
     for (const std::string& linear : linears_) {
       if (std::find(names.begin(), names.end(), linear) == names.end()) {
         fail("{}: {} is not a linear of this {} model; expected some of: {}", where_,

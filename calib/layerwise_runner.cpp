@@ -35,6 +35,7 @@ std::optional<std::string> LayerwiseRunner::cache_key(const LayerHandler& handle
   std::string described = fmt::format("calq-stats-v1|{}|windows {:016x} {}x{}|batch {}|layer {} step {}|",
                                       options_.cache.context, windows_hash_, windows_.size(0),
                                       windows_.size(1), options_.batch_size, layer, step);
+  if (options_.observe_all_experts) described += "all_experts|";  // older keys unchanged
   for (const std::string& name : subset) described += name + ",";
   for (const auto& [name, r] : needs) {
     described += fmt::format("|{}:{}{}{}{}", name, int(r.hessian), int(r.absmax), int(r.mean_abs),
@@ -55,6 +56,7 @@ at::Tensor LayerwiseRunner::forward_layer(
       const auto it = accumulators->find(std::string(name));
       if (it != accumulators->end()) it->second.add(x);
     };
+    ctx.observe_all_experts = options_.observe_all_experts;
   }
   std::vector<at::Tensor> outputs;
   outputs.reserve(static_cast<size_t>((n + batch - 1) / batch));

@@ -67,6 +67,9 @@ struct RunnerOptions {
   int64_t batch_size = 8;  ///< calibration windows per layer forward
   bool show_progress = true;
   bool release_layers = false;  ///< free each layer after processing (bounded memory)
+  /// Mixture of experts: statistics of every expert over every token (calibration.moe:
+  /// all_experts) instead of over the tokens routed to it; layer outputs are routed either way.
+  bool observe_all_experts = false;
   CacheUse cache;               ///< statistics read from / written to disk when set
   /// A resumed run (`calq run --resume`): layers before first_layer are done, and
   /// first_inputs is X_first_layer as the interrupted run computed it.

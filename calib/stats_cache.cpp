@@ -68,6 +68,13 @@ std::optional<std::map<std::string, LinearStats>> StatsCache::load(const std::st
       CALQ_CHECK(it != kFields.end(), "tensor \"{}\": unknown statistic", name);
       out[linear].*(it->second) = file.load(name).to(at::Device(device));
     }
+    // A linear that saw no token (an MoE expert nothing was routed to) has counts, no tensors.
+    const std::string samples_suffix = "/n_samples";
+    for (const auto& [key, value] : file.metadata()) {
+      if (key.size() > samples_suffix.size() &&
+          key.compare(key.size() - samples_suffix.size(), samples_suffix.size(), samples_suffix) == 0)
+        out[key.substr(0, key.size() - samples_suffix.size())];
+    }
     for (auto& [linear, stats] : out) {
       const auto& meta = file.metadata();
       const auto samples = meta.find(linear + "/n_samples");

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "algorithms/layer_checkpoints.h"
 #include "algorithms/mixed_precision.h"
 #include "algorithms/pipeline.h"
+#include "algorithms/targets.h"
 #include "calib/calibration_set.h"
 #include "calib/stats_cache.h"
 #include "cli/bounds.h"
@@ -291,16 +293,45 @@ RunOutputs check_run_outputs(const core::Recipe& recipe, const RunRequest& args,
   return outputs;
 }
 
-/// The export's shapes under the scheme, checked on layer 0 (every family calq runs has equal
-/// layers) right after loading, before calibration.
+/// The schema of the layer with the most linear weights (an MoE model's sparse layers, not its
+/// dense first ones), for the memory estimate.
+const core::LayerSchema& heaviest_layer_schema(core::Model& model) {
+  const core::LayerSchema* best = &model.layer_schema(0);
+  const auto weights = [](const core::LayerSchema& s) {
+    double n = 0;
+    for (const core::LinearSpec& l : s.linears) n += double(l.out) * double(l.in);
+    return n;
+  };
+  for (int64_t i = 1; i < model.n_layers(); ++i)
+    if (weights(model.layer_schema(i)) > weights(*best)) best = &model.layer_schema(i);
+  return *best;
+}
+
+/// The export's shapes under the scheme, checked right after loading, before calibration: layer
+/// 0's linears, then those of later layers whose layout differs (an MoE model's sparse layers),
+/// read from the schema. A router the recipe does not quantize is exported float, not packed.
 void check_export_shapes(core::Model& model, const core::Recipe& recipe, bool stream) {
   std::vector<core::LinearShape> shapes;
+  std::set<std::string> seen;
+  const auto packed = [&](const core::LayerSchema& schema, const std::string& name, int64_t i) {
+    return !core::is_router(schema.linear(name).role) ||
+           algorithms::resolve_target(recipe.scheme, name, i).has_value();
+  };
   core::DecoderLayer& layer = model.layer(0);
   for (const std::string& name : layer.linear_names()) {
+    seen.insert(name);
+    if (!packed(model.layer_schema(0), name, 0)) continue;
     const at::Tensor& w = layer.linear(name).weight;
     shapes.push_back({layer.linear(name).source, w.size(0), w.size(1)});
   }
   if (stream) model.release(0);
+  for (int64_t i = 1; i < model.n_layers(); ++i) {
+    const core::LayerSchema& schema = model.layer_schema(i);
+    for (const core::LinearSpec& l : schema.linears) {
+      if (!seen.insert(l.name).second || !packed(schema, l.name, i)) continue;
+      shapes.push_back({l.checkpoint, l.out, l.in});
+    }
+  }
   core::check_save_shapes(*recipe.save, recipe.scheme, shapes, recipe.file);
 }
 
@@ -418,7 +449,7 @@ int run_recipe(const RunRequest& args) {
     calibration = calib::make_calibration_set(*model->tokenizer(), c);
     report.set_calibration(*calibration);
     report.set_memory_estimate(
-        estimate_memory(model->config(), model->layer_schema(0), model->compute_dtype(),
+        estimate_memory(model->config(), heaviest_layer_schema(*model), model->compute_dtype(),
                         c.nsamples * c.seqlen,
                         args.stream).json());
   }

@@ -1,6 +1,7 @@
 #include "cli/memory_estimate.h"
 
 #include <algorithm>
+#include <map>
 
 #include <c10/core/ScalarType.h>
 #include <nlohmann/json.hpp>
@@ -39,7 +40,15 @@ MemoryEstimate estimate_memory(const core::ModelConfig& c, const core::LayerSche
   m.codes_mb = layer_params / kMiB;
   m.inputs_mb = tokens * 2.0 * h * e / kMiB;
   m.activations_mb = tokens * 2.0 * inter * e / kMiB;
-  m.hessian_sum_mb = 4.0 * d * d / kMiB;
+  // Every linear of a true-sequential step accumulates its own sum at once (an MoE layer's
+  // experts: E of them); the largest step's total. A dense family's widest linear (down, fc2)
+  // is alone in its step, where this is the 4 d² it always was.
+  std::map<int, double> step_sums;
+  for (const core::LinearSpec& l : layer.linears)
+    step_sums[l.sequential_step] += 4.0 * static_cast<double>(l.in) * static_cast<double>(l.in);
+  double largest_step = 4.0 * d * d;
+  for (const auto& [step, bytes] : step_sums) largest_step = std::max(largest_step, bytes);
+  m.hessian_sum_mb = largest_step / kMiB;
   // Factorizing: H (damped in place), its inverse factor U and W transposed; then the column
   // loop: U, W transposed, the codes and Ŵ (H freed once factorized).
   m.gptq_mb = std::max(8.0 * d * d + 4.0 * d * h, 4.0 * d * d + 12.0 * d * h) / kMiB;

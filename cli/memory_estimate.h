@@ -25,7 +25,7 @@ struct MemoryEstimate {
   double codes_mb = 0;        ///< the layer's integer codes, one byte per weight (compact)
   double inputs_mb = 0;       ///< X_i and X_{i+1} over the calibration tokens, compute dtype
   double activations_mb = 0;  ///< the forward's two widest MLP outputs over the calibration tokens
-  double hessian_sum_mb = 0;  ///< widest input d: the double upper triangle, 4d²
+  double hessian_sum_mb = 0;  ///< the double upper triangles of the largest step, Σ 4 in²
   double gptq_mb = 0;         ///< max(H, U, Wᵀ: 8d² + 4d·r; U, Wᵀ, codes, Ŵ: 4d² + 12d·r)
   double embedding_mb = 0;    ///< the table in its stored dtype; 0 with --stream (freed after X_0)
   double statistics_phase_mb() const {

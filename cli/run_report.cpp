@@ -85,6 +85,29 @@ void RunReport::set_quantization(const algorithms::QuantizationResult& result) {
   }
   nlohmann::json& d = *doc_;
   d["passes"] = passes;
+  if (!result.experts.empty()) {
+    // docs/moe.md: every routed expert with the calibration tokens it received; those below
+    // calibration.min_expert_tokens also under "below_min_tokens" with the policy applied.
+    const core::CalibrationSection defaults;
+    const core::CalibrationSection& c = recipe_.calibration ? *recipe_.calibration : defaults;
+    nlohmann::json experts = nlohmann::json::array();
+    nlohmann::json below = nlohmann::json::array();
+    for (const algorithms::ExpertCoverage& e : result.experts) {
+      nlohmann::json entry = {{"layer", e.layer}, {"expert", e.expert}, {"tokens", e.tokens}};
+      if (!e.policy.empty()) {
+        entry["policy"] = e.policy;
+        if (e.policy == "damp") entry["damp"] = e.damp;
+        below.push_back(entry);
+      }
+      experts.push_back(entry);
+    }
+    d["moe"] = {{"calibration", core::moe_calibration_name(c.moe)},
+                {"min_expert_tokens", c.min_expert_tokens},
+                {"expert_policy", core::expert_policy_name(c.expert_policy)},
+                {"expert_damp", c.expert_damp},
+                {"experts", experts},
+                {"below_min_tokens", below}};
+  }
   d["quantization"] = {{"seconds", result.seconds},
                        {"used_calibration", result.used_calibration},
                        {"next_layer_inputs", result.propagated_quantized ? "quantized" : "float"}};

@@ -40,6 +40,19 @@ struct ModelSection {
   ComputeDtype dtype = ComputeDtype::Float32;
 };
 
+/// Which tokens a mixture-of-experts layer's experts are calibrated on (docs/moe.md).
+enum class MoeCalibration {
+  Routed,      ///< each expert sees the tokens the router sends it
+  AllExperts,  ///< statistics from every token through every expert; outputs still routed
+};
+
+/// What an expert that received fewer than min_expert_tokens calibration tokens gets.
+enum class ExpertPolicy {
+  Error,  ///< the run stops, naming layer, expert and count
+  Damp,   ///< H + expert_damp·mean(diag H)·I (no token at all: H = I, GPTQ then equals RTN)
+  Rtn,    ///< quantized by round-to-nearest instead of the recipe's data-driven quantizer
+};
+
 struct CalibrationSection {
   RecipePath data;  ///< calibration text
   int64_t n_samples = 128;
@@ -47,7 +60,16 @@ struct CalibrationSection {
   int64_t seed = 0;                   ///< >= 0; the only seed calibration draws from
   std::optional<RecipePath> offsets;  ///< one token offset per line; replays exact windows
   double max_memory_gb = 32.0;  ///< budget for the calibration activations (calib/calibration_set.h)
+  MoeCalibration moe = MoeCalibration::Routed;
+  int64_t min_expert_tokens = 1;  ///< below it an expert gets expert_policy
+  ExpertPolicy expert_policy = ExpertPolicy::Damp;
+  double expert_damp = 0.1;  ///< the Damp policy's added fraction of mean(diag H)
+  /// The MoE keys as written, for the recipe's canonical JSON (absent: defaults, not echoed).
+  bool moe_keys_set = false;
 };
+
+const char* moe_calibration_name(MoeCalibration mode);
+const char* expert_policy_name(ExpertPolicy policy);
 
 struct WeightScheme {
   int bits = 4;              ///< 2, 3, 4, 8 for int; implied by the fp/nf formats (8 or 4)

@@ -15,6 +15,10 @@ namespace fs = std::filesystem;
 template <typename E>
 using NameTable = std::vector<std::pair<const char*, E>>;
 
+const NameTable<MoeCalibration> kMoeCalibrations = {{"routed", MoeCalibration::Routed},
+                                                    {"all_experts", MoeCalibration::AllExperts}};
+const NameTable<ExpertPolicy> kExpertPolicies = {
+    {"error", ExpertPolicy::Error}, {"damp", ExpertPolicy::Damp}, {"rtn", ExpertPolicy::Rtn}};
 const NameTable<Device> kDevices = {{"cpu", Device::Cpu}, {"cuda", Device::Cuda}};
 const NameTable<ComputeDtype> kComputeDtypes = {{"float32", ComputeDtype::Float32},
                                                 {"float16", ComputeDtype::Float16},
@@ -121,7 +125,8 @@ std::optional<CalibrationSection> read_calibration(const Options& root) {
   const auto c = root.find_child("calibration");
   if (!c)
     return std::nullopt;
-  expect_keys(*c, {"data", "nsamples", "seqlen", "seed", "offsets", "max_memory_gb"});
+  expect_keys(*c, {"data", "nsamples", "seqlen", "seed", "offsets", "max_memory_gb", "moe",
+                   "min_expert_tokens", "expert_policy", "expert_damp"});
   CalibrationSection out;
   out.data = require_path(*c, "data");
   out.n_samples = c->get_int_at_least("nsamples", out.n_samples, 1);
@@ -129,8 +134,15 @@ std::optional<CalibrationSection> read_calibration(const Options& root) {
   out.seed = c->get_int_at_least("seed", out.seed, 0);
   out.offsets = find_path(*c, "offsets");
   out.max_memory_gb = c->get_double_in_range("max_memory_gb", out.max_memory_gb, 1e-3, 1e6);
+  for (const char* key : {"moe", "min_expert_tokens", "expert_policy", "expert_damp"})
+    out.moe_keys_set = out.moe_keys_set || c->has(key);
+  out.moe = get_enum(*c, "moe", out.moe, kMoeCalibrations);
+  out.min_expert_tokens = c->get_int_at_least("min_expert_tokens", out.min_expert_tokens, 0);
+  out.expert_policy = get_enum(*c, "expert_policy", out.expert_policy, kExpertPolicies);
+  out.expert_damp = c->get_double_in_range("expert_damp", out.expert_damp, 0.0, 1e6);
   return out;
 }
+
 
 int weight_format_bits(WeightFormat format) {
   switch (format) {
@@ -326,6 +338,12 @@ Json resolved_tree(const Recipe& r) {
                           {"seqlen", c->seqlen},
                           {"seed", c->seed},
                           {"offsets", path_json(c->offsets)}};
+    if (c->moe_keys_set) {  // echoed only when written: older recipes keep their JSON
+      out["calibration"]["moe"] = moe_calibration_name(c->moe);
+      out["calibration"]["min_expert_tokens"] = c->min_expert_tokens;
+      out["calibration"]["expert_policy"] = expert_policy_name(c->expert_policy);
+      out["calibration"]["expert_damp"] = c->expert_damp;
+    }
   }
   const WeightScheme& w = r.scheme.weights;
   Json scheme = Json::object();
@@ -456,5 +474,8 @@ const char* act_granularity_name(ActGranularity g) {
 const char* save_format_name(SaveFormat format) {
   return name_in(kSaveFormats, format);
 }
+
+const char* moe_calibration_name(MoeCalibration mode) { return name_in(kMoeCalibrations, mode); }
+const char* expert_policy_name(ExpertPolicy policy) { return name_in(kExpertPolicies, policy); }
 
 }  // namespace calq::core

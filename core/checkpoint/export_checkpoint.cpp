@@ -88,14 +88,28 @@ void round_in_place(at::Tensor& x, c10::ScalarType dtype) {
 struct Plan {
   std::optional<PackedLayout> layout;  // nullopt: fake
   c10::ScalarType dtype = at::kFloat;  // float tensors as stored
+  // Linears a packed checkpoint keeps float (MoE routers the recipe does not quantize), by full
+  // module name; the quantization_config names them so loaders leave them nn.Linear.
+  std::set<std::string> float_modules;
+  // The block-relative names of the packed linears ("self_attn.q_proj", ...).
+  std::set<std::string> packed_in_block;
 };
+
+/// "block_sparse_moe.experts.3.w1" for "model.layers.7.block_sparse_moe.experts.3.w1".
+std::string name_in_block(const std::string& source) {
+  const std::string marker = ".layers.";
+  const size_t at = source.find(marker);
+  if (at == std::string::npos) return source;
+  const size_t dot = source.find('.', at + marker.size());
+  return dot == std::string::npos ? source : source.substr(dot + 1);
+}
 
 std::string tensor_where(const Linear& linear, int64_t layer, const std::string& name) {
   return linear.source.empty() ? fmt::format("layer {} {}", layer, name) : linear.source;
 }
 
 /// Checks layer i against the format and fixes plan.layout from the first quantized linear.
-void plan_layer(Plan& plan, DecoderLayer& layer, int64_t i,
+void plan_layer(Plan& plan, DecoderLayer& layer, const LayerSchema& schema, int64_t i,
                 const std::map<std::string, QuantizedTensor>& quantized, const ExportOptions& o,
                 const std::string& model_type) {
   const char* format = save_format_name(o.format);
@@ -107,6 +121,12 @@ void plan_layer(Plan& plan, DecoderLayer& layer, int64_t i,
                format, tensor_where(linear, i, name), model_type);
     if (o.format == SaveFormat::Fake) continue;
     const auto it = quantized.find(name);
+    const LinearSpec* spec = schema.find_linear(name);
+    if (it == quantized.end() && spec != nullptr && is_router(spec->role)) {
+      plan.float_modules.insert(linear.source);  // a router stays float unless quantized
+      continue;
+    }
+    plan.packed_in_block.insert(name_in_block(linear.source));
     CALQ_CHECK(it != quantized.end(),
                "save.format {}: {} stays float (not in scheme.targets); expected every linear of "
                "the decoder layers quantized",
@@ -130,17 +150,19 @@ Plan plan_export(Model& model, const QuantizedLinears& quantized, const ExportOp
              "save: {} layers of quantized tensors for a {}-layer model", quantized.size(),
              model.n_layers());
   for (int64_t i = 0; i < model.n_layers(); ++i)
-    plan_layer(plan, model.layer(i), i, quantized[static_cast<size_t>(i)], o, model.config().model_type);
+    plan_layer(plan, model.layer(i), model.layer_schema(i), i, quantized[static_cast<size_t>(i)], o,
+               model.config().model_type);
   return plan;
 }
 
 /// The layer becomes exactly what the checkpoint holds: biases, norms (folded by SmoothQuant or
 /// AWQ) and fake-quantized weights rounded to the stored dtype in place.
-void round_layer(DecoderLayer& layer, const Plan& plan) {
+void round_layer(DecoderLayer& layer, const Plan& plan,
+                 const std::map<std::string, QuantizedTensor>& quantized) {
   for (const std::string& name : layer.linear_names()) {
     Linear& l = layer.linear(name);
     round_in_place(l.bias, plan.dtype);
-    if (!plan.layout) round_in_place(l.weight, plan.dtype);
+    if (!plan.layout || quantized.count(name) == 0) round_in_place(l.weight, plan.dtype);
   }
   for (const std::string& norm : layer.norm_names()) {
     round_in_place(layer.norm(norm).weight, plan.dtype);
@@ -159,7 +181,7 @@ NamedTensors layer_tensors(DecoderLayer& layer, const std::map<std::string, Quan
   for (const std::string& name : layer.linear_names()) {
     const Linear& l = layer.linear(name);
     prefixes.insert(l.source);
-    if (plan.layout) {
+    if (plan.layout && quantized.count(name) != 0) {
       for (auto& t : pack_linear(*plan.layout, l.source, quantized.at(name)))
         tensors.push_back(std::move(t));
       ++n_quantized;
@@ -198,15 +220,23 @@ NamedTensors outer_tensors(const Model& model, const std::set<std::string>& laye
 /// generation files, into `tmp`.
 void write_model_files(const Model& model, const Plan& plan, const fs::path& tmp);
 
-/// Kernel-compatibility lint from one layer's linear shapes (every layer has the same).
-std::vector<std::string> lint_layer(const Plan& plan, DecoderLayer& layer) {
-  if (!plan.layout) return {};
+/// The kernel lint of a layer's packed linears (a float router is no kernel's business), added
+/// to `warnings` where not already there: layers of one layout repeat the same lines, an MoE
+/// model's sparse layers add their experts' names.
+void lint_layer(const Plan& plan, DecoderLayer& layer,
+                const std::map<std::string, QuantizedTensor>& quantized,
+                std::vector<std::string>& warnings) {
+  if (!plan.layout) return;
   std::vector<LinearShape> shapes;
   for (const std::string& name : layer.linear_names()) {
+    if (quantized.count(name) == 0) continue;
     const at::Tensor& w = layer.linear(name).weight;
     shapes.push_back({name, w.size(0), w.size(1)});
   }
-  return kernel_lint(*plan.layout, shapes);
+  for (std::string& w : kernel_lint(*plan.layout, shapes)) {
+    if (std::find(warnings.begin(), warnings.end(), w) == warnings.end())
+      warnings.push_back(std::move(w));
+  }
 }
 
 /// Groups named tensors into shards of at most max_bytes (a larger tensor gets its own).
@@ -287,12 +317,60 @@ void remove_stale_temp_dirs(const fs::path& final_path) {
 
 fs::path temp_dir_for(const fs::path& final_path) { return temp_sibling(final_path); }
 
+/// The modules a packed checkpoint keeps float, in each format's own terms: MoE routers the
+/// recipe did not quantize (full names), and what lies outside the language model (a multimodal
+/// Gemma 3's vision_tower and multi_modal_projector: `outside`, top-level module names).
+/// compressed-tensors: `ignore` (exact names, "re:" patterns); AWQ: modules_to_not_convert
+/// (matched as substrings by transformers, so full names: "mlp.gate" alone would also match
+/// gate_proj); GPTQ: modules_in_block_to_quantize (the packed linears of a block, transformers'
+/// GPTQConfig) and block_name_to_quantize for a prefixed language model.
+void name_float_modules(Json& qc, const PackedLayout& layout, const Plan& plan,
+                        const std::set<std::string>& outside, const std::string& weight_prefix) {
+  switch (layout.format) {
+    case SaveFormat::CompressedTensors:
+      for (const std::string& m : plan.float_modules) qc["ignore"].push_back(m);
+      for (const std::string& m : outside) qc["ignore"].push_back("re:^" + m + "\\..*");
+      break;
+    case SaveFormat::Awq: {
+      std::vector<std::string> names(plan.float_modules.begin(), plan.float_modules.end());
+      names.insert(names.end(), outside.begin(), outside.end());
+      if (!names.empty()) qc["modules_to_not_convert"] = names;
+      break;
+    }
+    case SaveFormat::Gptq:
+      if (!plan.float_modules.empty())
+        qc["modules_in_block_to_quantize"] = Json::array({Json(std::vector<std::string>(
+            plan.packed_in_block.begin(), plan.packed_in_block.end()))});
+      if (!weight_prefix.empty()) qc["block_name_to_quantize"] = weight_prefix + "model.layers";
+      break;
+    case SaveFormat::Fake:
+      break;
+  }
+}
+
+/// Top-level module names of the tensors outside `weight_prefix` ("vision_tower", ...).
+std::set<std::string> modules_outside(const Model& model) {
+  std::set<std::string> out;
+  const std::string& prefix = model.config().weight_prefix;
+  if (prefix.empty()) return out;
+  for (const std::string& name : open_model_weights(model.path())->names()) {
+    if (name.rfind(prefix, 0) == 0) continue;
+    out.insert(name.substr(0, name.find('.')));
+  }
+  return out;
+}
+
 void write_model_files(const Model& model, const Plan& plan, const fs::path& tmp) {
   const ModelConfig& c = model.config();
   Json config = base_config(model);
   set_dtype(config, plan.dtype);
-  if (plan.layout) config["quantization_config"] = quantization_config_json(*plan.layout);
-  else config.erase("quantization_config");
+  if (plan.layout) {
+    config["quantization_config"] = quantization_config_json(*plan.layout);
+    name_float_modules(config["quantization_config"], *plan.layout, plan, modules_outside(model),
+                       c.weight_prefix);
+  } else {
+    config.erase("quantization_config");
+  }
   write_string_atomically((tmp / "config.json").string(), config.dump(2) + "\n");
   write_output_marker(tmp, "export");
   if (plan.layout && plan.layout->format == SaveFormat::Gptq)
@@ -456,7 +534,8 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
   result.format = save_format_name(o.format);
   result.path = final_path.string();
   try {
-    for (int64_t i = 0; i < model.n_layers(); ++i) round_layer(model.layer(i), plan);
+    for (int64_t i = 0; i < model.n_layers(); ++i)
+      round_layer(model.layer(i), plan, quantized[static_cast<size_t>(i)]);
     NamedTensors tensors;
     std::set<std::string> layer_prefixes;
     for (int64_t i = 0; i < model.n_layers(); ++i) {
@@ -476,7 +555,8 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
     if (o.on_stage) o.on_stage("written");
 
     result.reread_tensors = reread_check(model, tmp.string());
-    result.warnings = lint_layer(plan, model.layer(0));
+    for (int64_t i = 0; i < model.n_layers(); ++i)
+      lint_layer(plan, model.layer(i), quantized[static_cast<size_t>(i)], result.warnings);
     for (const std::string& w : result.warnings) log::warn("save: {}", w);
 
     // Replace any previous export only now, and never leave the final name half-written. The
@@ -531,9 +611,10 @@ StreamingExport::~StreamingExport() {
 void StreamingExport::write_layer(const Model& model, int64_t index, DecoderLayer& layer,
                                   const std::map<std::string, QuantizedTensor>& quantized) {
   State& s = *state_;
-  plan_layer(s.plan, layer, index, quantized, options_, model.config().model_type);
-  round_layer(layer, s.plan);
-  if (index == 0) s.result.warnings = lint_layer(s.plan, layer);
+  plan_layer(s.plan, layer, model.layer_schema(index), index, quantized, options_,
+             model.config().model_type);
+  round_layer(layer, s.plan, quantized);
+  lint_layer(s.plan, layer, quantized, s.result.warnings);
   const NamedTensors tensors =
       layer_tensors(layer, quantized, s.plan, s.layer_prefixes, s.result.quantized_linears);
   s.writer->write(index, tensors);

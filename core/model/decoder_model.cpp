@@ -108,8 +108,9 @@ std::string layer_number(const std::string& name) {
 
 /// Tensors of layers the config does not declare would be dropped without a word: a checkpoint
 /// with 7 layers of tensors under num_hidden_layers 6 is not the model its config describes.
-void refuse_layers_beyond(const WeightSource& weights, int64_t n_layers) {
+void refuse_layers_beyond(const WeightSource& weights, int64_t n_layers, const std::string& prefix) {
   for (const std::string& name : weights.names()) {
+    if (name.rfind(prefix, 0) != 0) continue;  // a multimodal checkpoint's vision tower
     const std::string number = layer_number(name);
     if (number.empty()) continue;
     const bool beyond = number.size() > 9 || std::stoll(number) >= n_layers;
@@ -129,7 +130,7 @@ DecoderModel::DecoderModel(ModelConfig config,
   compute_dtype_ = options.compute_dtype;
   device_ = options.device;
   path_ = options.path;
-  refuse_layers_beyond(*weights_, config_.n_layers);
+  refuse_layers_beyond(*weights_, config_.n_layers, config_.weight_prefix);
   n_parameters_ = count_parameters(*weights_);
   layers_.resize(static_cast<size_t>(config_.n_layers));
   schemas_.resize(static_cast<size_t>(config_.n_layers));

@@ -22,6 +22,12 @@ void parse_opt_config(const std::string& path, const nlohmann::json& j, const Co
                       ModelConfig& c);
 void parse_gemma_config(const std::string& path, const nlohmann::json& j, const ConfigFields& f,
                         ModelConfig& c);
+void parse_gemma3_multimodal_config(const std::string& path, const nlohmann::json& j,
+                                    const ConfigFields& f, ModelConfig& c);
+void parse_mixtral_config(const std::string& path, const nlohmann::json& j, const ConfigFields& f,
+                          ModelConfig& c);
+void parse_qwen_moe_config(const std::string& path, const nlohmann::json& j,
+                           const ConfigFields& f, ModelConfig& c);
 void parse_gpt2_config(const std::string& path, const nlohmann::json& j, const ConfigFields& f,
                        ModelConfig& c);
 

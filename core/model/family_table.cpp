@@ -18,8 +18,12 @@ constexpr FamilyRow kFamilies[] = {
     {"mistral", parse_llama_config, make_llama_model},
     {"qwen2", parse_llama_config, make_llama_model},
     {"qwen3", parse_llama_config, make_llama_model},
+    {"mixtral", parse_mixtral_config, make_llama_model},
+    {"qwen2_moe", parse_qwen_moe_config, make_llama_model},
+    {"qwen3_moe", parse_qwen_moe_config, make_llama_model},
     {"gemma2", parse_gemma_config, make_gemma_model},
     {"gemma3_text", parse_gemma_config, make_gemma_model},
+    {"gemma3", parse_gemma3_multimodal_config, make_gemma_model},
     {"opt", parse_opt_config, make_opt_model},
     {"gpt2", parse_gpt2_config, make_gpt2_model},
 };

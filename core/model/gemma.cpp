@@ -103,8 +103,8 @@ class GemmaModel final : public DecoderModel {
              const LoadOptions& options)
       : DecoderModel(std::move(config), std::move(weights), options) {
     const ModelConfig& c = config_;
-    norm_ = load("model.norm.weight", {c.hidden_size});
-    require_finite_tensor("model.norm.weight", norm_);
+    norm_ = load(c.weight_prefix + "model.norm.weight", {c.hidden_size});
+    require_finite_tensor(c.weight_prefix + "model.norm.weight", norm_);
     rope_ = rope_frequencies(c.rope, c.head_dim, c.max_positions, device_obj_);
     if (c.rope_local) rope_local_ = rope_frequencies(*c.rope_local, c.head_dim, c.max_positions, device_obj_);
   }
@@ -115,7 +115,8 @@ class GemmaModel final : public DecoderModel {
   // compute dtype (transformers casts it to the weights' dtype).
   at::Tensor embed(const at::Tensor& ids) override {
     if (!embed_.defined())
-      embed_ = load_stored("model.embed_tokens.weight", {config_.vocab_size, config_.hidden_size});
+      embed_ = load_stored(config_.weight_prefix + "model.embed_tokens.weight",
+                           {config_.vocab_size, config_.hidden_size});
     const at::Tensor rows = at::embedding(embed_, check_ids(ids)).to(compute_dtype_);
     const at::Tensor scale =
         at::scalar_tensor(std::sqrt(double(config_.hidden_size)), rows.options().dtype(at::kFloat))
@@ -139,7 +140,8 @@ class GemmaModel final : public DecoderModel {
   at::Tensor logits(const at::Tensor& hidden) override {
     if (!head_.defined()) {
       const ModelConfig& c = config_;
-      const char* name = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+      const std::string name =
+          c.weight_prefix + (c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
       head_ = load(name, {c.vocab_size, c.hidden_size});
       require_finite_tensor(name, head_);
     }
@@ -168,7 +170,7 @@ LayerSchema gemma_layer_schema(const ModelConfig& c, int64_t i) {
   ModelConfig llama_like = c;
   llama_like.qk_norm = false;
   LayerSchema s = llama_layer_schema(llama_like, i);
-  const std::string p = fmt::format("model.layers.{}.", i);
+  const std::string p = c.weight_prefix + fmt::format("model.layers.{}.", i);
   const int64_t H = c.hidden_size;
   const NormForm f = NormForm::RmsOnePlus;
   s.norms = {  // order = NormIndex

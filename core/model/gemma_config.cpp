@@ -27,7 +27,7 @@ double softcap(const ConfigFields& f, const char* key, double fallback) {
 
 void parse_gemma_config(const std::string& path, const json& j, const ConfigFields& f,
                         ModelConfig& c) {
-  const bool gemma3 = c.model_type == "gemma3_text";
+  const bool gemma3 = c.model_type == "gemma3_text" || c.model_type == "gemma3";
   c.family = Family::Gemma;
   CALQ_CHECK(f.has("head_dim"), "{}: missing field \"head_dim\"; expected an integer (Gemma "
              "configs carry it)", path);
@@ -96,6 +96,35 @@ void parse_gemma_config(const std::string& path, const json& j, const ConfigFiel
       else c.rope_local = spec;
     }
   }
+}
+
+// A multimodal Gemma 3 checkpoint (model_type gemma3, Gemma3ForConditionalGeneration): the
+// language model's config is text_config, its tensors live under language_model.; calq runs and
+// quantizes the language model, and exports carry the vision tower and projector over as they
+// are. Fields the file leaves out take Gemma3TextConfig's defaults, as transformers' do.
+void parse_gemma3_multimodal_config(const std::string& path, const json& j, const ConfigFields& f,
+                                    ModelConfig& c) {
+  CALQ_CHECK(f.has("text_config") && f.at("text_config").is_object(),
+             "{}: field \"text_config\" is missing; expected the language model's config (a "
+             "multimodal gemma3 checkpoint)", path);
+  json text = f.at("text_config");
+  // transformers' configuration_gemma3.py Gemma3TextConfig defaults (the 4B model's shape).
+  const json defaults = {{"vocab_size", 262208},          {"hidden_size", 2304},
+                         {"intermediate_size", 9216},     {"num_hidden_layers", 26},
+                         {"num_attention_heads", 8},      {"num_key_value_heads", 4},
+                         {"head_dim", 256},               {"max_position_embeddings", 131072},
+                         {"rms_norm_eps", 1e-6},          {"query_pre_attn_scalar", 256},
+                         {"sliding_window", 4096}};
+  for (const auto& [key, value] : defaults.items())
+    if (!text.contains(key)) text[key] = value;
+  const ConfigFields tf(path, text, "text_config.");
+  CALQ_CHECK(!tf.optional_bool("use_bidirectional_attention", false),
+             "{}: text_config.use_bidirectional_attention true is not supported; expected false "
+             "(a causal language model)", path);
+  parse_gemma_config(path, text, tf, c);
+  c.tie_word_embeddings = f.optional_bool("tie_word_embeddings", c.tie_word_embeddings);
+  c.weight_prefix = "language_model.";
+  (void)j;
 }
 
 }  // namespace calq::core

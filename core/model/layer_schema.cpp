@@ -65,6 +65,12 @@ bool is_attention_input(LinearRole role) {
   return role == LinearRole::Query || role == LinearRole::Key || role == LinearRole::Value;
 }
 
+bool is_router(LinearRole role) { return role == LinearRole::Router; }
+
+std::string expert_linear_name(int64_t expert, std::string_view part) {
+  return fmt::format("mlp.experts.{}.{}", expert, part);
+}
+
 bool feeds_attention_scores(LinearRole role) {
   return role == LinearRole::Query || role == LinearRole::Key;
 }

@@ -40,6 +40,10 @@ enum class LinearRole {
   Up,
   MlpIn,   ///< ungated MLP's first linear (fc1, c_fc)
   Down,    ///< the MLP's output linear (down_proj, fc2)
+  /// A gate computed from the MLP input that weighs, not transforms, the hidden state: an MoE
+  /// router (top-k expert scores) or Qwen2-MoE's shared-expert gate. Never a default target
+  /// (its uniform name lies outside attn.* / mlp.*): a quantized router reroutes tokens.
+  Router,
 };
 
 struct NormSpec {
@@ -64,7 +68,29 @@ struct LinearSpec {
   /// What its input is: the name of the norm whose output it reads, or "" for an input computed
   /// inside the block (attention's softmax·v, the MLP activation).
   std::string input_norm;
+  /// The routed expert this linear belongs to (mixture of experts), or -1: its statistics are
+  /// over the tokens routed to that expert only (docs/moe.md).
+  int64_t expert = -1;
 };
+
+/// The mixture-of-experts MLP of a layer (Mixtral, Qwen2-MoE, Qwen3-MoE), as data. The block
+/// computes out = Σ_{e ∈ top-k(x)} w_e(x) · down_e(act(gate_e x) ⊙ up_e x) [+ σ(g·x) · shared(x)]
+/// with expert e's linears named mlp.experts.<e>.gate/up/down, the router moe.router and, when
+/// present, the shared expert mlp.shared.gate/up/down and its gate moe.shared_gate.
+struct MoeSpec {
+  int64_t n_experts = 0;  ///< 0: the layer's MLP is dense
+  int64_t top_k = 0;
+  /// Top-k probabilities renormalised to sum to 1 (Mixtral always; Qwen: norm_topk_prob).
+  bool renormalize = true;
+  /// The top-k weights cast to the router logits' dtype before weighing the experts (Qwen's
+  /// routers); Mixtral keeps them in float32.
+  bool weights_in_compute_dtype = false;
+  bool shared_expert = false;  ///< Qwen2-MoE: a dense expert every token takes, sigmoid-gated
+  bool active() const { return n_experts > 0; }
+};
+
+/// The uniform name of expert e's linear `part` (gate, up, down): "mlp.experts.3.up".
+std::string expert_linear_name(int64_t expert, std::string_view part);
 
 /// The module whose output AWQ compares when it searches a pair's scale (algorithms.md §4.1).
 enum class Inspect { Attention, Mlp, Linear };
@@ -87,6 +113,7 @@ struct LayerSchema {
   std::vector<LinearSpec> linears;   ///< execution order
   std::vector<NormSpec> norms;       ///< execution order
   std::vector<ScalingPair> scaling;  ///< execution order
+  MoeSpec moe;                       ///< the MLP's experts, when it has them
 
   const LinearSpec* find_linear(std::string_view name) const;
   const LinearSpec& linear(std::string_view name) const;  ///< throws naming the layer's linears
@@ -102,6 +129,9 @@ struct LayerSchema {
 
 /// q, k, v: their outputs are the attention matmuls' inputs (bmm-input quantization).
 bool is_attention_input(LinearRole role);
+/// Linears whose weights only weigh or route (LinearRole::Router): kept float unless a recipe
+/// names them; a scale folded into their input is compensated like any reader's.
+bool is_router(LinearRole role);
 /// q, k: their outputs meet only in q·kᵀ, so their own output error is not what the model sees
 /// (llm-awq skips their clip search).
 bool feeds_attention_scores(LinearRole role);

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/model/attention.h"
 #include "core/model/decoder_model.h"
+#include "core/model/moe.h"
 #include "core/model/rope.h"
 
 namespace calq::core {
@@ -35,13 +36,16 @@ enum NormIndex : size_t { kAttnNorm, kMlpNorm, kQNorm, kKNorm };  // q/k: only w
 
 class LlamaLayer final : public NamedDecoderLayer {
  public:
-  LlamaLayer(int64_t index, NamedLinears linears, NamedNorms norms, const ModelConfig& config)
+  LlamaLayer(int64_t index, NamedLinears linears, NamedNorms norms, const ModelConfig& config,
+             const MoeSpec& moe)
       : NamedDecoderLayer(index, std::move(linears), std::move(norms)),
         n_heads_(config.n_heads),
         n_kv_heads_(config.n_kv_heads),
         head_dim_(config.head_dim),
         eps_(config.norm_eps),
-        qk_norm_(config.qk_norm) {}
+        qk_norm_(config.qk_norm),
+        moe_(moe),
+        moe_index_(MoeIndex::of(moe, kGate)) {}
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) override {
     CALQ_ASSERT(x.size(1) == ctx.seq_len, "layer {}: input has {} positions, context {}", index_,
@@ -71,8 +75,15 @@ class LlamaLayer final : public NamedDecoderLayer {
     return apply(kO, causal_attention(q, k, v, scale, ctx.causal_mask), ctx);
   }
 
-  // LlamaMLP: down(silu(gate(h)) ⊙ up(h)).
+  // LlamaMLP: down(silu(gate(h)) ⊙ up(h)); a sparse layer's experts in core/model/moe.cpp.
   at::Tensor mlp(const at::Tensor& h, const ForwardContext& ctx) override {
+    if (moe_.active()) {
+      const MoeLinears linears{
+          [this, &ctx](size_t k, const at::Tensor& x) { return apply(k, x, ctx); },
+          [this, &ctx](size_t k, const at::Tensor& x) { observe(k, x, ctx); },
+          [this](size_t k) -> const Linear& { return at(k); }};
+      return moe_mlp_forward(moe_, moe_index_, linears, h, ctx);
+    }
     observe(kGate, h, ctx);
     observe(kUp, h, ctx);
     at::Tensor gated = at(kGate).forward(h);
@@ -90,6 +101,8 @@ class LlamaLayer final : public NamedDecoderLayer {
   int64_t n_heads_, n_kv_heads_, head_dim_;
   double eps_;
   bool qk_norm_;
+  MoeSpec moe_;  // experts of a sparse layer; inactive for a dense MLP
+  MoeIndex moe_index_;
 };
 
 class LlamaModel final : public DecoderModel {
@@ -99,8 +112,8 @@ class LlamaModel final : public DecoderModel {
              const LoadOptions& options)
       : DecoderModel(std::move(config), std::move(weights), options) {
     const ModelConfig& c = config_;
-    norm_ = load("model.norm.weight", {c.hidden_size});
-    require_finite_tensor("model.norm.weight", norm_);
+    norm_ = load(c.weight_prefix + "model.norm.weight", {c.hidden_size});
+    require_finite_tensor(c.weight_prefix + "model.norm.weight", norm_);
     // LlamaRotaryEmbedding's inv_freq (core/model/rope.cpp); recomputed per window only for the
     // types whose frequencies depend on its length (dynamic, longrope).
     rope_ = rope_frequencies(c.rope, c.head_dim, c.max_positions, device_obj_);
@@ -114,7 +127,8 @@ class LlamaModel final : public DecoderModel {
 
   at::Tensor embed(const at::Tensor& ids) override {
     if (!embed_.defined())
-      embed_ = load_stored("model.embed_tokens.weight", {config_.vocab_size, config_.hidden_size});
+      embed_ = load_stored(config_.weight_prefix + "model.embed_tokens.weight",
+                           {config_.vocab_size, config_.hidden_size});
     return at::embedding(embed_, check_ids(ids)).to(compute_dtype_);
   }
 
@@ -132,7 +146,8 @@ class LlamaModel final : public DecoderModel {
   at::Tensor logits(const at::Tensor& hidden) override {
     if (!head_.defined()) {
       const ModelConfig& c = config_;
-      const char* name = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+      const std::string name =
+          c.weight_prefix + (c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
       head_ = load(name, {c.vocab_size, c.hidden_size});
       require_finite_tensor(name, head_);
     }
@@ -142,7 +157,8 @@ class LlamaModel final : public DecoderModel {
  protected:
   std::unique_ptr<DecoderLayer> build_layer(int64_t i) override {
     const LayerSchema& schema = layer_schema(i);
-    return std::make_unique<LlamaLayer>(i, load_linears(schema), load_norms(schema), config_);
+    return std::make_unique<LlamaLayer>(i, load_linears(schema), load_norms(schema), config_,
+                                        schema.moe);
   }
 
   LayerSchema build_schema(int64_t i) const override { return llama_layer_schema(config_, i); }
@@ -157,7 +173,7 @@ class LlamaModel final : public DecoderModel {
 }  // namespace
 
 LayerSchema llama_layer_schema(const ModelConfig& c, int64_t i) {
-  const std::string p = fmt::format("model.layers.{}.", i);
+  const std::string p = c.weight_prefix + fmt::format("model.layers.{}.", i);
   const int64_t H = c.hidden_size, I = c.intermediate_size;
   const int64_t q_out = c.n_heads * c.head_dim, kv_out = c.n_kv_heads * c.head_dim;
   using R = LinearRole;
@@ -169,10 +185,13 @@ LayerSchema llama_layer_schema(const ModelConfig& c, int64_t i) {
       {"attn.k", p + "self_attn.k_proj", R::Key, kv_out, H, c.attention_bias, 0, "norm.attn"},
       {"attn.v", p + "self_attn.v_proj", R::Value, kv_out, H, c.attention_bias, 0, "norm.attn"},
       {"attn.o", p + "self_attn.o_proj", R::Output, H, q_out, c.o_bias, 1, ""},
-      {"mlp.gate", p + "mlp.gate_proj", R::Gate, I, H, c.mlp_bias, 2, "norm.mlp"},
-      {"mlp.up", p + "mlp.up_proj", R::Up, I, H, c.mlp_bias, 2, "norm.mlp"},
-      {"mlp.down", p + "mlp.down_proj", R::Down, H, I, c.mlp_bias, 3, ""},
   };
+  const bool sparse = c.moe.sparse(i);
+  if (!sparse) {
+    s.linears.push_back({"mlp.gate", p + "mlp.gate_proj", R::Gate, I, H, c.mlp_bias, 2, "norm.mlp"});
+    s.linears.push_back({"mlp.up", p + "mlp.up_proj", R::Up, I, H, c.mlp_bias, 2, "norm.mlp"});
+    s.linears.push_back({"mlp.down", p + "mlp.down_proj", R::Down, H, I, c.mlp_bias, 3, ""});
+  }
   s.norms = {  // order = NormIndex
       {"norm.attn", p + "input_layernorm", NormForm::Rms, NormSite::PreAttention, H},
       {"norm.mlp", p + "post_attention_layernorm", NormForm::Rms, NormSite::PreMlp, H},
@@ -187,9 +206,13 @@ LayerSchema llama_layer_schema(const ModelConfig& c, int64_t i) {
   s.scaling = {
       {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},
       {"attn.v", {"attn.o"}, Inspect::Linear, "attn.o", ""},
-      {"norm.mlp", {"mlp.gate", "mlp.up"}, Inspect::Mlp, "", ""},
-      {"mlp.up", {"mlp.down"}, Inspect::Linear, "mlp.down", ""},
   };
+  if (sparse) {
+    append_moe_mlp(c, i, p, s);  // Mixtral, Qwen2-MoE, Qwen3-MoE (core/model/moe.cpp)
+  } else {
+    s.scaling.push_back({"norm.mlp", {"mlp.gate", "mlp.up"}, Inspect::Mlp, "", ""});
+    s.scaling.push_back({"mlp.up", {"mlp.down"}, Inspect::Linear, "mlp.down", ""});
+  }
   return s;
 }
 

@@ -83,6 +83,9 @@ struct ForwardContext {
   at::Tensor local_rope_cos, local_rope_sin;  ///< windowed layers' RoPE when it differs (Gemma 3)
   at::Tensor window_mask;  ///< windowed layers' mask when not every layer is windowed (Gemma)
   LinearObserver observer;  ///< may be empty
+  /// Mixture of experts: the observer sees every expert's linears on every token (statistics
+  /// only; calibration.moe: all_experts), not just on the tokens routed to it.
+  bool observe_all_experts = false;
 };
 
 class DecoderLayer {

@@ -11,6 +11,7 @@
 
 #include <c10/core/ScalarType.h>
 
+#include "core/model/moe_config.h"
 #include "core/model/rope_spec.h"
 
 namespace calq::core {
@@ -47,6 +48,10 @@ struct ModelConfig {
   double attn_logit_softcap = 0;     ///< scores -> cap·tanh(scores / cap) (Gemma 2); 0: none
   double final_logit_softcap = 0;    ///< logits -> cap·tanh(logits / cap) (Gemma 2); 0: none
   bool scale_embeddings = false;     ///< embeddings × sqrt(hidden_size) (Gemma)
+  MoeConfig moe;                     ///< experts (Mixtral, Qwen2-MoE, Qwen3-MoE); none: dense
+  /// Before every tensor name of the language model: "language_model." inside a multimodal
+  /// Gemma 3 checkpoint (its vision tower and projector are carried over as they are).
+  std::string weight_prefix;
   std::optional<int32_t> bos_token_id;
   std::optional<int32_t> eos_token_id;
   c10::ScalarType storage_dtype = c10::ScalarType::Float;  ///< dtype the checkpoint declares

@@ -44,7 +44,8 @@ at::Tensor norm_output(const Norm& norm, const at::Tensor& xhat) {
 
 TEST_CASE("every family's schema names what its layers hold, consistently", "[core][model]") {
   calq::test::TempDir dir("calq_schema_test");
-  for (const std::string type : {"llama", "qwen2", "qwen3", "mistral", "opt", "gpt2"}) {
+  for (const std::string type :
+       {"llama", "qwen2", "qwen3", "mistral", "opt", "gpt2", "mixtral", "qwen2_moe", "qwen3_moe"}) {
     INFO(type);
     auto model = tiny(dir, type);
     for (int64_t i = 0; i < model->n_layers(); ++i) {

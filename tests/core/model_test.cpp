@@ -1,6 +1,7 @@
 // Model runtime: config parsing, every family's logits against transformers' own (hf-fixtures,
 // sotu-llama-6L), the llama2.c loader against a direct run.c forward, uniform names, the
 // observer, lazy layers, and the errors for bad inputs.
+#include "core/model/family_table.h"
 #include "core/model/model.h"
 
 #include <cmath>
@@ -161,8 +162,12 @@ TEST_CASE("read_hf_config names the file and the field for bad configs", "[core]
   const std::string file = (dir / "config.json").string();
   require_error_naming(read(R"({"model_type": "llama", )" + llama + "}"), file,
                        "missing field \"hidden_size\"; expected an integer");
+  // The list is the family table's rows (core/model/family_table.cpp), Llama's first.
   require_error_naming(read(R"({"model_type": "falcon", "hidden_size": 8})"), file,
-                       "expected one of llama, mistral, qwen2, qwen3, gemma2, gemma3_text, opt, gpt2");
+                       "expected one of " + calq::core::family_type_list());
+  CHECK_THAT(calq::core::family_type_list(),
+             Catch::Contains("llama, mistral, qwen2, qwen3") && Catch::Contains("mixtral") &&
+                 Catch::Contains("gemma3_text") && Catch::Contains("opt, gpt2"));
   require_error_naming(
       read(R"({"model_type": "llama", "hidden_size": 32, "rope_scaling": {"rope_type": "su",
           "factor": 4.0}, )" +

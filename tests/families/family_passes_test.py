@@ -42,6 +42,36 @@ def group_misfit(line):
     return bool(m) and int(m.group(2)) % int(m.group(3)) != 0
 
 
+def safetensors_bytes(directory):
+    """name -> (dtype, shape, raw bytes) of every tensor in a directory's .safetensors files."""
+    out = {}
+    for f in sorted(os.listdir(directory)):
+        if not (f.startswith("model") and f.endswith(".safetensors")):
+            continue
+        with open(os.path.join(directory, f), "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+            base = 8 + n
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                begin, end = info["data_offsets"]
+                fh.seek(base + begin)
+                out[name] = (info["dtype"], info["shape"], fh.read(end - begin))
+    return out
+
+
+def carried_over(model_dir, export_dir):
+    """Tensors outside the language model (a multimodal checkpoint's vision tower) must be in the
+    export byte for byte; returns the names that are not, [] when all are (or there are none)."""
+    config = json.load(open(os.path.join(model_dir, "config.json")))
+    if "text_config" not in config:
+        return []
+    src, dst = safetensors_bytes(model_dir), safetensors_bytes(export_dir)
+    foreign = [n for n in src if not n.startswith("language_model.")]
+    return ["none"] if not foreign else [n for n in foreign if dst.get(n) != src[n]]
+
+
 def run(argv):
     p = subprocess.run(argv, capture_output=True, text=True)
     return p.returncode, (p.stderr.strip().splitlines() or [""])[-1]
@@ -91,6 +121,12 @@ def main():
                 continue
             report = json.load(open(os.path.join(out, "report.json")))
             mem = report["eval"]["perplexity"][0]["ppl"]
+            differ = carried_over(model, f"{out}/model")
+            if differ:
+                results[name][case] = {"error": f"not carried over: {differ[:3]}"}
+                failures.append(f"{name} {case}: tensors outside the language model not carried "
+                                f"over byte for byte: {differ[:3]}")
+                continue
             rc, line = run([calq, "-q", "eval", "--model", f"{out}/model", "--tokenizer", tok,
                             "--data", text, "--seqlen", str(seqlen), "--max-windows", "4",
                             "--json", f"{out}/eval.json"])

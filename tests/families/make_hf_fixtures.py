@@ -91,15 +91,28 @@ FIXTURES = {
                                                     "long_factor": [1.5 + 0.2 * i for i in range(16)]})),
     # Mixture of experts
     "mixtral": ("mixtral", dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
-    "qwen2_moe": ("qwen2_moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=96,
-                                    shared_expert_intermediate_size=192, norm_topk_prob=False,
+    "qwen2_moe": ("qwen2_moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=128,
+                                    shared_expert_intermediate_size=256, norm_topk_prob=False,
                                     use_sliding_window=False)),
-    "qwen3_moe": ("qwen3_moe", dict(head_dim=16, num_experts=4, num_experts_per_tok=2,
-                                    moe_intermediate_size=96, norm_topk_prob=True,
+    "qwen3_moe": ("qwen3_moe", dict(head_dim=32, num_experts=4, num_experts_per_tok=2,
+                                    moe_intermediate_size=128, norm_topk_prob=True,
                                     decoder_sparse_step=1, mlp_only_layers=[0])),
+    # Gemma 3 multimodal (Gemma3ForConditionalGeneration): the language model under
+    # language_model., a one-layer SigLIP vision tower calq carries over unquantized
+    "gemma3_mm": ("gemma3", dict(
+        text_config=dict(head_dim=32, query_pre_attn_scalar=24, sliding_window=16,
+                         num_hidden_layers=3, sliding_window_pattern=2, rope_local_base_freq=1000.0,
+                         hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=28, patch_size=14),
+        mm_tokens_per_image=4)),
+    # 8 experts, top-2, windowed attention: the expert-policy tests calibrate it on so few
+    # tokens that some experts receive none
+    "mixtral_8x": ("mixtral", dict(num_local_experts=8, num_experts_per_tok=2, sliding_window=16,
+                                   intermediate_size=128)),
 }
 # bfloat16 storage (the weights transformers' bf16 model holds).
-BF16 = {"llama3_rope_bf16": "llama3_rope", "qwen3_bf16": "qwen3"}
+BF16 = {"llama3_rope_bf16": "llama3_rope", "qwen3_bf16": "qwen3", "mixtral_bf16": "mixtral"}
 
 
 def identity_centred_norms(model, gen):
@@ -116,6 +129,12 @@ def identity_centred_norms(model, gen):
 def build(name, model_type, overrides, seed, dtype):
     cfg = dict(BASE)
     cfg.update(overrides)
+    if "text_config" in overrides:  # a multimodal checkpoint: BASE describes its language model
+        text = dict(BASE)
+        text.update(overrides["text_config"])
+        cfg = {k: v for k, v in overrides.items() if k != "text_config"}
+        cfg["text_config"] = text
+        cfg["tie_word_embeddings"] = text["tie_word_embeddings"]
     config = transformers.AutoConfig.for_model(model_type, **cfg)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)

@@ -20,7 +20,9 @@
 namespace calq::test {
 
 struct TinyModelSpec {
-  std::string model_type = "llama";  ///< llama | mistral | qwen2 | qwen3 | opt | gpt2
+  /// llama | mistral | qwen2 | qwen3 | opt | gpt2, and the MoE families mixtral | qwen2_moe |
+  /// qwen3_moe (4 experts of `intermediate`, top-2; qwen3_moe's layer 0 dense)
+  std::string model_type = "llama";
   int64_t vocab = 32;
   int64_t hidden = 16;
   int64_t intermediate = 24;  ///< gpt2 ignores it (n_inner null -> 4·hidden)
@@ -127,7 +129,19 @@ inline void write_tiny_model(const std::filesystem::path& dir, const TinyModelSp
               {"torch_dtype", "float32"}});
     if (s.sliding_window > 0)
       c["sliding_window"] = s.sliding_window;
-    const bool qkv_bias = s.model_type == "qwen2";
+    const bool mixtral = s.model_type == "mixtral";
+    const bool qwen_moe = s.model_type == "qwen2_moe" || s.model_type == "qwen3_moe";
+    const int64_t experts = mixtral || qwen_moe ? 4 : 0;
+    if (mixtral) c.update({{"num_local_experts", experts}, {"num_experts_per_tok", 2}});
+    if (qwen_moe) {
+      c.update({{"num_experts", experts}, {"num_experts_per_tok", 2},
+                {"moe_intermediate_size", I}, {"norm_topk_prob", s.model_type == "qwen3_moe"},
+                {"decoder_sparse_step", 1}, {"use_sliding_window", false}});
+      c["mlp_only_layers"] = s.model_type == "qwen3_moe" ? nlohmann::json::array({0})
+                                                          : nlohmann::json::array();
+      if (s.model_type == "qwen2_moe") c["shared_expert_intermediate_size"] = 2 * I;
+    }
+    const bool qkv_bias = s.model_type == "qwen2" || s.model_type == "qwen2_moe";
     mat("model.embed_tokens.weight", {s.vocab, H});
     for (int64_t i = 0; i < s.layers; ++i) {
       const std::string l = "model.layers." + std::to_string(i) + ".";
@@ -141,14 +155,32 @@ inline void write_tiny_model(const std::filesystem::path& dir, const TinyModelSp
         mat(l + "self_attn.v_proj.bias", {s.kv_heads * hd});
       }
       mat(l + "self_attn.o_proj.weight", {H, s.heads * hd});
-      if (s.model_type == "qwen3") {
+      if (s.model_type == "qwen3" || s.model_type == "qwen3_moe") {
         norm(l + "self_attn.q_norm.weight", hd);
         norm(l + "self_attn.k_norm.weight", hd);
       }
       norm(l + "post_attention_layernorm.weight", H);
-      mat(l + "mlp.gate_proj.weight", {I, H});
-      mat(l + "mlp.up_proj.weight", {I, H});
-      mat(l + "mlp.down_proj.weight", {H, I});
+      const bool sparse = experts > 0 && !(s.model_type == "qwen3_moe" && i == 0);
+      if (!sparse) {
+        mat(l + "mlp.gate_proj.weight", {I, H});
+        mat(l + "mlp.up_proj.weight", {I, H});
+        mat(l + "mlp.down_proj.weight", {H, I});
+        continue;
+      }
+      const std::string b = l + (mixtral ? "block_sparse_moe." : "mlp.");
+      mat(b + "gate.weight", {experts, H});
+      for (int64_t e = 0; e < experts; ++e) {
+        const std::string x = b + "experts." + std::to_string(e) + ".";
+        mat(x + (mixtral ? "w1" : "gate_proj") + ".weight", {I, H});
+        mat(x + (mixtral ? "w3" : "up_proj") + ".weight", {I, H});
+        mat(x + (mixtral ? "w2" : "down_proj") + ".weight", {H, I});
+      }
+      if (s.model_type == "qwen2_moe") {
+        mat(b + "shared_expert.gate_proj.weight", {2 * I, H});
+        mat(b + "shared_expert.up_proj.weight", {2 * I, H});
+        mat(b + "shared_expert.down_proj.weight", {H, 2 * I});
+        mat(b + "shared_expert_gate.weight", {1, H});
+      }
     }
     norm("model.norm.weight", H);
     if (!s.tied)
