@@ -45,7 +45,7 @@ const std::set<std::string>& supported() {
       "llama3_rope_tied",  "llama_rope_linear",  "llama_rope_dynamic", "llama_rope_yarn",
       "mistral_window",    "qwen2",              "qwen2_yarn",       "llama3_rope_bf16",
       "qwen3",             "qwen3_tied",         "qwen3_bf16",       "gemma2",
-      "gemma3_text",
+      "gemma3_text",       "phi3",               "phi3_longrope",    "phi4_mini_partial",
   };
   return names;
 }
