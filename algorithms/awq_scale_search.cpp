@@ -93,7 +93,8 @@ BlockGroups awq_scale_groups(const core::LayerSchema& schema,
   BlockGroups out;
   for (const core::ScalingPair& pair : schema.scaling) {
     ScaleGroup group{pair.prev_op, pair.linears, pair.inspect, pair.inspected_linear,
-                     schema.linear(pair.linears.front()).expert >= 0};
+                     schema.linear(pair.linears.front()).expert >= 0, pair.prev_rows_begin,
+                     pair.prev_rows};
     if (!pair.refused.empty()) {
       out.skipped.push_back({group.describe(), group.linears, pair.refused});
       continue;
@@ -113,16 +114,32 @@ BlockGroups awq_scale_groups(const core::LayerSchema& schema,
       // with grouped-query attention v has fewer output rows than o has input columns.
       const at::Tensor& prev = layer.linear(group.prev_op).weight;
       const at::Tensor& next = layer.linear(group.linears.front()).weight;
-      if (schema.linear(group.prev_op).role == core::LinearRole::Value &&
-          !prev.sizes().equals(next.sizes())) {
+      const core::LinearRole prev_role = schema.linear(group.prev_op).role;
+      if (prev_role == core::LinearRole::Value && !prev.sizes().equals(next.sizes())) {
         out.skipped.push_back(
             {group.describe(), group.linears,
              fmt::format("{} {} and {} {} differ (grouped-query attention)", group.prev_op,
                          shape_of(prev), group.linears.front(), shape_of(next))});
         continue;
       }
-      CALQ_ASSERT(prev.size(0) >= next.size(1), "awq: {} has {} output rows for {} inputs of {}",
-                  group.prev_op, prev.size(0), next.size(1), group.linears.front());
+      // A fused qkv's v rows feed o's columns one for one only without grouped-query attention
+      // (AutoAWQ awq/models/phi3.py pairs qkv_proj → o_proj unconditionally; its scale_fc_fc
+      // would then divide k rows as well).
+      if (prev_role == core::LinearRole::QueryKeyValue && group.prev_rows != next.size(1)) {
+        out.skipped.push_back(
+            {group.describe(), group.linears,
+             fmt::format("{}'s v rows [{}, {}) are {} and {} {} reads {} (grouped-query "
+                         "attention)", group.prev_op, group.prev_rows_begin,
+                         group.prev_rows_begin + group.prev_rows, group.prev_rows,
+                         group.linears.front(), shape_of(next), next.size(1))});
+        continue;
+      }
+      const int64_t rows = group.prev_rows > 0 ? group.prev_rows : prev.size(0);
+      CALQ_ASSERT(group.prev_rows_begin >= 0 && group.prev_rows_begin + rows <= prev.size(0) &&
+                      rows == next.size(1),
+                  "awq: {} rows [{}, {}) of {} feed {} inputs of {}", group.prev_op,
+                  group.prev_rows_begin, group.prev_rows_begin + rows, prev.size(0), next.size(1),
+                  group.linears.front());
     }
     out.groups.push_back(std::move(group));
   }
@@ -265,10 +282,15 @@ void apply_group_scales(core::DecoderLayer& layer, const ScaleGroup& group, cons
   if (group.prev_is_norm()) {
     core::divide_norm_output(layer.norm(group.prev_op), s);
   } else {
-    // llm-awq scale_fc_fc: the last len(s) output rows (a fused producer's tail) and bias.
+    // llm-awq / AutoAWQ scale_fc_fc divide the last len(s) output rows (and bias): for Phi-3's
+    // qkv_proj (v last) and gate_up_proj (up last) those are the schema's slice, which is what
+    // is divided here, named rather than implied.
     core::Linear& prev = layer.linear(group.prev_op);
     const int64_t n = s.numel();
-    const int64_t first = prev.weight.size(0) - n;
+    const int64_t first = group.prev_rows > 0 ? group.prev_rows_begin : 0;
+    const int64_t rows = group.prev_rows > 0 ? group.prev_rows : prev.weight.size(0);
+    CALQ_ASSERT(n == rows && first + rows <= prev.weight.size(0),
+                "awq: {} scales for rows [{}, {}) of {}", n, first, first + rows, group.prev_op);
     prev.weight.narrow(0, first, n).div_(s.to(prev.weight.scalar_type()).unsqueeze(1));
     if (prev.bias.defined())
       prev.bias.narrow(0, first, n).div_(s.to(prev.bias.scalar_type()));

@@ -46,6 +46,10 @@ struct ScaleGroup {
   std::string inspected_linear;  ///< with Inspect::Linear: the linear whose output is compared
   /// The input linear is a routed expert's: its inputs are the tokens routed to it, not windows.
   bool routed_inputs = false;
+  /// With a linear prev_op: its output rows [prev_rows_begin, + prev_rows) that 1/s divides
+  /// (core::ScalingPair's slice; prev_rows 0: every row).
+  int64_t prev_rows_begin = 0;
+  int64_t prev_rows = 0;
   bool prev_is_norm() const { return prev_op.rfind("norm.", 0) == 0; }
   std::string describe() const;  ///< "norm.attn -> attn.q,attn.k,attn.v"
 };
@@ -118,8 +122,9 @@ std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
                                              const std::map<std::string, core::QuantSpec>& specs,
                                              const ScaleSearchOptions& options);
 
-/// §4.2 step 6: prev op γ/s (β/s) or its last len(s) output rows and bias /s; the scaled
-/// linears' columns ·s. s: [in] (any float dtype; applied in each tensor's dtype).
+/// §4.2 step 6: prev op γ/s (β/s) or the group's slice of its output rows (all rows unless the
+/// schema names a slice) and their bias /s; the scaled linears' columns ·s. s: [in] (any float
+/// dtype; applied in each tensor's dtype).
 void apply_group_scales(core::DecoderLayer& layer, const ScaleGroup& group, const at::Tensor& s);
 
 }  // namespace calq::algorithms

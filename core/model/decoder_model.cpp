@@ -150,7 +150,9 @@ NamedDecoderLayer::NamedLinears DecoderModel::load_linears(const LayerSchema& sc
   for (const LinearSpec& l : schema.linears) {
     CALQ_ASSERT(!l.checkpoint.empty(), "layer {} {}: a fused linear needs its family's loader",
                 schema.layer, l.name);
-    out.emplace_back(l.name, load_linear(l.checkpoint, l.out, l.in, l.bias));
+    Linear linear = load_linear(l.checkpoint, l.out, l.in, l.bias);
+    linear.output_parts = l.parts;
+    out.emplace_back(l.name, std::move(linear));
   }
   return out;
 }

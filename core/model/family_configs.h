@@ -1,4 +1,4 @@
-// Each family's config.json reader (core/model/model_config.cpp, gemma_config.cpp), named by the family table
+// Each family's config.json reader (core/model/model_config.cpp, gemma_config.cpp, phi3_config.cpp), named by the family table
 // (core/model/family_table.cpp). Internal to core/model.
 #pragma once
 
@@ -28,6 +28,8 @@ void parse_mixtral_config(const std::string& path, const nlohmann::json& j, cons
                           ModelConfig& c);
 void parse_qwen_moe_config(const std::string& path, const nlohmann::json& j,
                            const ConfigFields& f, ModelConfig& c);
+void parse_phi3_config(const std::string& path, const nlohmann::json& j, const ConfigFields& f,
+                       ModelConfig& c);
 void parse_gpt2_config(const std::string& path, const nlohmann::json& j, const ConfigFields& f,
                        ModelConfig& c);
 

@@ -7,6 +7,7 @@
 #include "core/model/gpt2.h"
 #include "core/model/llama.h"
 #include "core/model/opt.h"
+#include "core/model/phi3.h"
 
 namespace calq::core {
 namespace {
@@ -24,6 +25,7 @@ constexpr FamilyRow kFamilies[] = {
     {"gemma2", parse_gemma_config, make_gemma_model},
     {"gemma3_text", parse_gemma_config, make_gemma_model},
     {"gemma3", parse_gemma3_multimodal_config, make_gemma_model},
+    {"phi3", parse_phi3_config, make_phi3_model},
     {"opt", parse_opt_config, make_opt_model},
     {"gpt2", parse_gpt2_config, make_gpt2_model},
 };

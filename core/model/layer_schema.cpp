@@ -62,7 +62,8 @@ std::vector<ScalingPair> LayerSchema::norm_fed_pairs() const {
 }
 
 bool is_attention_input(LinearRole role) {
-  return role == LinearRole::Query || role == LinearRole::Key || role == LinearRole::Value;
+  return role == LinearRole::Query || role == LinearRole::Key || role == LinearRole::Value ||
+         role == LinearRole::QueryKeyValue;
 }
 
 bool is_router(LinearRole role) { return role == LinearRole::Router; }
@@ -71,8 +72,13 @@ std::string expert_linear_name(int64_t expert, std::string_view part) {
   return fmt::format("mlp.experts.{}.{}", expert, part);
 }
 
+// mit-han-lab/llm-awq awq/quantize/auto_clip.py and casper-hansen/AutoAWQ awq/quantize/
+// quantizer.py (_search_best_clip) skip names containing "q_", "k_", "query", "key" or "Wqkv"
+// (MPT's fused qkv): a fused qkv is skipped like q and k. (AutoAWQ's name test misses Phi-3's
+// "qkv_proj" by spelling only; the reason, q·kᵀ, is the same.)
 bool feeds_attention_scores(LinearRole role) {
-  return role == LinearRole::Query || role == LinearRole::Key;
+  return role == LinearRole::Query || role == LinearRole::Key ||
+         role == LinearRole::QueryKeyValue;
 }
 
 const char* norm_form_name(NormForm form) {

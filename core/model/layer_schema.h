@@ -44,6 +44,12 @@ enum class LinearRole {
   /// router (top-k expert scores) or Qwen2-MoE's shared-expert gate. Never a default target
   /// (its uniform name lies outside attn.* / mlp.*): a quantized router reroutes tokens.
   Router,
+  /// q, k and v stored and quantized as one linear, rows q|k|v (Phi-3's qkv_proj); its
+  /// LinearSpec::parts gives the three row counts.
+  QueryKeyValue,
+  /// gate and up stored and quantized as one linear, rows gate|up (Phi-3's gate_up_proj):
+  /// act(first half) ⊙ second half.
+  GateUp,
 };
 
 struct NormSpec {
@@ -68,6 +74,10 @@ struct LinearSpec {
   /// What its input is: the name of the norm whose output it reads, or "" for an input computed
   /// inside the block (attention's softmax·v, the MLP activation).
   std::string input_norm;
+  /// A fused linear's output rows per part, in order (q|k|v, gate|up; they sum to `out`); empty
+  /// for a linear that computes one thing. What reads the output part by part (the bmm-input
+  /// quantizer: q, k and v are separate matmul inputs) takes its boundaries from here.
+  std::vector<int64_t> parts{};
   /// The routed expert this linear belongs to (mixture of experts), or -1: its statistics are
   /// over the tokens routed to that expert only (docs/moe.md).
   int64_t expert = -1;
@@ -105,6 +115,12 @@ struct ScalingPair {
   Inspect inspect = Inspect::Linear;
   std::string inspected_linear;  ///< with Inspect::Linear: whose output is compared
   std::string refused;
+  /// With a linear prev_op: the output rows [prev_rows_begin, prev_rows_begin + prev_rows) that
+  /// become the linears' input columns; prev_rows 0 means every row. A fused producer feeds a
+  /// pair with one slice only: Phi-3's v rows of qkv_proj → o_proj, up half of gate_up_proj →
+  /// down_proj.
+  int64_t prev_rows_begin = 0;
+  int64_t prev_rows = 0;
   bool prev_is_norm() const { return prev_op.rfind("norm.", 0) == 0; }
 };
 
@@ -127,13 +143,16 @@ struct LayerSchema {
   std::vector<ScalingPair> norm_fed_pairs() const;
 };
 
-/// q, k, v: their outputs are the attention matmuls' inputs (bmm-input quantization).
+/// q, k, v and a fused qkv: their outputs are the attention matmuls' inputs (bmm-input
+/// quantization).
 bool is_attention_input(LinearRole role);
 /// Linears whose weights only weigh or route (LinearRole::Router): kept float unless a recipe
 /// names them; a scale folded into their input is compensated like any reader's.
 bool is_router(LinearRole role);
 /// q, k: their outputs meet only in q·kᵀ, so their own output error is not what the model sees
 /// (llm-awq skips their clip search).
+/// q, k and a fused qkv: their outputs meet in q·kᵀ, so their own output error is not what the
+/// model sees (llm-awq skips their clip search; a fused qkv holds q and k rows).
 bool feeds_attention_scores(LinearRole role);
 const char* norm_form_name(NormForm form);
 

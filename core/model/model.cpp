@@ -32,6 +32,23 @@ at::Tensor straight_through(const at::Tensor& q, const at::Tensor& x) {
   return x.requires_grad() ? q + (x - x.detach()) : q;
 }
 
+// The bmm-input quantization of a linear's output [tokens, out]: per part of a fused linear
+// (q, k, v of Phi-3's qkv_proj are three matmul inputs, each with its own per-token scale, as
+// the unfused q_proj, k_proj, v_proj outputs would be), else the whole row.
+at::Tensor quantize_output(const at::Tensor& out, const ActQuantSpec& spec,
+                           const std::vector<int64_t>& parts) {
+  if (parts.empty()) return fake_quantize_activations(out, spec);
+  std::vector<at::Tensor> quantized;
+  int64_t begin = 0;
+  for (const int64_t rows : parts) {
+    quantized.push_back(fake_quantize_activations(out.narrow(-1, begin, rows), spec));
+    begin += rows;
+  }
+  CALQ_ASSERT(begin == out.size(-1), "fused linear parts cover {} of {} output rows", begin,
+              out.size(-1));
+  return at::cat(quantized, -1);
+}
+
 }  // namespace
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
@@ -64,7 +81,8 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
     }
   }
   if (low_rank) out.addmm_(at::mm(x2d, low_rank->a.t()), low_rank->b.t());
-  if (output_quant) out = straight_through(fake_quantize_activations(out.detach(), *output_quant), out);
+  if (output_quant)
+    out = straight_through(quantize_output(out.detach(), *output_quant, output_parts), out);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out_features;
   return out.view(shape);

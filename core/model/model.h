@@ -50,6 +50,9 @@ struct Linear {
   /// Set for attn.q/k/v under scheme.activations.bmm_inputs: the output (bias included) is
   /// fake-quantized per token, as the attention matmuls' int8 inputs.
   std::optional<ActQuantSpec> output_quant;
+  /// A fused linear's output rows per part (LinearSpec::parts: q|k|v); output_quant quantizes
+  /// each part on its own, since each is its own matmul input. Empty: the output is one part.
+  std::vector<int64_t> output_parts;
   /// Set by the llm_int8 pass: forward() runs LLM.int8()'s outlier decomposition (llm_int8.h).
   std::shared_ptr<Int8Decomposition> int8;
   /// Set by the lorc pass or a loaded adapter: forward() adds (x aᵀ) bᵀ, x being the input the

@@ -25,6 +25,7 @@ const char* family_name(Family family) {
   switch (family) {
     case Family::Llama: return "llama";
     case Family::Gemma: return "gemma";
+    case Family::Phi3: return "phi3";
     case Family::Opt: return "opt";
     case Family::Gpt2: return "gpt2";
   }

@@ -16,7 +16,7 @@
 
 namespace calq::core {
 
-enum class Family { Llama, Gemma, Opt, Gpt2 };  // Llama covers llama, mistral, qwen2/3, llama2.c
+enum class Family { Llama, Gemma, Phi3, Opt, Gpt2 };  // Llama covers llama, mistral, qwen2/3, llama2.c
 
 /// "llama", "opt", "gpt2" (report.json, calq inspect).
 const char* family_name(Family family);

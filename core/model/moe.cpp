@@ -66,9 +66,9 @@ void append_moe_mlp(const ModelConfig& c, int64_t i, const std::string& prefix, 
   }
   for (int64_t e = 0; e < m.n_experts; ++e) {
     const std::string ep = fmt::format("{}{}.{}.", block, l.experts, e);
-    s.linears.push_back({expert_linear_name(e, "gate"), ep + l.gate, R::Gate, I, H, false, 2, "norm.mlp", e});
-    s.linears.push_back({expert_linear_name(e, "up"), ep + l.up, R::Up, I, H, false, 2, "norm.mlp", e});
-    s.linears.push_back({expert_linear_name(e, "down"), ep + l.down, R::Down, H, I, false, 3, "", e});
+    s.linears.push_back({expert_linear_name(e, "gate"), ep + l.gate, R::Gate, I, H, false, 2, "norm.mlp", {}, e});
+    s.linears.push_back({expert_linear_name(e, "up"), ep + l.up, R::Up, I, H, false, 2, "norm.mlp", {}, e});
+    s.linears.push_back({expert_linear_name(e, "down"), ep + l.down, R::Down, H, I, false, 3, "", {}, e});
     readers.push_back(expert_linear_name(e, "gate"));
     readers.push_back(expert_linear_name(e, "up"));
   }

@@ -33,7 +33,7 @@ bool RopeSpec::operator==(const RopeSpec& o) const {
          beta_fast == o.beta_fast && beta_slow == o.beta_slow && truncate == o.truncate &&
          attention_factor == o.attention_factor && mscale == o.mscale &&
          mscale_all_dim == o.mscale_all_dim && short_factor == o.short_factor &&
-         long_factor == o.long_factor;
+         long_factor == o.long_factor && partial_rotary_factor == o.partial_rotary_factor;
 }
 
 bool rope_depends_on_length(const RopeSpec& spec) {

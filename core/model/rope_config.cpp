@@ -47,7 +47,7 @@ double factor_field(const ConfigFields& f, const char* key, const std::string& p
 }  // namespace
 
 RopeSpec parse_rope(const std::string& path, const json& config, int64_t max_positions,
-                    double default_theta) {
+                    double default_theta, bool partial_rotary) {
   const ConfigFields top(path, config);
   static const json kEmpty = json::object();
   const char* key = top.has("rope_scaling") ? "rope_scaling"
@@ -75,10 +75,17 @@ RopeSpec parse_rope(const std::string& path, const json& config, int64_t max_pos
   const double partial = f.has("partial_rotary_factor")
                              ? f.optional_double("partial_rotary_factor", 1.0)
                              : top.optional_double("partial_rotary_factor", 1.0);
-  CALQ_CHECK(partial == 1.0,
-             "{}: partial_rotary_factor {} is not supported yet; expected 1.0 (every channel "
-             "rotated)",
-             path, partial);
+  if (partial_rotary) {
+    CALQ_CHECK(std::isfinite(partial) && partial > 0.0 && partial <= 1.0,
+               "{}: field \"partial_rotary_factor\" is {}; expected a number in (0, 1]", path,
+               partial);
+    spec.partial_rotary_factor = partial;
+  } else {
+    CALQ_CHECK(partial == 1.0,
+               "{}: partial_rotary_factor {} is not supported yet for this family; expected 1.0 "
+               "(every channel rotated)",
+               path, partial);
+  }
 
   if (spec.type == RopeType::Llama3 || spec.type == RopeType::Yarn ||
       spec.type == RopeType::LongRope) {

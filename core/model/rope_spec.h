@@ -29,6 +29,14 @@ struct RopeSpec {
   std::optional<double> attention_factor;  ///< yarn, longrope: cos/sin scale (else derived)
   std::optional<double> mscale, mscale_all_dim;  ///< yarn (DeepSeek-style attention factor)
   std::vector<double> short_factor, long_factor;  ///< longrope: one per rotated pair
+  /// The share of each head's channels that rotate (Phi-3 family; 1 elsewhere): the first
+  /// rotary_dim(head_dim) channels, the rest pass through.
+  double partial_rotary_factor = 1.0;
+
+  /// int(head_dim · partial_rotary_factor), as transformers' _compute_*_parameters.
+  int64_t rotary_dim(int64_t head_dim) const {
+    return static_cast<int64_t>(static_cast<double>(head_dim) * partial_rotary_factor);
+  }
 
   bool operator==(const RopeSpec& other) const;
 };

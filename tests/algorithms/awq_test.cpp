@@ -193,7 +193,7 @@ at::Tensor oracle_shrink(const at::Tensor& w_in,
 }  // namespace
 
 TEST_CASE("awq with only ratio 0 and no clipping equals rtn bit for bit", "[awq][algorithms]") {
-  const std::string family = GENERATE(as<std::string>{}, "llama", "opt", "gpt2");
+  const std::string family = GENERATE(as<std::string>{}, "llama", "opt", "gpt2", "phi3");
   INFO(family);
   calq::test::TempDir dir("calq_awq");
   calq::test::write_tiny_model(dir / "model", tiny_spec(family));
@@ -226,10 +226,11 @@ TEST_CASE("awq with only ratio 0 and no clipping equals rtn bit for bit", "[awq]
 
 TEST_CASE("folding the searched awq scales leaves the float layer output unchanged",
           "[awq][algorithms]") {
-  const std::string family = GENERATE(as<std::string>{}, "llama", "opt", "gpt2");
+  // phi3: the fused pairs fold into a slice of rows (v of qkv_proj, up of gate_up_proj).
+  const std::string family = GENERATE(as<std::string>{}, "llama", "opt", "gpt2", "phi3");
   INFO(family);
   calq::test::TempDir dir("calq_awq");
-  // kv_heads = heads: no GQA, so Llama folds v→o too.
+  // kv_heads = heads: no GQA, so Llama folds v→o (Phi-3 qkv→o) too.
   calq::test::write_tiny_model(dir / "model", tiny_spec(family, /*kv_heads=*/4));
   auto model = calq::test::load_tiny_model(dir / "model");
   calq::calib::RunnerOptions options;
@@ -324,6 +325,52 @@ TEST_CASE("awq skips v→o under grouped-query attention and reports its choices
   CHECK(down.figures.at("clip_shrink_mean") <= 1.0);
   CHECK(down.figures.at("clip_shrink_min") >= 0.55);
   CHECK(layer0.at("mlp.down").quantized.has_value());
+}
+
+TEST_CASE("awq on Phi-3: fused pairs fold into their slice only, qkv→o skipped under GQA",
+          "[awq][algorithms]") {
+  calq::test::TempDir dir("calq_awq");
+  calq::test::write_tiny_model(dir / "gqa", tiny_spec("phi3", 2));
+  calq::test::write_tiny_model(dir / "mha", tiny_spec("phi3", 4));
+  {
+    auto model = calq::test::load_tiny_model(dir / "gqa");
+    const BlockGroups blocks = calq::algorithms::awq_scale_groups(
+        model->layer_schema(0), model->layer(0), model->layer(0).linear_names());
+    std::vector<std::string> groups;
+    for (const auto& g : blocks.groups) groups.push_back(g.describe());
+    CHECK(groups == std::vector<std::string>{"norm.attn -> attn.qkv", "norm.mlp -> mlp.gate_up",
+                                             "mlp.gate_up -> mlp.down"});
+    REQUIRE(blocks.skipped.size() == 1);
+    CHECK(blocks.skipped[0].group == "attn.qkv -> attn.o");
+    CHECK_THAT(blocks.skipped[0].reason, Catch::Contains("grouped-query"));
+    CHECK_THAT(blocks.skipped[0].reason, Catch::Contains("v rows [48, 64)"));
+  }
+  // Folding a scale into the gate half instead of the up half changes the function: the slice
+  // is what keeps it (the folding test above shows the up half does).
+  auto model = calq::test::load_tiny_model(dir / "mha");
+  DecoderLayer& layer = model->layer(0);
+  const BlockGroups blocks = calq::algorithms::awq_scale_groups(model->layer_schema(0), layer,
+                                                                layer.linear_names());
+  REQUIRE(blocks.groups.size() == 4);
+  const ScaleGroup up_down = blocks.groups[3];
+  CHECK(up_down.prev_rows_begin == 48);
+  CHECK(up_down.prev_rows == 48);
+  at::manual_seed(kSeed);
+  const at::Tensor h = at::randn({2, 6, 32});
+  const at::Tensor s = at::rand({48}) * 3 + 0.5;
+  const calq::core::ForwardContext ctx = model->make_context(6);
+  const at::Tensor before = layer.mlp(h, ctx);
+  const at::Tensor gate_up = layer.linear("mlp.gate_up").weight.clone();
+  const at::Tensor down = layer.linear("mlp.down").weight.clone();
+  calq::algorithms::apply_group_scales(layer, up_down, s);
+  CHECK(max_rel_diff(layer.mlp(h, ctx), before) <= kFoldRelTol);
+  CHECK(at::equal(layer.linear("mlp.gate_up").weight.narrow(0, 0, 48), gate_up.narrow(0, 0, 48)));
+  layer.linear("mlp.gate_up").weight.copy_(gate_up);
+  layer.linear("mlp.down").weight.copy_(down);
+  ScaleGroup wrong = up_down;
+  wrong.prev_rows_begin = 0;  // the gate half: SiLU is not homogeneous
+  calq::algorithms::apply_group_scales(layer, wrong, s);
+  CHECK(max_rel_diff(layer.mlp(h, ctx), before) > 1e-2);
 }
 
 TEST_CASE("awq grids: 0 … 0.95 without 1.0, and both formulas on half the grid",

@@ -219,6 +219,39 @@ TEST_CASE("bmm_inputs quantizes the q/k/v outputs per token, as smoothquant's qu
   CHECK_FALSE(at::equal(got, plain));
 }
 
+TEST_CASE("bmm_inputs quantizes a fused qkv output per part: q, k and v each per token",
+          "[composition][algorithms]") {
+  calq::test::TempDir dir("calq_compose");
+  calq::test::TinyModelSpec spec;
+  spec.model_type = "phi3";  // hidden 16, 4 heads of 4, 2 kv heads: qkv rows 16 | 8 | 8
+  calq::test::write_tiny_model(dir / "model", spec);
+  std::ofstream(dir / "recipe.yaml")
+      << "model: {path: model}\nscheme:\n  weights: {bits: 8, group_size: -1, grid: absmax, sym: true}\n"
+         "  activations: {bits: 8, granularity: token, dynamic: true, bmm_inputs: true}\npasses: [rtn]\n";
+  const auto recipe = calq::core::load_recipe((dir / "recipe.yaml").string());
+  auto model = calq::test::load_tiny_model(dir / "model");
+  auto passes = calq::algorithms::build_passes(recipe);
+  calq::algorithms::quantize_model(*model, recipe, passes, nullptr, 2);
+  calq::core::DecoderLayer& layer = model->layer(0);
+  CHECK(layer.linear("attn.qkv").output_quant.has_value());
+  for (const std::string name : {"attn.o", "mlp.gate_up", "mlp.down"})
+    CHECK_FALSE(layer.linear(name).output_quant.has_value());
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({2, 5, 16});
+  calq::core::Linear& qkv = layer.linear("attn.qkv");
+  const at::Tensor got = qkv.forward(x);
+  auto saved = qkv.output_quant;
+  qkv.output_quant.reset();
+  const at::Tensor plain = qkv.forward(x);
+  qkv.output_quant = saved;
+  std::vector<at::Tensor> parts;
+  for (const auto& [begin, rows] : {std::pair{0, 16}, std::pair{16, 8}, std::pair{24, 8}})
+    parts.push_back(calq::core::fake_quantize_activations(plain.narrow(-1, begin, rows), *saved));
+  CHECK(at::equal(got, at::cat(parts, -1)));
+  // One scale per token across q|k|v would be another quantizer.
+  CHECK_FALSE(at::equal(got, calq::core::fake_quantize_activations(plain, *saved)));
+}
+
 TEST_CASE("every recipe in configs/ loads and builds its passes", "[composition][algorithms]") {
   int n = 0;
   for (const auto& entry : std::filesystem::directory_iterator(std::string(CALQ_SOURCE_DIR) + "/configs")) {

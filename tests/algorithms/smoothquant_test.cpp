@@ -38,7 +38,7 @@ TEST_CASE("smoothing scales follow max|X|^a / max|W|^(1-a) with the 1e-5 floors"
 }
 
 TEST_CASE("smoothing every norm-fed group leaves the float logits unchanged", "[smoothquant]") {
-  const std::string family = GENERATE(std::string("llama"), std::string("opt"));
+  const std::string family = GENERATE(std::string("llama"), std::string("opt"), std::string("phi3"));
   calq::test::TempDir dir("calq_sq");
   calq::test::TinyModelSpec spec;
   spec.model_type = family;

@@ -44,8 +44,8 @@ at::Tensor norm_output(const Norm& norm, const at::Tensor& xhat) {
 
 TEST_CASE("every family's schema names what its layers hold, consistently", "[core][model]") {
   calq::test::TempDir dir("calq_schema_test");
-  for (const std::string type :
-       {"llama", "qwen2", "qwen3", "mistral", "opt", "gpt2", "mixtral", "qwen2_moe", "qwen3_moe"}) {
+  for (const std::string type : {"llama", "qwen2", "qwen3", "mistral", "phi3", "opt", "gpt2",
+                                 "mixtral", "qwen2_moe", "qwen3_moe"}) {
     INFO(type);
     auto model = tiny(dir, type);
     for (int64_t i = 0; i < model->n_layers(); ++i) {
@@ -57,6 +57,11 @@ TEST_CASE("every family's schema names what its layers hold, consistently", "[co
       for (const auto& l : schema.linears) {
         INFO(l.name);
         CHECK(layer.linear(l.name).weight.sizes().vec() == std::vector<int64_t>{l.out, l.in});
+        // A fused linear's parts cover its rows; the loaded linear quantizes its output by them.
+        int64_t part_rows = 0;
+        for (int64_t rows : l.parts) part_rows += rows;
+        if (!l.parts.empty()) CHECK(part_rows == l.out);
+        CHECK(layer.linear(l.name).output_parts == l.parts);
         CHECK(layer.linear(l.name).bias.defined() == l.bias);
         if (!l.input_norm.empty()) CHECK_NOTHROW(schema.norm(l.input_norm));
       }
@@ -86,6 +91,13 @@ TEST_CASE("every family's schema names what its layers hold, consistently", "[co
           if (pair.prev_is_norm()) CHECK(spec.input_norm == pair.prev_op);
           else CHECK(schema.find_linear(pair.prev_op) != nullptr);
         }
+        // A linear prev_op's slice lies inside its rows; a norm has no rows to slice.
+        if (pair.prev_is_norm()) {
+          CHECK(pair.prev_rows == 0);
+        } else if (pair.prev_rows > 0) {
+          CHECK(pair.prev_rows_begin >= 0);
+          CHECK(pair.prev_rows_begin + pair.prev_rows <= schema.linear(pair.prev_op).out);
+        }
         if (!pair.inspected_linear.empty()) CHECK(schema.find_linear(pair.inspected_linear));
       }
       for (const auto& pair : schema.norm_fed_pairs()) {
@@ -112,6 +124,41 @@ TEST_CASE("GPT-2's fc1 -> fc2 pair is declared and refused with its reason", "[c
   }
   CHECK(found);
   CHECK(schema.linear("attn.q").checkpoint.empty());  // stored fused in c_attn
+}
+
+TEST_CASE("Phi-3's fused linears are quantization targets as stored, pairs name their rows",
+          "[core][model]") {
+  calq::test::TempDir dir("calq_schema_test");
+  auto model = tiny(dir, "phi3");  // hidden 16, 4 heads of 4, 2 kv heads, intermediate 24
+  const LayerSchema& schema = model->layer_schema(1);
+  using calq::core::LinearRole;
+  CHECK(schema.linear_names() ==
+        std::vector<std::string>{"attn.qkv", "attn.o", "mlp.gate_up", "mlp.down"});
+  const auto& qkv = schema.linear("attn.qkv");
+  CHECK(qkv.checkpoint == "model.layers.1.self_attn.qkv_proj");
+  CHECK(qkv.role == LinearRole::QueryKeyValue);
+  CHECK(qkv.parts == std::vector<int64_t>{16, 8, 8});
+  const auto& gate_up = schema.linear("mlp.gate_up");
+  CHECK(gate_up.checkpoint == "model.layers.1.mlp.gate_up_proj");
+  CHECK(gate_up.role == LinearRole::GateUp);
+  CHECK(gate_up.parts == std::vector<int64_t>{24, 24});
+  CHECK(schema.sequential_steps() ==
+        std::vector<std::vector<std::string>>{{"attn.qkv"}, {"attn.o"}, {"mlp.gate_up"},
+                                              {"mlp.down"}});
+  CHECK(calq::core::is_attention_input(LinearRole::QueryKeyValue));
+  CHECK(calq::core::feeds_attention_scores(LinearRole::QueryKeyValue));
+  CHECK_FALSE(calq::core::is_attention_input(LinearRole::GateUp));
+  CHECK_FALSE(calq::core::feeds_attention_scores(LinearRole::GateUp));
+  REQUIRE(schema.scaling.size() == 4);
+  CHECK(schema.scaling[1].prev_op == "attn.qkv");  // v: the last 8 of 32 rows
+  CHECK(schema.scaling[1].prev_rows_begin == 24);
+  CHECK(schema.scaling[1].prev_rows == 8);
+  CHECK(schema.scaling[3].prev_op == "mlp.gate_up");  // up: the second half
+  CHECK(schema.scaling[3].prev_rows_begin == 24);
+  CHECK(schema.scaling[3].prev_rows == 24);
+  REQUIRE(schema.norm_fed_pairs().size() == 2);
+  CHECK(schema.norm_fed_pairs()[0].linears == std::vector<std::string>{"attn.qkv"});
+  CHECK(schema.norm_fed_pairs()[1].linears == std::vector<std::string>{"mlp.gate_up"});
 }
 
 TEST_CASE("a scale folds into every norm form without changing the block's input",

@@ -151,6 +151,58 @@ TEST_CASE("read_hf_config reads every RoPE scaling as transformers does", "[core
   }
 }
 
+TEST_CASE("read_hf_config reads Phi-3 configs as Phi3Config does", "[core][model]") {
+  calq::test::TempDir dir("calq_model_test");
+  const std::string phi3 = R"("model_type": "phi3", "vocab_size": 100, "hidden_size": 32,
+      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, )";
+  const std::string factors4 = R"("short_factor": [1, 1, 1, 1], "long_factor": [2, 2, 2, 2])";
+  using calq::core::RopeType;
+  SECTION("class defaults: 4096 positions, rms_norm_eps 1e-5, no window, every channel rotated") {
+    const auto c = calq::core::read_hf_config(write_config(dir, "{" + phi3 + R"("dtype": "float32"})"));
+    CHECK(c.family == calq::core::Family::Phi3);
+    CHECK(c.max_positions == 4096);
+    CHECK(c.norm_eps == 1e-5);
+    CHECK_FALSE(c.sliding_window.has_value());
+    CHECK(c.rope.rotary_dim(c.head_dim) == 8);
+  }
+  SECTION("old rope types su and yarn are longrope; original context defaults to 4096") {
+    for (const std::string type : {"su", "yarn", "longrope"}) {
+      INFO(type);
+      const auto c = calq::core::read_hf_config(write_config(dir, "{" + phi3 + R"(
+        "max_position_embeddings": 131072, "sliding_window": 262144, "rope_scaling": {"type": ")" +
+          type + R"(", "original_max_position_embeddings": 2048, )" + factors4 + "}}"));
+      CHECK(c.rope.type == RopeType::LongRope);
+      CHECK(c.rope.original_max_positions == 4096);  // the class attribute, not the dictionary's
+      CHECK(c.sliding_window == 262144);
+    }
+  }
+  SECTION("Phi-4-mini: top-level partial_rotary_factor 0.75, factors per rotated pair") {
+    const auto c = calq::core::read_hf_config(write_config(dir, "{" + phi3 + R"(
+      "partial_rotary_factor": 0.5, "original_max_position_embeddings": 16,
+      "rope_scaling": {"type": "longrope", "short_factor": [1, 1], "long_factor": [2, 2]}})"));
+    CHECK(c.rope.partial_rotary_factor == 0.5);
+    CHECK(c.rope.rotary_dim(c.head_dim) == 4);
+    CHECK(c.rope.original_max_positions == 16);
+  }
+  const std::string file = (dir / "config.json").string();
+  const auto read = [&](const std::string& text) {
+    const std::string path = write_config(dir, "{" + phi3 + text + "}");
+    return [path] { return calq::core::read_hf_config(path); };
+  };
+  require_error_naming(read(R"("rope_scaling": {"rope_type": "linear", "factor": 2.0})"), file,
+                       "rope_type \"linear\" is not supported for phi3");
+  require_error_naming(read(R"("partial_rotary_factor": 0.1)"), file,
+                       "rotates 0 channels; expected an even number");  // int(8 · 0.1) = 0
+  require_error_naming(read(R"("partial_rotary_factor": 0.4)"), file,
+                       "rotates 3 channels; expected an even number");
+  require_error_naming(read(R"("partial_rotary_factor": 1.5)"), file,
+                       "field \"partial_rotary_factor\" is 1.5; expected a number in (0, 1]");
+  require_error_naming(read(R"("rope_scaling": {"type": "longrope", )" + factors4 +
+                            R"(}, "partial_rotary_factor": 0.5)"),
+                       file, "longrope short_factor has 4 entries; expected rotary_dim / 2 = 2");
+  require_error_naming(read(R"("hidden_act": "gelu")"), file, "hidden_act \"gelu\"");
+}
+
 TEST_CASE("read_hf_config names the file and the field for bad configs", "[core][model]") {
   calq::test::TempDir dir("calq_model_test");
   const std::string llama = R"("vocab_size": 100, "intermediate_size": 64,

@@ -46,7 +46,8 @@ const std::set<std::string>& supported() {
       "mistral_window",    "qwen2",              "qwen2_yarn",       "llama3_rope_bf16",
       "qwen3",             "qwen3_tied",         "qwen3_bf16",       "gemma2",
       "gemma3_text",       "mixtral",            "qwen2_moe",        "qwen3_moe",
-      "mixtral_8x",        "mixtral_bf16",       "gemma3_mm",
+      "mixtral_8x",        "mixtral_bf16",       "gemma3_mm",          "phi3",
+      "phi3_longrope",     "phi4_mini_partial",
   };
   return names;
 }

@@ -6,6 +6,10 @@ recipes run and export, and `calq eval` of each export equals the in-memory perp
   AWQ W4 g128 (configs/awq_w4g128.yaml)         -> awq
   SmoothQuant W8A8 (configs/smoothquant_w8a8.yaml, bmm inputs off) -> compressed-tensors
 
+Every export must keep the checkpoint's HF module names: the decoder layers' tensors of the
+export live under exactly the module prefixes the fixture's checkpoint has (Phi-3's fused
+qkv_proj and gate_up_proj stay fused, nothing is split or renamed).
+
 Fixtures calq refuses at load are listed, not failed (tests/families/family_fixtures_test.cpp
 holds them to a one-line refusal). Calibration: 8 windows of TinyStories through the llama2.c
 tok512 tokenizer (the fixtures' vocabulary is 512); evaluation on 4 windows of the held-out
@@ -16,6 +20,7 @@ Usage: family_passes_test.py CALQ FIXTURES_DIR SHARED_DATA SOURCE_DIR
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -70,6 +75,22 @@ def carried_over(model_dir, export_dir):
     src, dst = safetensors_bytes(model_dir), safetensors_bytes(export_dir)
     foreign = [n for n in src if not n.startswith("language_model.")]
     return ["none"] if not foreign else [n for n in foreign if dst.get(n) != src[n]]
+def tensor_names(model_dir):
+    """Tensor names of a safetensors checkpoint directory (one file or an index of shards)."""
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    files = sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index) \
+        else ["model.safetensors"]
+    names = []
+    for name in files:
+        with open(os.path.join(model_dir, name), "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            names += [k for k in json.loads(f.read(size)) if k != "__metadata__"]
+    return names
+
+
+def layer_modules(names):
+    """The module prefixes of the decoder layers' tensors ("model.layers.0.self_attn.qkv_proj")."""
+    return {n.rsplit(".", 1)[0] for n in names if n.startswith("model.layers.")}
 
 
 def run(argv):
@@ -118,6 +139,12 @@ def main():
             if rc != 0:
                 results[name][case] = {"error": line}
                 failures.append(f"{name} {case}: run exit {rc}: {line}")
+                continue
+            want, got = layer_modules(tensor_names(model)), layer_modules(tensor_names(f"{out}/model"))
+            if got != want:
+                results[name][case] = {"error": "module names differ"}
+                failures.append(f"{name} {case}: export's layer modules differ from the checkpoint's: "
+                                f"new {sorted(got - want)[:4]}, missing {sorted(want - got)[:4]}")
                 continue
             report = json.load(open(os.path.join(out, "report.json")))
             mem = report["eval"]["perplexity"][0]["ppl"]

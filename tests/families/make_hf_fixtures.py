@@ -82,8 +82,8 @@ FIXTURES = {
                                         rope_local_base_freq=1000.0,
                                         hidden_activation="gelu_pytorch_tanh",
                                         tie_word_embeddings=True)),
-    # Phi-3: fused qkv_proj / gate_up_proj, longrope
-    "phi3": ("phi3", dict(num_key_value_heads=4)),
+    # Phi-3: fused qkv_proj / gate_up_proj, a sliding window (Phi-3-mini-4k sets 2047), longrope
+    "phi3": ("phi3", dict(num_key_value_heads=4, sliding_window=16)),
     "phi3_longrope": ("phi3", dict(num_key_value_heads=4,
                                    max_position_embeddings=96, original_max_position_embeddings=ORIG_CTX,
                                    rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
@@ -97,6 +97,20 @@ FIXTURES = {
     "qwen3_moe": ("qwen3_moe", dict(head_dim=32, num_experts=4, num_experts_per_tok=2,
                                     moe_intermediate_size=128, norm_topk_prob=True,
                                     decoder_sparse_step=1, mlp_only_layers=[0])),
+}
+# bfloat16 storage (the weights transformers' bf16 model holds).
+BF16 = {"llama3_rope_bf16": "llama3_rope", "qwen3_bf16": "qwen3"}
+# Rows added after the bf16 ones: seeds follow job order, so they come last and every earlier
+# fixture keeps its seed and its bytes.
+LATER = {
+    # Phi-4-mini: grouped-query attention, tied head, longrope on the first 3/4 of each head
+    # (partial_rotary_factor 0.75 at the top level, as its config.json has it)
+    "phi4_mini_partial": ("phi3", dict(num_key_value_heads=2, tie_word_embeddings=True,
+                                       partial_rotary_factor=0.75, max_position_embeddings=96,
+                                       original_max_position_embeddings=ORIG_CTX,
+                                       rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                        "short_factor": [1.0 + 0.05 * i for i in range(12)],
+                                                        "long_factor": [1.5 + 0.2 * i for i in range(12)]})),
     # Gemma 3 multimodal (Gemma3ForConditionalGeneration): the language model under
     # language_model., a one-layer SigLIP vision tower calq carries over unquantized
     "gemma3_mm": ("gemma3", dict(
@@ -111,8 +125,8 @@ FIXTURES = {
     "mixtral_8x": ("mixtral", dict(num_local_experts=8, num_experts_per_tok=2, sliding_window=16,
                                    intermediate_size=128)),
 }
-# bfloat16 storage (the weights transformers' bf16 model holds).
-BF16 = {"llama3_rope_bf16": "llama3_rope", "qwen3_bf16": "qwen3", "mixtral_bf16": "mixtral"}
+# bfloat16 rows added after LATER, for the same reason.
+LATER_BF16 = {"mixtral_bf16": "mixtral"}
 
 
 def identity_centred_norms(model, gen):
@@ -196,6 +210,8 @@ def main():
     only = set(filter(None, a.only.split(",")))
     jobs = [(n, t, o, torch.float32) for n, (t, o) in FIXTURES.items()]
     jobs += [(n, FIXTURES[base][0], FIXTURES[base][1], torch.bfloat16) for n, base in BF16.items()]
+    jobs += [(n, t, o, torch.float32) for n, (t, o) in LATER.items()]
+    jobs += [(n, FIXTURES[base][0], FIXTURES[base][1], torch.bfloat16) for n, base in LATER_BF16.items()]
     manifest = {}
     for seed, (name, model_type, overrides, dtype) in enumerate(jobs, start=100):
         if only and name not in only:

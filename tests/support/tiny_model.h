@@ -20,7 +20,7 @@
 namespace calq::test {
 
 struct TinyModelSpec {
-  /// llama | mistral | qwen2 | qwen3 | opt | gpt2, and the MoE families mixtral | qwen2_moe |
+  /// llama | mistral | qwen2 | qwen3 | phi3 | opt | gpt2, and the MoE families mixtral | qwen2_moe |
   /// qwen3_moe (4 experts of `intermediate`, top-2; qwen3_moe's layer 0 dense)
   std::string model_type = "llama";
   int64_t vocab = 32;
@@ -146,6 +146,14 @@ inline void write_tiny_model(const std::filesystem::path& dir, const TinyModelSp
     for (int64_t i = 0; i < s.layers; ++i) {
       const std::string l = "model.layers." + std::to_string(i) + ".";
       norm(l + "input_layernorm.weight", H);
+      if (s.model_type == "phi3") {  // fused as Phi3Attention / Phi3MLP store them
+        mat(l + "self_attn.qkv_proj.weight", {(s.heads + 2 * s.kv_heads) * hd, H});
+        mat(l + "self_attn.o_proj.weight", {H, s.heads * hd});
+        norm(l + "post_attention_layernorm.weight", H);
+        mat(l + "mlp.gate_up_proj.weight", {2 * I, H});
+        mat(l + "mlp.down_proj.weight", {H, I});
+        continue;
+      }
       mat(l + "self_attn.q_proj.weight", {s.heads * hd, H});
       mat(l + "self_attn.k_proj.weight", {s.kv_heads * hd, H});
       mat(l + "self_attn.v_proj.weight", {s.kv_heads * hd, H});
