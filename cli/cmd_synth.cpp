@@ -61,7 +61,7 @@ struct SynthArgs {
   std::string out;
   int outlier_channels = 4;
   double outlier_scale = 20.0;
-  double weight_std = 0.02;  // HF LlamaConfig.initializer_range; tests widen it to sharpen attention
+  double weight_std = 0.02;  // HF initializer_range; tests widen it to sharpen attention
   uint64_t seed = 0;
 };
 
@@ -102,7 +102,8 @@ class Synthesizer {
     for (const core::LinearSpec& l : schema.linears) {
       if (!l.input_norm.empty() && written.insert(l.input_norm).second) {
         const core::NormSpec& n = schema.norm(l.input_norm);
-        CALQ_ASSERT(n.size == hidden_ && !n.bias(), "synth: {} is not a hidden-wide RMSNorm", n.name);
+        CALQ_ASSERT(n.size == hidden_ && !n.bias(), "synth: {} is not a hidden-wide RMSNorm",
+                    n.name);
         t.emplace_back(n.checkpoint + ".weight", norm_gain(n.size, n.form, true));
       }
       CALQ_ASSERT(!l.bias && !l.checkpoint.empty(),
@@ -245,7 +246,8 @@ int run_synth(const SynthArgs& a) {
   core::ShardedWriter writer(tmp.string(), shape.layers + 1);
   // The config it writes is the one the schema is read from: one description of the model.
   const std::string config_text = config_json(family, shape).dump(2) + "\n";
-  const core::ModelConfig config = core::parse_hf_config(config_text, (out / "config.json").string());
+  const core::ModelConfig config =
+      core::parse_hf_config(config_text, (out / "config.json").string());
   core::NormForm norm_form = core::NormForm::Rms;
   for (int64_t i = 0; i < shape.layers; ++i) {
     const core::LayerSchema schema = family.schema(config, i);
@@ -270,8 +272,9 @@ int run_synth(const SynthArgs& a) {
   core::write_output_marker(tmp, "synth");
   fs::rename(tmp, out);
   guard.committed = true;
-  log::info("wrote {}: {} layers, {:.2f} GB of {} tensors; outlier channels {}", a.out, shape.layers,
-            static_cast<double>(bytes) / 1e9, a.dtype, fmt::join(synth.outliers(), ","));
+  log::info("wrote {}: {} layers, {:.2f} GB of {} tensors; outlier channels {}", a.out,
+            shape.layers, static_cast<double>(bytes) / 1e9, a.dtype,
+            fmt::join(synth.outliers(), ","));
   return 0;
 }
 
@@ -281,7 +284,8 @@ CommandRunner add_synth_command(CLI::App& app) {
   auto args = std::make_shared<SynthArgs>();
   CLI::App* cmd = app.add_subcommand(
       "synth", "Write a random HF checkpoint of a given family and shape (scale tests)");
-  cmd->add_option("--family", args->family, "Model family: " + synth_family_list() + " (default llama)");
+  cmd->add_option("--family", args->family,
+                  "Model family: " + synth_family_list() + " (default llama)");
   cmd->add_option("--preset", args->preset,
                   "A released model's shape: " + synth_preset_list() + " (flags override it)");
   cmd->add_option("--hidden", args->hidden, "hidden_size");
@@ -299,7 +303,8 @@ CommandRunner add_synth_command(CLI::App& app) {
   cmd->add_option("--outlier-channels", args->outlier_channels,
                   "Input channels with large norm gains, shared by all layers")
       ->capture_default_str();
-  cmd->add_option("--outlier-scale", args->outlier_scale, "Their gain factor")->capture_default_str();
+  cmd->add_option("--outlier-scale", args->outlier_scale, "Their gain factor")
+      ->capture_default_str();
   cmd->add_option("--weight-std", args->weight_std, "Standard deviation of the linears' weights")
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Random seed")->capture_default_str();

@@ -98,7 +98,8 @@ const SynthFamily* find_synth_family(std::string_view name) {
 
 std::string synth_family_list() {
   std::string out;
-  for (const SynthFamily& f : kSynthFamilies) out += (out.empty() ? "" : ", ") + std::string(f.name);
+  for (const SynthFamily& f : kSynthFamilies)
+    out += (out.empty() ? "" : ", ") + std::string(f.name);
   return out;
 }
 

@@ -93,8 +93,9 @@ std::vector<std::string> scale_every_pair(calq::core::Model& model, Folding fold
 
 }  // namespace
 
-TEST_CASE("families: random scales through every legal scaling pair leave the float logits unchanged",
-          "[families][scale_invariance]") {
+TEST_CASE(
+    "families: random scales through every legal scaling pair leave the float logits unchanged",
+    "[families][scale_invariance]") {
   std::ifstream in(fixtures_root() / "manifest.json");
   if (!in) {
     if (calq::test::running_in_ci()) FAIL("family fixtures missing under CI: " << fixtures_root());
@@ -127,8 +128,10 @@ TEST_CASE("families: random scales through every legal scaling pair leave the fl
       nlohmann::json skipped = nlohmann::json::object();
       const std::vector<std::string> applied = scale_every_pair(*model, folding, skipped);
       const at::Tensor logits = model->forward(ids);
-      const double rel = (logits.to(at::kDouble) - reference.to(at::kDouble)).abs().max().item<double>() / scale;
-      record[name][label] = {{"max_rel_logit_error", rel}, {"pairs", applied}, {"skipped", skipped}};
+      const at::Tensor diff = logits.to(at::kDouble) - reference.to(at::kDouble);
+      const double rel = diff.abs().max().item<double>() / scale;
+      record[name][label] = {
+          {"max_rel_logit_error", rel}, {"pairs", applied}, {"skipped", skipped}};
       INFO("max |dlogit| / max |logit| = " << rel << " over " << applied.size() << " pairs");
       CHECK(!applied.empty());  // every family has at least its norm-fed pairs
       CHECK(rel <= kRelTol);

@@ -35,7 +35,8 @@ TEST_CASE("synth: every family's synth model loads in calq with transformers' lo
   std::ifstream in(fixtures_root() / "manifest.json");
   if (!in) {
     if (calq::test::running_in_ci()) FAIL("synth fixtures missing under CI: " << fixtures_root());
-    WARN("SKIPPED: synth fixtures missing: " << fixtures_root() << " (scripts/setup.sh makes the venv)");
+    WARN("SKIPPED: synth fixtures missing: " << fixtures_root()
+                                             << " (scripts/setup.sh makes the venv)");
     return;
   }
   const nlohmann::json manifest = nlohmann::json::parse(in);
