@@ -57,7 +57,7 @@ done
 if [[ -n "$tag" ]]; then
   # shellcheck disable=SC2086
   python3 "$root/bench/streaming_report.py" collect --shape "$shape" --synth-flags "$flags" \
-    --calibration="${calib[*]}" --dir "$out" --layers $layers \
+    --calibration="${calib[*]}" --dir "$out" --logs "$synth" --layers $layers \
     --json "$root/bench/results/streaming_${shape}.json" \
     --source-git "$(git -C "$root" describe --always --dirty 2>/dev/null || echo '?')"
   python3 "$root/bench/streaming_report.py" table --write "$root/BENCHMARKS.md" \

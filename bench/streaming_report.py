@@ -27,6 +27,15 @@ def time_max_rss_mb(path):
     return int(m.group(1)) / 1024.0
 
 
+def layer_loop_peak_mb(path):
+    """The largest '(peak X MiB)' that `calq -v run` logs at its layer steps: the layer loop's own
+    peak, before the export of the outer tensors (embedding, head) that follows it."""
+    peaks = [float(m.group(1)) for m in re.finditer(r"^\[debug\] layer .*\(peak (\d+)\)$", open(path).read(), re.M)]
+    if not peaks:
+        sys.exit(f"streaming_report.py: {path}: no layer step with a peak; expected a `calq -v run` log")
+    return max(peaks)
+
+
 def collect(a):
     runs = []
     for n in a.layers:
@@ -35,6 +44,7 @@ def collect(a):
             "layers": n,
             "peak_rss_mb": report["memory"]["peak_rss_mb"],
             "time_max_rss_mb": round(time_max_rss_mb(os.path.join(a.dir, f"time_{a.shape}_{n}L.txt")), 1),
+            "layer_loop_peak_mb": layer_loop_peak_mb(os.path.join(a.logs, f"run-{a.shape}_{n}L.log")),
             "estimate_mb": report["memory"]["estimate"]["total_mb"],
             "quantization_s": report["quantization"]["seconds"],
             "total_s": report["timing"]["total_s"],
@@ -69,19 +79,21 @@ def section(paths):
              "GPTQ W4 g128 (`configs/synth_gptq_w4g128.yaml --stream`) on `calq synth` models of a released",
              "model's width and a few layers, float16 on disk, float32 compute. Peak RSS from calq's",
              "getrusage (report.json) and from `/usr/bin/time -v`; the estimate is report.json",
-             "memory.estimate. Flat in depth: the deepest run's peak within 10 % of the shallowest's.",
+             "memory.estimate, which covers the layer loop; the layer-loop peak is the largest peak `-v` logs",
+             "at a layer step (the whole run's peak can come later, from exporting the embedding and head).",
+             "Flat in depth: the deepest run's peak RSS within 10 % of the shallowest's.",
              "One run each; figures from bench/results/.", "",
-             "| model | calibration | layers | peak RSS MiB | time -v max RSS MiB | estimate MiB | quantization s | source |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | calibration | layers | peak RSS MiB | time -v max RSS MiB | layer-loop peak MiB | estimate MiB | quantization s | source |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         s = json.load(open(path))
         calib = s["calibration_overrides"].replace("--set calibration.", "").replace(" ", ", ") or "recipe's"
         for r in s["runs"]:
             lines.append(f"| {s['shape']} (`{s['synth']}`) | {calib} | {r['layers']} | {r['peak_rss_mb']:.0f} "
-                         f"| {r['time_max_rss_mb']:.0f} | {r['estimate_mb']:.0f} | {r['quantization_s']:.0f} | {s['source_git']} |")
+                         f"| {r['time_max_rss_mb']:.0f} | {r['layer_loop_peak_mb']:.0f} | {r['estimate_mb']:.0f} | {r['quantization_s']:.0f} | {s['source_git']} |")
         first, last = s["runs"][0]["layers"], s["runs"][-1]["layers"]
         lines.append(f"| {s['shape']}: ratio {last} / {first} layers | | | **{s['peak_rss_ratio']:.3f}** "
-                     f"({'flat' if s['flat_within_10_percent'] else 'not flat'}) | | | | |")
+                     f"({'flat' if s['flat_within_10_percent'] else 'not flat'}) | | | | | |")
     lines += ["", END]
     return "\n".join(lines) + "\n"
 
@@ -111,6 +123,7 @@ def main():
     c.add_argument("--synth-flags", required=True)
     c.add_argument("--calibration", default="")
     c.add_argument("--dir", required=True)
+    c.add_argument("--logs", required=True, help="where the runs' -v logs are (run-<shape>_<n>L.log)")
     c.add_argument("--layers", type=int, nargs="+", required=True)
     c.add_argument("--json", required=True)
     c.add_argument("--source-git", default="?", help="the checkout's commit when the bench ran")
