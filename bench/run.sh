@@ -122,5 +122,10 @@ openblas_version=$(dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/nul
     echo "|---|---|---|---|"
     echo "$stream_rows"
   fi
+  # The committed per-family streaming summaries (SHAPE=... bench/streaming.sh), as they stand.
+  if compgen -G "$root/bench/results/streaming_*.json" > /dev/null; then
+    echo
+    python3 "$root/bench/streaming_report.py" table "$root"/bench/results/streaming_*.json
+  fi
 } > "$root/BENCHMARKS.md"
 echo "bench/run.sh: wrote $root/BENCHMARKS.md" >&2

@@ -92,4 +92,23 @@ grep -q "^calq: error: --stream: .*expected a save section" "$work/nosave.out" |
 "$calq" synth --hidden 100 --intermediate 8 --layers 1 --heads 3 --out "$work/bad" > "$work/bad.out" 2>&1 \
   && fail "a hidden size that heads do not divide was accepted"
 grep -q "^calq: error: --hidden 100 is not a multiple of --heads 3" "$work/bad.out" || fail "message: $(cat "$work/bad.out")"
+# Families and presets: a preset's shape with flags overriding it; bad names and contradictions
+# fail with one line naming the flag.
+"$calq" -q synth --preset gemma3-1b --layers 1 --vocab 300 --out "$work/gemma3" || fail "synth --preset gemma3-1b"
+"$calq" inspect "$work/gemma3" > "$work/gemma3.txt" 2>&1 || fail "inspect gemma3: $(cat "$work/gemma3.txt")"
+grep -q "model_type gemma3_text" "$work/gemma3.txt" || fail "gemma3 family: $(cat "$work/gemma3.txt")"
+grep -q "layers *1, hidden 1152, intermediate 6912" "$work/gemma3.txt" || fail "gemma3 shape: $(cat "$work/gemma3.txt")"
+grep -q "4 heads, 1 kv heads, head_dim 256" "$work/gemma3.txt" || fail "gemma3 heads: $(cat "$work/gemma3.txt")"
+grep -q '"family": "gemma3"' "$work/gemma3/calq_synth.json" || fail "calq_synth.json: no family"
+expect_error() {  # expect_error MESSAGE_REGEX ARGS...
+  local want="$1"; shift
+  "$calq" synth "$@" --out "$work/refused" > "$work/refused.out" 2>&1 && fail "accepted: $*"
+  grep -q "^calq: error: $want" "$work/refused.out" || fail "message for $*: $(cat "$work/refused.out")"
+  [[ $(wc -l < "$work/refused.out") -eq 1 ]] || fail "not one line for $*: $(cat "$work/refused.out")"
+}
+expect_error '--family: "nope" is not supported; expected one of llama, llama3, qwen3, gemma3' \
+  --family nope --hidden 64 --intermediate 64 --layers 1 --heads 2
+expect_error '--preset: "llama-70b" is not a preset; expected one of' --preset llama-70b
+expect_error '--family qwen3 contradicts --preset llama3-8b' --preset llama3-8b --family qwen3
+expect_error '--hidden: missing; expected a value or a --preset' --intermediate 64 --layers 1 --heads 2
 echo "PASS"
