@@ -116,10 +116,16 @@ BlockGroups awq_scale_groups(const core::LayerSchema& schema,
       const at::Tensor& next = layer.linear(group.linears.front()).weight;
       const core::LinearRole prev_role = schema.linear(group.prev_op).role;
       if (prev_role == core::LinearRole::Value && !prev.sizes().equals(next.sizes())) {
+        // Say which of the two ways the shapes differ: fewer kv heads than heads, or
+        // heads × head_dim ≠ hidden (Qwen3's explicit head_dim) with the same head count.
+        const bool gqa = prev.size(0) != next.size(1);
         out.skipped.push_back(
             {group.describe(), group.linears,
-             fmt::format("{} {} and {} {} differ (grouped-query attention)", group.prev_op,
-                         shape_of(prev), group.linears.front(), shape_of(next))});
+             fmt::format("{} {} and {} {} differ ({})", group.prev_op, shape_of(prev),
+                         group.linears.front(), shape_of(next),
+                         gqa ? "grouped-query attention"
+                             : "heads x head_dim is not hidden_size; llm-awq scales v -> o only "
+                               "between equal shapes")});
         continue;
       }
       // A fused qkv's v rows feed o's columns one for one only without grouped-query attention

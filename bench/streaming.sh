@@ -11,6 +11,9 @@
 #              Hessians and weights, not the windows, set the peak). Writes
 #              OUT/streaming_llama3-8b_{2,4}L.json and the summary bench/results/streaming_llama3-8b.json,
 #              from which bench/streaming_report.py writes BENCHMARKS.md's rows.
+#   mixtral-8x7b `calq synth --preset mixtral-8x7b` (hidden 4096, 8 experts of 14336, top 2, 32
+#              heads, 8 kv heads, vocab 32000); 2 and 4 layers; 4 x 256 calibration, routed (each
+#              expert's Hessian from its own tokens); the same outputs as llama3-8b under its name.
 # Every model is float16 on disk, float32 compute. Each run also goes under /usr/bin/time -v, whose
 # maximum resident set size must agree with calq's own getrusage figure.
 # Environment: CALQ (binary), OUT (default build/bench), SYNTH_DIR (models, default
@@ -25,14 +28,14 @@ shape="${SHAPE:-llama-7b}"
 [[ -x "$calq" ]] || { echo "bench/streaming.sh: $calq not found; build first" >&2; exit 1; }
 
 # One row per shape: synth flags | default layers | calibration overrides | JSON name prefix.
-# The Mixtral-shaped synth (issue 19, MoE families) is one more row here, e.g.
-#   mixtral-8x7b) flags="--preset mixtral-8x7b"; layers="2 4"; calib=(...); tag="mixtral-8x7b_" ;;
 calib=()
 case "$shape" in
   llama-7b) flags="--hidden 4096 --intermediate 11008 --heads 32 --vocab 32000"; layers="2 8"; tag="" ;;
   llama3-8b) flags="--preset llama3-8b"; layers="2 4"; tag="llama3-8b_"
              calib=(--set calibration.nsamples=4 --set calibration.seqlen=256) ;;
-  *) echo "bench/streaming.sh: SHAPE \"$shape\" is not a bench shape; expected llama-7b or llama3-8b" >&2; exit 1 ;;
+  mixtral-8x7b) flags="--preset mixtral-8x7b"; layers="2 4"; tag="mixtral-8x7b_"
+                calib=(--set calibration.nsamples=4 --set calibration.seqlen=256) ;;
+  *) echo "bench/streaming.sh: SHAPE \"$shape\" is not a bench shape; expected llama-7b, llama3-8b or mixtral-8x7b" >&2; exit 1 ;;
 esac
 layers="${LAYERS:-$layers}"
 mkdir -p "$out" "$synth"

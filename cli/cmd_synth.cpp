@@ -62,6 +62,9 @@ struct SynthArgs {
   int outlier_channels = 4;
   double outlier_scale = 20.0;
   double weight_std = 0.02;  // HF initializer_range; tests widen it to sharpen attention
+  int64_t experts = 0;
+  int64_t top_k = 0;
+  int64_t expert_intermediate = 0;
   uint64_t seed = 0;
 };
 
@@ -203,6 +206,21 @@ SynthShape resolve_shape(const SynthArgs& a, const SynthPreset* p, const SynthFa
   s.vocab = a.vocab != 0 ? a.vocab : p && p->vocab != 0 ? p->vocab : family.vocab;
   s.tied = a.tied || (!a.untied && family.tied);
   s.dtype = a.dtype;
+  if (family.moe) {
+    s.experts = pick("--experts", a.experts, p ? p->experts : 0);
+    s.top_k = pick("--top-k", a.top_k, p ? p->top_k : 0);
+    s.expert_intermediate = a.expert_intermediate != 0 ? a.expert_intermediate
+                            : p && p->expert_intermediate != 0 ? p->expert_intermediate
+                                                                : s.intermediate;
+    CALQ_CHECK(s.experts > 0 && s.top_k > 0 && s.top_k <= s.experts,
+               "--top-k {} with --experts {}; expected 1 <= top-k <= experts", s.top_k, s.experts);
+    CALQ_CHECK(s.expert_intermediate > 0, "--expert-intermediate: {}; expected a positive number",
+               s.expert_intermediate);
+  } else {
+    CALQ_CHECK(a.experts == 0 && a.top_k == 0 && a.expert_intermediate == 0,
+               "--experts/--top-k/--expert-intermediate: the {} family has no experts; expected "
+               "--family mixtral or qwen3_moe", family.name);
+  }
   for (const auto& [flag, v] : {std::pair{"--hidden", s.hidden}, {"--intermediate", s.intermediate},
                                 {"--layers", s.layers}, {"--heads", s.heads},
                                 {"--kv-heads", s.kv_heads}, {"--vocab", s.vocab}})
@@ -295,6 +313,10 @@ CommandRunner add_synth_command(CLI::App& app) {
   cmd->add_option("--kv-heads", args->kv_heads, "num_key_value_heads (default: --heads)");
   cmd->add_option("--head-dim", args->head_dim, "head_dim (default: hidden / heads)");
   cmd->add_option("--vocab", args->vocab, "vocab_size (default: the family's)");
+  cmd->add_option("--experts", args->experts, "MoE families: routed experts per layer");
+  cmd->add_option("--top-k", args->top_k, "MoE families: experts per token");
+  cmd->add_option("--expert-intermediate", args->expert_intermediate,
+                  "MoE families: each expert's intermediate size (default: --intermediate)");
   CLI::Option* tied = cmd->add_flag("--tied", args->tied, "Tie the head to the embedding");
   cmd->add_flag("--untied", args->untied, "Write lm_head.weight (default: the family's choice)")
       ->excludes(tied);

@@ -4,6 +4,7 @@
 
 #include "core/model/gemma.h"
 #include "core/model/llama.h"
+#include "core/model/phi3.h"
 
 namespace calq::cli {
 namespace {
@@ -79,13 +80,63 @@ void gemma3_config(const SynthShape& s, Json& c) {
             {"final_logit_softcapping", nullptr}});
 }
 
+// Phi-3 / Phi-4 (microsoft/Phi-3-mini-4k-instruct, microsoft/phi-4 config.json): fused
+// qkv_proj / gate_up_proj (the schema's), full rotary, no window, no longrope (a 4K model).
+void phi3_config(const SynthShape& s, Json& c) {
+  // Phi3Config's pad_token_id defaults to 32000, past a smaller synth vocabulary's end.
+  c["pad_token_id"] = s.vocab > 32000 ? Json(32000) : Json(nullptr);
+  c.update({{"architectures", {"Phi3ForCausalLM"}},
+            {"model_type", "phi3"},
+            {"hidden_act", "silu"},
+            {"rms_norm_eps", 1e-5},
+            {"rope_theta", 10000.0},
+            {"max_position_embeddings", 4096},
+            {"original_max_position_embeddings", 4096},
+            {"sliding_window", nullptr},
+            {"attention_bias", false}});
+}
+
+// Mixtral (mistralai/Mixtral-8x7B-v0.1 config.json): every layer sparse, intermediate_size is
+// each expert's, theta 1e6, no window.
+void mixtral_config(const SynthShape& s, Json& c) {
+  c.update({{"architectures", {"MixtralForCausalLM"}},
+            {"model_type", "mixtral"},
+            {"hidden_act", "silu"},
+            {"rms_norm_eps", 1e-5},
+            {"rope_theta", 1000000.0},
+            {"max_position_embeddings", 32768},
+            {"sliding_window", nullptr},
+            {"num_local_experts", s.experts},
+            {"num_experts_per_tok", s.top_k},
+            {"router_jitter_noise", 0.0}});
+  c["intermediate_size"] = s.expert_intermediate;
+}
+
+// Qwen3-MoE (Qwen/Qwen3-30B-A3B config.json): Qwen3 attention (q/k norms, explicit head_dim),
+// every layer sparse, norm_topk_prob, moe_intermediate_size per expert.
+void qwen3_moe_config(const SynthShape& s, Json& c) {
+  qwen3_config(s, c);
+  c.update({{"architectures", {"Qwen3MoeForCausalLM"}},
+            {"model_type", "qwen3_moe"},
+            {"num_experts", s.experts},
+            {"num_experts_per_tok", s.top_k},
+            {"moe_intermediate_size", s.expert_intermediate},
+            {"norm_topk_prob", true},
+            {"decoder_sparse_step", 1},
+            {"mlp_only_layers", Json::array()}});
+}
+
 // One row per --family. vocab and tied are the released models' (Llama 2: 32000 untied; Llama 3:
 // 128256 untied (8B); Qwen3: 151936 untied (8B); Gemma 3: 262144 tied).
+// Phi-3: 32064 untied; Mixtral: 32000 untied; Qwen3-MoE: 151936 untied.
 constexpr SynthFamily kSynthFamilies[] = {
-    {"llama", 32000, false, llama_config, core::llama_layer_schema},
-    {"llama3", 128256, false, llama3_config, core::llama_layer_schema},
-    {"qwen3", 151936, false, qwen3_config, core::llama_layer_schema},
-    {"gemma3", 262144, true, gemma3_config, core::gemma_layer_schema},
+    {"llama", 32000, false, false, llama_config, core::llama_layer_schema},
+    {"llama3", 128256, false, false, llama3_config, core::llama_layer_schema},
+    {"qwen3", 151936, false, false, qwen3_config, core::llama_layer_schema},
+    {"gemma3", 262144, true, false, gemma3_config, core::gemma_layer_schema},
+    {"phi3", 32064, false, false, phi3_config, core::phi3_layer_schema},
+    {"mixtral", 32000, false, true, mixtral_config, core::llama_layer_schema},
+    {"qwen3_moe", 151936, false, true, qwen3_moe_config, core::llama_layer_schema},
 };
 
 }  // namespace

@@ -26,12 +26,16 @@ struct SynthShape {
   int64_t vocab = 0;
   bool tied = false;  ///< tie_word_embeddings: no lm_head.weight
   std::string dtype;  ///< float16 | bfloat16 | float32 (config.json torch_dtype)
+  int64_t experts = 0;              ///< MoE families: routed experts per sparse layer
+  int64_t top_k = 0;                ///< experts per token
+  int64_t expert_intermediate = 0;  ///< each expert's intermediate size
 };
 
 struct SynthFamily {
   const char* name;  ///< --family
   int64_t vocab;     ///< --vocab when not given
   bool tied;         ///< tie_word_embeddings when neither --tied nor --untied is given
+  bool moe;          ///< has experts: --experts / --top-k apply (and are required)
   /// config.json for `shape`, with the family's real fields (model_type, rope, norms, windows).
   void (*config)(const SynthShape& shape, nlohmann::json& out);
   /// The family's layer schema, the same function its model loads layers with.

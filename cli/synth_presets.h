@@ -15,6 +15,9 @@ struct SynthPreset {
   int64_t hidden, intermediate, layers, heads, kv_heads;
   int64_t head_dim;  ///< 0: hidden / heads
   int64_t vocab;     ///< 0: the family's
+  /// Mixture of experts (0 for a dense family): routed experts, experts per token, and each
+  /// expert's intermediate size (0: intermediate, as Mixtral's config has it).
+  int64_t experts = 0, top_k = 0, expert_intermediate = 0;
 };
 
 /// The preset named `name`, or nullptr.

@@ -152,7 +152,8 @@ def build(name, model_type, overrides, seed, dtype):
     config = transformers.AutoConfig.for_model(model_type, **cfg)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager",
+                                                          experts_implementation="eager")
     gen = torch.Generator().manual_seed(seed + 1)
     identity_centred_norms(model, gen)
     if hasattr(model, "tie_weights"):
@@ -177,7 +178,8 @@ def write_fixture(out, name, model_type, overrides, seed, dtype):
     # float32 compute must equal) and logits_bf16 transformers' own bf16 run.
     def run(run_dtype):
         loaded = transformers.AutoModelForCausalLM.from_pretrained(
-            tmp, dtype=run_dtype, attn_implementation="eager").eval()
+            tmp, dtype=run_dtype, attn_implementation="eager",
+            experts_implementation="eager").eval()
         with torch.no_grad():
             return loaded(input_ids=ids).logits.float().contiguous()
     expected = {"input_ids": ids.contiguous(), "logits": run(torch.float32)}

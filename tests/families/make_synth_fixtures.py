@@ -66,6 +66,20 @@ FIXTURES = {
     "synth_gemma3_untied": (["--family", "gemma3", "--layers", "2", "--untied", "--vocab", "300",
                              "--dtype", "bfloat16"] + TINY, "Gemma3ForCausalLM",
                             {"tie_word_embeddings": False}),
+    # Fused qkv_proj / gate_up_proj written from Phi-3's schema.
+    "synth_phi3": (["--family", "phi3", "--layers", "2", "--vocab", "300", "--dtype", "float32"]
+                   + TINY, "Phi3ForCausalLM", {"tie_word_embeddings": False}),
+    # Mixture of experts: 4 experts of 96, top-2 (Mixtral), 4 of 64, top-2 with norm_topk_prob
+    # (Qwen3-MoE, explicit head_dim).
+    "synth_mixtral": (["--family", "mixtral", "--layers", "2", "--vocab", "300", "--experts", "4",
+                       "--top-k", "2", "--expert-intermediate", "96", "--dtype", "float32"] + TINY,
+                      "MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2,
+                                             "intermediate_size": 96}),
+    "synth_qwen3_moe": (["--family", "qwen3_moe", "--layers", "2", "--head-dim", "32", "--vocab",
+                         "300", "--experts", "4", "--top-k", "2", "--expert-intermediate", "64",
+                         "--dtype", "float32"] + TINY, "Qwen3MoeForCausalLM",
+                        {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 64,
+                         "norm_topk_prob": True}),
 }
 BATCH, SEQ = 2, 16
 
@@ -99,7 +113,8 @@ def write_fixture(calq, out, name, flags, cls, checks, seed):
     shutil.rmtree(path, ignore_errors=True)
     subprocess.run([calq, "-q", "synth", *flags, "--seed", str(seed), "--out", path], check=True)
     model, loading = transformers.AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
+        path, dtype=torch.float32, attn_implementation="eager", experts_implementation="eager",
+        output_loading_info=True)
     model.eval()
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
         if loading.get(kind):
@@ -117,7 +132,8 @@ def write_fixture(calq, out, name, flags, cls, checks, seed):
     with torch.no_grad():
         logits = model(input_ids=ids).logits.float().contiguous()
         exact = transformers.AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float64, attn_implementation="eager").eval()(input_ids=ids).logits
+            path, dtype=torch.float64, attn_implementation="eager",
+            experts_implementation="eager").eval()(input_ids=ids).logits
     noise = (logits.double() - exact).abs().max().item()
     if noise > MAX_FP32_NOISE:
         fail(name, f"transformers' float32 logits are {noise:.2e} from float64; expected at most "
