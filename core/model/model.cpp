@@ -16,6 +16,7 @@
 #include "core/model/family_table.h"
 #include "core/model/llama.h"
 #include "core/model/llama2c.h"
+#include "core/model/moe_weights.h"
 #include "core/model/weight_source.h"
 #include "core/checkpoint/checkpoint_weights.h"
 #include "core/tokenizer/tokenizer.h"
@@ -134,7 +135,9 @@ std::unique_ptr<Model> load_hf_model(const LoadOptions& options) {
   const FamilyRow* family = find_family(config.model_type);
   CALQ_ASSERT(family != nullptr, "read_hf_config accepted model_type \"{}\" that has no row",
               config.model_type);
-  return family->build(std::move(config), open_checkpoint_weights(options.path), options);
+  std::shared_ptr<WeightSource> weights =
+      split_fused_experts(open_checkpoint_weights(options.path), config);
+  return family->build(std::move(config), std::move(weights), options);
 }
 
 // The tokenizer to load when none is named: the HF files in the model directory, or for a
@@ -161,6 +164,12 @@ std::shared_ptr<WeightSource> open_model_weights(const std::string& path) {
   const fs::path p(path);
   if (fs::is_regular_file(p) && p.extension() == ".bin")
     return open_llama2c_source(path, read_llama2c_config(path));
+  // An MoE checkpoint with fused expert tensors is presented per expert, as the model reads it.
+  const fs::path dir = fs::is_directory(p) ? p : p.parent_path();
+  if (fs::exists(dir / "config.json")) {
+    const ModelConfig config = read_hf_config((dir / "config.json").string());
+    if (config.moe.n_experts > 0) return split_fused_experts(open_checkpoint_weights(path), config);
+  }
   return open_checkpoint_weights(path);
 }
 
