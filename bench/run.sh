@@ -38,7 +38,7 @@ done
 
 # A whole sotu-llama-6L GPTQ W4 g128 run at its config's protocol (128 x 512 calibration windows),
 # no evaluation, and the float model's perplexity throughput on sotu_valid (seqlen 512).
-data="${CALQ_SHARED:-$root/../shared}/data/sotu-llama-6L"
+data="$root/data/sotu-llama-6L"
 run_rows=""
 if [[ -d "$data" ]]; then
   for k in $(seq "$repeat"); do
