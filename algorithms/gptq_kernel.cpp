@@ -1,5 +1,5 @@
-// algorithms.md §3.1 steps 1–4 and 8–10 (shared by both implementations), §3.4 damp escalation,
-// and the device dispatch of gptq_quantize.
+// docs/algorithms.md §3.1 steps 1–4 and 8–10 (shared by both implementations), §3.4 damp
+// escalation, and the device dispatch of gptq_quantize.
 #include "algorithms/gptq_kernel.h"
 
 #include <algorithm>

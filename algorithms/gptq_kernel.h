@@ -1,4 +1,4 @@
-// The GPTQ kernel of algorithms.md §3.1 on one linear: W [rows, cols] and its Hessian
+// The GPTQ kernel of docs/algorithms.md §3.1 on one linear: W [rows, cols] and its Hessian
 // H = 2XᵀX/N [cols, cols] in, integer codes + scales/zeros + g_idx (core::QuantizedTensor) and
 // the losses out. A pure function: no logging, no global state besides the thread count. The GPTQ
 // pass (layer loop, report.json) and `calq bench gptq` call it.
@@ -53,7 +53,7 @@ struct GptqResult {
   double proxy_seconds = 0;   ///< the part of `seconds` spent computing proxy_loss
 };
 
-/// GPTQ-quantizes one linear (algorithms.md §3.1 steps 1–10).
+/// GPTQ-quantizes one linear (docs/algorithms.md §3.1 steps 1–10).
 ///  - W [rows, cols], any float dtype, finite; the layer weight (copied, never modified).
 ///  - H [cols, cols], float32 (float64/16 are converted to float32 as the reference works in
 ///    fp32), finite, on W's device; 2XᵀX/N as calib accumulates it (its scale does not change the

@@ -1,4 +1,4 @@
-// The CPU implementation of GPTQ (algorithms.md §3.1 steps 5–8). float32 throughout, on a
+// The CPU implementation of GPTQ (docs/algorithms.md §3.1 steps 5–8). float32 throughout, on a
 // transposed copy Wt [cols, rows] so that a column of W is a contiguous row. The lazy batch update
 // is one OpenBLAS SGEMM per block and the inverse factor comes from LAPACK (gptq_linalg.cpp); the
 // in-block column loop walks tiles of rows (GPTQ never mixes rows: a row's errors feed only that

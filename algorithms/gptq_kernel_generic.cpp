@@ -1,4 +1,4 @@
-// The device-generic implementation of GPTQ (algorithms.md §3.1 steps 5–7): IST-DASLab/gptq
+// The device-generic implementation of GPTQ (docs/algorithms.md §3.1 steps 5–7): IST-DASLab/gptq
 // `fasterquant` op for op with at:: ops, so it runs wherever the tensors live (CUDA on the device
 // machine). Per-column dispatch makes it slow on CPU, where gptq_quantize uses gptq_kernel_cpu.cpp.
 #include <algorithm>

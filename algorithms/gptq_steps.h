@@ -1,4 +1,4 @@
-// Internal to the GPTQ kernel (gptq_kernel*.cpp): the steps of algorithms.md §3.1 that both
+// Internal to the GPTQ kernel (gptq_kernel*.cpp): the steps of docs/algorithms.md §3.1 that both
 // implementations share — argument checks and steps 1–4 before the column loop, damp escalation
 // (§3.4), and steps 8–10 after it — so the CPU and the device-generic loops differ only in how they
 // run steps 5–7.

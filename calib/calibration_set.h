@@ -1,5 +1,5 @@
-// Calibration windows (algorithms.md §10.2): the whole calibration text tokenized once (one BOS),
-// then `nsamples` windows of `seqlen` tokens at offsets drawn by calq's own seeded RNG in
+// Calibration windows (docs/algorithms.md §10.2): the whole calibration text tokenized once (one
+// BOS), then `nsamples` windows of `seqlen` tokens at offsets drawn by calq's own seeded RNG in
 // [0, tokens − seqlen − 1] (as GPTQ's randint), or replayed from an offsets file. The hash of the
 // windows goes into report.json so two runs can prove they saw the same data.
 #pragma once

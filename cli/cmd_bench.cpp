@@ -1,4 +1,4 @@
-// `calq bench gptq`: the GPTQ kernel alone on a random layer (design.md CLI contract). W and the
+// `calq bench gptq`: the GPTQ kernel alone on a random layer (docs/architecture.md §7). W and the
 // inputs X [tokens, cols] are seeded random, H = 2XᵀX/tokens is built untimed, then
 // gptq_quantize is timed over --repeat runs and the median reported; --json writes the figures
 // bench/run.sh turns into BENCHMARKS.md.

@@ -1,4 +1,4 @@
-// Tests for core/eval: the text joins of algorithms.md §10.1 and the perplexity protocol, on
+// Tests for core/eval: the text joins of docs/algorithms.md §10.1 and the perplexity protocol, on
 // hand-computed streams and on the real sotu-llama-6L model against transformers' figure.
 #include <ATen/ATen.h>
 

@@ -1,5 +1,5 @@
 // Tests for core/io: dtype table, MappedFile, atomic writes, and the safetensors reader/writer,
-// including every malformed-file rule of formats.md §1.2, each built here as raw bytes.
+// including every malformed-file rule of docs/formats.md §1.2, each built here as raw bytes.
 #include "core/io/safetensors.h"
 
 #include <algorithm>
