@@ -18,17 +18,12 @@
 
 #include "algorithms/gptq_steps.h"
 #include "core/error.h"
+#include "core/shape_text.h"
 
 namespace calq::algorithms {
 namespace gptq_detail {
 namespace {
 
-std::string shape_of(const at::Tensor& t) {
-  std::string out = "[";
-  for (int64_t d = 0; d < t.dim(); ++d)
-    out += fmt::format("{}{}", d ? ", " : "", t.size(d));
-  return out + "]";
-}
 
 void check_arguments(const at::Tensor& W,
                      const at::Tensor& H,
@@ -37,13 +32,14 @@ void check_arguments(const at::Tensor& W,
   core::validate(spec);
   CALQ_CHECK(W.defined() && W.dim() == 2 && W.numel() > 0 && at::isFloatingType(W.scalar_type()),
              "gptq: weight {} {}; expected a non-empty 2-d [rows, cols] floating-point tensor",
-             W.defined() ? shape_of(W) : "undefined",
+             W.defined() ? core::shape_text(W.sizes()) : "undefined",
              W.defined() ? c10::toString(W.scalar_type()) : "");
   const int64_t cols = W.size(1);
   CALQ_CHECK(H.defined() && H.dim() == 2 && H.size(0) == cols && H.size(1) == cols &&
                  at::isFloatingType(H.scalar_type()),
              "gptq: Hessian {} for a weight {}; expected a floating-point [{}, {}] tensor",
-             H.defined() ? shape_of(H) : "undefined", shape_of(W), cols, cols);
+             H.defined() ? core::shape_text(H.sizes()) : "undefined",
+             core::shape_text(W.sizes()), cols, cols);
   CALQ_CHECK(W.device() == H.device(), "gptq: weight on {} but Hessian on {}; expected one device",
              W.device().str(), H.device().str());
   CALQ_CHECK(std::isfinite(opts.damp) && opts.damp >= 0,
@@ -136,11 +132,11 @@ GptqSetup prepare(const at::Tensor& W_in,
                         H_in.is_contiguous() && H_in.device() == device;
   at::Tensor H = in_place ? H_in : scratch(Scratch::H, {cols, cols}, device).copy_(H_in);
   CALQ_CHECK(all_finite(Wt), "gptq: weight {} holds NaN or Inf; expected finite values",
-             shape_of(W_in));
+             core::shape_text(W_in.sizes()));
   CALQ_CHECK(all_finite(H),
              "gptq: Hessian {} holds NaN or Inf; expected finite values (check the calibration "
              "statistics)",
-             shape_of(H_in));
+             core::shape_text(H_in.sizes()));
 
   // Step 1: per-channel (or per-tensor) params from the whole W, before dead columns are zeroed
   // (§3.5-b).
@@ -210,6 +206,13 @@ GptqSetup prepare(const at::Tensor& W_in,
       pos_group[k] = g_idx[perm ? perm[k] : k];
   }
   return s;
+}
+
+void check_error_feedback_finite(double loss, double damp, int64_t cols) {
+  CALQ_CHECK(std::isfinite(loss),
+             "gptq: the error feedback diverged (non-finite weights) at damp {:g}; the damped "
+             "Hessian [{} x {}] is too ill-conditioned for float32; expected a larger gptq.damp",
+             damp, cols, cols);
 }
 
 double next_damp(double damp) {

@@ -374,10 +374,7 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   double loss = 0;
   for (double l : tile_loss)
     loss += l;
-  CALQ_CHECK(std::isfinite(loss),
-             "gptq: the error feedback diverged (non-finite weights) at damp {:g}; the damped "
-             "Hessian [{} x {}] is too ill-conditioned for float32; expected a larger gptq.damp",
-             damp, cols, cols);
+  check_error_feedback_finite(loss, damp, cols);
   result.reference_loss = loss / 2;
   assemble(setup, spec, codes, deq, scales, zeros, result);
 

@@ -115,10 +115,7 @@ GptqResult gptq_quantize_generic(const at::Tensor& W_in,
     }
   }
   const double total = loss.item<double>();
-  CALQ_CHECK(std::isfinite(total),
-             "gptq: the error feedback diverged (non-finite weights) at damp {:g}; the damped "
-             "Hessian [{} x {}] is too ill-conditioned for float32; expected a larger gptq.damp",
-             damp, cols, cols);
+  gptq_detail::check_error_feedback_finite(total, damp, cols);
   result.reference_loss = total / 2;
 
   if (setup.perm.defined()) {  // step 8: Q[:, invperm]

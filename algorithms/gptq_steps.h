@@ -40,6 +40,9 @@ GptqSetup prepare(const at::Tensor& W,
                   const GptqOptions& opts,
                   bool consume_hessian);
 
+/// Throws when the error feedback's summed loss is not finite (both kernels' loops end with it).
+void check_error_feedback_finite(double loss, double damp, int64_t cols);
+
 /// §3.4 escalation: damp · 10, or 0.01 when damp is 0.
 double next_damp(double damp);
 

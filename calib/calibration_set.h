@@ -10,6 +10,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/hash.h"
+
 namespace calq::core {
 class Tokenizer;
 }
@@ -48,7 +50,7 @@ void check_calibration_memory(const CalibrationOptions& options);
 CalibrationSet make_calibration_set(const core::Tokenizer& tokenizer,
                                     const CalibrationOptions& options);
 
-/// FNV-1a 64 over raw bytes: stable across platforms and runs; used for reports and cache keys.
-uint64_t fnv1a64(const void* data, size_t bytes, uint64_t seed = 0xcbf29ce484222325ULL);
+/// FNV-1a 64 over raw bytes (core/hash.h): stable across platforms and runs; reports, cache keys.
+using core::fnv1a64;
 
 }  // namespace calq::calib

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_wait_policy.h"
+#include "core/version.h"
 
 namespace {
 
@@ -37,7 +38,7 @@ void print_error(const char* kind, std::string_view message) {
 int run(int argc, char** argv) {
   CLI::App app{"calq: calibration-driven post-training quantization of LLMs"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "calq 0.1.0");
+  app.set_version_flag("--version", std::string("calq ") + calq::core::calq_version());
   int verbosity = 0;
   bool quiet = false;
   int threads = 0;
