@@ -97,9 +97,18 @@ int main(int argc, char** argv) {
     print_error("error", fmt::format("{}: {}; expected a readable, existing path",
                                      e.path1().string(), e.code().message()));
     return 1;
-  } catch (const c10::Error& e) {
-    print_error("error", first_line(e.what_without_backtrace()));
+  } catch (const c10::OutOfMemoryError& e) {
+    // An allocation LibTorch could not make: the machine's limit, not a bug (lower the batch,
+    // the calibration size, or use --stream).
+    print_error("error", first_line(e.what_without_backtrace()) +
+                             "; expected less memory in use (smaller batch or calibration, "
+                             "or calq run --stream)");
     return 1;
+  } catch (const c10::Error& e) {
+    // Every user input is checked by calq before LibTorch sees it (calq::Error above), so a
+    // LibTorch check that fails is calq's bug: reported as one, exit 2.
+    print_error("internal error", first_line(e.what_without_backtrace()));
+    return 2;
   } catch (const std::exception& e) {
     print_error("internal error", first_line(e.what()));
     return 2;
