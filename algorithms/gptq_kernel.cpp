@@ -80,17 +80,14 @@ at::Tensor empty_buffer(at::IntArrayRef sizes, at::ScalarType dtype, at::Device 
       data, sizes, [](void* p) { std::free(p); }, options);
 }
 
-namespace {
-thread_local std::array<at::Tensor, size_t(Scratch::kCount)> scratch_cache;
-}  // namespace
-
-at::Tensor scratch(Scratch slot, at::IntArrayRef sizes, at::Device device) {
+at::Tensor scratch(GptqWorkspace& workspace, Scratch slot, at::IntArrayRef sizes,
+                   at::Device device) {
   if (!device.is_cpu())
     return at::empty(sizes, at::TensorOptions().dtype(at::kFloat).device(device));
   int64_t numel = 1;
   for (int64_t size : sizes)
     numel *= size;
-  at::Tensor& cached = scratch_cache[size_t(slot)];
+  at::Tensor& cached = workspace.buffers[size_t(slot)];
   if (!cached.defined() || cached.numel() < numel)
     cached = empty_buffer({numel}, at::kFloat, device);
   return cached.narrow(0, 0, numel).view(sizes);
@@ -115,7 +112,8 @@ GptqSetup prepare(const at::Tensor& W_in,
                   const at::Tensor& H_in,
                   const core::QuantSpec& spec,
                   const GptqOptions& opts,
-                  bool consume_hessian) {
+                  bool consume_hessian,
+                  GptqWorkspace& workspace) {
   check_arguments(W_in, H_in, spec, opts);
   GptqSetup s;
   const int64_t rows = W_in.size(0);
@@ -127,10 +125,10 @@ GptqSetup prepare(const at::Tensor& W_in,
   s.dynamic_groups = s.group_size != -1 && !opts.static_groups;
 
   // fp32 copies (the reference quantizes `W.clone().float()` against an fp32 H), W transposed.
-  at::Tensor Wt = scratch(Scratch::Wt, {cols, rows}, device).copy_(W_in.t());
+  at::Tensor Wt = scratch(workspace, Scratch::Wt, {cols, rows}, device).copy_(W_in.t());
   const bool in_place = consume_hessian && H_in.scalar_type() == at::kFloat &&
                         H_in.is_contiguous() && H_in.device() == device;
-  at::Tensor H = in_place ? H_in : scratch(Scratch::H, {cols, cols}, device).copy_(H_in);
+  at::Tensor H = in_place ? H_in : scratch(workspace, Scratch::H, {cols, cols}, device).copy_(H_in);
   CALQ_CHECK(all_finite(Wt), "gptq: weight {} holds NaN or Inf; expected finite values",
              core::shape_text(W_in.sizes()));
   CALQ_CHECK(all_finite(H),
@@ -178,10 +176,10 @@ GptqSetup prepare(const at::Tensor& W_in,
       invperm[static_cast<size_t>(perm[k])] = int64_t(k);
     s.perm = at::tensor(perm, at::kLong);
     const at::Tensor p = s.perm.to(device);
-    at::Tensor permuted = scratch(Scratch::WtPermuted, {cols, rows}, device);
+    at::Tensor permuted = scratch(workspace, Scratch::WtPermuted, {cols, rows}, device);
     at::index_select_out(permuted, Wt, 0, p);
     Wt = permuted;
-    at::Tensor half = scratch(Scratch::HPermuted, {cols, cols}, device);
+    at::Tensor half = scratch(workspace, Scratch::HPermuted, {cols, cols}, device);
     at::index_select_out(half, H, 0, p);
     at::index_select_out(H, half, 1, p);
   }
@@ -259,8 +257,8 @@ void assemble(const GptqSetup& setup,
 
 }  // namespace gptq_detail
 
-void release_gptq_scratch() {
-  for (at::Tensor& t : gptq_detail::scratch_cache)
+void GptqWorkspace::release() {
+  for (at::Tensor& t : buffers)
     t.reset();
 }
 
@@ -268,9 +266,12 @@ GptqResult gptq_quantize(const at::Tensor& W,
                          at::Tensor H,
                          const core::QuantSpec& spec,
                          const GptqOptions& opts,
-                         bool consume_hessian) {
+                         bool consume_hessian,
+                         GptqWorkspace* workspace) {
+  GptqWorkspace fresh;
   if (W.defined() && W.device().is_cpu())
-    return gptq_detail::gptq_quantize_cpu(W, std::move(H), spec, opts, consume_hessian);
+    return gptq_detail::gptq_quantize_cpu(W, std::move(H), spec, opts, consume_hessian,
+                                          workspace != nullptr ? *workspace : fresh);
   return gptq_quantize_generic(W, H, spec, opts);
 }
 

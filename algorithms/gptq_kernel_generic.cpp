@@ -42,7 +42,9 @@ GptqResult gptq_quantize_generic(const at::Tensor& W_in,
                                  const GptqOptions& opts) {
   const auto start = std::chrono::steady_clock::now();
   // Never in place: the proxy loss below reads H_in as given.
-  const gptq_detail::GptqSetup setup = gptq_detail::prepare(W_in, H_in, spec, opts, false);
+  GptqWorkspace workspace;  // this path reuses nothing between calls
+  const gptq_detail::GptqSetup setup =
+      gptq_detail::prepare(W_in, H_in, spec, opts, false, workspace);
   const int64_t rows = setup.Wt.size(1);
   const int64_t cols = setup.Wt.size(0);
   const int64_t g = setup.group_size;
