@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <fmt/ranges.h>
 
 #include "core/did_you_mean.h"
 #include "core/io/json_text.h"

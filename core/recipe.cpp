@@ -9,6 +9,7 @@
 
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
+#include <fmt/ranges.h>
 
 #include "core/io/small_file.h"
 #include "core/options_tree.h"

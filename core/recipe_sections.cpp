@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <utility>
+#include <fmt/ranges.h>
 
 #include "core/hash.h"
 #include "core/options_tree.h"
