@@ -43,7 +43,11 @@ std::string format_text(const std::optional<PackedLayout>& l, const ModelConfig&
     return l->format == SaveFormat::Gptq && l->gptq_v2 ? "gptq (gptq_v2)" : save_format_name(l->format);
   }
   if (has_qc) return "unreadable quantization_config";
-  return fmt::format("float ({})", c10::toString(c.storage_dtype));
+  const char* dtype = c.storage_dtype == c10::ScalarType::Half       ? "float16"
+                      : c.storage_dtype == c10::ScalarType::BFloat16 ? "bfloat16"
+                      : c.storage_dtype == c10::ScalarType::Float    ? "float32"
+                                                                     : c10::toString(c.storage_dtype);
+  return fmt::format("float ({})", dtype);
 }
 
 /// The failures in order, each once (two checks may see the same broken tensor alike).

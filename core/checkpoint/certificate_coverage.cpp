@@ -179,6 +179,20 @@ std::vector<int64_t> packed_shape(const PackedLayout& l, const WeightSource& s, 
 
 std::string shape_text(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
+/// torch's names ("float32"), as transformers and vLLM print dtypes, not c10's ("Float").
+std::string dtype_text(c10::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kInt: return "int32";
+    case at::kChar: return "int8";
+    case at::kLong: return "int64";
+    default: return c10::toString(t);
+  }
+}
+
 }  // namespace
 
 Coverage check_coverage(const ModelConfig& config, const WeightSource& source,
@@ -312,13 +326,13 @@ void check_scales(const PackedLayout& layout, const WeightSource& source, const 
       if (!ct && t != at::kHalf) {
         cert.failures.push_back(fmt::format(
             "{}: tensor \"{}\" has dtype {}; expected float16 ({} kernels and GPTQModel read half "
-            "scales)", source.path(), name, c10::toString(t), save_format_name(layout.format)));
+            "scales)", source.path(), name, dtype_text(t), save_format_name(layout.format)));
         continue;
       }
       if (ct && t != at::kHalf && t != at::kBFloat16 && t != at::kFloat) {
         cert.failures.push_back(fmt::format(
             "{}: tensor \"{}\" has dtype {}; expected float16, bfloat16 or float32 scales",
-            source.path(), name, c10::toString(t)));
+            source.path(), name, dtype_text(t)));
         continue;
       }
       const at::Tensor s = source.load(name).to(at::kFloat);

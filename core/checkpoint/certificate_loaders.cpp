@@ -3,7 +3,9 @@
 // this machine, which has no GPU to run them: a verdict says which kernel vLLM would pick on
 // which GPU, not that it ran. What each kernel requires (vLLM 0.34.0):
 //   AutoGPTQConfig (layers/quantization/auto_gptq.py): TYPE_MAP holds (4, sym) and (8, sym)
-//     only; anything else raises "Unsupported quantization config".
+//     only; anything else raises "Unsupported quantization config". desc_act with groups raises
+//     "GPTQ group activation ordering (desc_act=True) is no longer supported"
+//     (utils/gptq_utils.py normalize_and_validate_gptq_desc_act; per channel it is a no-op).
 //   AutoAWQConfig (layers/quantization/auto_awq.py): 4-bit only; Marlin when
 //     check_marlin_supported(uint4, group_size, zero_point) holds, else the Triton AWQ GEMM.
 //   CompressedTensorsWNA16 (compressed_tensors/compressed_tensors.py _is_wNa16_group_channel,
@@ -12,7 +14,10 @@
 //     8-bit symmetric weights per channel or tensor, 8-bit dynamic per-token activations.
 //     CompressedTensorsW4A8Int (_is_dynamic_token_w4a8_int): 4-bit symmetric weights per
 //     channel or group, 8-bit dynamic per-token activations. Otherwise "No compressed-tensors
-//     compatible scheme was found" (the error of llm-compressor #1427).
+//     compatible scheme was found" (the error of llm-compressor #1427). Before any scheme,
+//     _quantization_scheme_map_from_config refuses weights actorder "group"/"dynamic" and, for
+//     an activation-quantization format (int-, naive-, float-quantized) without
+//     input_activations, asserts float weights (W8A16-FP8): naive-quantized int codes fail there.
 //   The weight-only kernels (kernels/linear/__init__.py _POSSIBLE_KERNELS, in CUDA priority
 //     order, then kernels/linear/mixed_precision/*.py can_implement):
 //     Machete (machete.py, utils/machete_utils.py): compute capability 9.0 (Hopper); types
@@ -163,6 +168,12 @@ std::vector<LoaderVerdict> loader_verdicts(const std::optional<PackedLayout>& la
                        "vllm/model_executor/layers/quantization/auto_gptq.py"});
         return out;
       }
+      if (l.act_order && l.group_size > 0) {
+        out.push_back({"vllm", std::string(kVllm) + "AutoGPTQConfig", false,
+                       "desc_act: true with groups: vLLM no longer supports GPTQ group activation "
+                       "ordering", "vllm/model_executor/layers/quantization/utils/gptq_utils.py"});
+        return out;
+      }
       mixed_precision_kernels(l, s, "AutoGPTQ", out);
       break;
     case SaveFormat::Awq: {
@@ -177,6 +188,22 @@ std::vector<LoaderVerdict> loader_verdicts(const std::optional<PackedLayout>& la
     case SaveFormat::CompressedTensors: {
       const std::string src = "vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors.py";
       const std::string fmt_name = l.ct_format();
+      if (l.act_order) {
+        out.push_back({"vllm", std::string(kVllm) + "CompressedTensorsConfig", false,
+                       "weights actorder \"group\": vLLM no longer supports group/dynamic "
+                       "activation ordering (static/weight ordering only)",
+                       src + " _quantization_scheme_map_from_config"});
+        return out;
+      }
+      if (fmt_name == "naive-quantized") {
+        out.push_back({"vllm", std::string(kVllm) + "CompressedTensorsConfig", false,
+                       fmt::format("format naive-quantized ({}-bit int codes in int8) is an "
+                                   "activation-quantization format to vLLM, which without "
+                                   "input_activations takes float (W8A16-FP8) weights only; WNA16 "
+                                   "needs pack-quantized", l.bits),
+                       src + " _quantization_scheme_map_from_config"});
+        return out;
+      }
       if (!l.activations && fmt_name == "pack-quantized" && !l.per_tensor) {
         out.push_back({"vllm", std::string(kVllm) + "CompressedTensorsWNA16", true,
                        "weight-only; the kernel is chosen below", src + " _is_wNa16_group_channel"});
@@ -192,10 +219,7 @@ std::vector<LoaderVerdict> loader_verdicts(const std::optional<PackedLayout>& la
                        true, "", src + " _is_dynamic_token_w4a8_int"});
       } else {
         std::string why;
-        if (fmt_name == "naive-quantized")
-          why = fmt::format("format naive-quantized ({}-bit codes in int8): WNA16 needs "
-                            "pack-quantized and no activation scheme takes weight-only codes", l.bits);
-        else if (l.activations)
+        if (l.activations)
           why = fmt::format("{}-bit {} weights{} with int{} {} activations match no W8A8/W4A8 scheme",
                             l.bits, l.sym ? "symmetric" : "asymmetric",
                             l.group_size > 0 ? fmt::format(" in groups of {}", l.group_size) : "",

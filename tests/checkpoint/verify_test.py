@@ -11,7 +11,9 @@ Exports (small calibration: 4 windows of 128 tokens, no evaluation), each must p
   fake                                          fake-quantized float16
   mixtral_gptq                                  GPTQ of every routed expert (mixtral_8x fixture)
 and the float input model itself. Each run's report.json "certificate" must equal the
-calq_certificate.json inside its export, and pass.
+calq_certificate.json inside its export, and pass. With CALQ_VLLM_PYTHON set to a Python that
+imports vLLM, vLLM's own config classes (vllm_config_check.py) must accept exactly the exports
+whose certificate says vLLM loads them.
 
 Corrupted copies, each must exit 1 with one stderr line "calq: error: ..." naming the tensor or
 config field given below (the JSON of --json lists every failure, the first equal to the line).
@@ -269,6 +271,8 @@ def main():
     if not os.path.exists(os.path.join(data, "sotu-llama-6L", "config.json")):
         print("checkpoint.verify: no shared data" + ("" if ci else " (skipped)"))
         return 1 if ci else 0
+    # Optional: a Python that imports vLLM (docs/formats.md: a throwaway venv with vllm --no-deps).
+    vllm_python = os.environ.get("CALQ_VLLM_PYTHON", "")
     work = tempfile.mkdtemp(prefix="calq-verify-")
     failures, results = [], {"exports": {}, "corruptions": {}}
 
@@ -317,7 +321,24 @@ def main():
             failures.append(f"{tag}: calq verify exit {p.returncode}: {p.stderr.strip()}")
         elif cert["linears"]["quantized"] + cert["linears"]["float"] != cert["linears"]["expected"]:
             failures.append(f"{tag}: linears do not add up: {cert['linears']}")
-        print(f"  {tag:14s} verify exit {p.returncode}  {cert and cert['format']}, {cert and cert['scheme']}")
+        if vllm_python and cert and fmt != "fake":
+            # vLLM's own config classes must accept exactly the checkpoints calq says vLLM loads.
+            v = subprocess.run([vllm_python, os.path.join(src, "tests", "checkpoint",
+                                                          "vllm_config_check.py"), save],
+                               capture_output=True, text=True)
+            got = json.loads(v.stdout.strip().splitlines()[-1]) if v.stdout.strip() else None
+            says = any(x["loads"] for x in cert["loaders"] if x["loader"] == "vllm")
+            results["exports"][tag]["vllm_config_classes"] = got
+            if got is None or got["accepted"] != says:
+                failures.append(f"{tag}: calq says vLLM {'loads' if says else 'refuses'} it; vLLM's "
+                                f"config classes: {got or v.stderr.strip()[-300:]}")
+        vllm_says = cert and [x["via"] for x in cert["loaders"] if x["loader"] == "vllm" and x["loads"]]
+        classes = results["exports"][tag].get("vllm_config_classes")
+        print(f"  {tag:14s} verify exit {p.returncode}  {cert and cert['format']}, {cert and cert['scheme']}"
+              f"; vLLM per certificate: {', '.join(vllm_says) if vllm_says else 'refuses'}"
+              + (f"; vLLM config classes: {'accept' if classes['accepted'] else 'refuse'}"
+                 f" ({classes['scheme'] or classes['class']}{': ' + classes['error'] if classes['error'] else ''})"
+                 if classes else ""))
 
     for name, base, corrupt in CORRUPTIONS:
         src_dir = os.path.join(work, "exports", base)
