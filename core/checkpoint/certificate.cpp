@@ -25,11 +25,12 @@ constexpr size_t kMaxLayoutFailures = 64;
 
 std::string scheme_text(const PackedLayout& l) {
   std::string s = fmt::format("{}-bit, {}, {}", l.bits,
-                              l.per_tensor ? "per tensor"
+                              l.per_tensor       ? "per tensor"
                               : l.group_size > 0 ? fmt::format("group {}", l.group_size)
                                                  : std::string("per channel"),
                               l.sym ? "symmetric" : "asymmetric");
-  if (l.act_order) s += ", act-order";
+  if (l.act_order)
+    s += ", act-order";
   if (l.activations)
     s += fmt::format(", int{} {} dynamic activations", l.activations->bits,
                      act_granularity_name(l.activations->granularity));
@@ -40,13 +41,15 @@ std::string format_text(const std::optional<PackedLayout>& l, const ModelConfig&
   if (l) {
     if (l->format == SaveFormat::CompressedTensors)
       return fmt::format("compressed-tensors ({})", l->ct_format());
-    return l->format == SaveFormat::Gptq && l->gptq_v2 ? "gptq (gptq_v2)" : save_format_name(l->format);
+    return l->format == SaveFormat::Gptq && l->gptq_v2 ? "gptq (gptq_v2)"
+                                                       : save_format_name(l->format);
   }
-  if (has_qc) return "unreadable quantization_config";
+  if (has_qc)
+    return "unreadable quantization_config";
   const char* dtype = c.storage_dtype == c10::ScalarType::Half       ? "float16"
                       : c.storage_dtype == c10::ScalarType::BFloat16 ? "bfloat16"
-                      : c.storage_dtype == c10::ScalarType::Float    ? "float32"
-                                                                     : c10::toString(c.storage_dtype);
+                      : c.storage_dtype == c10::ScalarType::Float ? "float32"
+                                                                  : c10::toString(c.storage_dtype);
   return fmt::format("float ({})", dtype);
 }
 
@@ -55,15 +58,18 @@ void dedupe(std::vector<std::string>& v) {
   std::set<std::string> seen;
   std::vector<std::string> out;
   for (std::string& s : v)
-    if (seen.insert(s).second) out.push_back(std::move(s));
+    if (seen.insert(s).second)
+      out.push_back(std::move(s));
   v = std::move(out);
 }
 
 }  // namespace
 
 Certificate certify_checkpoint(const std::string& dir) {
-  CALQ_CHECK(fs::is_directory(dir), "{}: not a directory; expected an HF model directory "
-             "(config.json and safetensors, as `calq run` exports)", dir);
+  CALQ_CHECK(fs::is_directory(dir),
+             "{}: not a directory; expected an HF model directory "
+             "(config.json and safetensors, as `calq run` exports)",
+             dir);
   Certificate cert;
   cert.path = dir;
   const std::string config_file = (fs::path(dir) / "config.json").string();
@@ -88,7 +94,8 @@ Certificate certify_checkpoint(const std::string& dir) {
     cert.failures.push_back(e.message());
   }
   const Json qc = raw.is_object() && raw.contains("quantization_config")
-                      ? raw.at("quantization_config") : Json(nullptr);
+                      ? raw.at("quantization_config")
+                      : Json(nullptr);
   std::optional<PackedLayout> layout;
   if (!qc.is_null()) {
     cert.checks.push_back("quantization_config schema and version fields");
@@ -97,20 +104,25 @@ Certificate certify_checkpoint(const std::string& dir) {
     try {
       layout = parse_quantization_config(qc, config_file);
     } catch (const Error& e) {
-      if (cert.failures.size() == before) cert.failures.push_back(e.message());
+      if (cert.failures.size() == before)
+        cert.failures.push_back(e.message());
     }
   }
   cert.format = format_text(layout, config, !qc.is_null());
-  if (layout) cert.scheme = scheme_text(*layout);
+  if (layout)
+    cert.scheme = scheme_text(*layout);
   if (source) {
-    cert.checks.push_back("every decoder linear and expert of the layer schema; ignore lists; lm_head");
+    cert.checks.push_back(
+        "every decoder linear and expert of the layer schema; ignore lists; lm_head");
     const Coverage coverage = check_coverage(config, *source, layout, qc, config_file, cert);
     if (layout) {
       cert.checks.push_back("group size divides in_features; scale dtypes; finite scales");
       check_scales(*layout, *source, coverage, config_file, cert);
-      cert.checks.push_back("packed tensors against quantization_config (shapes, dtypes, packing, "
-                            "zero points, g_idx, code ranges)");
-      for (std::string& m : find_layout_mismatches(*layout, *source, config_file, kMaxLayoutFailures))
+      cert.checks.push_back(
+          "packed tensors against quantization_config (shapes, dtypes, packing, "
+          "zero points, g_idx, code ranges)");
+      for (std::string& m :
+           find_layout_mismatches(*layout, *source, config_file, kMaxLayoutFailures))
         cert.failures.push_back(std::move(m));
     }
     dedupe(cert.failures);
@@ -124,18 +136,22 @@ Certificate certify_checkpoint(const std::string& dir) {
 std::string Certificate::json() const {
   Json loaders_json = Json::array();
   for (const LoaderVerdict& v : loaders)
-    loaders_json.push_back({{"loader", v.loader}, {"via", v.via}, {"loads", v.loads},
-                            {"reason", v.reason}, {"source", v.source}});
+    loaders_json.push_back({{"loader", v.loader},
+                            {"via", v.via},
+                            {"loads", v.loads},
+                            {"reason", v.reason},
+                            {"source", v.source}});
   const Json doc = {{"path", path},
                     {"passed", passed()},
                     {"format", format},
                     {"scheme", scheme},
                     {"model_type", model_type},
                     {"layers", layers},
-                    {"linears", {{"expected", linears_expected},
-                                 {"quantized", linears_quantized},
-                                 {"float", linears_float},
-                                 {"experts", experts}}},
+                    {"linears",
+                     {{"expected", linears_expected},
+                      {"quantized", linears_quantized},
+                      {"float", linears_float},
+                      {"experts", experts}}},
                     {"lm_head_quantized", lm_head_quantized},
                     {"tensors_checked", tensors_checked},
                     {"checks", checks},
@@ -146,19 +162,25 @@ std::string Certificate::json() const {
 
 std::string Certificate::text() const {
   std::string out = fmt::format("{}\n", path);
-  out += fmt::format("  verdict     {}\n", passed() ? "PASS" : fmt::format("FAIL ({} problem{})",
-                                                      failures.size(), failures.size() == 1 ? "" : "s"));
+  out += fmt::format("  verdict     {}\n", passed()
+                                               ? "PASS"
+                                               : fmt::format("FAIL ({} problem{})", failures.size(),
+                                                             failures.size() == 1 ? "" : "s"));
   out += fmt::format("  format      {}{}\n", format, scheme.empty() ? "" : ", " + scheme);
-  out += fmt::format("  model       {} ({} layers)\n", model_type.empty() ? "?" : model_type, layers);
-  out += fmt::format("  linears     {} of the layer schema{}: {} quantized, {} float; lm_head {}\n",
-                     linears_expected, experts > 0 ? fmt::format(" ({} routed-expert)", experts) : "",
-                     linears_quantized, linears_float, lm_head_quantized ? "quantized" : "float");
-  for (const std::string& c : checks) out += fmt::format("  checked     {}\n", c);
+  out +=
+      fmt::format("  model       {} ({} layers)\n", model_type.empty() ? "?" : model_type, layers);
+  out +=
+      fmt::format("  linears     {} of the layer schema{}: {} quantized, {} float; lm_head {}\n",
+                  linears_expected, experts > 0 ? fmt::format(" ({} routed-expert)", experts) : "",
+                  linears_quantized, linears_float, lm_head_quantized ? "quantized" : "float");
+  for (const std::string& c : checks)
+    out += fmt::format("  checked     {}\n", c);
   for (const LoaderVerdict& v : loaders) {
     out += fmt::format("  {:<11} {} {}{}\n", v.loader, v.loads ? "loads" : "no   ", v.via,
                        v.reason.empty() ? "" : " — " + v.reason);
   }
-  for (const std::string& f : failures) out += fmt::format("  failure     {}\n", f);
+  for (const std::string& f : failures)
+    out += fmt::format("  failure     {}\n", f);
   return out;
 }
 

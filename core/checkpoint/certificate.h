@@ -31,12 +31,13 @@ struct Certificate {
   int64_t layers = 0;
   int64_t linears_expected = 0;  ///< decoder linears of the family schema, experts included
   int64_t linears_quantized = 0;
-  int64_t linears_float = 0;     ///< kept float and declared so (routers, ignore lists)
-  int64_t experts = 0;           ///< routed expert linears among linears_expected
+  int64_t linears_float = 0;  ///< kept float and declared so (routers, ignore lists)
+  int64_t experts = 0;        ///< routed expert linears among linears_expected
   bool lm_head_quantized = false;
-  int64_t tensors_checked = 0;   ///< tensors whose values were read (scales, g_idx, zeros, codes)
-  std::vector<std::string> checks;    ///< the checks that ran, in order
-  std::vector<std::string> failures;  ///< one line each: "<file>: <field or tensor>: ...; expected ..."
+  int64_t tensors_checked = 0;  ///< tensors whose values were read (scales, g_idx, zeros, codes)
+  std::vector<std::string> checks;  ///< the checks that ran, in order
+  /// One line each: "<file>: <field or tensor>: <what is wrong>; expected <what>".
+  std::vector<std::string> failures;
   std::vector<LoaderVerdict> loaders;
 
   bool passed() const { return failures.empty(); }

@@ -27,7 +27,9 @@ class Fields {
   Fields(const Json& j, std::string file, std::string where, std::vector<std::string>& out)
       : j_(j), file_(std::move(file)), where_(std::move(where)), out_(out) {}
 
-  bool has(const char* key) const { return j_.is_object() && j_.contains(key) && !j_.at(key).is_null(); }
+  bool has(const char* key) const {
+    return j_.is_object() && j_.contains(key) && !j_.at(key).is_null();
+  }
   const Json& at(const char* key) const { return j_.at(key); }
   std::string key(const char* k) const { return where_ + "." + k; }
 
@@ -36,10 +38,13 @@ class Fields {
   }
 
   /// A required integer among `allowed` (empty: any); false when absent or wrong.
-  bool int_in(const char* k, const std::vector<int64_t>& allowed, const std::string& expected,
+  bool int_in(const char* k,
+              const std::vector<int64_t>& allowed,
+              const std::string& expected,
               bool required = true) const {
     if (!has(k)) {
-      if (required) problem(k, "missing", expected);
+      if (required)
+        problem(k, "missing", expected);
       return false;
     }
     if (!at(k).is_number_integer()) {
@@ -55,25 +60,32 @@ class Fields {
   }
 
   void group_size(const char* k, bool required = true) const {
-    if (!int_in(k, {}, "-1 (per channel) or a positive group size", required)) return;
+    if (!int_in(k, {}, "-1 (per channel) or a positive group size", required))
+      return;
     const int64_t g = at(k).get<int64_t>();
-    if (g != -1 && g <= 0) problem(k, fmt::format("{}", g), "-1 (per channel) or a positive group size");
+    if (g != -1 && g <= 0)
+      problem(k, fmt::format("{}", g), "-1 (per channel) or a positive group size");
   }
 
   void boolean(const char* k, bool required = true) const {
     if (!has(k)) {
-      if (required) problem(k, "missing", "true or false");
+      if (required)
+        problem(k, "missing", "true or false");
       return;
     }
-    if (!at(k).is_boolean()) problem(k, fmt::format("{} is not a boolean", quote_json(at(k))), "true or false");
+    if (!at(k).is_boolean())
+      problem(k, fmt::format("{} is not a boolean", quote_json(at(k))), "true or false");
   }
 
   /// A string among `allowed`; returns it ("" when absent or not a string).
-  std::string string_in(const char* k, const std::vector<std::string>& allowed, bool required) const {
+  std::string string_in(const char* k,
+                        const std::vector<std::string>& allowed,
+                        bool required) const {
     const std::string expected =
         allowed.empty() ? "a string" : fmt::format("one of {}", fmt::join(allowed, ", "));
     if (!has(k)) {
-      if (required) problem(k, "missing", expected);
+      if (required)
+        problem(k, "missing", expected);
       return "";
     }
     if (!at(k).is_string()) {
@@ -87,10 +99,15 @@ class Fields {
   }
 
   void string_list(const char* k) const {
-    if (!has(k)) return;
+    if (!has(k))
+      return;
     bool ok = at(k).is_array();
-    if (ok) for (const Json& e : at(k)) ok = ok && e.is_string();
-    if (!ok) problem(k, fmt::format("{} is not a list of strings", quote_json(at(k))), "a list of module names");
+    if (ok)
+      for (const Json& e : at(k))
+        ok = ok && e.is_string();
+    if (!ok)
+      problem(k, fmt::format("{} is not a list of strings", quote_json(at(k))),
+              "a list of module names");
   }
 
  private:
@@ -122,8 +139,8 @@ void check_awq(const Fields& f) {
 // compressed-tensors' CompressionFormat values (compressed_tensors/config/base.py) and
 // QuantizationStatus (quantization/quant_config.py).
 const std::vector<std::string> kCtFormats = {
-    "dense",          "sparse-bitmask",  "sparse-24-bitmask", "int-quantized",
-    "float-quantized", "naive-quantized", "pack-quantized",   "marlin-24",
+    "dense",           "sparse-bitmask",       "sparse-24-bitmask",   "int-quantized",
+    "float-quantized", "naive-quantized",      "pack-quantized",      "marlin-24",
     "mixed-precision", "nvfp4-pack-quantized", "mxfp4-pack-quantized"};
 const std::vector<std::string> kCtStatus = {"initialized", "calibration", "frozen", "compressed"};
 
@@ -132,8 +149,9 @@ void check_ct_args(const Fields& a, bool weights) {
   a.string_in("type", {"int", "float"}, false);
   a.boolean("symmetric", false);
   const std::string strategy =
-      a.string_in("strategy", weights ? std::vector<std::string>{"tensor", "channel", "group"}
-                                      : std::vector<std::string>{"token", "tensor"},
+      a.string_in("strategy",
+                  weights ? std::vector<std::string>{"tensor", "channel", "group"}
+                          : std::vector<std::string>{"token", "tensor"},
                   true);
   if (weights && strategy == "group") {
     a.int_in("group_size", {}, "a positive group size with strategy \"group\"");
@@ -153,7 +171,9 @@ void check_ct_args(const Fields& a, bool weights) {
   }
 }
 
-void check_compressed_tensors(const Json& qc, const Fields& f, const std::string& file,
+void check_compressed_tensors(const Json& qc,
+                              const Fields& f,
+                              const std::string& file,
                               std::vector<std::string>& out) {
   const std::string format = f.string_in("format", kCtFormats, true);
   f.string_in("quantization_status", kCtStatus, true);
@@ -163,7 +183,8 @@ void check_compressed_tensors(const Json& qc, const Fields& f, const std::string
   const std::string version = f.string_in("version", {}, true);
   static const std::regex kSemver(R"(^\d+\.\d+\.\d+([.+-].*)?$)");
   if (!version.empty() && !std::regex_match(version, kSemver))
-    f.problem("version", fmt::format("\"{}\"", version), "a compressed-tensors version such as 0.12.0");
+    f.problem("version", fmt::format("\"{}\"", version),
+              "a compressed-tensors version such as 0.12.0");
   f.string_list("ignore");
   if (!f.has("config_groups") || !qc.at("config_groups").is_object() ||
       qc.at("config_groups").empty()) {
@@ -174,18 +195,23 @@ void check_compressed_tensors(const Json& qc, const Fields& f, const std::string
   for (const auto& [name, g] : qc.at("config_groups").items()) {
     const Fields gf(g, file, f.key("config_groups") + "." + name, out);
     if (!g.is_object()) {
-      out.push_back(fmt::format("{}: {}.config_groups.{}: not an object; expected a quantization "
-                                "group", file, "quantization_config", name));
+      out.push_back(
+          fmt::format("{}: {}.config_groups.{}: not an object; expected a quantization "
+                      "group",
+                      file, "quantization_config", name));
       continue;
     }
     bool targets_ok = gf.has("targets") && g.at("targets").is_array() && !g.at("targets").empty();
-    if (targets_ok) for (const Json& t : g.at("targets")) targets_ok = targets_ok && t.is_string();
+    if (targets_ok)
+      for (const Json& t : g.at("targets"))
+        targets_ok = targets_ok && t.is_string();
     if (!targets_ok)
       gf.problem("targets", gf.has("targets") ? quote_json(g.at("targets")) : "missing",
                  "a non-empty list of module names or classes (\"Linear\")");
     const std::string gformat = gf.string_in("format", kCtFormats, false);
     if (!gformat.empty() && !format.empty() && gformat != format)
-      gf.problem("format", fmt::format("\"{}\" but quantization_config.format is \"{}\"", gformat, format),
+      gf.problem("format",
+                 fmt::format("\"{}\" but quantization_config.format is \"{}\"", gformat, format),
                  "the same format (calq writes one group)");
     if (!gf.has("weights") || !g.at("weights").is_object()) {
       gf.problem("weights", "missing or not an object", "the weights' quantization arguments");
@@ -193,24 +219,32 @@ void check_compressed_tensors(const Json& qc, const Fields& f, const std::string
       check_ct_args(Fields(g.at("weights"), file, gf.key("weights"), out), true);
     }
     if (gf.has("input_activations"))
-      check_ct_args(Fields(g.at("input_activations"), file, gf.key("input_activations"), out), false);
+      check_ct_args(Fields(g.at("input_activations"), file, gf.key("input_activations"), out),
+                    false);
   }
 }
 
 }  // namespace
 
-void check_config_schema(const Json& qc, const std::string& file, std::vector<std::string>& failures) {
+void check_config_schema(const Json& qc,
+                         const std::string& file,
+                         std::vector<std::string>& failures) {
   const Fields f(qc, file, "quantization_config", failures);
   if (!qc.is_object()) {
-    failures.push_back(fmt::format("{}: quantization_config: {} is not an object; expected the "
-                                   "quantization config of a packed format", file, quote_json(qc)));
+    failures.push_back(
+        fmt::format("{}: quantization_config: {} is not an object; expected the "
+                    "quantization config of a packed format",
+                    file, quote_json(qc)));
     return;
   }
   const std::string method =
       f.string_in("quant_method", {"gptq", "awq", "compressed-tensors"}, true);
-  if (method == "gptq") check_gptq(f);
-  if (method == "awq") check_awq(f);
-  if (method == "compressed-tensors") check_compressed_tensors(qc, f, file, failures);
+  if (method == "gptq")
+    check_gptq(f);
+  if (method == "awq")
+    check_awq(f);
+  if (method == "compressed-tensors")
+    check_compressed_tensors(qc, f, file, failures);
 }
 
 }  // namespace calq::core

@@ -45,12 +45,15 @@ bool re_match(const std::string& pattern, const std::string& name) {
 
 std::vector<std::string> string_list(const Json& qc, const char* key) {
   std::vector<std::string> out;
-  if (!qc.is_object() || !qc.contains(key) || !qc.at(key).is_array()) return out;
+  if (!qc.is_object() || !qc.contains(key) || !qc.at(key).is_array())
+    return out;
   for (const Json& e : qc.at(key)) {
-    if (e.is_string()) out.push_back(e.get<std::string>());
+    if (e.is_string())
+      out.push_back(e.get<std::string>());
     if (e.is_array())  // GPTQ's modules_in_block_to_quantize: a list of sequential steps
       for (const Json& f : e)
-        if (f.is_string()) out.push_back(f.get<std::string>());
+        if (f.is_string())
+          out.push_back(f.get<std::string>());
   }
   return out;
 }
@@ -58,7 +61,8 @@ std::vector<std::string> string_list(const Json& qc, const char* key) {
 /// "block_sparse_moe.experts.3.w1" for "model.layers.7.block_sparse_moe.experts.3.w1".
 std::string name_in_block(const std::string& module) {
   const size_t at = module.find(".layers.");
-  if (at == std::string::npos) return module;
+  if (at == std::string::npos)
+    return module;
   const size_t dot = module.find('.', at + 8);
   return dot == std::string::npos ? module : module.substr(dot + 1);
 }
@@ -67,7 +71,8 @@ std::string name_in_block(const std::string& module) {
 class Declarations {
  public:
   Declarations(const std::optional<PackedLayout>& layout, const Json& qc) : layout_(layout) {
-    if (!layout) return;
+    if (!layout)
+      return;
     switch (layout->format) {
       case SaveFormat::CompressedTensors:
         ignore_ = string_list(qc, "ignore");
@@ -87,7 +92,8 @@ class Declarations {
                         !qc.at("modules_in_block_to_quantize").is_null();
         if (qc.contains("dynamic") && qc.at("dynamic").is_object())
           for (const auto& [rule, value] : qc.at("dynamic").items())
-            if (rule.rfind("-:", 0) == 0) ignore_.push_back(rule);
+            if (rule.rfind("-:", 0) == 0)
+              ignore_.push_back(rule);
         break;
       case SaveFormat::Fake:
         break;
@@ -96,17 +102,21 @@ class Declarations {
 
   /// The entry declaring `module` float ("" when none); `targeted` reports a CT target match.
   std::string float_entry(const std::string& module) const {
-    if (!layout_) return "";
+    if (!layout_)
+      return "";
     for (const std::string& e : ignore_) {
       switch (layout_->format) {
         case SaveFormat::CompressedTensors:
-          if (e == module || (e.rfind("re:", 0) == 0 && re_match(e.substr(3), module))) return e;
+          if (e == module || (e.rfind("re:", 0) == 0 && re_match(e.substr(3), module)))
+            return e;
           break;
         case SaveFormat::Awq:
-          if (module.find(e) != std::string::npos) return e;
+          if (module.find(e) != std::string::npos)
+            return e;
           break;
         case SaveFormat::Gptq:
-          if (re_match(e.substr(2), module)) return e;
+          if (re_match(e.substr(2), module))
+            return e;
           break;
         case SaveFormat::Fake:
           break;
@@ -121,12 +131,17 @@ class Declarations {
   }
 
   const char* key() const {
-    if (!layout_) return "";
+    if (!layout_)
+      return "";
     switch (layout_->format) {
-      case SaveFormat::CompressedTensors: return "quantization_config.ignore";
-      case SaveFormat::Awq: return "quantization_config.modules_to_not_convert";
-      case SaveFormat::Gptq: return "quantization_config.modules_in_block_to_quantize / dynamic";
-      case SaveFormat::Fake: break;
+      case SaveFormat::CompressedTensors:
+        return "quantization_config.ignore";
+      case SaveFormat::Awq:
+        return "quantization_config.modules_to_not_convert";
+      case SaveFormat::Gptq:
+        return "quantization_config.modules_in_block_to_quantize / dynamic";
+      case SaveFormat::Fake:
+        break;
     }
     return "";
   }
@@ -134,8 +149,10 @@ class Declarations {
  private:
   bool targeted(const std::string& module) const {
     for (const std::string& t : targets_) {
-      if (t == "Linear" || t == module) return true;
-      if (t.rfind("re:", 0) == 0 && re_match(t.substr(3), module)) return true;
+      if (t == "Linear" || t == module)
+        return true;
+      if (t.rfind("re:", 0) == 0 && re_match(t.substr(3), module))
+        return true;
     }
     return false;
   }
@@ -150,11 +167,14 @@ const char* marker_of(const PackedLayout& l) {
 }
 
 /// [out, in] of a packed linear as its tensors give it; empty when they do not say.
-std::vector<int64_t> packed_shape(const PackedLayout& l, const WeightSource& s, const std::string& p) {
+std::vector<int64_t> packed_shape(const PackedLayout& l,
+                                  const WeightSource& s,
+                                  const std::string& p) {
   switch (l.format) {
     case SaveFormat::Gptq: {
       const auto qw = s.shape(p + ".qweight");
-      if (qw.size() != 2) return {};
+      if (qw.size() != 2)
+        return {};
       if (s.contains(p + ".g_idx") && s.shape(p + ".g_idx").size() == 1)
         return {qw[1], s.shape(p + ".g_idx")[0]};
       return {qw[1], qw[0] * 32 / l.bits};
@@ -166,10 +186,12 @@ std::vector<int64_t> packed_shape(const PackedLayout& l, const WeightSource& s, 
     case SaveFormat::CompressedTensors:
       if (s.contains(p + ".weight_shape")) {
         const at::Tensor ws = s.load(p + ".weight_shape").to(at::kLong);
-        if (ws.numel() == 2) return {ws[0].item<int64_t>(), ws[1].item<int64_t>()};
+        if (ws.numel() == 2)
+          return {ws[0].item<int64_t>(), ws[1].item<int64_t>()};
         return {};
       }
-      if (s.contains(p + ".weight")) return s.shape(p + ".weight");
+      if (s.contains(p + ".weight"))
+        return s.shape(p + ".weight");
       return {};
     case SaveFormat::Fake:
       break;
@@ -177,34 +199,48 @@ std::vector<int64_t> packed_shape(const PackedLayout& l, const WeightSource& s, 
   return {};
 }
 
-std::string shape_text(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+std::string shape_text(const std::vector<int64_t>& s) {
+  return fmt::format("[{}]", fmt::join(s, ", "));
+}
 
 /// torch's names ("float32"), as transformers and vLLM print dtypes, not c10's ("Float").
 std::string dtype_text(c10::ScalarType t) {
   switch (t) {
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kInt: return "int32";
-    case at::kChar: return "int8";
-    case at::kLong: return "int64";
-    default: return c10::toString(t);
+    case at::kHalf:
+      return "float16";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kFloat:
+      return "float32";
+    case at::kDouble:
+      return "float64";
+    case at::kInt:
+      return "int32";
+    case at::kChar:
+      return "int8";
+    case at::kLong:
+      return "int64";
+    default:
+      return c10::toString(t);
   }
 }
 
 }  // namespace
 
-Coverage check_coverage(const ModelConfig& config, const WeightSource& source,
-                        const std::optional<PackedLayout>& layout, const Json& qc,
-                        const std::string& file, Certificate& cert) {
+Coverage check_coverage(const ModelConfig& config,
+                        const WeightSource& source,
+                        const std::optional<PackedLayout>& layout,
+                        const Json& qc,
+                        const std::string& file,
+                        Certificate& cert) {
   Coverage cov;
   cov.hidden = config.hidden_size;
   const FamilyRow* row = find_family(config.model_type);
   if (row == nullptr) {
-    cert.failures.push_back(fmt::format("{}: model_type \"{}\" has no layer schema in calq's "
-                                        "family table; expected one of {}", file,
-                                        config.model_type, family_type_list()));
+    cert.failures.push_back(
+        fmt::format("{}: model_type \"{}\" has no layer schema in calq's "
+                    "family table; expected one of {}",
+                    file, config.model_type, family_type_list()));
     return cov;
   }
   const Declarations declared(layout, qc);
@@ -213,11 +249,15 @@ Coverage check_coverage(const ModelConfig& config, const WeightSource& source,
   for (int64_t i = 0; i < config.n_layers; ++i) {
     const LayerSchema schema = row->schema(config, source, i);
     for (const LinearSpec& l : schema.linears) {
-      if (l.checkpoint.empty()) continue;  // GPT-2's q, k, v: one fused c_attn, no name of their own
-      StoredLinear s{l.checkpoint, fmt::format("layer {} {}", i, l.name), l.out, l.in,
-                     l.expert >= 0, is_router(l.role), false};
+      if (l.checkpoint.empty())
+        continue;  // GPT-2's q, k, v: one fused c_attn, no name of their own
+      StoredLinear s{l.checkpoint,  fmt::format("layer {} {}", i, l.name),
+                     l.out,         l.in,
+                     l.expert >= 0, is_router(l.role),
+                     false};
       ++cert.linears_expected;
-      if (s.expert) ++cert.experts;
+      if (s.expert)
+        ++cert.experts;
       const std::string w = l.checkpoint + ".weight";
       const bool packed = layout && source.contains(l.checkpoint + marker);
       const bool dense = !packed && source.contains(w) && at::isFloatingType(source.dtype(w));
@@ -229,19 +269,21 @@ Coverage check_coverage(const ModelConfig& config, const WeightSource& source,
           if (!entry.empty() && entry[0] != '(')
             cert.failures.push_back(fmt::format(
                 "{}: {} entry \"{}\" names \"{}\" ({}), which is quantized (tensor \"{}{}\" is "
-                "present); expected only modules stored float in it", file, declared.key(), entry,
-                l.checkpoint, s.where, l.checkpoint, marker));
+                "present); expected only modules stored float in it",
+                file, declared.key(), entry, l.checkpoint, s.where, l.checkpoint, marker));
           else if (!entry.empty())
             cert.failures.push_back(fmt::format(
                 "{}: {}: \"{}\" ({}) is quantized (tensor \"{}{}\") but {}; expected the config to "
-                "declare it quantized", file, declared.key(), l.checkpoint, s.where,
-                l.checkpoint, marker, entry.substr(1, entry.size() - 2)));
+                "declare it quantized",
+                file, declared.key(), l.checkpoint, s.where, l.checkpoint, marker,
+                entry.substr(1, entry.size() - 2)));
           const std::vector<int64_t> got = packed_shape(*layout, source, l.checkpoint);
           if (!got.empty() && got != std::vector<int64_t>{l.out, l.in})
             cert.failures.push_back(fmt::format(
                 "{}: tensor \"{}{}\" packs a {} weight but the {} layer schema (config.json) has "
-                "{} for {}; expected the schema's [out, in]", where_file, l.checkpoint, marker,
-                shape_text(got), config.model_type, shape_text({l.out, l.in}), s.where));
+                "{} for {}; expected the schema's [out, in]",
+                where_file, l.checkpoint, marker, shape_text(got), config.model_type,
+                shape_text({l.out, l.in}), s.where));
         } else if (dense) {
           ++cert.linears_float;
           const std::string entry = declared.float_entry(l.checkpoint);
@@ -249,14 +291,15 @@ Coverage check_coverage(const ModelConfig& config, const WeightSource& source,
             cert.failures.push_back(fmt::format(
                 "{}: tensor \"{}\" ({}) is stored float, but quantization_config declares it "
                 "quantized; expected tensor \"{}{}\" (every decoder linear quantized as "
-                "declared) or the module named in {}", where_file, w, s.where, l.checkpoint,
-                marker, declared.key()));
+                "declared) or the module named in {}",
+                where_file, w, s.where, l.checkpoint, marker, declared.key()));
         } else {
           cert.failures.push_back(fmt::format(
               "{}: tensor \"{}{}\" is missing ({}{}); expected every decoder linear{} of the {} "
-              "layer schema (config.json)", where_file, l.checkpoint,
-              layout ? marker : std::string(".weight"), s.where, s.expert ? ", a routed expert" : "",
-              config.moe.n_experts > 0 ? " and expert" : "", config.model_type));
+              "layer schema (config.json)",
+              where_file, l.checkpoint, layout ? marker : std::string(".weight"), s.where,
+              s.expert ? ", a routed expert" : "", config.moe.n_experts > 0 ? " and expert" : "",
+              config.model_type));
         }
       } catch (const Error& e) {
         cert.failures.push_back(e.message());
@@ -265,7 +308,8 @@ Coverage check_coverage(const ModelConfig& config, const WeightSource& source,
     }
   }
   // lm_head: packed exactly when the config says so, in each format's terms.
-  if (!layout) return cov;
+  if (!layout)
+    return cov;
   const std::string lm = config.weight_prefix + "lm_head";
   cov.lm_head_packed = source.contains(lm + marker);
   cert.lm_head_quantized = cov.lm_head_packed;
@@ -286,18 +330,21 @@ Coverage check_coverage(const ModelConfig& config, const WeightSource& source,
       if (cov.lm_head_packed)
         cert.failures.push_back(fmt::format(
             "{}: tensor \"{}.qweight\" is present; expected lm_head float (transformers' and "
-            "vLLM's AWQ loaders keep lm_head an unquantized linear)", where_file, lm));
+            "vLLM's AWQ loaders keep lm_head an unquantized linear)",
+            where_file, lm));
       break;
     case SaveFormat::CompressedTensors: {
       const std::string entry = declared.float_entry(lm);
       if (cov.lm_head_packed && !entry.empty() && entry[0] != '(')
         cert.failures.push_back(fmt::format(
             "{}: quantization_config.ignore entry \"{}\" names lm_head, which is quantized (tensor "
-            "\"{}.weight_scale\" is present); expected lm_head not in ignore", file, entry, lm));
+            "\"{}.weight_scale\" is present); expected lm_head not in ignore",
+            file, entry, lm));
       if (lm_float && entry.empty())
         cert.failures.push_back(fmt::format(
             "{}: quantization_config.ignore does not name lm_head, which config_groups targets "
-            "but is stored float (tensor \"{}.weight\"); expected \"lm_head\" in ignore", file, lm));
+            "but is stored float (tensor \"{}.weight\"); expected \"lm_head\" in ignore",
+            file, lm));
       break;
     }
     case SaveFormat::Fake:
@@ -306,27 +353,33 @@ Coverage check_coverage(const ModelConfig& config, const WeightSource& source,
   return cov;
 }
 
-void check_scales(const PackedLayout& layout, const WeightSource& source, const Coverage& coverage,
-                  const std::string& file, Certificate& cert) {
+void check_scales(const PackedLayout& layout,
+                  const WeightSource& source,
+                  const Coverage& coverage,
+                  const std::string& file,
+                  Certificate& cert) {
   const bool ct = layout.format == SaveFormat::CompressedTensors;
   const std::string suffix = ct ? ".weight_scale" : ".scales";
   for (const StoredLinear& l : coverage.linears) {
-    if (!l.packed) continue;
+    if (!l.packed)
+      continue;
     try {
       // vLLM's GPTQ/AWQ/WNA16 kernels (and AutoGPTQ's packing) need whole groups: Marlin and
       // Exllama refuse in_features % group_size != 0 (kernels/linear/mixed_precision/*.py).
       if (layout.group_size > 0 && l.in % layout.group_size != 0)
         cert.failures.push_back(fmt::format(
             "{}: {}.group_size {} does not divide in_features {} of \"{}\" ({}); expected a group "
-            "size dividing every quantized linear's in_features", file, layout.weights_key,
-            layout.group_size, l.in, l.prefix, l.where));
+            "size dividing every quantized linear's in_features",
+            file, layout.weights_key, layout.group_size, l.in, l.prefix, l.where));
       const std::string name = l.prefix + suffix;
-      if (!source.contains(name)) continue;  // the layout check names the missing tensor
+      if (!source.contains(name))
+        continue;  // the layout check names the missing tensor
       const c10::ScalarType t = source.dtype(name);
       if (!ct && t != at::kHalf) {
         cert.failures.push_back(fmt::format(
             "{}: tensor \"{}\" has dtype {}; expected float16 ({} kernels and GPTQModel read half "
-            "scales)", source.path(), name, dtype_text(t), save_format_name(layout.format)));
+            "scales)",
+            source.path(), name, dtype_text(t), save_format_name(layout.format)));
         continue;
       }
       if (ct && t != at::kHalf && t != at::kBFloat16 && t != at::kFloat) {

@@ -24,7 +24,8 @@ struct ModelConfig;
 /// that the schema of its quant_method refuses: missing required fields, wrong types, values
 /// outside what the format defines, unknown compressed-tensors format or status strings, a
 /// missing or malformed compressed-tensors version.
-void check_config_schema(const nlohmann::json& qc, const std::string& file,
+void check_config_schema(const nlohmann::json& qc,
+                         const std::string& file,
                          std::vector<std::string>& failures);
 
 /// One decoder linear of the family schema as the checkpoint stores it.
@@ -48,17 +49,24 @@ struct Coverage {
 /// table) against the tensors of `source`, and the ignore / modules_to_not_convert /
 /// modules_in_block_to_quantize / lm_head declarations of `qc` (null for float checkpoints)
 /// against what is packed. Fills the certificate's counters and failures.
-Coverage check_coverage(const ModelConfig& config, const WeightSource& source,
-                        const std::optional<PackedLayout>& layout, const nlohmann::json& qc,
-                        const std::string& file, Certificate& cert);
+Coverage check_coverage(const ModelConfig& config,
+                        const WeightSource& source,
+                        const std::optional<PackedLayout>& layout,
+                        const nlohmann::json& qc,
+                        const std::string& file,
+                        Certificate& cert);
 
 /// Per packed linear: group_size dividing in_features, scale dtypes (float16 for GPTQ and AWQ,
 /// a float dtype for compressed-tensors), every scale finite and positive.
-void check_scales(const PackedLayout& layout, const WeightSource& source,
-                  const Coverage& coverage, const std::string& file, Certificate& cert);
+void check_scales(const PackedLayout& layout,
+                  const WeightSource& source,
+                  const Coverage& coverage,
+                  const std::string& file,
+                  Certificate& cert);
 
 /// Which loaders take the checkpoint and through which kernel (vLLM's rules, cited per rule).
 std::vector<LoaderVerdict> loader_verdicts(const std::optional<PackedLayout>& layout,
-                                           const Coverage& coverage, bool passed);
+                                           const Coverage& coverage,
+                                           bool passed);
 
 }  // namespace calq::core

@@ -19,7 +19,12 @@ Corrupted copies, each must exit 1 with one stderr line "calq: error: ..." namin
 config field given below (the JSON of --json lists every failure, the first equal to the line).
 The safetensors files are edited here with the standard library only (header JSON + raw bytes).
 
-Writes <work>/verify_results.json. Usage: verify_test.py CALQ SOURCE_DIR SHARED_DATA FIXTURES_DIR
+With the project venv given (VENV, as scripts/setup.sh makes it), compressed-tensors' own
+QuantizationConfig validation must accept exactly the compressed-tensors exports whose certificate
+says transformers loads them.
+
+Writes <work>/verify_results.json.
+Usage: verify_test.py CALQ SOURCE_DIR SHARED_DATA FIXTURES_DIR [VENV]
 """
 import json
 import os
@@ -229,6 +234,20 @@ CORRUPTIONS = [
      config_edit("quantization_config.version", lambda qc: qc.update(version="gemv"))),
 ]
 
+# compressed-tensors' own validation of a quantization_config (run with the project venv's Python).
+CT_VALIDATE = '''
+import json, os, sys
+qc = json.load(open(os.path.join(sys.argv[1], "config.json")))["quantization_config"]
+out = {"accepted": False, "error": None}
+try:
+    from compressed_tensors.quantization import QuantizationConfig
+    QuantizationConfig.model_validate(qc)
+    out["accepted"] = True
+except Exception as e:
+    out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+print(json.dumps(out))
+'''
+
 # ---------------------------------------------------------------- exports
 
 SOTU_SETS = ["calibration.nsamples=4", "calibration.seqlen=128", "eval.perplexity=[]"]
@@ -267,6 +286,10 @@ def exports(src, data, fixtures):
 
 def main():
     calq, src, data, fixtures = sys.argv[1:5]
+    venv = sys.argv[5] if len(sys.argv) > 5 else ""
+    venv_python = os.path.join(venv, "bin", "python") if venv else ""
+    if venv_python and not os.path.exists(venv_python):
+        venv_python = ""  # no project venv: the compressed-tensors cross-check is skipped
     ci = os.environ.get("CI", "") not in ("", "false", "0")
     if not os.path.exists(os.path.join(data, "sotu-llama-6L", "config.json")):
         print("checkpoint.verify: no shared data" + ("" if ci else " (skipped)"))
@@ -321,6 +344,17 @@ def main():
             failures.append(f"{tag}: calq verify exit {p.returncode}: {p.stderr.strip()}")
         elif cert["linears"]["quantized"] + cert["linears"]["float"] != cert["linears"]["expected"]:
             failures.append(f"{tag}: linears do not add up: {cert['linears']}")
+        if venv_python and cert and fmt == "compressed-tensors":
+            # compressed-tensors' own config validation (the project venv's version) must accept
+            # exactly the exports the certificate says transformers loads.
+            v = subprocess.run([venv_python, "-c", CT_VALIDATE, save], capture_output=True, text=True)
+            lines = v.stdout.strip().splitlines()
+            got = json.loads(lines[-1]) if lines else None
+            says = any(x["loads"] for x in cert["loaders"] if x["loader"] == "transformers")
+            results["exports"][tag]["compressed_tensors_config"] = got
+            if got is None or got["accepted"] != says:
+                failures.append(f"{tag}: calq says transformers {'loads' if says else 'refuses'} it; "
+                                f"compressed-tensors' QuantizationConfig: {got or v.stderr.strip()[-300:]}")
         if vllm_python and cert and fmt != "fake":
             # vLLM's own config classes must accept exactly the checkpoints calq says vLLM loads.
             v = subprocess.run([vllm_python, os.path.join(src, "tests", "checkpoint",
@@ -336,6 +370,9 @@ def main():
         classes = results["exports"][tag].get("vllm_config_classes")
         print(f"  {tag:14s} verify exit {p.returncode}  {cert and cert['format']}, {cert and cert['scheme']}"
               f"; vLLM per certificate: {', '.join(vllm_says) if vllm_says else 'refuses'}"
+              + (f"; compressed-tensors validation: "
+                 f"{'accept' if results['exports'][tag]['compressed_tensors_config']['accepted'] else 'refuse'}"
+                 if results["exports"][tag].get("compressed_tensors_config") else "")
               + (f"; vLLM config classes: {'accept' if classes['accepted'] else 'refuse'}"
                  f" ({classes['scheme'] or classes['class']}{': ' + classes['error'] if classes['error'] else ''})"
                  if classes else ""))
