@@ -112,18 +112,33 @@ Certificate certify_checkpoint(const std::string& dir) {
   if (layout)
     cert.scheme = scheme_text(*layout);
   if (source) {
-    cert.checks.push_back(
-        "every decoder linear and expert of the layer schema; ignore lists; lm_head");
-    const Coverage coverage = check_coverage(config, *source, layout, qc, config_file, cert);
+    // A check that stops on something no check foresaw (a LibTorch error on a malformed tensor)
+    // is one failure naming the check, not an aborted certificate.
+    const auto guarded = [&](const std::string& check, const auto& run) {
+      cert.checks.push_back(check);
+      try {
+        run();
+      } catch (const Error& e) {
+        cert.failures.push_back(e.message());
+      } catch (const std::exception& e) {
+        cert.failures.push_back(fmt::format("{}: {}: stopped: {}; expected a readable checkpoint",
+                                            dir, check, e.what()));
+      }
+    };
+    Coverage coverage;
+    guarded("every decoder linear and expert of the layer schema; ignore lists; lm_head",
+            [&] { coverage = check_coverage(config, *source, layout, qc, config_file, cert); });
     if (layout) {
-      cert.checks.push_back("group size divides in_features; scale dtypes; finite scales");
-      check_scales(*layout, *source, coverage, config_file, cert);
-      cert.checks.push_back(
-          "packed tensors against quantization_config (shapes, dtypes, packing, "
-          "zero points, g_idx, code ranges)");
-      for (std::string& m :
-           find_layout_mismatches(*layout, *source, config_file, kMaxLayoutFailures))
-        cert.failures.push_back(std::move(m));
+      guarded("group size divides in_features; scale dtypes; finite scales",
+              [&] { check_scales(*layout, *source, coverage, config_file, cert); });
+      guarded(
+          "packed tensors against quantization_config (shapes, dtypes, packing, zero points, "
+          "g_idx, code ranges)",
+          [&] {
+            for (std::string& m :
+                 find_layout_mismatches(*layout, *source, config_file, kMaxLayoutFailures))
+              cert.failures.push_back(std::move(m));
+          });
     }
     dedupe(cert.failures);
     cert.loaders = loader_verdicts(layout, coverage, cert.passed());

@@ -322,7 +322,15 @@ fs::path temp_dir_for(const fs::path& final_path) { return temp_sibling(final_pa
 /// appears with the checkpoint in one rename. A failing certificate is a warning, not an error:
 /// the export's own re-read passed, and the certificate holds every failure for the report.
 void certify(const fs::path& tmp, const fs::path& final_path, ExportResult& result) {
-  const Certificate cert = write_certificate(tmp.string(), final_path.string());
+  Certificate cert;
+  try {
+    cert = write_certificate(tmp.string(), final_path.string());
+  } catch (const std::exception& e) {  // never lose an export that re-read bit for bit
+    cert.path = final_path.string();
+    cert.failures.push_back(fmt::format("{}: the certificate could not be computed: {}",
+                                        final_path.string(), e.what()));
+    write_string_atomically((tmp / kCertificateFile).string(), cert.json() + "\n");
+  }
   result.certificate = cert.json();
   if (cert.passed()) {
     log::info("save: certificate passed ({})", (final_path / kCertificateFile).string());
