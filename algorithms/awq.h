@@ -1,7 +1,7 @@
-// AWQ (Lin et al. 2024; algorithms.md §4): for each layer, per-channel scales searched on the float
-// block for every scaling group of the family (awq_scale_search.h), all applied at once, then the
-// clip search on the scaled weights (awq_clip.h); the quantizing pass that follows (implicit rtn,
-// or gptq) quantizes the result. Statistics of the scaled linears are rescaled
+// AWQ (Lin et al. 2024; docs/algorithms.md §4): for each layer, per-channel scales searched on the
+// float block for every scaling group of the family (awq_scale_search.h), all applied at once, then
+// the clip search on the scaled weights (awq_clip.h); the quantizing pass that follows (implicit
+// rtn, or gptq) quantizes the result. Statistics of the scaled linears are rescaled
 // (calib::rescale_inputs) so that pass sees x/s. YAML:
 //   awq: {flavor: llm-awq|autoawq, n_grid: 20, duo_scaling: false|true|both, clip: true,
 //         max_shrink: 0.5, clip_grid: 20, clip_tokens: 512, propagate: float|quantized}

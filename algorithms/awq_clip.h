@@ -1,4 +1,4 @@
-// AWQ's activation-aware clip search (algorithms.md §4.4; llm-awq auto_clip.py, AutoAWQ
+// AWQ's activation-aware clip search (docs/algorithms.md §4.4; llm-awq auto_clip.py, AutoAWQ
 // _search_best_clip): per (output row, input group), the symmetric clamp ±m·max|W| that minimises
 // the squared error of the group's partial dot products over a token subsample, with the group
 // quantizer refitted on the clamped weights. Runs on the AWQ-scaled weights and inputs.

@@ -13,6 +13,7 @@
 #include "core/model/model.h"
 #include "core/model/norm_scaling.h"
 #include "core/quant/quantized_tensor.h"
+#include "core/shape_text.h"
 
 namespace calq::algorithms {
 namespace {
@@ -32,9 +33,6 @@ bool contains(const std::vector<std::string>& names, const std::string& name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
-std::string shape_of(const at::Tensor& t) {
-  return fmt::format("[{}]", fmt::join(t.sizes(), ", "));
-}
 
 /// Windows per inspected forward for inputs x [n, seq, in].
 int64_t inspect_batch(const at::Tensor& x) {
@@ -121,8 +119,9 @@ BlockGroups awq_scale_groups(const core::LayerSchema& schema,
         const bool gqa = prev.size(0) != next.size(1);
         out.skipped.push_back(
             {group.describe(), group.linears,
-             fmt::format("{} {} and {} {} differ ({})", group.prev_op, shape_of(prev),
-                         group.linears.front(), shape_of(next),
+             fmt::format("{} {} and {} {} differ ({})", group.prev_op,
+                         core::shape_text(prev.sizes()),
+                         group.linears.front(), core::shape_text(next.sizes()),
                          gqa ? "grouped-query attention"
                              : "heads x head_dim is not hidden_size; llm-awq scales v -> o only "
                                "between equal shapes")});
@@ -137,7 +136,7 @@ BlockGroups awq_scale_groups(const core::LayerSchema& schema,
              fmt::format("{}'s v rows [{}, {}) are {} and {} {} reads {} (grouped-query "
                          "attention)", group.prev_op, group.prev_rows_begin,
                          group.prev_rows_begin + group.prev_rows, group.prev_rows,
-                         group.linears.front(), shape_of(next), next.size(1))});
+                         group.linears.front(), core::shape_text(next.sizes()), next.size(1))});
         continue;
       }
       const int64_t rows = group.prev_rows > 0 ? group.prev_rows : prev.size(0);

@@ -1,4 +1,4 @@
-// AWQ's per-channel scale search (algorithms.md §4.1–4.3): the scaling groups of each decoder
+// AWQ's per-channel scale search (docs/algorithms.md §4.1–4.3): the scaling groups of each decoder
 // family, the candidate scales s = x̄^r (llm-awq) or x̄^r / w̄^(1−r) (AutoAWQ duo_scaling), the
 // grid search that keeps the ratio whose quantized inspected module best matches the float one,
 // and the folding of the chosen s into the layer (1/s into the prev op, s into the columns).

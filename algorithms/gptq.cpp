@@ -50,8 +50,8 @@ class GptqPass : public Pass {
                                    : it->second.hessian;
       GptqResult r = quantize_linear(weight, std::move(hessian), target, index, consume);
       r.dequantized = at::Tensor();  // install_quantized dequantizes with the stored scale dtype
-      // Same-shape linears of a subset reuse the scratch; the next subset's are other shapes.
-      if (&target == &step.targets.back()) release_gptq_scratch();
+      // Same-shape linears of a subset reuse the workspace; the next subset's are other shapes.
+      if (&target == &step.targets.back()) workspace_.release();
       LinearReport report;
       report.notes["spec"] = core::describe(target.spec);
       report.figures["bits"] = target.spec.bits;
@@ -82,7 +82,7 @@ class GptqPass : public Pass {
   }
 
   bool propagate_quantized() const override { return true; }
-  void finish() override { release_gptq_scratch(); }
+  void finish() override { workspace_.release(); }
 
  private:
   // The kernel's errors (a Hessian not positive definite at max_damp, diverged error feedback)
@@ -90,13 +90,15 @@ class GptqPass : public Pass {
   GptqResult quantize_linear(const at::Tensor& weight, at::Tensor hessian,
                              const LinearTarget& target, int64_t index, bool consume) const {
     try {
-      return gptq_quantize(weight, std::move(hessian), target.spec, options_, consume);
+      return gptq_quantize(weight, std::move(hessian), target.spec, options_, consume,
+                           &workspace_);
     } catch (const Error& e) {
       throw Error(fmt::format("layer {} {}: {}", index, target.name, e.what()));
     }
   }
 
   GptqOptions options_;
+  mutable GptqWorkspace workspace_;  // the kernel's buffers, reused within a step
 };
 
 /// §3.4: how many ×10 escalations (0 → 0.01) stay within max_damp. The tolerance keeps

@@ -1,4 +1,4 @@
-// GPTQ pass (Frantar et al. 2022; algorithms.md §3): per targeted linear, the Hessian of its
+// GPTQ pass (Frantar et al. 2022; docs/algorithms.md §3): per targeted linear, the Hessian of its
 // inputs from the calibration engine and the column-wise error-compensating quantizer in
 // gptq_kernel. Options (YAML passes[i].gptq): act_order, damp, block_size, static_groups,
 // fit (ref | updated: pitfall §3.5-a).

@@ -1,5 +1,5 @@
-// algorithms.md §3.1 steps 1–4 and 8–10 (shared by both implementations), §3.4 damp escalation,
-// and the device dispatch of gptq_quantize.
+// docs/algorithms.md §3.1 steps 1–4 and 8–10 (shared by both implementations), §3.4 damp
+// escalation, and the device dispatch of gptq_quantize.
 #include "algorithms/gptq_kernel.h"
 
 #include <algorithm>
@@ -18,17 +18,12 @@
 
 #include "algorithms/gptq_steps.h"
 #include "core/error.h"
+#include "core/shape_text.h"
 
 namespace calq::algorithms {
 namespace gptq_detail {
 namespace {
 
-std::string shape_of(const at::Tensor& t) {
-  std::string out = "[";
-  for (int64_t d = 0; d < t.dim(); ++d)
-    out += fmt::format("{}{}", d ? ", " : "", t.size(d));
-  return out + "]";
-}
 
 void check_arguments(const at::Tensor& W,
                      const at::Tensor& H,
@@ -37,13 +32,14 @@ void check_arguments(const at::Tensor& W,
   core::validate(spec);
   CALQ_CHECK(W.defined() && W.dim() == 2 && W.numel() > 0 && at::isFloatingType(W.scalar_type()),
              "gptq: weight {} {}; expected a non-empty 2-d [rows, cols] floating-point tensor",
-             W.defined() ? shape_of(W) : "undefined",
+             W.defined() ? core::shape_text(W.sizes()) : "undefined",
              W.defined() ? c10::toString(W.scalar_type()) : "");
   const int64_t cols = W.size(1);
   CALQ_CHECK(H.defined() && H.dim() == 2 && H.size(0) == cols && H.size(1) == cols &&
                  at::isFloatingType(H.scalar_type()),
              "gptq: Hessian {} for a weight {}; expected a floating-point [{}, {}] tensor",
-             H.defined() ? shape_of(H) : "undefined", shape_of(W), cols, cols);
+             H.defined() ? core::shape_text(H.sizes()) : "undefined",
+             core::shape_text(W.sizes()), cols, cols);
   CALQ_CHECK(W.device() == H.device(), "gptq: weight on {} but Hessian on {}; expected one device",
              W.device().str(), H.device().str());
   CALQ_CHECK(std::isfinite(opts.damp) && opts.damp >= 0,
@@ -84,17 +80,14 @@ at::Tensor empty_buffer(at::IntArrayRef sizes, at::ScalarType dtype, at::Device 
       data, sizes, [](void* p) { std::free(p); }, options);
 }
 
-namespace {
-thread_local std::array<at::Tensor, size_t(Scratch::kCount)> scratch_cache;
-}  // namespace
-
-at::Tensor scratch(Scratch slot, at::IntArrayRef sizes, at::Device device) {
+at::Tensor scratch(GptqWorkspace& workspace, Scratch slot, at::IntArrayRef sizes,
+                   at::Device device) {
   if (!device.is_cpu())
     return at::empty(sizes, at::TensorOptions().dtype(at::kFloat).device(device));
   int64_t numel = 1;
   for (int64_t size : sizes)
     numel *= size;
-  at::Tensor& cached = scratch_cache[size_t(slot)];
+  at::Tensor& cached = workspace.buffers[size_t(slot)];
   if (!cached.defined() || cached.numel() < numel)
     cached = empty_buffer({numel}, at::kFloat, device);
   return cached.narrow(0, 0, numel).view(sizes);
@@ -119,7 +112,8 @@ GptqSetup prepare(const at::Tensor& W_in,
                   const at::Tensor& H_in,
                   const core::QuantSpec& spec,
                   const GptqOptions& opts,
-                  bool consume_hessian) {
+                  bool consume_hessian,
+                  GptqWorkspace& workspace) {
   check_arguments(W_in, H_in, spec, opts);
   GptqSetup s;
   const int64_t rows = W_in.size(0);
@@ -131,16 +125,16 @@ GptqSetup prepare(const at::Tensor& W_in,
   s.dynamic_groups = s.group_size != -1 && !opts.static_groups;
 
   // fp32 copies (the reference quantizes `W.clone().float()` against an fp32 H), W transposed.
-  at::Tensor Wt = scratch(Scratch::Wt, {cols, rows}, device).copy_(W_in.t());
+  at::Tensor Wt = scratch(workspace, Scratch::Wt, {cols, rows}, device).copy_(W_in.t());
   const bool in_place = consume_hessian && H_in.scalar_type() == at::kFloat &&
                         H_in.is_contiguous() && H_in.device() == device;
-  at::Tensor H = in_place ? H_in : scratch(Scratch::H, {cols, cols}, device).copy_(H_in);
+  at::Tensor H = in_place ? H_in : scratch(workspace, Scratch::H, {cols, cols}, device).copy_(H_in);
   CALQ_CHECK(all_finite(Wt), "gptq: weight {} holds NaN or Inf; expected finite values",
-             shape_of(W_in));
+             core::shape_text(W_in.sizes()));
   CALQ_CHECK(all_finite(H),
              "gptq: Hessian {} holds NaN or Inf; expected finite values (check the calibration "
              "statistics)",
-             shape_of(H_in));
+             core::shape_text(H_in.sizes()));
 
   // Step 1: per-channel (or per-tensor) params from the whole W, before dead columns are zeroed
   // (§3.5-b).
@@ -182,10 +176,10 @@ GptqSetup prepare(const at::Tensor& W_in,
       invperm[static_cast<size_t>(perm[k])] = int64_t(k);
     s.perm = at::tensor(perm, at::kLong);
     const at::Tensor p = s.perm.to(device);
-    at::Tensor permuted = scratch(Scratch::WtPermuted, {cols, rows}, device);
+    at::Tensor permuted = scratch(workspace, Scratch::WtPermuted, {cols, rows}, device);
     at::index_select_out(permuted, Wt, 0, p);
     Wt = permuted;
-    at::Tensor half = scratch(Scratch::HPermuted, {cols, cols}, device);
+    at::Tensor half = scratch(workspace, Scratch::HPermuted, {cols, cols}, device);
     at::index_select_out(half, H, 0, p);
     at::index_select_out(H, half, 1, p);
   }
@@ -210,6 +204,13 @@ GptqSetup prepare(const at::Tensor& W_in,
       pos_group[k] = g_idx[perm ? perm[k] : k];
   }
   return s;
+}
+
+void check_error_feedback_finite(double loss, double damp, int64_t cols) {
+  CALQ_CHECK(std::isfinite(loss),
+             "gptq: the error feedback diverged (non-finite weights) at damp {:g}; the damped "
+             "Hessian [{} x {}] is too ill-conditioned for float32; expected a larger gptq.damp",
+             damp, cols, cols);
 }
 
 double next_damp(double damp) {
@@ -256,8 +257,8 @@ void assemble(const GptqSetup& setup,
 
 }  // namespace gptq_detail
 
-void release_gptq_scratch() {
-  for (at::Tensor& t : gptq_detail::scratch_cache)
+void GptqWorkspace::release() {
+  for (at::Tensor& t : buffers)
     t.reset();
 }
 
@@ -265,9 +266,12 @@ GptqResult gptq_quantize(const at::Tensor& W,
                          at::Tensor H,
                          const core::QuantSpec& spec,
                          const GptqOptions& opts,
-                         bool consume_hessian) {
+                         bool consume_hessian,
+                         GptqWorkspace* workspace) {
+  GptqWorkspace fresh;
   if (W.defined() && W.device().is_cpu())
-    return gptq_detail::gptq_quantize_cpu(W, std::move(H), spec, opts, consume_hessian);
+    return gptq_detail::gptq_quantize_cpu(W, std::move(H), spec, opts, consume_hessian,
+                                          workspace != nullptr ? *workspace : fresh);
   return gptq_quantize_generic(W, H, spec, opts);
 }
 

@@ -1,4 +1,4 @@
-// The GPTQ kernel of algorithms.md §3.1 on one linear: W [rows, cols] and its Hessian
+// The GPTQ kernel of docs/algorithms.md §3.1 on one linear: W [rows, cols] and its Hessian
 // H = 2XᵀX/N [cols, cols] in, integer codes + scales/zeros + g_idx (core::QuantizedTensor) and
 // the losses out. A pure function: no logging, no global state besides the thread count. The GPTQ
 // pass (layer loop, report.json) and `calq bench gptq` call it.
@@ -8,6 +8,8 @@
 // device-generic one written with at:: ops (the reference's op sequence) used for every other
 // device. They agree on codes up to float-reduction ties (tests/algorithms/gptq_kernel_test.cpp).
 #pragma once
+
+#include <array>
 
 #include <cstdint>
 #include <vector>
@@ -53,27 +55,38 @@ struct GptqResult {
   double proxy_seconds = 0;   ///< the part of `seconds` spent computing proxy_loss
 };
 
-/// GPTQ-quantizes one linear (algorithms.md §3.1 steps 1–10).
+/// The large float32 buffers of gptq_quantize (about cols·rows + 3·cols² floats), owned by the
+/// caller so that same-shape calls reuse them: a fresh 64 MiB buffer costs 5–180 ms of page
+/// faults and zeroing here, a sizable share of a 4096² run. The GPTQ pass keeps one per step of
+/// a layer and releases it after; nothing outlives its owner. One call at a time per workspace.
+struct GptqWorkspace {
+  static constexpr size_t kSlots = 5;
+  std::array<at::Tensor, kSlots> buffers;  ///< by gptq_detail::Scratch slot; empty until used
+  void release();
+};
+
+/// GPTQ-quantizes one linear (docs/algorithms.md §3.1 steps 1–10).
 ///  - W [rows, cols], any float dtype, finite; the layer weight (copied, never modified).
 ///  - H [cols, cols], float32 (float64/16 are converted to float32 as the reference works in
 ///    fp32), finite, on W's device; 2XᵀX/N as calib accumulates it (its scale does not change the
 ///    codes, damping being relative, but it scales both losses).
 ///  - spec: bits/grid/granularity (PerChannel, PerTensor, or PerGroup with group_size g; a g that
 ///    does not divide cols gives a shorter last group, column // g, as the reference).
-/// CPU tensors run the OpenBLAS implementation, other devices gptq_quantize_generic. Uses
-/// at::get_num_threads() threads: OpenBLAS is set to the same count, and once the setup is done
-/// the calling thread's ATen count is 1 until return, so that OpenMP's and OpenBLAS's idle
-/// workers never spin against each other (gptq_kernel_cpu.cpp). Deterministic for a given thread
+/// CPU tensors run the OpenBLAS implementation, other devices gptq_quantize_generic. Runs on
+/// the thread counts the process has (ATen's for the setup, OpenBLAS's for the GEMMs; both set
+/// once by the CLI, cli/thread_count.cpp) and changes neither. Deterministic for a given thread
 /// count (a different count may change BLAS rounding, hence rare codes). Throws calq::Error on bad
 /// shapes or options, non-finite input, or a Hessian that stays non-positive-definite after
 /// opts.max_damp_escalations escalations. With `consume_hessian` (CPU) a float32 contiguous H is
 /// damped and permuted in place rather than in a copy, and freed once factorized if the caller
 /// handed over its last reference (std::move): the caller must not read it afterwards.
+/// `workspace`: buffers to reuse (see GptqWorkspace); null = fresh buffers freed on return.
 GptqResult gptq_quantize(const at::Tensor& W,
                          at::Tensor H,
                          const core::QuantSpec& spec,
                          const GptqOptions& opts = {},
-                         bool consume_hessian = false);
+                         bool consume_hessian = false,
+                         GptqWorkspace* workspace = nullptr);
 
 /// The same algorithm written with at:: ops only (IST-DASLab/gptq's op sequence, including
 /// L = chol(H), H⁻¹ = cholesky_inverse(L), U = chol(H⁻¹, upper)), for any device. Public so that
@@ -83,8 +96,5 @@ GptqResult gptq_quantize_generic(const at::Tensor& W,
                                  const core::QuantSpec& spec,
                                  const GptqOptions& opts = {});
 
-/// gptq_quantize keeps its large float32 scratch buffers (about cols·rows + 3·cols² floats) per
-/// calling thread for the next call; this frees the calling thread's.
-void release_gptq_scratch();
 
 }  // namespace calq::algorithms

@@ -1,4 +1,4 @@
-// The CPU implementation of GPTQ (algorithms.md §3.1 steps 5–8). float32 throughout, on a
+// The CPU implementation of GPTQ (docs/algorithms.md §3.1 steps 5–8). float32 throughout, on a
 // transposed copy Wt [cols, rows] so that a column of W is a contiguous row. The lazy batch update
 // is one OpenBLAS SGEMM per block and the inverse factor comes from LAPACK (gptq_linalg.cpp); the
 // in-block column loop walks tiles of rows (GPTQ never mixes rows: a row's errors feed only that
@@ -201,13 +201,14 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
                              at::Tensor H_in,
                              const core::QuantSpec& spec,
                              const GptqOptions& opts,
-                             bool consume_hessian) {
+                             bool consume_hessian,
+                             GptqWorkspace& workspace) {
   const auto start = std::chrono::steady_clock::now();
   CALQ_CHECK(W_in.device().is_cpu() && H_in.device().is_cpu(),
              "gptq: the CPU implementation got tensors on {}; expected cpu", W_in.device().str());
   // Live columns for the proxy loss, read before prepare may zero-fix or permute H in place.
   const at::Tensor H_diag = H_in.diagonal().to(at::kFloat).contiguous();
-  GptqSetup setup = prepare(W_in, H_in, spec, opts, consume_hessian);  // ATen ops, all threads
+  GptqSetup setup = prepare(W_in, H_in, spec, opts, consume_hessian, workspace);  // ATen ops, all threads
   if (consume_hessian) H_in = at::Tensor();  // setup.H is the only handle left, or a copy
   const int64_t rows = setup.Wt.size(1);
   const int64_t cols = setup.Wt.size(0);
@@ -217,7 +218,7 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   GptqResult result;
 
   // Steps 5–6, escalating damp on failure (§3.4).
-  at::Tensor u = scratch(Scratch::U, {cols, cols}, cpu);
+  at::Tensor u = scratch(workspace, Scratch::U, {cols, cols}, cpu);
   double damp = opts.damp;
   for (int attempt = 0;; ++attempt) {
     const auto lambda = static_cast<float>(damp * setup.mean_diag);
@@ -374,10 +375,7 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   double loss = 0;
   for (double l : tile_loss)
     loss += l;
-  CALQ_CHECK(std::isfinite(loss),
-             "gptq: the error feedback diverged (non-finite weights) at damp {:g}; the damped "
-             "Hessian [{} x {}] is too ill-conditioned for float32; expected a larger gptq.damp",
-             damp, cols, cols);
+  check_error_feedback_finite(loss, damp, cols);
   result.reference_loss = loss / 2;
   assemble(setup, spec, codes, deq, scales, zeros, result);
 

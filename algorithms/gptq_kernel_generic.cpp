@@ -1,4 +1,4 @@
-// The device-generic implementation of GPTQ (algorithms.md §3.1 steps 5–7): IST-DASLab/gptq
+// The device-generic implementation of GPTQ (docs/algorithms.md §3.1 steps 5–7): IST-DASLab/gptq
 // `fasterquant` op for op with at:: ops, so it runs wherever the tensors live (CUDA on the device
 // machine). Per-column dispatch makes it slow on CPU, where gptq_quantize uses gptq_kernel_cpu.cpp.
 #include <algorithm>
@@ -42,7 +42,9 @@ GptqResult gptq_quantize_generic(const at::Tensor& W_in,
                                  const GptqOptions& opts) {
   const auto start = std::chrono::steady_clock::now();
   // Never in place: the proxy loss below reads H_in as given.
-  const gptq_detail::GptqSetup setup = gptq_detail::prepare(W_in, H_in, spec, opts, false);
+  GptqWorkspace workspace;  // this path reuses nothing between calls
+  const gptq_detail::GptqSetup setup =
+      gptq_detail::prepare(W_in, H_in, spec, opts, false, workspace);
   const int64_t rows = setup.Wt.size(1);
   const int64_t cols = setup.Wt.size(0);
   const int64_t g = setup.group_size;
@@ -115,10 +117,7 @@ GptqResult gptq_quantize_generic(const at::Tensor& W_in,
     }
   }
   const double total = loss.item<double>();
-  CALQ_CHECK(std::isfinite(total),
-             "gptq: the error feedback diverged (non-finite weights) at damp {:g}; the damped "
-             "Hessian [{} x {}] is too ill-conditioned for float32; expected a larger gptq.damp",
-             damp, cols, cols);
+  gptq_detail::check_error_feedback_finite(total, damp, cols);
   result.reference_loss = total / 2;
 
   if (setup.perm.defined()) {  // step 8: Q[:, invperm]

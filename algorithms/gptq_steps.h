@@ -1,4 +1,4 @@
-// Internal to the GPTQ kernel (gptq_kernel*.cpp): the steps of algorithms.md §3.1 that both
+// Internal to the GPTQ kernel (gptq_kernel*.cpp): the steps of docs/algorithms.md §3.1 that both
 // implementations share — argument checks and steps 1–4 before the column loop, damp escalation
 // (§3.4), and steps 8–10 after it — so the CPU and the device-generic loops differ only in how they
 // run steps 5–7.
@@ -38,7 +38,11 @@ GptqSetup prepare(const at::Tensor& W,
                   const at::Tensor& H,
                   const core::QuantSpec& spec,
                   const GptqOptions& opts,
-                  bool consume_hessian);
+                  bool consume_hessian,
+                  GptqWorkspace& workspace);
+
+/// Throws when the error feedback's summed loss is not finite (both kernels' loops end with it).
+void check_error_feedback_finite(double loss, double damp, int64_t cols);
 
 /// §3.4 escalation: damp · 10, or 0.01 when damp is 0.
 double next_damp(double damp);
@@ -65,12 +69,13 @@ void assemble(const GptqSetup& setup,
 /// page faults, which in a VM took a quarter of a 4096² GPTQ run.
 at::Tensor empty_buffer(at::IntArrayRef sizes, at::ScalarType dtype, at::Device device);
 
-/// The kernel's large scratch buffers. On the CPU they are cached per thread and reused by the
-/// next call when big enough (a fresh 64 MiB buffer costs 5–180 ms of page faults and zeroing
-/// here, a sizable share of a 4096² run); elsewhere they are plain at::empty. A scratch tensor
-/// is valid until the next request of the same slot on the same thread.
+/// The kernel's large scratch buffers. On the CPU they live in the caller's GptqWorkspace and
+/// are reused by the next call when big enough; elsewhere they are plain at::empty. A scratch
+/// tensor is valid until the next request of the same slot from the same workspace.
 enum class Scratch { Wt, WtPermuted, H, HPermuted, U, kCount };
-at::Tensor scratch(Scratch slot, at::IntArrayRef sizes, at::Device device);  // float32
+static_assert(size_t(Scratch::kCount) == GptqWorkspace::kSlots);
+at::Tensor scratch(GptqWorkspace& workspace, Scratch slot, at::IntArrayRef sizes,
+                   at::Device device);  // float32
 
 /// Whether every element of a float tensor is finite (a parallel scan for CPU float32).
 bool all_finite(const at::Tensor& t);
@@ -80,6 +85,7 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W,
                              at::Tensor H,
                              const core::QuantSpec& spec,
                              const GptqOptions& opts,
-                             bool consume_hessian);
+                             bool consume_hessian,
+                             GptqWorkspace& workspace);
 
 }  // namespace calq::algorithms::gptq_detail

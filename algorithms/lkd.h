@@ -1,5 +1,5 @@
-// ZeroQuant's layer-by-layer knowledge distillation (algorithms.md §7.2): for each decoder layer,
-// the float layer is the teacher and the same layer with STE-fake-quantized weights (and the
+// ZeroQuant's layer-by-layer knowledge distillation (docs/algorithms.md §7.2): for each decoder
+// layer, the float layer is the teacher and the same layer with STE-fake-quantized weights (and the
 // scheme's activation quantization) the student; Adam minimises MSE(teacher(X), student(X)) over
 // the student's latent weights, X the layer's inputs. A float-transforming pass: it leaves the
 // trained latent weights in the layer for the quantizing pass that follows (rtn), which then

@@ -1,5 +1,5 @@
-// LoRC (ZeroQuant-V2, algorithms.md §7.3): after a quantizing pass, the rank-m truncated SVD of
-// each linear's quantization error E = W − Ŵ gives factors b = U_m Σ_m^{1/2} [out, m] and
+// LoRC (ZeroQuant-V2, docs/algorithms.md §7.3): after a quantizing pass, the rank-m truncated SVD
+// of each linear's quantization error E = W − Ŵ gives factors b = U_m Σ_m^{1/2} [out, m] and
 // a = Σ_m^{1/2} V_mᵀ [m, in], rounded to the factor dtype, so the linear computes
 // x Ŵᵀ + (x aᵀ) bᵀ. Ŵ (the QuantizedTensor) is untouched: packed exports still hold it, and the
 // factors go out as a PEFT LoRA adapter beside it (core/checkpoint/lora_adapter.h).

@@ -1,4 +1,4 @@
-// Sensitivity analysis and bit allocation (algorithms.md §8). The sensitivity of a linear at a
+// Sensitivity analysis and bit allocation (docs/algorithms.md §8). The sensitivity of a linear at a
 // candidate (bits, group size) is the Hessian proxy tr(ΔW H ΔWᵀ) of round-to-nearest at that
 // candidate, with H = 2XᵀX/n from the float model on the calibration windows: the increase of
 // the linear's output squared error summed over outputs, per calibration sequence. No forward

@@ -1,4 +1,4 @@
-// The interface every algorithm implements (design.md "Passes"). A pass declares, per linear,
+// The interface every algorithm implements (docs/architecture.md §5). A pass declares, per linear,
 // which calibration statistics it needs; the pipeline gathers them once per subset of a layer and
 // calls the passes in recipe order. A pass either transforms float weights (smoothquant, awq
 // scaling) or quantizes them (rtn, gptq): the last kind writes a QuantizedTensor into the

@@ -375,7 +375,8 @@ std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe) {
     passes.push_back(std::move(pass));
   }
   if (quantizing == 0) {
-    // "passes: none = plain RTN to the scheme" (design.md); transforms alone also end in RTN.
+    // "passes: none = plain RTN to the scheme" (docs/architecture.md §5); transforms alone
+    // also end in RTN.
     passes.push_back(make_pass("rtn", core::Options(), recipe.scheme));
   }
   return passes;

@@ -1,5 +1,5 @@
 // RTN: round-to-nearest of each targeted linear to the scheme's grid, no calibration (the
-// baseline every table starts from; algorithms.md §1). Also the minimal example of a pass.
+// baseline every table starts from; docs/algorithms.md §1). Also the minimal example of a pass.
 #pragma once
 
 #include <memory>

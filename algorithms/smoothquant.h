@@ -1,4 +1,4 @@
-// SmoothQuant (Xiao et al. 2023; algorithms.md §5): per input channel of each norm-fed group
+// SmoothQuant (Xiao et al. 2023; docs/algorithms.md §5): per input channel of each norm-fed group
 // (norm.attn → q,k,v; norm.mlp → gate,up or fc1), s = max|X|^α / max|W|^(1−α) moves activation
 // outliers into the weights: γ ← γ/s (β ← β/s for LayerNorm), W[:, c] ← W[:, c]·s[c]. The float
 // function is unchanged; the quantizing pass after it (RTN, GPTQ) sees the smoothed weights and,

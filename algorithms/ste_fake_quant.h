@@ -1,9 +1,9 @@
-// The straight-through-estimator fake quantizer of algorithms.md §9, shared by LKD (§7.2) and QAT:
-// the forward value is exactly what RTN will install (core::quantize_weight(w, spec).dequantize(),
-// scales rounded to their storage dtype), so a quantizing pass after training reproduces the
-// trained student bit for bit; the backward is the clipped STE (gradient 1 where the unclamped
-// code lies inside the grid's code range, 0 where the quantizer clamps). Scale and zero are fitted
-// from the current latent weight at every call and treated as constants (no LSQ).
+// The straight-through-estimator fake quantizer of docs/algorithms.md §9, shared by LKD (§7.2) and
+// QAT: the forward value is exactly what RTN will install (core::quantize_weight(w,
+// spec).dequantize(), scales rounded to their storage dtype), so a quantizing pass after training
+// reproduces the trained student bit for bit; the backward is the clipped STE (gradient 1 where the
+// unclamped code lies inside the grid's code range, 0 where the quantizer clamps). Scale and zero
+// are fitted from the current latent weight at every call and treated as constants (no LSQ).
 #pragma once
 
 #include <ATen/core/Tensor.h>

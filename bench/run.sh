@@ -38,7 +38,7 @@ done
 
 # A whole sotu-llama-6L GPTQ W4 g128 run at its config's protocol (128 x 512 calibration windows),
 # no evaluation, and the float model's perplexity throughput on sotu_valid (seqlen 512).
-data="${CALQ_SHARED:-$root/../shared}/data/sotu-llama-6L"
+data="$root/data/sotu-llama-6L"
 run_rows=""
 if [[ -d "$data" ]]; then
   for k in $(seq "$repeat"); do
@@ -91,7 +91,7 @@ openblas_version=$(dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/nul
   echo "## GPTQ kernel (\`calq bench gptq\`)"
   echo
   echo "One linear, random W and inputs X [tokens, cols] (seeded), H = 2XᵀX/tokens given (not"
-  echo "timed). Seconds: wall time of \`gptq_quantize\` — steps 1–10 of algorithms.md §3.1 plus the"
+  echo "timed). Seconds: wall time of \`gptq_quantize\` — steps 1–10 of docs/algorithms.md §3.1 plus the"
   echo "proxy loss tr(ΔW H ΔWᵀ)/rows from the loop's own error sums (its share in its own column) — median of ${repeat} runs."
   echo "Issue #8 target for 4096 × 4096, 16384 tokens: ≤ 1.0 s on the 2-core CPU (IST-DASLab"
   echo "reference Python: 3.7 s; compute floor about 0.8 s)."

@@ -6,20 +6,20 @@
 # runs go first, then the sweep (one process), each timed by /usr/bin/time (wall, user, sys);
 # the load average is recorded around both.
 # Writes OUT/sweep_reuse.json (default build/bench) and prints the ratio.
-# Environment: CALQ (binary, default build/calq), OUT, EVAL_WINDOWS, CALQ_SHARED.
+# Environment: CALQ (binary, default build/calq), OUT, EVAL_WINDOWS.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 calq="${CALQ:-$root/build/calq}"
 out="${OUT:-$root/build/bench}"
-shared="${CALQ_SHARED:-$root/../shared}"
+data="$root/data"
 windows="${EVAL_WINDOWS:-40}"
 [[ -x "$calq" ]] || { echo "bench/sweep_reuse.sh: $calq not found; build first" >&2; exit 1; }
-[[ -d "$shared/data/sotu-llama-6L" ]] || { echo "bench/sweep_reuse.sh: no $shared/data/sotu-llama-6L (set CALQ_SHARED)" >&2; exit 1; }
+[[ -d "$data/sotu-llama-6L" ]] || { echo "bench/sweep_reuse.sh: no $data/sotu-llama-6L" >&2; exit 1; }
 work="$out/sweep_reuse"
 rm -rf "$work"
 mkdir -p "$work"
 recipe="$root/configs/sotu_gptq_w4g128.yaml"
-eval_set="eval.perplexity=[{data: $shared/data/sotu-llama-6L/sotu_valid.txt, seqlen: 512, max_windows: $windows}]"
+eval_set="eval.perplexity=[{data: $data/sotu-llama-6L/sotu_valid.txt, seqlen: 512, max_windows: $windows}]"
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
 # Runs a command under /usr/bin/time; prints "wall user sys".
 timed() {

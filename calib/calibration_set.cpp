@@ -42,16 +42,6 @@ std::vector<int64_t> read_offsets(const std::string& path) {
 
 }  // namespace
 
-uint64_t fnv1a64(const void* data, size_t bytes, uint64_t seed) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  uint64_t h = seed;
-  for (size_t i = 0; i < bytes; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
 void check_calibration_memory(const CalibrationOptions& options) {
   if (options.hidden_size <= 0)
     return;

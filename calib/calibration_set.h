@@ -1,5 +1,5 @@
-// Calibration windows (algorithms.md §10.2): the whole calibration text tokenized once (one BOS),
-// then `nsamples` windows of `seqlen` tokens at offsets drawn by calq's own seeded RNG in
+// Calibration windows (docs/algorithms.md §10.2): the whole calibration text tokenized once (one
+// BOS), then `nsamples` windows of `seqlen` tokens at offsets drawn by calq's own seeded RNG in
 // [0, tokens − seqlen − 1] (as GPTQ's randint), or replayed from an offsets file. The hash of the
 // windows goes into report.json so two runs can prove they saw the same data.
 #pragma once
@@ -9,6 +9,8 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+
+#include "core/hash.h"
 
 namespace calq::core {
 class Tokenizer;
@@ -48,7 +50,7 @@ void check_calibration_memory(const CalibrationOptions& options);
 CalibrationSet make_calibration_set(const core::Tokenizer& tokenizer,
                                     const CalibrationOptions& options);
 
-/// FNV-1a 64 over raw bytes: stable across platforms and runs; used for reports and cache keys.
-uint64_t fnv1a64(const void* data, size_t bytes, uint64_t seed = 0xcbf29ce484222325ULL);
+/// FNV-1a 64 over raw bytes (core/hash.h): stable across platforms and runs; reports, cache keys.
+using core::fnv1a64;
 
 }  // namespace calq::calib

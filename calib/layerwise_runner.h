@@ -1,4 +1,4 @@
-// The calibration engine's layer loop (design.md "LayerwiseRunner"; IST-DASLab/gptq
+// The calibration engine's layer loop (docs/architecture.md §2.3; IST-DASLab/gptq
 // llama_sequential). For layer i: the handler names the linears to process in turn (true
 // sequential: q,k,v → o → gate,up → down); for each subset the runner runs the layer over the
 // calibration inputs X_i once, collecting exactly the statistics the handler asked for, then

@@ -1,4 +1,4 @@
-// `calq bench gptq`: the GPTQ kernel alone on a random layer (design.md CLI contract). W and the
+// `calq bench gptq`: the GPTQ kernel alone on a random layer (docs/architecture.md §7). W and the
 // inputs X [tokens, cols] are seeded random, H = 2XᵀX/tokens is built untimed, then
 // gptq_quantize is timed over --repeat runs and the median reported; --json writes the figures
 // bench/run.sh turns into BENCHMARKS.md.
@@ -85,9 +85,12 @@ int run_bench_gptq(const BenchGptqArgs& a) {
 
   std::vector<double> seconds, proxy_seconds;
   algorithms::GptqResult result;
+  // As the GPTQ pass runs same-shape linears: the buffers of one run serve the next.
+  algorithms::GptqWorkspace workspace;
   for (int i = 0; i < a.repeat; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    result = algorithms::gptq_quantize(W, H, spec, opts);  // ends with host reads: synchronized
+    // Ends with host reads: synchronized.
+    result = algorithms::gptq_quantize(W, H, spec, opts, false, &workspace);
     seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     proxy_seconds.push_back(result.proxy_seconds);

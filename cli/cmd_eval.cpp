@@ -1,4 +1,4 @@
-// `calq eval`: perplexity of a model on a text under the GPTQ protocol (algorithms.md §10.1).
+// `calq eval`: perplexity of a model on a text under the GPTQ protocol (docs/algorithms.md §10.1).
 // stdout gets one result line per text; --json writes the figures with their protocol.
 #include <ATen/ATen.h>
 

@@ -1,5 +1,5 @@
 // `calq run RECIPE.yaml`: load the model, build the calibration set, run the recipe's passes,
-// evaluate, and write DIR/report.json (design.md "report.json"). Errors in the recipe stop the
+// evaluate, and write DIR/report.json (docs/architecture.md §8). Errors in the recipe stop the
 // run before any output is written.
 #include <ATen/ATen.h>
 

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_wait_policy.h"
+#include "core/version.h"
 
 namespace {
 
@@ -37,7 +38,7 @@ void print_error(const char* kind, std::string_view message) {
 int run(int argc, char** argv) {
   CLI::App app{"calq: calibration-driven post-training quantization of LLMs"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "calq 0.1.0");
+  app.set_version_flag("--version", std::string("calq ") + calq::core::calq_version());
   int verbosity = 0;
   bool quiet = false;
   int threads = 0;
@@ -97,9 +98,18 @@ int main(int argc, char** argv) {
     print_error("error", fmt::format("{}: {}; expected a readable, existing path",
                                      e.path1().string(), e.code().message()));
     return 1;
-  } catch (const c10::Error& e) {
-    print_error("error", first_line(e.what_without_backtrace()));
+  } catch (const c10::OutOfMemoryError& e) {
+    // An allocation LibTorch could not make: the machine's limit, not a bug (lower the batch,
+    // the calibration size, or use --stream).
+    print_error("error", first_line(e.what_without_backtrace()) +
+                             "; expected less memory in use (smaller batch or calibration, "
+                             "or calq run --stream)");
     return 1;
+  } catch (const c10::Error& e) {
+    // Every user input is checked by calq before LibTorch sees it (calq::Error above), so a
+    // LibTorch check that fails is calq's bug: reported as one, exit 2.
+    print_error("internal error", first_line(e.what_without_backtrace()));
+    return 2;
   } catch (const std::exception& e) {
     print_error("internal error", first_line(e.what()));
     return 2;

@@ -11,6 +11,7 @@
 #include "core/resident_memory.h"
 #include "core/model/model.h"
 #include "core/recipe.h"
+#include "core/version.h"
 
 #ifndef CALQ_GIT_DESCRIBE
 #define CALQ_GIT_DESCRIBE "unknown"
@@ -21,7 +22,7 @@ namespace calq::cli {
 RunReport::RunReport(const core::Recipe& recipe, const core::Model& model)
     : recipe_(recipe), doc_(std::make_unique<nlohmann::json>()) {
   nlohmann::json& d = *doc_;
-  d["calq_version"] = "0.1.0";
+  d["calq_version"] = core::calq_version();
   d["git"] = CALQ_GIT_DESCRIBE;
   d["model"] = {{"path", model.path()},
                 {"family", core::family_name(model.config().family)},

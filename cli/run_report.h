@@ -1,4 +1,4 @@
-// report.json of `calq run` (design.md "report.json"): the resolved recipe, model, calibration
+// report.json of `calq run` (docs/architecture.md §8): the resolved recipe, model, calibration
 // protocol, per-pass per-layer per-linear figures, perplexities with their protocol, timing and
 // peak memory. Numbers that matter live here so tables and plots are generated, never typed.
 #pragma once

@@ -1,5 +1,5 @@
 // The recipe: recipe.yaml (+ --set overrides) validated into plain structs with every default
-// filled (key names and defaults: docs/recipe.md, design.md "Recipe (YAML)"). All user-facing
+// filled (key names and defaults: docs/recipe.md, docs/architecture.md §6). All user-facing
 // checks happen in load_recipe; errors name the file and the key path. Pass options stay as
 // core::Options views: each pass (algorithms/) parses and finish()es its own.
 #pragma once
@@ -29,7 +29,7 @@ enum class ComputeDtype { Float32, Float16, BFloat16 };
 enum class WeightFormat { Int, Fp8E4M3, Fp8E5M2, Fp4E2M1, Nf4 };
 enum class WeightScale { Exact, Pow2 };  ///< pow2: ZeroQuant-FP's power-of-two scales (§7.4)
 enum class ActFormat { Int, Fp8E4M3, Fp8E5M2 };
-enum class QuantGrid { Gptq, Ct, Awq, Absmax };  ///< grid conventions, algorithms.md §1.1
+enum class QuantGrid { Gptq, Ct, Awq, Absmax };  ///< grid conventions, docs/algorithms.md §1.1
 enum class ScaleDtype { Float16, Float32, BFloat16 };
 enum class SaveFormat { Fake, Gptq, Awq, CompressedTensors };
 
@@ -114,7 +114,7 @@ struct MixedCandidate {
 };
 
 /// scheme.mixed_precision: before quantizing, pick per layer and linear one of `candidates` so
-/// that the summed sensitivity (Hessian proxy, algorithms.md §8) is least while the average
+/// that the summed sensitivity (Hessian proxy, docs/algorithms.md §8) is least while the average
 /// stored bits per weight (codes + float16 scales + zeros) stay within `budget_bits`.
 struct MixedPrecisionSection {
   double budget_bits = 3.5;

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "core/hash.h"
 #include "core/options_tree.h"
 
 namespace calq::core {
@@ -420,27 +421,14 @@ std::string Recipe::resolved_json(int indent) const {
   return resolved_tree(*this).dump(indent);
 }
 
-namespace {
-
-uint64_t fnv1a64_of(const std::string& canonical) {
-  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64 offset basis
-  for (unsigned char c : canonical) {
-    h ^= c;
-    h *= 0x100000001b3ULL;  // FNV-1a 64 prime
-  }
-  return h;
-}
-
-}  // namespace
-
 uint64_t Recipe::hash() const {
   // Sorted keys (nlohmann::json, not ordered_json) so the hash ignores the file's key order.
-  return fnv1a64_of(nlohmann::json::parse(resolved_tree(*this).dump()).dump());
+  return fnv1a64(nlohmann::json::parse(resolved_tree(*this).dump()).dump());
 }
 
 uint64_t Recipe::processing_hash() const {
   const nlohmann::json tree = nlohmann::json::parse(resolved_tree(*this).dump());
-  return fnv1a64_of(nlohmann::json{{"scheme", tree.at("scheme")}, {"passes", tree.at("passes")}}.dump());
+  return fnv1a64(nlohmann::json{{"scheme", tree.at("scheme")}, {"passes", tree.at("passes")}}.dump());
 }
 
 std::string Recipe::hash_hex() const {

@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/out/exports}"
 windows="${2:-40}"
 calq="$root/build/calq"
-sotu="$root/../shared/data/sotu-llama-6L"
+sotu="$root/data/sotu-llama-6L"
 valid="$sotu/sotu_valid.txt"
 mkdir -p "$out"
 

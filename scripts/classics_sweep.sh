@@ -12,8 +12,7 @@
 # ppl_vs_bits.png}; a killed sweep resumes on the next call.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-data="${CALQ_SHARED:-$root/../shared}/data"
-[[ -d "$data" ]] || { echo "classics_sweep: shared data not found at $data (set CALQ_SHARED)" >&2; exit 1; }
+data="$root/data"
 model="${MODEL:-sotu}"
 protocol="${PROTOCOL:-reduced}"
 case "$model" in

@@ -7,12 +7,7 @@
 # moves the folder). Run again, it resumes: finished runs are skipped by their recipe hash.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-shared="${CALQ_SHARED:-$root/../shared}"
-data="$shared/data"
-if [[ ! -d "$data" ]]; then
-  echo "demo: shared data not found at $data (set CALQ_SHARED)" >&2
-  exit 1
-fi
+data="$root/data"   # the repository's own data (data/PROVENANCE.md)
 begin=$(date +%s)
 "$root/scripts/setup.sh"
 CALQ_BUILD_TARGETS=calq "$root/scripts/build.sh"

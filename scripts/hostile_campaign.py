@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args():
     p = argparse.ArgumentParser()
     p.add_argument("calq", nargs="?", default=os.path.join(ROOT, "build", "calq"))
-    p.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data"))
+    p.add_argument("--data", default=os.path.join(ROOT, "data"))
     p.add_argument("--out", default=os.path.join(ROOT, "build", "hostile"))
     p.add_argument("--only", default="", help="run only cases whose name contains this")
     return p.parse_args()
@@ -99,7 +99,7 @@ def unchanged(path, content):
 def main():
     a = parse_args()
     if not os.path.isdir(os.path.join(a.data, "stories260K")):
-        print(f"hostile_campaign: shared data not found at {a.data}", file=sys.stderr)
+        print(f"hostile_campaign: test data not found at {a.data}", file=sys.stderr)
         return 2
     work = tempfile.mkdtemp(prefix="calq-hostile-")
     c = Campaign(a.calq, a.data, work)

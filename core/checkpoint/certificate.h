@@ -1,4 +1,4 @@
-// The certificate of a quantized checkpoint directory (issue 20 part 3; docs/formats.md
+// The certificate of a quantized checkpoint directory (issue 20 part 3; docs/formats.md §8,
 // "Certificate"): config.json's quantization_config read against its schema, the packed tensors
 // re-read and held against it (shapes, dtypes, packing, g_idx, finite scales), every decoder
 // linear and MoE expert of the family's layer schema present and quantized as declared, ignore

@@ -26,6 +26,7 @@
 #include "core/model/layer_schema.h"
 #include "core/model/model_config.h"
 #include "core/model/weight_source.h"
+#include "core/shape_text.h"
 
 namespace calq::core {
 namespace {
@@ -197,10 +198,6 @@ std::vector<int64_t> packed_shape(const PackedLayout& l,
       break;
   }
   return {};
-}
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  return fmt::format("[{}]", fmt::join(s, ", "));
 }
 
 /// torch's names ("float32"), as transformers and vLLM print dtypes, not c10's ("Float").

@@ -459,7 +459,7 @@ std::vector<std::string> kernel_lint(const PackedLayout& l, const std::vector<Li
       w.push_back(fmt::format("{}-bit weights are stored unpacked (naive-quantized, int8)", l.bits));
   }
   if (l.format != SaveFormat::CompressedTensors || !l.activations) {
-    // Marlin's tile minima (formats.md §2.8): n ≥ 64 and k ≥ 128 per linear.
+    // Marlin's tile minima (docs/formats.md §2.8): n ≥ 64 and k ≥ 128 per linear.
     std::set<std::string> small;
     for (const LinearShape& linear : linears) {
       if (linear.out % 64 != 0 || linear.in % 128 != 0) small.insert(linear.name);

@@ -1,4 +1,4 @@
-// Writing a quantized model as a complete HF model directory (formats.md §7): packed GPTQ, AWQ
+// Writing a quantized model as a complete HF model directory (docs/formats.md §7): packed GPTQ, AWQ
 // GEMM or compressed-tensors linears (codes straight from the quantizer), or fake-quantized float
 // weights; config.json with quantization_config; tokenizer and generation files carried over;
 // shards with an index when large. llama2.c models come out in HF Llama layout (their q/k rows
@@ -65,8 +65,9 @@ struct LinearShape {
   int64_t in = 0;
 };
 
-/// Where the checkpoint will miss vLLM's fast kernels (formats.md §2.8, §3.4, §4.6): asymmetric
-/// or 2/3-bit GPTQ, group sizes outside {−1, 32, 64, 128}, act-order g_idx, Marlin tile minima.
+/// Where the checkpoint will miss vLLM's fast kernels (docs/formats.md §2.8, §3.4, §4.6):
+/// asymmetric or 2/3-bit GPTQ, group sizes outside {−1, 32, 64, 128}, act-order g_idx, Marlin
+/// tile minima.
 std::vector<std::string> kernel_lint(const PackedLayout& layout, const std::vector<LinearShape>& linears);
 
 /// Refuses, before any work, a scheme the format cannot store (one line naming save.format and

@@ -17,7 +17,7 @@ struct PackedLayout;
 /// Up to `limit` mismatches between `layout` (parsed from `config_file`) and the tensors of
 /// `source` (the checkpoint as stored, not dequantized), each one line "<config_file>: <config
 /// field or tensor>: <what is wrong>; expected <what>"; empty when they agree. Checks the tensor
-/// set of every packed linear (formats.md §2.1, §3.1, §4.4, §4.5), dtypes, the shapes bits,
+/// set of every packed linear (docs/formats.md §2.1, §3.1, §4.4, §4.5), dtypes, the shapes bits,
 /// group_size, strategy and in/out features imply, zero points present iff asymmetric (GPTQ:
 /// sym means every zero is 2^(bits-1)), g_idx in range and sequential without act-order, int8
 /// codes within the bit width, and no stray packed tensors.

@@ -22,6 +22,7 @@
 #include "core/io/safetensors.h"
 #include "core/log.h"
 #include "core/model/model.h"
+#include "core/shape_text.h"
 
 namespace calq::core {
 namespace {
@@ -56,9 +57,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string shape_of(const at::Tensor& t) {
-  return fmt::format("[{}]", fmt::join(t.sizes(), ", "));
-}
 
 Json read_config(const fs::path& file) {
   CALQ_CHECK(fs::exists(file), "{}: missing; expected a PEFT adapter directory with {} and {}",
@@ -227,10 +225,10 @@ AdapterResult load_lora_adapter(Model& model, const std::string& dir) {
     const int64_t out = l.weight.size(0), in = l.weight.size(1);
     CALQ_CHECK(p.a.dim() == 2 && p.a.size(1) == in && p.a.size(0) == r,
                "{}: {}.lora_A.weight is {}; expected [{}, {}] (r, in_features)", weights_file.string(),
-               source, shape_of(p.a), r, in);
+               source, shape_text(p.a.sizes()), r, in);
     CALQ_CHECK(p.b.dim() == 2 && p.b.size(0) == out && p.b.size(1) == r,
                "{}: {}.lora_B.weight is {}; expected [{}, {}] (out_features, r)", weights_file.string(),
-               source, shape_of(p.b), out, r);
+               source, shape_text(p.b.sizes()), out, r);
     CALQ_CHECK(at::isFloatingType(p.a.scalar_type()) && at::isFloatingType(p.b.scalar_type()),
                "{}: {}: lora factors are {} / {}; expected floating point", weights_file.string(),
                source, c10::toString(p.a.scalar_type()), c10::toString(p.b.scalar_type()));

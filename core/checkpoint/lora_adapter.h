@@ -1,8 +1,8 @@
-// Low-rank additions (LoRC, algorithms.md §7.3) as a PEFT LoRA adapter directory: adapter_config.json
-// (peft_type LORA, r = lora_alpha = rank, so scaling 1) and adapter_model.safetensors with
-// base_model.model.<module>.lora_A.weight [r, in] and .lora_B.weight [out, r], the names PEFT's
-// get_peft_model_state_dict saves (adapter name dropped). Reading checks the config, names and
-// shapes against the model and attaches the factors to its linears.
+// Low-rank additions (LoRC, docs/algorithms.md §7.3) as a PEFT LoRA adapter directory:
+// adapter_config.json (peft_type LORA, r = lora_alpha = rank, so scaling 1) and
+// adapter_model.safetensors with base_model.model.<module>.lora_A.weight [r, in] and .lora_B.weight
+// [out, r], the names PEFT's get_peft_model_state_dict saves (adapter name dropped). Reading checks
+// the config, names and shapes against the model and attaches the factors to its linears.
 #pragma once
 
 #include <cstdint>

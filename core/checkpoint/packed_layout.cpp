@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/io/json_text.h"
+#include "core/version.h"
 
 namespace calq::core {
 
@@ -59,7 +60,7 @@ Json quantization_config_json(const PackedLayout& l) {
               {"static_groups", false},
               {"true_sequential", true},
               {"lm_head", false},
-              {"meta", {{"quantizer", Json::array({"calq:0.1.0"})}}}};
+              {"meta", {{"quantizer", Json::array({std::string("calq:") + calq_version()})}}}};
     case SaveFormat::Awq:
       return {{"quant_method", "awq"},
               {"bits", l.bits},

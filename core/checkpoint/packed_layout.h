@@ -1,6 +1,7 @@
 // What a quantized checkpoint declares in config.json's quantization_config, normalised across
-// the three packed formats (formats.md §2.7, §3.4, §4.2): the writer builds the JSON from it and
-// the reader parses the JSON into it. One layout per checkpoint: every quantized linear shares it.
+// the three packed formats (docs/formats.md §2.7, §3.4, §4.2): the writer builds the JSON from it
+// and the reader parses the JSON into it. One layout per checkpoint: every quantized linear
+// shares it.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +31,7 @@ struct PackedLayout {
   std::string ct_format() const;  ///< "pack-quantized" | "int-quantized" | "naive-quantized"
 };
 
-/// config.json["quantization_config"] for the layout (formats.md §2.7, §3.4, §4.2).
+/// config.json["quantization_config"] for the layout (docs/formats.md §2.7, §3.4, §4.2).
 nlohmann::json quantization_config_json(const PackedLayout& layout);
 
 /// Parses a quantization_config; nullopt for formats that store float weights (none present).

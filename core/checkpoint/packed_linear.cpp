@@ -14,7 +14,7 @@ bool unsigned_grid(Grid g) {
   return g == Grid::GptqAsym || g == Grid::GptqSym || g == Grid::AwqAsym;
 }
 
-/// Codes and zeros on compressed-tensors' signed grid (formats.md §4.3).
+/// Codes and zeros on compressed-tensors' signed grid (docs/formats.md §4.3).
 int32_t signed_offset(const QuantizedTensor& q) {
   return unsigned_grid(q.grid) ? (int32_t{1} << (q.bits - 1)) : 0;
 }
@@ -123,7 +123,7 @@ std::string unrepresentable_reason(const PackedLayout& l, const QuantizedTensor&
         const int64_t zero = (q.zeros == 0).sum().item<int64_t>();
         if (zero > 0)
           return fmt::format("{} groups have zero point 0, which GPTQ v1 stores as −1 and corrupts "
-                             "(formats.md §2.4); use compressed-tensors, or a symmetric grid",
+                             "(docs/formats.md §2.4); use compressed-tensors, or a symmetric grid",
                              zero);
       }
       return "";

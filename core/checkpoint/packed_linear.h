@@ -1,5 +1,5 @@
-// One quantized linear in a packed checkpoint format and back (formats.md §2–§4): integer codes
-// and zeros go straight from the QuantizedTensor into the packed words (never re-derived from
+// One quantized linear in a packed checkpoint format and back (docs/formats.md §2–§4): integer
+// codes and zeros go straight from the QuantizedTensor into the packed words (never re-derived from
 // floats, §7.1), and the reader returns a QuantizedTensor whose dequantize() is the weight the
 // loaders compute. Unsigned grids (gptq_*, awq_asym) map to compressed-tensors' signed codes by
 // subtracting 2^(b−1) from codes and zeros (§4.3).

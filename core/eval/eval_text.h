@@ -1,5 +1,5 @@
 // Reading an evaluation or calibration text exactly as the perplexity protocol wants it
-// (algorithms.md §10.1): a plain file as is, or WikiText's raw file rebuilt into the HF rows
+// (docs/algorithms.md §10.1): a plain file as is, or WikiText's raw file rebuilt into the HF rows
 // joined with "\n\n" (the string GPTQ evaluates). Every figure records which join was used.
 #pragma once
 

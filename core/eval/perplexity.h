@@ -1,4 +1,4 @@
-// Perplexity exactly as the GPTQ protocol (algorithms.md §10.1): the token stream of the whole
+// Perplexity exactly as the GPTQ protocol (docs/algorithms.md §10.1): the token stream of the whole
 // text cut into non-overlapping windows of `seqlen` (tail dropped), each window evaluated on its
 // own, PPL = exp(mean NLL over every predicted token), logits in float32, NLL summed in double.
 // Used by `calq eval`, `calq run`'s eval section and the sweep.

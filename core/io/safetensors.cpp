@@ -454,7 +454,7 @@ std::vector<WriteEntry> plan_entries(const std::string& path, const NamedTensors
     const auto n_bytes = static_cast<uint64_t>(tensor.numel()) * dtype_size(dtype);
     entries.push_back({&name, &tensor, dtype, n_bytes});
   }
-  // Larger elements first keeps every offset a multiple of its element size (formats.md §1.4).
+  // Larger elements first keeps every offset a multiple of its element size (docs/formats.md §1.4).
   std::sort(entries.begin(), entries.end(), [](const WriteEntry& a, const WriteEntry& b) {
     const std::size_t size_a = dtype_size(a.dtype), size_b = dtype_size(b.dtype);
     return size_a != size_b ? size_a > size_b : *a.name < *b.name;

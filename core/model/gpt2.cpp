@@ -174,7 +174,7 @@ LayerSchema gpt2_layer_schema(const ModelConfig& c, const WeightSource& weights,
       {"norm.attn", p + "ln_1", NormForm::Layer, NormSite::PreAttention, E},
       {"norm.mlp", p + "ln_2", NormForm::Layer, NormSite::PreMlp, E},
   };
-  // algorithms.md §4.1, derived: norm.mlp → fc1 inspects the whole MLP so the loss sees the
+  // docs/algorithms.md §4.1, derived: norm.mlp → fc1 inspects the whole MLP so the loss sees the
   // GELU and fc2 that follow.
   s.scaling = {
       {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},

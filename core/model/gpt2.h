@@ -1,4 +1,4 @@
-// GPT-2 decoder, as transformers GPT2LMHeadModel (formats.md §5.5): learned positions, pre-LN
+// GPT-2 decoder, as transformers GPT2LMHeadModel (docs/formats.md §5.5): learned positions, pre-LN
 // blocks, gelu_new MLP, head tied to wte. Conv1D weights ([in, out]) are transposed to [out, in]
 // on load and the fused c_attn is split into attn.q / attn.k / attn.v.
 #pragma once

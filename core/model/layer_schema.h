@@ -102,7 +102,7 @@ struct MoeSpec {
 /// The uniform name of expert e's linear `part` (gate, up, down): "mlp.experts.3.up".
 std::string expert_linear_name(int64_t expert, std::string_view part);
 
-/// The module whose output AWQ compares when it searches a pair's scale (algorithms.md §4.1).
+/// The module whose output AWQ compares when it searches a pair's scale (docs/algorithms.md §4.1).
 enum class Inspect { Attention, Mlp, Linear };
 
 /// A scale transfer: 1/s folds into `prev_op` (a norm or a linear's output rows), s multiplies

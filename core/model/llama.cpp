@@ -200,7 +200,7 @@ LayerSchema llama_layer_schema(const ModelConfig& c, int64_t i) {
     s.norms.push_back({"norm.q", p + "self_attn.q_norm", NormForm::Rms, NormSite::QueryHeads, c.head_dim});
     s.norms.push_back({"norm.k", p + "self_attn.k_norm", NormForm::Rms, NormSite::KeyHeads, c.head_dim});
   }
-  // algorithms.md §4.1. v → o: o's input columns are v's output rows, head by head (attention
+  // docs/algorithms.md §4.1. v → o: o's input columns are v's output rows, head by head (attention
   // mixes positions, never channels); with grouped-query attention v has fewer rows than o has
   // columns, which the AWQ pass checks. up → down: act(gate) ⊙ (up / s) = (act(gate) ⊙ up) / s.
   s.scaling = {

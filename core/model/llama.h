@@ -1,6 +1,6 @@
 // The Llama-family decoder (Llama, Mistral, Qwen2, and llama2.c models presented under HF
 // names): RMSNorm, rotate-half RoPE, grouped-query attention, SiLU-gated MLP, as transformers'
-// LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM (formats.md §5.1–5.3).
+// LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM (docs/formats.md §5.1–5.3).
 #pragma once
 
 #include <memory>
@@ -19,7 +19,7 @@ std::unique_ptr<Model> make_llama_model(ModelConfig config,
                                         const LoadOptions& options);
 
 /// Llama-family layer i: q,k,v,o / gate,up,down under model.layers.{i}., two RMSNorms, and the
-/// AWQ/SmoothQuant pairs of algorithms.md §4.1.
+/// AWQ/SmoothQuant pairs of docs/algorithms.md §4.1.
 LayerSchema llama_layer_schema(const ModelConfig& config, int64_t i);
 
 /// transformers LlamaRMSNorm: x [.., H] -> weight ⊙ (x / sqrt(mean(x²) + eps)), normalised in

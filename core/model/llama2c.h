@@ -1,4 +1,4 @@
-// karpathy/llama2.c legacy ("v0") .bin checkpoints (formats.md §5.7), presented as an HF Llama
+// karpathy/llama2.c legacy ("v0") .bin checkpoints (docs/formats.md §5.7), presented as an HF Llama
 // so the one Llama implementation runs them: a WeightSource over the .bin under HF tensor names,
 // with wq / wk rows permuted from Meta's interleaved RoPE layout to HF's rotate-half (§5.6).
 #pragma once

@@ -1,4 +1,4 @@
-// The model runtime's interface (design.md "Model"): embeddings, N decoder layers that expose
+// The model runtime's interface (docs/architecture.md §4): embeddings, N decoder layers that expose
 // their linears and norms under uniform names, final norm and head. Implementations hold plain
 // ATen tensors; layers are materialised on demand and can be released, so the layer-wise runner
 // keeps only the current layer resident.
@@ -29,8 +29,8 @@ namespace calq::core {
 
 class Tokenizer;
 
-/// A low-rank addition to a linear's weight (LoRC, algorithms.md §7.3; a PEFT LoRA adapter with
-/// scaling 1): the effective weight is W + b·a.
+/// A low-rank addition to a linear's weight (LoRC, docs/algorithms.md §7.3; a PEFT LoRA adapter
+/// with scaling 1): the effective weight is W + b·a.
 struct LowRank {
   at::Tensor a;  ///< [rank, in], compute dtype (PEFT lora_A)
   at::Tensor b;  ///< [out, rank], compute dtype (PEFT lora_B)
@@ -98,7 +98,7 @@ class DecoderLayer {
   virtual at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) = 0;
   /// The self-attention block alone, o projection included, no residual: `normed` is the output
   /// of norm.attn, [batch, seq, hidden] -> same. forward() is x + attention(norm.attn(x)) + ...;
-  /// AWQ inspects this module's output when it scales q, k, v (algorithms.md §4.1).
+  /// AWQ inspects this module's output when it scales q, k, v (docs/algorithms.md §4.1).
   virtual at::Tensor attention(const at::Tensor& normed, const ForwardContext& ctx) = 0;
   /// The MLP block alone, no residual: `normed` is the output of norm.mlp, [batch, seq, hidden]
   /// -> same. ctx carries the observer of the MLP's linears.

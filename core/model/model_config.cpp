@@ -1,4 +1,4 @@
-// read_hf_config: config.json -> ModelConfig for the families calq runs (formats.md §5).
+// read_hf_config: config.json -> ModelConfig for the families calq runs (docs/formats.md §5).
 // Accepts the transformers ≥ 5 spelling ("dtype", "rope_parameters") and the older one
 // ("torch_dtype", top-level "rope_theta", "rope_scaling"; RoPE in core/model/rope_config.cpp).
 // Everything calq cannot run yet (post-LN OPT, GPT-2 attention variants, per-layer RoPE) is
@@ -83,7 +83,7 @@ void parse_rotary_decoder_dims(const std::string& path, const ConfigFields& f, M
   c.norm_eps = f.optional_in_range("rms_norm_eps", 1e-6, 0.0, 1.0);  // LlamaConfig's default
 }
 
-// Llama, Mistral, Qwen2, Qwen3 (formats.md §5.1–5.3).
+// Llama, Mistral, Qwen2, Qwen3 (docs/formats.md §5.1–5.3).
 void parse_llama_config(const std::string& path, const json& j, const ConfigFields& f,
                         ModelConfig& c) {
   c.family = Family::Llama;
@@ -132,7 +132,7 @@ void parse_llama_config(const std::string& path, const json& j, const ConfigFiel
   }
 }
 
-// OPT, pre-LN variants only (formats.md §5.4).
+// OPT, pre-LN variants only (docs/formats.md §5.4).
 void parse_opt_config(const std::string& path, const json&, const ConfigFields& f,
                       ModelConfig& c) {
   c.family = Family::Opt;
@@ -170,7 +170,7 @@ void parse_opt_config(const std::string& path, const json&, const ConfigFields& 
   c.tie_word_embeddings = f.optional_bool("tie_word_embeddings", true);
 }
 
-// GPT-2 (formats.md §5.5).
+// GPT-2 (docs/formats.md §5.5).
 void parse_gpt2_config(const std::string& path, const json&, const ConfigFields& f,
                        ModelConfig& c) {
   c.family = Family::Gpt2;

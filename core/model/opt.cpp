@@ -150,7 +150,8 @@ LayerSchema opt_layer_schema(const ModelConfig& c, const WeightSource& weights, 
       {"norm.attn", p + "self_attn_layer_norm", NormForm::Layer, NormSite::PreAttention, H},
       {"norm.mlp", p + "final_layer_norm", NormForm::Layer, NormSite::PreMlp, H},
   };
-  // algorithms.md §4.1. fc1 → fc2: ReLU(z / s) = ReLU(z) / s for s > 0, fc1's bias divided too.
+  // docs/algorithms.md §4.1. fc1 → fc2: ReLU(z / s) = ReLU(z) / s for s > 0, fc1's bias
+  // divided too.
   s.scaling = {
       {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},
       {"attn.v", {"attn.o"}, Inspect::Linear, "attn.o", ""},

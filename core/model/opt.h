@@ -1,5 +1,5 @@
 // OPT decoder (pre-LN variants: opt-125m, 1.3b, 2.7b, ...), as transformers OPTForCausalLM
-// (formats.md §5.4): learned positions with offset 2, queries scaled after q_proj, ReLU FFN
+// (docs/formats.md §5.4): learned positions with offset 2, queries scaled after q_proj, ReLU FFN
 // exposed as mlp.fc1 / mlp.fc2, LayerNorm eps 1e-5, head tied to the token embedding.
 #pragma once
 

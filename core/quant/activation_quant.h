@@ -1,4 +1,4 @@
-// Fake quantization of Linear inputs (algorithms.md §1.2 per-token / static per-tensor, §5.3
+// Fake quantization of Linear inputs (docs/algorithms.md §1.2 per-token / static per-tensor, §5.3
 // SmoothQuant W8A8, §7.1 ZeroQuant token-wise activations). Symmetric = the absmax grid of
 // smoothquant fake_quant.py (`quantize_activation_per_token_absmax`, `..._per_tensor_absmax`):
 // s = max(amax, 1e-5) / (2^(b-1) − 1), x̂ = s · round(x/s). Asymmetric = the awq_asym formulas

@@ -1,9 +1,9 @@
-// Packing integer codes into int32 words, the three ways checkpoints do it (formats.md §2.2–2.3,
-// §3.2, §4.4). GPTQ's qweight/qzeros and compressed-tensors' weight_packed are the same thing: a
-// little-endian bit stream of b-bit fields (field i at stream bits [b·i, b·i + b), word w holding
-// stream bits [32w, 32w + 32)); for b ∈ {2, 4, 8} that is k = 32/b fields per word, LSB first, and
-// for b = 3 it is GPTQ's 32-codes-in-3-words layout. AWQ's GEMM layout reorders the 8 outputs of
-// each word ([0, 2, 4, 6, 1, 3, 5, 7]) before the same 4-bit stream.
+// Packing integer codes into int32 words, the three ways checkpoints do it (docs/formats.md
+// §2.2–2.3, §3.2, §4.4). GPTQ's qweight/qzeros and compressed-tensors' weight_packed are the same
+// thing: a little-endian bit stream of b-bit fields (field i at stream bits [b·i, b·i + b), word w
+// holding stream bits [32w, 32w + 32)); for b ∈ {2, 4, 8} that is k = 32/b fields per word, LSB
+// first, and for b = 3 it is GPTQ's 32-codes-in-3-words layout. AWQ's GEMM layout reorders the 8
+// outputs of each word ([0, 2, 4, 6, 1, 3, 5, 7]) before the same 4-bit stream.
 #pragma once
 
 #include <cstdint>

@@ -14,7 +14,7 @@
 namespace calq::core {
 namespace {
 
-// bitsandbytes functional.py get_4bit_type("nf4"), as listed in algorithms.md §1.5.
+// bitsandbytes functional.py get_4bit_type("nf4"), as listed in docs/algorithms.md §1.5.
 constexpr std::array<float, 16> kNf4 = {
     -1.0f,
     -0.6961928009986877f,

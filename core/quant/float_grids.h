@@ -1,4 +1,4 @@
-// Non-uniform and floating-point grids of algorithms.md §1.5: FP8 E4M3 (fn) and E5M2, FP4 E2M1
+// Non-uniform and floating-point grids of docs/algorithms.md §1.5: FP8 E4M3 (fn) and E5M2, FP4 E2M1
 // and bitsandbytes' NF4 table. Rounding goes to the nearest representable value, ties to the even
 // code (for the FP formats that is IEEE's ties-to-even mantissa), saturating at ±max. It is done
 // by a nearest-value search over the sorted table of representable values, so it is obviously

@@ -1,6 +1,6 @@
-// The uniform integer grids of algorithms.md §1.1: which reference convention chooses the scale
-// and zero point, and which integer code range it uses. Every quantizing pass (RTN, GPTQ, AWQ,
-// SmoothQuant) and every exporter records the Grid it used, because a "4-bit symmetric" model
+// The uniform integer grids of docs/algorithms.md §1.1: which reference convention chooses the
+// scale and zero point, and which integer code range it uses. Every quantizing pass (RTN, GPTQ,
+// AWQ, SmoothQuant) and every exporter records the Grid it used, because a "4-bit symmetric" model
 // from one tool is not the same grid as from another.
 #pragma once
 

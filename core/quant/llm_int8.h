@@ -1,4 +1,4 @@
-// LLM.int8()'s mixed-precision matmul (Dettmers et al. 2022; algorithms.md §6): per call, the
+// LLM.int8()'s mixed-precision matmul (Dettmers et al. 2022; docs/algorithms.md §6): per call, the
 // input columns holding any |x| ≥ τ go through a float matmul, the rest through int8 (per-token
 // absmax activations × per-output-channel absmax weights), simulated in float32. The weights'
 // int8 part is the Linear's own (fake-quantized) weight; the outlier columns use the original

@@ -1,7 +1,7 @@
 // A quantized weight in its primary form — integer codes, per-(row, group) scales and integer
-// zeros, and g_idx — plus RTN quantization of a whole [out, in] weight (algorithms.md §1.2, §0:
-// groups run along the input dimension). GPTQ fills the same struct column by column (§3.1 steps
-// 1, 3, 9), AWQ after scaling, and the exporters pack it; they never re-derive codes from
+// zeros, and g_idx — plus RTN quantization of a whole [out, in] weight (docs/algorithms.md §1.2,
+// §0: groups run along the input dimension). GPTQ fills the same struct column by column (§3.1
+// steps 1, 3, 9), AWQ after scaling, and the exporters pack it; they never re-derive codes from
 // dequantized floats (§1.3).
 #pragma once
 

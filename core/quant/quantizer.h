@@ -1,7 +1,7 @@
-// The uniform integer quantizer of algorithms.md §1: a QuantSpec (bits, grid, granularity, range
-// search), parameter fitting for each grid of §1.1, integer codes and dequantization. The numeric
-// foundation of RTN, GPTQ (which fits group params column by column, §3.1 steps 1, 3, 7), AWQ,
-// SmoothQuant and the exporters; quantized_tensor.h builds whole weights on top of it.
+// The uniform integer quantizer of docs/algorithms.md §1: a QuantSpec (bits, grid, granularity,
+// range search), parameter fitting for each grid of §1.1, integer codes and dequantization. The
+// numeric foundation of RTN, GPTQ (which fits group params column by column, §3.1 steps 1, 3, 7),
+// AWQ, SmoothQuant and the exporters; quantized_tensor.h builds whole weights on top of it.
 //
 // Numerics, for every function here and in quantized_tensor.h / activation_quant.h:
 //  - Inputs of any float dtype are converted to float32 and all arithmetic is float32 (§0), as the

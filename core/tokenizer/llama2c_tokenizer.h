@@ -1,6 +1,7 @@
 // karpathy/llama2.c tokenizer.bin (e.g. stories260K's tok512.bin), encoding and decoding exactly
-// as run.c's `encode` / `decode` (formats.md §5.7). Used for the llama2.c family and its eval text;
-// the merge loop runs on a heap (pair_merge.h) so a 400 KB text encodes in a fraction of a second.
+// as run.c's `encode` / `decode` (docs/formats.md §5.7). Used for the llama2.c family and its eval
+// text; the merge loop runs on a heap (pair_merge.h) so a 400 KB text encodes in a fraction
+// of a second.
 #pragma once
 
 #include <array>

@@ -1,5 +1,5 @@
-// AWQ (algorithms.md §4): with the ratio grid reduced to 0 and no clipping it is RTN, bit for bit;
-// folding the searched scales leaves the float layer's function unchanged; the clip search
+// AWQ (docs/algorithms.md §4): with the ratio grid reduced to 0 and no clipping it is RTN, bit for
+// bit; folding the searched scales leaves the float layer's function unchanged; the clip search
 // matches a brute-force oracle written from §4.4; GQA layers skip v→o; schemes and options AWQ
 // cannot honour are refused before any work.
 #include "algorithms/awq.h"

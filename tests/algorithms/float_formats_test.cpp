@@ -1,4 +1,4 @@
-// Floating-point formats (algorithms.md §1.5, §7.4): FP8 activation fake quantization against
+// Floating-point formats (docs/algorithms.md §1.5, §7.4): FP8 activation fake quantization against
 // hand-worked values, RTN onto the FP8/FP4/NF4 grids equal to fake_quantize_fp (power-of-two
 // scales included), and the recipe keys' refusals.
 #include <fstream>

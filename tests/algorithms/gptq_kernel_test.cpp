@@ -1,5 +1,5 @@
-// algorithms/gptq_kernel.h against a naive oracle written here straight from algorithms.md §3.1:
-// one column at a time, no blocking, float64 error propagation, the float32 quantizer of
+// algorithms/gptq_kernel.h against a naive oracle written here straight from docs/algorithms.md
+// §3.1: one column at a time, no blocking, float64 error propagation, the float32 quantizer of
 // core/quant (fit_params / quantize_codes / dequantize). The reference's stale group fit (§3.5-a)
 // is reproduced by fitting on a snapshot of W taken at each block start, which is what the
 // blocked reference's outer W holds. Float32 (kernel) vs float64 (oracle) rounding can flip a

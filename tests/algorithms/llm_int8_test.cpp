@@ -1,5 +1,5 @@
-// LLM.int8(): the outlier decomposition against a case worked by hand from algorithms.md §6, its
-// no-outlier limit (per-token absmax int8), and the pass's recipe contract.
+// LLM.int8(): the outlier decomposition against a case worked by hand from docs/algorithms.md §6,
+// its no-outlier limit (per-token absmax int8), and the pass's recipe contract.
 #include <fstream>
 #include <string>
 

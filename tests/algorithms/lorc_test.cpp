@@ -1,6 +1,6 @@
-// LoRC (algorithms.md §7.3): the truncated SVD removes exactly the kept singular values from the
-// error, the factors are float16, the pass installs them on the linears it follows, and the PEFT
-// adapter round trip (names, shapes, values) and its refusals of malformed adapters.
+// LoRC (docs/algorithms.md §7.3): the truncated SVD removes exactly the kept singular values from
+// the error, the factors are float16, the pass installs them on the linears it follows, and the
+// PEFT adapter round trip (names, shapes, values) and its refusals of malformed adapters.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>

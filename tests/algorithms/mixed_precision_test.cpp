@@ -1,5 +1,5 @@
-// Mixed precision (algorithms.md §8): honest stored-bits accounting, an allocator that finds the
-// exact optimum of the multiple-choice knapsack within the budget, per-layer overrides, and
+// Mixed precision (docs/algorithms.md §8): honest stored-bits accounting, an allocator that finds
+// the exact optimum of the multiple-choice knapsack within the budget, per-layer overrides, and
 // Hessian-proxy sensitivities of a real (tiny) model that the quantization then follows.
 #include <filesystem>
 #include <fstream>

@@ -1,4 +1,4 @@
-// SmoothQuant: the scale formula of algorithms.md §5.2 on a hand-checked case, smoothing every
+// SmoothQuant: the scale formula of docs/algorithms.md §5.2 on a hand-checked case, smoothing every
 // norm-fed group leaves the float model's logits unchanged (Llama: RMSNorm without bias; OPT:
 // LayerNorm with bias), and recipes that ask for the impossible fail before any work.
 #include "algorithms/smoothquant.h"

@@ -1,5 +1,5 @@
-// The straight-through fake quantizer (algorithms.md §9) and the two passes that train through it:
-// LKD (§7.2) and QAT. The STE's forward must be RTN's weight bit for bit (so rtn after training
+// The straight-through fake quantizer (docs/algorithms.md §9) and the two passes that train through
+// it: LKD (§7.2) and QAT. The STE's forward must be RTN's weight bit for bit (so rtn after training
 // installs exactly the trained student) and its gradient the clipped-STE mask; LKD must beat plain
 // RTN on the layer's own MSE, QAT must lower the held-out LM loss (or keep RTN's model), both repeat exactly, and bad options
 // fail naming their key.
@@ -76,7 +76,7 @@ TEST_CASE("ste_fake_quant's forward is quantize_weight's dequantized weight, bit
 
 TEST_CASE("ste_fake_quant's gradient is the clipped straight-through mask", "[ste][algorithms]") {
   // gptq_sym on an all-positive row keeps lo = 0: s = 1/15, z = 8, so codes round(15x) + 8 clip
-  // at 15 for x > 0.5 (algorithms.md §1.1). Row 1 mixes signs: nothing clips.
+  // at 15 for x > 0.5 (docs/algorithms.md §1.1). Row 1 mixes signs: nothing clips.
   const at::Tensor w = at::tensor({0.1f, 0.2f, 0.3f, 0.4f, 0.6f, 0.8f, 1.0f,  //
                                    -0.7f, 0.3f, -0.1f, 0.5f, 0.2f, -0.4f, 0.6f})
                            .reshape({2, 7});

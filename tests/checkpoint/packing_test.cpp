@@ -1,4 +1,4 @@
-// Bit packing and the packed-linear codecs against words written out by hand from formats.md
+// Bit packing and the packed-linear codecs against words written out by hand from docs/formats.md
 // (§2.2–2.4 GPTQ, §3.2 AWQ, §4.4 compressed-tensors), then round trips of every bit width and
 // layout through a real safetensors file: codes, scales and the dequantized weight come back
 // exactly.
@@ -60,7 +60,7 @@ TEST_CASE("bit streams pack LSB first, as GPTQ and compressed-tensors store code
   // 8-bit, the top byte set: the int32 word is negative, its bits are what matter.
   CHECK(word(calq::core::pack_bitstream(row({0x01, 0x80, 0xFF, 0x7F}), 8), 0, 0) == 0x7FFF8001u);
   CHECK(calq::core::pack_bitstream(row({0, 0, 0, 0x80}), 8)[0][0].item<int32_t>() == INT32_MIN);
-  // 3-bit: 32 codes in 3 words, fields straddling word borders (formats.md §2.3).
+  // 3-bit: 32 codes in 3 words, fields straddling word borders (docs/formats.md §2.3).
   std::vector<int32_t> codes;
   for (int i = 0; i < 32; ++i) codes.push_back((i * 5 + 3) % 8);
   const at::Tensor three = calq::core::pack_bitstream(row(codes), 3);

@@ -294,7 +294,7 @@ def main():
     if not os.path.exists(os.path.join(data, "sotu-llama-6L", "config.json")):
         print("checkpoint.verify: no shared data" + ("" if ci else " (skipped)"))
         return 1 if ci else 0
-    # Optional: a Python that imports vLLM (docs/formats.md: a throwaway venv with vllm --no-deps).
+    # Optional: a Python that imports vLLM (docs/formats.md §8.3: a throwaway venv with vllm --no-deps).
     vllm_python = os.environ.get("CALQ_VLLM_PYTHON", "")
     work = tempfile.mkdtemp(prefix="calq-verify-")
     failures, results = [], {"exports": {}, "corruptions": {}}

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """vLLM's own config parsing on a checkpoint directory, for checkpoint.verify (optional: run with a
-Python that has vLLM importable, CALQ_VLLM_PYTHON; see docs/formats.md for the throwaway venv).
+Python that has vLLM importable, CALQ_VLLM_PYTHON; see docs/formats.md §8.3 for the throwaway venv).
 
 Parses config.json's quantization_config with the class vLLM picks for its quant_method
 (AutoGPTQConfig, AutoAWQConfig, CompressedTensorsConfig) and, for compressed-tensors, asks for the

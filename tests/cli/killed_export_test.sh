@@ -2,14 +2,13 @@
 # An export killed with SIGKILL (fork: calq runs in the background; the test kills it) must leave
 # nothing under the final directory name. CALQ_EXPORT_STALL holds calq with every file written
 # under the temporary name, so the kill lands exactly before the rename, not at a random moment.
-# Usage: killed_export_test.sh CALQ_BINARY SHARED_DATA_DIR
+# Usage: killed_export_test.sh CALQ_BINARY DATA_DIR
 set -uo pipefail
 calq="$1"
 data="$2"
 fixture="$data/hf-fixtures/llama"
 if [[ ! -d "$fixture" ]]; then
-  if [[ "${CI:-}" == "true" ]]; then echo "FAIL: shared data missing under CI: $fixture"; exit 1; fi
-  echo "SKIPPED: shared data missing: $fixture"; exit 0
+  echo "FAIL: test data missing: $fixture"; exit 1
 fi
 work="$(mktemp -d)"
 pid=""

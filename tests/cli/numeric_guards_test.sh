@@ -6,13 +6,12 @@
 #      damp far below float32 rounding: GPTQ runs and report.json records the escalated damp;
 #  (c) a calibration text of one repeated token: GPTQ runs, report.json holds damp,
 #      damp_escalations and dead_columns for every linear.
-# Usage: numeric_guards_test.sh CALQ_BINARY SHARED_DATA_DIR
+# Usage: numeric_guards_test.sh CALQ_BINARY DATA_DIR
 set -uo pipefail
 calq="$1"
 data="$2"
 if [[ ! -d "$data/stories260K" ]]; then
-  if [[ "${CI:-}" == "true" ]]; then echo "FAIL: shared data missing under CI: $data"; exit 1; fi
-  echo "SKIPPED: shared data missing: $data/stories260K"; exit 0
+  echo "FAIL: test data missing: $data"; exit 1
 fi
 stories="$(cd "$data/stories260K" && pwd)"
 work="$(mktemp -d)"

@@ -5,13 +5,12 @@
 #  (b) the norm gains of the picked channels are 64x the source's and the reading linears'
 #      columns 1/64x, for a Llama and an OPT (LayerNorm: β too) fixture;
 #  (c) a checkpoint that stores q, k, v fused (GPT-2's c_attn) is refused with one line.
-# Usage: outliers_test.sh CALQ_BINARY SHARED_DATA_DIR
+# Usage: outliers_test.sh CALQ_BINARY DATA_DIR
 set -uo pipefail
 calq="$1"
 data="$2"
 if [[ ! -d "$data/sotu-llama-6L" ]]; then
-  if [[ "${CI:-}" == "true" ]]; then echo "FAIL: shared data missing under CI: $data"; exit 1; fi
-  echo "SKIPPED: shared data missing: $data/sotu-llama-6L"; exit 0
+  echo "FAIL: test data missing: $data"; exit 1
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

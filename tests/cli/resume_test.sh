@@ -4,14 +4,13 @@
 # and must give the report and checkpoint an uninterrupted run gives: every checkpoint file byte
 # for byte, report.json equal once timings and peak memory are removed. Three kill points on a
 # 6-layer GPTQ run, plus one on a --stream run (its shards are replayed from the saved layers).
-# Usage: resume_test.sh CALQ_BINARY SHARED_DATA_DIR
+# Usage: resume_test.sh CALQ_BINARY DATA_DIR
 set -uo pipefail
 calq="$1"
 data="$2"
 model="$data/sotu-llama-6L"
 if [[ ! -d "$model" ]]; then
-  if [[ "${CI:-}" == "true" ]]; then echo "FAIL: shared data missing under CI: $model"; exit 1; fi
-  echo "SKIPPED: shared data missing: $model"; exit 0
+  echo "FAIL: test data missing: $model"; exit 1
 fi
 work="$(mktemp -d)"
 pid=""

@@ -2,14 +2,13 @@
 # `calq sweep`: the cross product runs, the float row comes first, a sweep that stopped half-way
 # resumes (finished runs are skipped by recipe hash) and ends with the same table, bit for bit,
 # as an uninterrupted sweep.
-# Usage: sweep_test.sh CALQ_BINARY SOURCE_DIR SHARED_DATA_DIR
+# Usage: sweep_test.sh CALQ_BINARY SOURCE_DIR DATA_DIR
 set -uo pipefail
 calq="$1"
 src="$2"
 data="$3"
 if [[ ! -d "$data/stories260K" ]]; then
-  if [[ "${CI:-}" == "true" ]]; then echo "FAIL: shared data missing under CI: $data"; exit 1; fi
-  echo "SKIPPED: shared data missing: $data"; exit 0
+  echo "FAIL: test data missing: $data"; exit 1
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

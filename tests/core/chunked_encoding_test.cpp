@@ -1,7 +1,8 @@
 // Chunked encoding (core/tokenizer/chunked_encoding.h) against whole-text encoding on real data,
-// for each tokenizer kind in ../shared/data: the ids must be the same, bit for bit, or the
-// perplexities that tests compare with transformers would move. Small chunks make hundreds of
-// cuts per text, so every kind of split point the text offers is exercised.
+// for each tokenizer kind in data/ (and the Llama-2 one when ../shared/data has it): the ids
+// must be the same, bit for bit, or the perplexities that tests compare with transformers would
+// move. Small chunks make hundreds of cuts per text, so every kind of split point the text
+// offers is exercised.
 #include "core/tokenizer/chunked_encoding.h"
 
 #include <algorithm>
@@ -17,7 +18,7 @@
 
 #include "core/eval/perplexity.h"
 #include "core/tokenizer/tokenizer.h"
-#include "tests/support/shared_data.h"
+#include "tests/support/test_data.h"
 
 namespace calq::core {
 namespace {
@@ -63,10 +64,10 @@ void check_chunked_matches_whole(const Tokenizer& tokenizer, const std::string& 
 
 TEST_CASE("chunked encoding gives the whole text's ids: SentencePiece (sotu, Llama-2)",
           "[core][tokenizer][chunked][data]") {
-  CALQ_REQUIRE_SHARED(sotu, "sotu-llama-6L/tokenizer.model");
-  CALQ_REQUIRE_SHARED(llama2, "llama2-tokenizer/tokenizer.model");
-  CALQ_REQUIRE_SHARED(wiki, "wikitext-2/test.joined.txt");
-  CALQ_REQUIRE_SHARED(valid, "sotu-llama-6L/sotu_valid.txt");
+  CALQ_REQUIRE_DATA(sotu, "sotu-llama-6L/tokenizer.model");
+  CALQ_REQUIRE_EXTRA(llama2, "llama2-tokenizer/tokenizer.model");
+  CALQ_REQUIRE_DATA(wiki, "wikitext-2/test.joined.txt");
+  CALQ_REQUIRE_DATA(valid, "sotu-llama-6L/sotu_valid.txt");
   const std::string wikitext = read_text(wiki);
   check_chunked_matches_whole(*load_tokenizer(sotu.string()), read_text(valid));
   check_chunked_matches_whole(*load_tokenizer(llama2.string()), wikitext);
@@ -74,9 +75,9 @@ TEST_CASE("chunked encoding gives the whole text's ids: SentencePiece (sotu, Lla
 
 TEST_CASE("chunked encoding gives the whole text's ids: llama2.c (tok512)",
           "[core][tokenizer][chunked][data]") {
-  CALQ_REQUIRE_SHARED(tok, "stories260K/tok512.bin");
-  CALQ_REQUIRE_SHARED(stories, "stories260K/tinystories_valid_eval.txt");
-  CALQ_REQUIRE_SHARED(wiki, "wikitext-2/test.joined.txt");
+  CALQ_REQUIRE_DATA(tok, "stories260K/tok512.bin");
+  CALQ_REQUIRE_DATA(stories, "stories260K/tinystories_valid_eval.txt");
+  CALQ_REQUIRE_DATA(wiki, "wikitext-2/test.joined.txt");
   const auto tokenizer = load_tokenizer(tok.string());
   check_chunked_matches_whole(*tokenizer, read_text(stories));
   check_chunked_matches_whole(*tokenizer, read_text(wiki).substr(0, 300000));
@@ -84,22 +85,22 @@ TEST_CASE("chunked encoding gives the whole text's ids: llama2.c (tok512)",
 
 TEST_CASE("chunked encoding gives the whole text's ids: GPT-2 byte-level BPE",
           "[core][tokenizer][chunked][data]") {
-  CALQ_REQUIRE_SHARED(gpt2, "gpt2-tokenizer");
-  CALQ_REQUIRE_SHARED(wiki, "wikitext-2/test.joined.txt");
+  CALQ_REQUIRE_DATA(gpt2, "gpt2-tokenizer");
+  CALQ_REQUIRE_DATA(wiki, "wikitext-2/test.joined.txt");
   check_chunked_matches_whole(*load_tokenizer(gpt2.string()), read_text(wiki));
 }
 
 TEST_CASE("chunked encoding of an empty text is the BOS alone",
           "[core][tokenizer][chunked][data]") {
-  CALQ_REQUIRE_SHARED(tok, "stories260K/tok512.bin");
+  CALQ_REQUIRE_DATA(tok, "stories260K/tok512.bin");
   const auto tokenizer = load_tokenizer(tok.string());
   CHECK(encode_prefix(*tokenizer, "", true, 0) == tokenizer->encode("", true));
 }
 
 TEST_CASE("perplexity_tokens keeps exactly the windows' tokens of the whole stream",
           "[core][eval][chunked][data]") {
-  CALQ_REQUIRE_SHARED(sotu, "sotu-llama-6L/tokenizer.model");
-  CALQ_REQUIRE_SHARED(valid, "sotu-llama-6L/sotu_valid.txt");
+  CALQ_REQUIRE_DATA(sotu, "sotu-llama-6L/tokenizer.model");
+  CALQ_REQUIRE_DATA(valid, "sotu-llama-6L/sotu_valid.txt");
   const auto tokenizer = load_tokenizer(sotu.string());
   const std::string text = read_text(valid);
   const Ids whole = tokenizer->encode(text, true);

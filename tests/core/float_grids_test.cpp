@@ -1,5 +1,5 @@
 // Tests for core/quant/float_grids: FP8 E4M3/E5M2, FP4 E2M1 and NF4 rounding on hand-picked
-// inputs (algorithms.md §1.5) — exact ties between neighbours (to the even code), saturation,
+// inputs (docs/algorithms.md §1.5) — exact ties between neighbours (to the even code), saturation,
 // subnormals, NaN — and the scaled per-channel / per-group fake quantization.
 #include "core/quant/float_grids.h"
 

@@ -19,7 +19,7 @@
 #include "core/model/llama2c.h"
 #include "core/model/model_config.h"
 #include "tests/support/llama2c_reference.h"
-#include "tests/support/shared_data.h"
+#include "tests/support/test_data.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_model.h"
 
@@ -377,7 +377,7 @@ TEST_CASE("HF fixtures: logits match transformers for every float32 family",
           "[core][model][data]") {
   const std::string name =
       GENERATE(as<std::string>{}, "llama", "llama_tied", "mistral", "qwen2", "opt", "gpt2");
-  CALQ_REQUIRE_SHARED(dir, "hf-fixtures/" + name);
+  CALQ_REQUIRE_DATA(dir, "hf-fixtures/" + name);
   INFO(name);
   LoadOptions options;
   options.path = dir.string();  // load_tokenizer stays on: fixtures have none, not an error
@@ -404,7 +404,7 @@ TEST_CASE("HF fixture llama_bf16: bfloat16 weights against transformers' bf16 ru
   // RoPE, norm or head — moves these random-weight logits by ≥ 0.1).
   constexpr double kLogitTolBf16 = 4.0 / 64.0;
   constexpr double kLossTolBf16 = 2e-3;
-  CALQ_REQUIRE_SHARED(dir, "hf-fixtures/llama_bf16");
+  CALQ_REQUIRE_DATA(dir, "hf-fixtures/llama_bf16");
   const at::Tensor ids = expected(dir, "input_ids");
   const at::Tensor want = expected(dir, "logits");
   for (const c10::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
@@ -423,7 +423,7 @@ TEST_CASE("HF fixture llama_bf16: bfloat16 weights against transformers' bf16 ru
 
 TEST_CASE("sotu-llama-6L: float16 weights computed in float32 match transformers",
           "[core][model][data]") {
-  CALQ_REQUIRE_SHARED(dir, "sotu-llama-6L");
+  CALQ_REQUIRE_DATA(dir, "sotu-llama-6L");
   auto model = load(dir);
   CHECK(model->n_parameters() == 6819072);  // info.json "params"
   const at::Tensor ids = expected(dir, "input_ids");
@@ -454,7 +454,7 @@ TEST_CASE("llama2.c: the permuted HF-layout model reproduces run.c's forward", "
     CHECK(err <= kLlama2cTol);
   }
   SECTION("stories260K [data]") {
-    CALQ_REQUIRE_SHARED(bin, "stories260K/stories260K.bin");
+    CALQ_REQUIRE_DATA(bin, "stories260K/stories260K.bin");
     auto model = load(bin);
     const auto& c = model->config();
     CHECK((c.hidden_size == 64 && c.intermediate_size == 172 && c.n_layers == 5 && c.n_heads == 8 &&

@@ -1,4 +1,4 @@
-// Tests for core/eval: the text joins of algorithms.md §10.1 and the perplexity protocol, on
+// Tests for core/eval: the text joins of docs/algorithms.md §10.1 and the perplexity protocol, on
 // hand-computed streams and on the real sotu-llama-6L model against transformers' figure.
 #include <ATen/ATen.h>
 
@@ -14,13 +14,13 @@
 #include "core/eval/perplexity.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
-#include "tests/support/shared_data.h"
+#include "tests/support/test_data.h"
 
 using namespace calq;
 
 namespace {
 
-// transformers' float32 reference figures for sotu-llama-6L (shared/data/PROVENANCE.md).
+// transformers' float32 reference figures for sotu-llama-6L (data/PROVENANCE.md).
 constexpr double kSotuValidPpl512 = 34.1207;
 constexpr int64_t kSotuValidTokens = 250960;
 // The issue's acceptance bound: 0.05 % relative.
@@ -44,8 +44,8 @@ TEST_CASE("wikitext rows are joined with blank lines and whitespace rows emptied
 
 TEST_CASE("the shared wikitext raw file rebuilds exactly the joined test text",
           "[core][eval][data]") {
-  CALQ_REQUIRE_SHARED(raw, "wikitext-2/wiki.test.raw");
-  CALQ_REQUIRE_SHARED(joined, "wikitext-2/test.joined.txt");
+  CALQ_REQUIRE_DATA(raw, "wikitext-2/wiki.test.raw");
+  CALQ_REQUIRE_DATA(joined, "wikitext-2/test.joined.txt");
   const core::EvalText from_raw = core::read_eval_text(raw.string(), core::TextJoin::WikitextRows);
   const core::EvalText as_is = core::read_eval_text(joined.string(), core::TextJoin::AsIs);
   CHECK(from_raw.text == as_is.text);
@@ -66,7 +66,7 @@ TEST_CASE("an empty text file is refused with its name", "[core][eval]") {
 
 TEST_CASE("perplexity equals exp of the mean NLL over whole windows, tail dropped",
           "[core][eval][data]") {
-  CALQ_REQUIRE_SHARED(dir, "hf-fixtures/llama");
+  CALQ_REQUIRE_DATA(dir, "hf-fixtures/llama");
   core::LoadOptions load;
   load.path = dir.string();
   auto model = core::load_model(load);
@@ -99,7 +99,7 @@ TEST_CASE("perplexity equals exp of the mean NLL over whole windows, tail droppe
 }
 
 TEST_CASE("a text shorter than one window is refused with its name", "[core][eval][data]") {
-  CALQ_REQUIRE_SHARED(dir, "hf-fixtures/llama");
+  CALQ_REQUIRE_DATA(dir, "hf-fixtures/llama");
   core::LoadOptions load;
   load.path = dir.string();
   auto model = core::load_model(load);
@@ -116,7 +116,7 @@ TEST_CASE("a text shorter than one window is refused with its name", "[core][eva
 
 TEST_CASE("sotu-llama-6L perplexity on its held-out text matches transformers",
           "[core][eval][data][slow]") {
-  CALQ_REQUIRE_SHARED(dir, "sotu-llama-6L");
+  CALQ_REQUIRE_DATA(dir, "sotu-llama-6L");
   core::LoadOptions load;
   load.path = dir.string();
   auto model = core::load_model(load);

@@ -1,5 +1,5 @@
 // A loop-based, scalar-float oracle for core/quant/quantizer.h + quantized_tensor.h: every grid
-// of algorithms.md §1.1 written out element by element from the reference formulas, compared
+// of docs/algorithms.md §1.1 written out element by element from the reference formulas, compared
 // with the vectorised ATen implementation bit for bit on seeded random weights (plus the edge
 // rows: all zero, all positive, all negative, constant, one outlier) at 2/3/4/8 bits, per
 // tensor, per channel and per group (short last groups included). The mse search (§1.4) is

@@ -1,5 +1,5 @@
 // Tests for core/quant (grid.h, quantizer.h, quantized_tensor.h, activation_quant.h): hand-computed
-// cases for every grid of algorithms.md §1.1, ties, clamps, groups, per-tensor, mse ties,
+// cases for every grid of docs/algorithms.md §1.1, ties, clamps, groups, per-tensor, mse ties,
 // activations and bad specs. Expected numbers are worked out in the comments, not by the code under
 // test; scales are chosen as powers of two (0.25, 0.5, 1) wherever possible so x/s is exact and
 // the ties are real ties. The loop-based oracle lives in quantizer_oracle_test.cpp.

@@ -1,5 +1,5 @@
 // Tests for core/io: dtype table, MappedFile, atomic writes, and the safetensors reader/writer,
-// including every malformed-file rule of formats.md §1.2, each built here as raw bytes.
+// including every malformed-file rule of docs/formats.md §1.2, each built here as raw bytes.
 #include "core/io/safetensors.h"
 
 #include <algorithm>
@@ -21,7 +21,7 @@
 #include "core/io/atomic_file.h"
 #include "core/io/dtype.h"
 #include "core/io/mapped_file.h"
-#include "tests/support/shared_data.h"
+#include "tests/support/test_data.h"
 
 namespace {
 
@@ -586,7 +586,7 @@ TEST_CASE("safetensors reads transformers fixtures and rewrites them byte for by
   const std::string family =
       GENERATE("gpt2", "llama", "llama_bf16", "llama_tied", "mistral", "opt", "qwen2");
   INFO("fixture " << family);
-  CALQ_REQUIRE_SHARED(fixture, "hf-fixtures/" + family + "/model.safetensors");
+  CALQ_REQUIRE_DATA(fixture, "hf-fixtures/" + family + "/model.safetensors");
   const SafetensorsCheckpoint checkpoint(fixture.parent_path().string());
   const SafetensorsFile original(fixture.string());
   CHECK(original.metadata() == std::map<std::string, std::string>{{"format", "pt"}});

@@ -16,7 +16,7 @@
 #include "core/error.h"
 #include "core/tokenizer/byte_level.h"
 #include "core/tokenizer/llama2c_tokenizer.h"
-#include "tests/support/shared_data.h"
+#include "tests/support/test_data.h"
 #include "tests/support/temp_dir.h"
 
 namespace calq::core {
@@ -210,9 +210,9 @@ std::string error_of(F&& f) {
 
 TEST_CASE("llama2c tokenizer gives the published TinyStories token counts",
           "[core][tokenizer][data]") {
-  CALQ_REQUIRE_SHARED(tok_path, "stories260K/tok512.bin");
-  CALQ_REQUIRE_SHARED(eval_path, "stories260K/tinystories_valid_eval.txt");
-  CALQ_REQUIRE_SHARED(calib_path, "stories260K/tinystories_valid_calib.txt");
+  CALQ_REQUIRE_DATA(tok_path, "stories260K/tok512.bin");
+  CALQ_REQUIRE_DATA(eval_path, "stories260K/tinystories_valid_eval.txt");
+  CALQ_REQUIRE_DATA(calib_path, "stories260K/tinystories_valid_calib.txt");
   const auto tok = load_tokenizer(tok_path.string());
   CHECK(tok->kind() == "llama2c");
   CHECK(tok->vocab_size() == 512);
@@ -229,7 +229,7 @@ TEST_CASE("llama2c tokenizer gives the published TinyStories token counts",
 
 TEST_CASE("llama2c encode equals run.c's quadratic merge loop on random strings",
           "[core][tokenizer][data]") {
-  CALQ_REQUIRE_SHARED(tok_path, "stories260K/tok512.bin");
+  CALQ_REQUIRE_DATA(tok_path, "stories260K/tok512.bin");
   const Llama2cTokenizer tok(tok_path.string());
   std::mt19937 rng(kSeed);
   // Pieces that merge in tok512 plus non-ASCII, 4-byte and malformed UTF-8 for the fallback.
@@ -346,7 +346,7 @@ TEST_CASE("llama2c tokenizer rejects truncated and foreign files with the file n
 
 TEST_CASE("sentencepiece tokenizer matches Llama-2's ids and round-trips",
           "[core][tokenizer][data]") {
-  CALQ_REQUIRE_SHARED(model_path, "llama2-tokenizer/tokenizer.model");
+  CALQ_REQUIRE_EXTRA(model_path, "llama2-tokenizer/tokenizer.model");
   const auto tok = load_tokenizer(model_path.string());
   CHECK(tok->kind() == "sentencepiece");
   CHECK(tok->vocab_size() == 32000);
@@ -365,9 +365,9 @@ TEST_CASE("sentencepiece tokenizer matches Llama-2's ids and round-trips",
 
 TEST_CASE("sentencepiece tokenizer reproduces transformers' counts for sotu and wikitext",
           "[core][tokenizer][data]") {
-  CALQ_REQUIRE_SHARED(model_dir, "sotu-llama-6L");
-  CALQ_REQUIRE_SHARED(sotu_path, "sotu-llama-6L/sotu_valid.txt");
-  CALQ_REQUIRE_SHARED(wiki_path, "wikitext-2/test.joined.txt");
+  CALQ_REQUIRE_DATA(model_dir, "sotu-llama-6L");
+  CALQ_REQUIRE_DATA(sotu_path, "sotu-llama-6L/sotu_valid.txt");
+  CALQ_REQUIRE_DATA(wiki_path, "wikitext-2/test.joined.txt");
   const auto tok = load_tokenizer(model_dir.string());  // finds tokenizer.model
   REQUIRE(tok->kind() == "sentencepiece");
   CHECK(tok->vocab_size() == 4096);
@@ -428,7 +428,7 @@ TEST_CASE("GPT-2 pre-tokenizer splits as its regex", "[core][tokenizer]") {
 }
 
 TEST_CASE("byte-level BPE gives GPT-2's ids and round-trips", "[core][tokenizer][data]") {
-  CALQ_REQUIRE_SHARED(gpt2_dir, "gpt2-tokenizer");
+  CALQ_REQUIRE_DATA(gpt2_dir, "gpt2-tokenizer");
   const auto tok = load_tokenizer(gpt2_dir.string());  // vocab.json + merges.txt
   CHECK(tok->kind() == "bpe");
   CHECK(tok->vocab_size() == 50257);
@@ -465,7 +465,7 @@ TEST_CASE("byte-level BPE gives GPT-2's ids and round-trips", "[core][tokenizer]
 
 TEST_CASE("GPT-2 as tokenizer.json encodes as its vocab.json + merges.txt",
           "[core][tokenizer][data]") {
-  CALQ_REQUIRE_SHARED(gpt2_dir, "gpt2-tokenizer");
+  CALQ_REQUIRE_DATA(gpt2_dir, "gpt2-tokenizer");
   // HF's gpt2 tokenizer.json: the same vocab and merges ("a b" strings), no normalizer.
   std::string merges_json;
   {

@@ -2,7 +2,7 @@
 """Builds tiny random models of every family with transformers' own classes and records
 transformers' logits, as ground truth for calq's forward (tests/core/family_fixtures_test.cpp).
 
-Each fixture is a directory in the layout of ../shared/data/hf-fixtures:
+Each fixture is a directory in the layout of data/hf-fixtures:
   config.json, model.safetensors   what save_pretrained wrote (transformers' own spelling)
   expected.safetensors             input_ids (int64 [2, seq]) and logits (float32); for a
                                    bf16 fixture logits are its bf16 weights computed in

@@ -26,7 +26,7 @@
 #include "core/error.h"
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
-#include "tests/support/shared_data.h"
+#include "tests/support/test_data.h"
 
 namespace {
 

@@ -13,7 +13,7 @@
 
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
-#include "tests/support/shared_data.h"
+#include "tests/support/test_data.h"
 
 namespace {
 

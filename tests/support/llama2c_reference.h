@@ -1,7 +1,7 @@
 // karpathy/llama2.c run.c's forward, written plainly (one position at a time with a KV cache,
 // interleaved RoPE on pairs (2j, 2j+1), per-head loops) in float64 on a .bin's ORIGINAL Meta-
 // layout weights; plus a writer of random llama2.c v0 .bin files. Tests compare calq's
-// permuted-to-HF Llama against it (formats.md §5.6: "logits of the converted model vs a direct
+// permuted-to-HF Llama against it (docs/formats.md §5.6: "logits of the converted model vs a direct
 // implementation of run.c's forward").
 #pragma once
 
