@@ -500,7 +500,9 @@ int run_recipe(const RunRequest& args) {
   // Export before evaluating: the export rounds folded norms to the stored dtype, so the
   // perplexity reported is the exported model's.
   if (stream) {
-    report.set_export(stream->finish(*model).json());
+    const core::ExportResult exported = stream->finish(*model);
+    report.set_export(exported.json());
+    report.set_section("certificate", exported.certificate);
     // The layers were freed as they were written: evaluate the checkpoint, which re-read bit
     // for bit, as a model of its own.
     core::LoadOptions written = load;
@@ -508,7 +510,10 @@ int run_recipe(const RunRequest& args) {
     model = core::load_model(written);
   } else if (recipe.save) {
     std::optional<core::AdapterResult> adapter;
-    report.set_export(save_checkpoint(*model, recipe, args.overwrite, result, adapter).json());
+    const core::ExportResult exported = save_checkpoint(*model, recipe, args.overwrite, result, adapter);
+    report.set_export(exported.json());
+    // The same certificate the export wrote into save.path (calq_certificate.json).
+    report.set_section("certificate", exported.certificate);
     if (adapter) report.set_section("adapter", adapter->json());
   }
   }

@@ -19,5 +19,6 @@ CommandRunner add_bench_command(CLI::App& app);
 CommandRunner add_outliers_command(CLI::App& app);
 CommandRunner add_sweep_command(CLI::App& app);
 CommandRunner add_synth_command(CLI::App& app);
+CommandRunner add_verify_command(CLI::App& app);
 
 }  // namespace calq::cli

@@ -61,6 +61,7 @@ int run(int argc, char** argv) {
   add(calq::cli::add_outliers_command);
   add(calq::cli::add_sweep_command);
   add(calq::cli::add_synth_command);
+  add(calq::cli::add_verify_command);
 
   try {
     app.parse(argc, argv);

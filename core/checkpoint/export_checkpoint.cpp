@@ -16,6 +16,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "core/checkpoint/certificate.h"
 #include "core/checkpoint/checkpoint_weights.h"
 #include "core/checkpoint/packed_linear.h"
 #include "core/error.h"
@@ -318,6 +319,28 @@ void remove_stale_temp_dirs(const fs::path& final_path) {
 
 fs::path temp_dir_for(const fs::path& final_path) { return temp_sibling(final_path); }
 
+/// The checkpoint's certificate (certificate.h), written into the temporary directory so that it
+/// appears with the checkpoint in one rename. A failing certificate is a warning, not an error:
+/// the export's own re-read passed, and the certificate holds every failure for the report.
+void certify(const fs::path& tmp, const fs::path& final_path, ExportResult& result) {
+  Certificate cert;
+  try {
+    cert = write_certificate(tmp.string(), final_path.string());
+  } catch (const std::exception& e) {  // never lose an export that re-read bit for bit
+    cert.path = final_path.string();
+    cert.failures.push_back(fmt::format("{}: the certificate could not be computed: {}",
+                                        final_path.string(), e.what()));
+    write_string_atomically((tmp / kCertificateFile).string(), cert.json() + "\n");
+  }
+  result.certificate = cert.json();
+  if (cert.passed()) {
+    log::info("save: certificate passed ({})", (final_path / kCertificateFile).string());
+  } else {
+    log::warn("save: certificate of {} fails ({} problems): {}", final_path.string(),
+              cert.failures.size(), cert.failures.front());
+  }
+}
+
 /// The modules a packed checkpoint keeps float, in each format's own terms: MoE routers the
 /// recipe did not quantize (full names), and what lies outside the language model (a multimodal
 /// Gemma 3's vision_tower and multi_modal_projector: `outside`, top-level module names).
@@ -559,6 +582,7 @@ ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
     for (int64_t i = 0; i < model.n_layers(); ++i)
       lint_layer(plan, model.layer(i), quantized[static_cast<size_t>(i)], result.warnings);
     for (const std::string& w : result.warnings) log::warn("save: {}", w);
+    certify(tmp, final_path, result);
 
     // Replace any previous export only now, and never leave the final name half-written. The
     // rules are checked again: the target may have changed while the model was quantized.
@@ -632,6 +656,7 @@ ExportResult StreamingExport::finish(const Model& model) {
   write_model_files(model, s.plan, s.tmp);
   if (options_.on_stage) options_.on_stage("written");
   for (const std::string& w : s.result.warnings) log::warn("save: {}", w);
+  certify(s.tmp, s.final_path, s.result);
   check_output_dir(s.final_path, "save.path", options_.overwrite);
   publish_directory(s.tmp.string(), s.final_path.string());
   s.finished = true;

@@ -53,6 +53,9 @@ struct ExportResult {
   int64_t quantized_linears = 0;
   int64_t reread_tensors = 0;  ///< tensors compared after the re-read (all bit-equal)
   std::vector<std::string> warnings;  ///< kernel-compatibility lint
+  /// The checkpoint's certificate as JSON text (certificate.h), also written into the directory
+  /// as calq_certificate.json before the rename.
+  std::string certificate;
   std::string json() const;  ///< report.json "export"
 };
 

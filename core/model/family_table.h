@@ -17,6 +17,7 @@ namespace calq::core {
 class Model;
 class WeightSource;
 struct LoadOptions;
+struct LayerSchema;
 
 class ConfigFields;
 
@@ -27,6 +28,10 @@ struct FamilyRow {
                 ModelConfig& c);
   std::unique_ptr<Model> (*build)(ModelConfig, std::shared_ptr<const WeightSource>,
                                   const LoadOptions&);
+  /// Layer i described as data (layer_schema.h), as the family's model builds it over
+  /// `weights` (whose tensor names may pick the prefix: OPT's "model.decoder." or "decoder."),
+  /// without loading a tensor: `calq verify` holds a checkpoint against it.
+  LayerSchema (*schema)(const ModelConfig&, const WeightSource&, int64_t);
 };
 
 /// The row of `model_type`, or nullptr.

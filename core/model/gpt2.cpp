@@ -17,6 +17,12 @@
 namespace calq::core {
 namespace {
 
+/// The checkpoint's tensor-name prefix: "transformer." (GPT2LMHeadModel) or "" (OpenAI-converted
+/// checkpoints).
+std::string gpt2_prefix(const WeightSource& weights) {
+  return weights.contains("transformer.wte.weight") ? "transformer." : "";
+}
+
 // Positions in the schema's lists (build_schema below).
 enum LinearIndex : size_t { kQ, kK, kV, kO, kFc1, kFc2 };
 enum NormIndex : size_t { kAttnNorm, kMlpNorm };
@@ -77,7 +83,7 @@ class Gpt2Model final : public DecoderModel {
             const LoadOptions& options)
       : DecoderModel(std::move(config), std::move(weights), options) {
     const ModelConfig& c = config_;
-    prefix_ = weights_->contains("transformer.wte.weight") ? "transformer." : "";
+    prefix_ = gpt2_prefix(*weights_);
     embed_ = load(prefix_ + "wte.weight", {c.vocab_size, c.hidden_size});
     positions_ = load(prefix_ + "wpe.weight", {c.max_positions, c.hidden_size});
     final_norm_ = load_norm(prefix_ + "ln_f", c.hidden_size, true);
@@ -129,36 +135,7 @@ class Gpt2Model final : public DecoderModel {
   }
 
   LayerSchema build_schema(int64_t i) const override {
-    const ModelConfig& c = config_;
-    const std::string p = fmt::format("{}h.{}.", prefix_, i);
-    const int64_t E = c.hidden_size, F = c.intermediate_size;
-    using R = LinearRole;
-    LayerSchema s;
-    s.layer = i;
-    // Order = LinearIndex; q, k, v are stored fused in attn.c_attn (no checkpoint of their own).
-    s.linears = {
-        {"attn.q", "", R::Query, E, E, true, 0, "norm.attn"},
-        {"attn.k", "", R::Key, E, E, true, 0, "norm.attn"},
-        {"attn.v", "", R::Value, E, E, true, 0, "norm.attn"},
-        {"attn.o", p + "attn.c_proj", R::Output, E, E, true, 1, ""},
-        {"mlp.fc1", p + "mlp.c_fc", R::MlpIn, F, E, true, 2, "norm.mlp"},
-        {"mlp.fc2", p + "mlp.c_proj", R::Down, E, F, true, 3, ""},
-    };
-    s.norms = {  // order = NormIndex
-        {"norm.attn", p + "ln_1", NormForm::Layer, NormSite::PreAttention, E},
-        {"norm.mlp", p + "ln_2", NormForm::Layer, NormSite::PreMlp, E},
-    };
-    // docs/algorithms.md §4.1, derived: norm.mlp → fc1 inspects the whole MLP so the loss sees the
-    // GELU and fc2 that follow.
-    s.scaling = {
-        {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},
-        {"attn.v", {"attn.o"}, Inspect::Linear, "attn.o", ""},
-        {"norm.mlp", {"mlp.fc1"}, Inspect::Mlp, "", ""},
-        {"mlp.fc1", {"mlp.fc2"}, Inspect::Linear, "mlp.fc2",
-         "GELU is not positively homogeneous, so a scale cannot move across it (the references "
-         "insert a runtime ScaledActivation that no checkpoint format holds)"},
-    };
-    return s;
+    return gpt2_layer_schema(config_, *weights_, i);
   }
 
  private:
@@ -176,6 +153,39 @@ class Gpt2Model final : public DecoderModel {
 };
 
 }  // namespace
+
+LayerSchema gpt2_layer_schema(const ModelConfig& c, const WeightSource& weights, int64_t i) {
+  const std::string prefix = gpt2_prefix(weights);
+  const std::string p = fmt::format("{}h.{}.", prefix, i);
+  const int64_t E = c.hidden_size, F = c.intermediate_size;
+  using R = LinearRole;
+  LayerSchema s;
+  s.layer = i;
+  // Order = LinearIndex; q, k, v are stored fused in attn.c_attn (no checkpoint of their own).
+  s.linears = {
+      {"attn.q", "", R::Query, E, E, true, 0, "norm.attn"},
+      {"attn.k", "", R::Key, E, E, true, 0, "norm.attn"},
+      {"attn.v", "", R::Value, E, E, true, 0, "norm.attn"},
+      {"attn.o", p + "attn.c_proj", R::Output, E, E, true, 1, ""},
+      {"mlp.fc1", p + "mlp.c_fc", R::MlpIn, F, E, true, 2, "norm.mlp"},
+      {"mlp.fc2", p + "mlp.c_proj", R::Down, E, F, true, 3, ""},
+  };
+  s.norms = {  // order = NormIndex
+      {"norm.attn", p + "ln_1", NormForm::Layer, NormSite::PreAttention, E},
+      {"norm.mlp", p + "ln_2", NormForm::Layer, NormSite::PreMlp, E},
+  };
+  // docs/algorithms.md §4.1, derived: norm.mlp → fc1 inspects the whole MLP so the loss sees the
+  // GELU and fc2 that follow.
+  s.scaling = {
+      {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},
+      {"attn.v", {"attn.o"}, Inspect::Linear, "attn.o", ""},
+      {"norm.mlp", {"mlp.fc1"}, Inspect::Mlp, "", ""},
+      {"mlp.fc1", {"mlp.fc2"}, Inspect::Linear, "mlp.fc2",
+       "GELU is not positively homogeneous, so a scale cannot move across it (the references "
+       "insert a runtime ScaledActivation that no checkpoint format holds)"},
+  };
+  return s;
+}
 
 std::unique_ptr<Model> make_gpt2_model(ModelConfig config,
                                        std::shared_ptr<const WeightSource> weights,

@@ -16,4 +16,8 @@ std::unique_ptr<Model> make_gpt2_model(ModelConfig config,
                                        std::shared_ptr<const WeightSource> weights,
                                        const LoadOptions& options);
 
+/// GPT-2 layer i: q, k, v (stored fused in attn.c_attn: no checkpoint prefix of their own),
+/// attn.c_proj, mlp.c_fc, mlp.c_proj under "transformer.h.{i}." (or "h.{i}."), ln_1 and ln_2.
+LayerSchema gpt2_layer_schema(const ModelConfig& config, const WeightSource& weights, int64_t i);
+
 }  // namespace calq::core

@@ -17,6 +17,12 @@
 namespace calq::core {
 namespace {
 
+/// The checkpoint's tensor-name prefix: "model.decoder." (OPTForCausalLM) or "decoder."
+/// (OPTModel checkpoints such as facebook/opt-125m).
+std::string opt_prefix(const WeightSource& weights) {
+  return weights.contains("model.decoder.embed_tokens.weight") ? "model.decoder." : "decoder.";
+}
+
 constexpr int64_t kPositionOffset = 2;  // OPTLearnedPositionalEmbedding: position p reads row p+2
 constexpr double kLayerNormEps = 1e-5;  // nn.LayerNorm default; OPT has no config field for it
 
@@ -71,8 +77,7 @@ class OptModel final : public DecoderModel {
            const LoadOptions& options)
       : DecoderModel(std::move(config), std::move(weights), options) {
     const ModelConfig& c = config_;
-    prefix_ =
-        weights_->contains("model.decoder.embed_tokens.weight") ? "model.decoder." : "decoder.";
+    prefix_ = opt_prefix(*weights_);
     embed_ = load(prefix_ + "embed_tokens.weight", {c.vocab_size, c.hidden_size});
     positions_ = load(prefix_ + "embed_positions.weight",
                       {c.max_positions + kPositionOffset, c.hidden_size});
@@ -111,35 +116,7 @@ class OptModel final : public DecoderModel {
   }
 
   LayerSchema build_schema(int64_t i) const override {
-    const ModelConfig& c = config_;
-    const std::string p = fmt::format("{}layers.{}.", prefix_, i);
-    const int64_t H = c.hidden_size, F = c.intermediate_size;
-    const bool b = c.attention_bias;  // enable_bias covers every linear
-    using R = LinearRole;
-    LayerSchema s;
-    s.layer = i;
-    // Order = LinearIndex. Steps: q,k,v → out_proj → fc1 → fc2 (gptq opt_sequential).
-    s.linears = {
-        {"attn.q", p + "self_attn.q_proj", R::Query, H, H, b, 0, "norm.attn"},
-        {"attn.k", p + "self_attn.k_proj", R::Key, H, H, b, 0, "norm.attn"},
-        {"attn.v", p + "self_attn.v_proj", R::Value, H, H, b, 0, "norm.attn"},
-        {"attn.o", p + "self_attn.out_proj", R::Output, H, H, b, 1, ""},
-        {"mlp.fc1", p + "fc1", R::MlpIn, F, H, b, 2, "norm.mlp"},
-        {"mlp.fc2", p + "fc2", R::Down, H, F, b, 3, ""},
-    };
-    s.norms = {  // order = NormIndex
-        {"norm.attn", p + "self_attn_layer_norm", NormForm::Layer, NormSite::PreAttention, H},
-        {"norm.mlp", p + "final_layer_norm", NormForm::Layer, NormSite::PreMlp, H},
-    };
-    // docs/algorithms.md §4.1. fc1 → fc2: ReLU(z / s) = ReLU(z) / s for s > 0, fc1's bias
-    // divided too.
-    s.scaling = {
-        {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},
-        {"attn.v", {"attn.o"}, Inspect::Linear, "attn.o", ""},
-        {"norm.mlp", {"mlp.fc1"}, Inspect::Linear, "mlp.fc1", ""},
-        {"mlp.fc1", {"mlp.fc2"}, Inspect::Linear, "mlp.fc2", ""},
-    };
-    return s;
+    return opt_layer_schema(config_, *weights_, i);
   }
 
  private:
@@ -151,6 +128,38 @@ class OptModel final : public DecoderModel {
 };
 
 }  // namespace
+
+LayerSchema opt_layer_schema(const ModelConfig& c, const WeightSource& weights, int64_t i) {
+  const std::string prefix = opt_prefix(weights);
+  const std::string p = fmt::format("{}layers.{}.", prefix, i);
+  const int64_t H = c.hidden_size, F = c.intermediate_size;
+  const bool b = c.attention_bias;  // enable_bias covers every linear
+  using R = LinearRole;
+  LayerSchema s;
+  s.layer = i;
+  // Order = LinearIndex. Steps: q,k,v → out_proj → fc1 → fc2 (gptq opt_sequential).
+  s.linears = {
+      {"attn.q", p + "self_attn.q_proj", R::Query, H, H, b, 0, "norm.attn"},
+      {"attn.k", p + "self_attn.k_proj", R::Key, H, H, b, 0, "norm.attn"},
+      {"attn.v", p + "self_attn.v_proj", R::Value, H, H, b, 0, "norm.attn"},
+      {"attn.o", p + "self_attn.out_proj", R::Output, H, H, b, 1, ""},
+      {"mlp.fc1", p + "fc1", R::MlpIn, F, H, b, 2, "norm.mlp"},
+      {"mlp.fc2", p + "fc2", R::Down, H, F, b, 3, ""},
+  };
+  s.norms = {  // order = NormIndex
+      {"norm.attn", p + "self_attn_layer_norm", NormForm::Layer, NormSite::PreAttention, H},
+      {"norm.mlp", p + "final_layer_norm", NormForm::Layer, NormSite::PreMlp, H},
+  };
+  // docs/algorithms.md §4.1. fc1 → fc2: ReLU(z / s) = ReLU(z) / s for s > 0, fc1's bias
+  // divided too.
+  s.scaling = {
+      {"norm.attn", {"attn.q", "attn.k", "attn.v"}, Inspect::Attention, "", ""},
+      {"attn.v", {"attn.o"}, Inspect::Linear, "attn.o", ""},
+      {"norm.mlp", {"mlp.fc1"}, Inspect::Linear, "mlp.fc1", ""},
+      {"mlp.fc1", {"mlp.fc2"}, Inspect::Linear, "mlp.fc2", ""},
+  };
+  return s;
+}
 
 std::unique_ptr<Model> make_opt_model(ModelConfig config,
                                       std::shared_ptr<const WeightSource> weights,
