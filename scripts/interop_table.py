@@ -55,7 +55,9 @@ def main():
         "",
         "## Family × format",
         "",
-        "Loaded = the real loader ran and agreed within tolerance; the variant checked on that family "
+        "Loaded = the real loader ran and agreed within tolerance; unpacked = the loader cannot take "
+        "the model, so compressed-tensors' own decompressors unpacked the weights and transformers ran "
+        "them as a float checkpoint; the variant checked on that family "
         "is named (variants rotate over families so each family meets each format once). Every other "
         "cell gives its reason.",
         "",
@@ -74,6 +76,9 @@ def main():
             for c in entries:
                 if c.get("path") == "loaded" and c.get("ok"):
                     parts.append(f"loaded ({c['format']}, {c['fixture']})")
+                elif c.get("path") == "unpacked" and c.get("ok"):
+                    parts.append(f"unpacked by compressed-tensors, run by transformers ({c['format']}, "
+                                 f"{c['fixture']}); loader: {short(c.get('reason', ''), 90)}")
                 elif c.get("path") == "loaded":
                     parts.append(f"**FAILS** ({c['format']}, {c['fixture']}): outside tolerance")
                 elif c.get("path") == "failed":
@@ -107,9 +112,9 @@ def main():
                            f"{fmt_ppl(ctq['ppl'])} / {fmt_e(ctq['rel_diff'])} / "
                            f"{fmt_e(ctq['max_abs_logit_diff'])}")
         path = c.get("path", "?")
-        if path in ("loaded",) and not c.get("ok", False):
-            path = "loaded, OUTSIDE TOLERANCE"
-        if path not in ("loaded",) and path != "loaded, OUTSIDE TOLERANCE":
+        if path in ("loaded", "unpacked") and not c.get("ok", False):
+            path += ", OUTSIDE TOLERANCE"
+        if path not in ("loaded", "unpacked", "loaded, OUTSIDE TOLERANCE", "unpacked, OUTSIDE TOLERANCE"):
             path = f"{path}: {short(c.get('reason', c.get('error', '')), 140)}"
         lines.append(
             f"| {c['fixture']} | {c['format']} | {path} | {c.get('loader', '–')} | "

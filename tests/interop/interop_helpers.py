@@ -123,3 +123,50 @@ class Results:
         with open(tmp, "w") as f:
             json.dump(self.doc, f, indent=1, sort_keys=True)
         os.replace(tmp, self.path)
+
+
+def ct_unpack_to_float_checkpoint(model_dir, out_dir):
+    """The "unpacked" path for compressed-tensors: every quantized module's tensors decompressed
+    by compressed-tensors' own per-module compressor (BaseCompressor registry, `decompress(state
+    dict, scheme)`: compressors/pack_quantized/base.py, naive_quantized/base.py), written with
+    the other tensors as a plain float checkpoint (quantization_config removed) for transformers
+    to load as it loads the fixtures. Returns the dense weights' dtypes."""
+    import shutil
+    from compressed_tensors.compressors import BaseCompressor
+    from compressed_tensors.quantization import QuantizationConfig
+    from safetensors.torch import load_file, save_file
+    config = json.load(open(os.path.join(model_dir, "config.json")))
+    qc = QuantizationConfig.model_validate(config["quantization_config"])
+    (group,) = qc.config_groups.values()
+    compressor = BaseCompressor.get_value_from_registry(qc.format)
+    tensors = {}
+    for f in sorted(os.listdir(model_dir)):
+        if f.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(model_dir, f)))
+    prefixes = {k.rsplit(".", 1)[0] for k in tensors if k.endswith(".weight_scale")}
+    dense, dtypes = {}, set()
+    for name, t in tensors.items():
+        if name.rsplit(".", 1)[0] not in prefixes:
+            dense[name] = t
+    for p in sorted(prefixes):
+        local = {k[len(p) + 1:]: v for k, v in tensors.items() if k.startswith(p + ".")}
+        # The float16 scale widened first (exactly): the library then computes s * (q - z) in
+        # float32, exact for these small integers, instead of rounding each weight to float16,
+        # which on an MoE can flip a near-tied top-k expert choice (qwen3_moe did) and hide
+        # the layout check behind a routing change. The unpacking itself is the library's.
+        local["weight_scale"] = local["weight_scale"].float()
+        out = compressor.decompress(local, group)
+        dtypes.add(str(out["weight"].dtype).replace("torch.", ""))
+        dense[p + ".weight"] = out["weight"].float().contiguous()
+        for k, v in out.items():  # a bias, if any
+            if k not in ("weight", "weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx"):
+                dense[p + "." + k] = v
+    os.makedirs(out_dir, exist_ok=True)
+    save_file(dense, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    del config["quantization_config"]
+    config["dtype"] = "float32"
+    json.dump(config, open(os.path.join(out_dir, "config.json"), "w"), indent=1)
+    for f in ("generation_config.json",):
+        if os.path.exists(os.path.join(model_dir, f)):
+            shutil.copy(os.path.join(model_dir, f), out_dir)
+    return sorted(dtypes)
