@@ -78,7 +78,7 @@ def main():
                     parts.append(f"loaded ({c['format']}, {c['fixture']})")
                 elif c.get("path") == "unpacked" and c.get("ok"):
                     parts.append(f"unpacked by compressed-tensors, run by transformers ({c['format']}, "
-                                 f"{c['fixture']}); loader: {short(c.get('reason', ''), 90)}")
+                                 f"{c['fixture']}); {short(c.get('reason', ''), 90)}")
                 elif c.get("path") == "loaded":
                     parts.append(f"**FAILS** ({c['format']}, {c['fixture']}): outside tolerance")
                 elif c.get("path") == "failed":
