@@ -14,6 +14,7 @@
 
 #include "cli/bounds.h"
 #include "cli/commands.h"
+#include "cli/window_logits.h"
 #include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
 #include "core/eval/eval_budget.h"
@@ -40,6 +41,7 @@ struct EvalArgs {
   std::string device = "cpu";
   std::string dtype = "float32";
   std::string json;
+  std::string logits;  ///< safetensors file: input_ids and float32 logits of the first text's windows
 };
 
 c10::ScalarType parse_dtype(const std::string& name) {
@@ -51,6 +53,7 @@ c10::ScalarType parse_dtype(const std::string& name) {
 
 int run_eval(const EvalArgs& args) {
   if (!args.json.empty()) core::check_output_file(args.json, "--json");  // before any work
+  if (!args.logits.empty()) core::check_output_file(args.logits, "--logits");
   core::LoadOptions load;
   load.path = args.model;
   load.tokenizer_path = args.tokenizer;
@@ -80,6 +83,7 @@ int run_eval(const EvalArgs& args) {
         core::perplexity_tokens(*model->tokenizer(), text.text, options);
     core::PerplexityResult r = core::evaluate_perplexity(*model, tokens, options, path);
     r.dataset = text.dataset;
+    if (!args.logits.empty() && results.empty()) write_window_logits(*model, tokens, r, args.logits);
     r.join = core::text_join_name(text.join);
     std::printf("%s: ppl %.4f (seqlen %lld, %lld tokens, %lld windows, join %s)\n",
                 r.dataset.c_str(), r.ppl, static_cast<long long>(r.seqlen),
@@ -135,6 +139,9 @@ CommandRunner add_eval_command(CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "Compute dtype: float32 | float16 | bfloat16")
       ->capture_default_str();
   cmd->add_option("--json", args->json, "Write the figures to this JSON file");
+  cmd->add_option("--logits", args->logits,
+                  "Write the first text's evaluated windows (input_ids) and their float32 logits "
+                  "to this safetensors file");
   return [args] { return run_eval(*args); };
 }
 

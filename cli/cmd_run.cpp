@@ -31,6 +31,7 @@
 #include "cli/memory_estimate.h"
 #include "cli/run_recipe.h"
 #include "cli/run_report.h"
+#include "cli/window_logits.h"
 #include "core/checkpoint/export_checkpoint.h"
 #include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
@@ -534,6 +535,8 @@ int run_recipe(const RunRequest& args) {
     core::PerplexityResult r = core::evaluate_perplexity(*model, tokens, options, e.data.resolved);
     r.dataset = text.dataset;
     r.join = core::text_join_name(e.join);
+    if (!args.logits.empty() && &e == recipe.eval.perplexity.data())
+      write_window_logits(*model, tokens, r, args.logits);
     std::printf("%s: ppl %.4f (seqlen %lld, %lld tokens, %lld windows)\n", r.dataset.c_str(),
                 r.ppl, static_cast<long long>(r.seqlen), static_cast<long long>(r.tokens),
                 static_cast<long long>(r.windows));
@@ -590,6 +593,9 @@ CommandRunner add_run_command(CLI::App& app) {
   cmd->add_flag("--stream", args->stream,
                 "Bounded memory: write each layer to the recipe's save path as soon as it is "
                 "quantized, then free it (evaluation reads the checkpoint)");
+  cmd->add_option("--logits", args->logits,
+                  "Write the first eval text's windows (input_ids) and the quantized model's "
+                  "float32 logits on them to this safetensors file");
   add_cache_options(*cmd, *args);
   return [args, resume] {
     if (resume->empty()) {

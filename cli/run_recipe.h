@@ -29,6 +29,9 @@ struct RunRequest {
   bool no_resume_state = false;
   /// Replace output directories calq did not write (--overwrite); a file is never replaced.
   bool overwrite = false;
+  /// --logits FILE: the first eval text's windows and the quantized model's float32 logits on
+  /// them (cli/window_logits.h); empty: none.
+  std::string logits;
   /// Set by `calq run --resume DIR`: continue the run whose state DIR/resume holds.
   bool resuming = false;
 };

@@ -353,7 +353,12 @@ void name_float_modules(Json& qc, const PackedLayout& layout, const Plan& plan,
   switch (layout.format) {
     case SaveFormat::CompressedTensors:
       for (const std::string& m : plan.float_modules) qc["ignore"].push_back(m);
-      for (const std::string& m : outside) qc["ignore"].push_back("re:^" + m + "\\..*");
+      // compressed-tensors matches "re:" targets with re.match on the module names of the model
+      // transformers builds (compressed_tensors/utils/match.py, match_name), and transformers 5
+      // names a multimodal Gemma 3's tower model.vision_tower, not the checkpoint's vision_tower:
+      // the pattern takes either, else the tower's Linears are expected quantized and their
+      // weight_scale reported missing (tests/interop, gemma3_mm).
+      for (const std::string& m : outside) qc["ignore"].push_back("re:(.*\\.)?" + m + "\\..*");
       break;
     case SaveFormat::Awq: {
       std::vector<std::string> names(plan.float_modules.begin(), plan.float_modules.end());
@@ -365,7 +370,11 @@ void name_float_modules(Json& qc, const PackedLayout& layout, const Plan& plan,
       if (!plan.float_modules.empty())
         qc["modules_in_block_to_quantize"] = Json::array({Json(std::vector<std::string>(
             plan.packed_in_block.begin(), plan.packed_in_block.end()))});
-      if (!weight_prefix.empty()) qc["block_name_to_quantize"] = weight_prefix + "model.layers";
+      // The module path of the decoder layers in the model transformers builds, which optimum's
+      // GPTQ conversion walks: transformers 5 nests the checkpoint's language_model.model.layers
+      // as model.language_model.layers (Gemma3ForConditionalGeneration); the checkpoint path left
+      // the language model's linears float there (tests/interop, gemma3_mm).
+      if (!weight_prefix.empty()) qc["block_name_to_quantize"] = "model." + weight_prefix + "layers";
       break;
     case SaveFormat::Fake:
       break;

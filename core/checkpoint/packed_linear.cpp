@@ -140,6 +140,12 @@ std::string unrepresentable_reason(const PackedLayout& l, const QuantizedTensor&
       if (q.scale_dtype != at::kHalf) return "awq stores float16 scales; expected scale_dtype: float16";
       return shape_reason(l, in, out);
     case SaveFormat::CompressedTensors:
+      // compressed-tensors 0.19 (requirements.txt) has no g_idx: ActivationOrdering "group" is
+      // refused at load ("actorder='group' has been removed", quant_args.py); only "weight"
+      // (act-order with static groups, the same stored format as none) remains.
+      if (l.act_order)
+        return "compressed-tensors (>= 0.19) dropped actorder \"group\" (g_idx): act-order groups "
+               "cannot be stored; use gptq's static_groups: true, or save.format gptq";
       if (q.grid == Grid::AwqAsym || q.grid == Grid::GptqAsym || q.grid == Grid::CtAsym) {
         if (l.activations) return "int-quantized with asymmetric weights is not written by calq";
       }

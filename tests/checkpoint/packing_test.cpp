@@ -116,7 +116,7 @@ TEST_CASE("every packed layout reads back the same codes and the same dequantize
       {SaveFormat::Gptq, 2, Grid::GptqAsym, 32, false},  {SaveFormat::Gptq, 3, Grid::GptqAsym, 32, false},
       {SaveFormat::Gptq, 4, Grid::GptqSym, 32, true},    {SaveFormat::Gptq, 4, Grid::AwqAsym, -1, false},
       {SaveFormat::Gptq, 8, Grid::GptqSym, 64, false},   {SaveFormat::Awq, 4, Grid::AwqAsym, 32, false},
-      {SaveFormat::Awq, 4, Grid::GptqAsym, 64, false},   {SaveFormat::CompressedTensors, 4, Grid::GptqSym, 32, true},
+      {SaveFormat::Awq, 4, Grid::GptqAsym, 64, false},   {SaveFormat::CompressedTensors, 4, Grid::GptqSym, 32, false},
       {SaveFormat::CompressedTensors, 4, Grid::GptqAsym, 32, false},
       {SaveFormat::CompressedTensors, 4, Grid::CtAsym, -1, false},
       {SaveFormat::CompressedTensors, 8, Grid::Absmax, -1, false},
@@ -159,4 +159,10 @@ TEST_CASE("layouts refuse what they cannot store, with the reason", "[checkpoint
   const QuantizedTensor odd = quantized(64, 48, 4, Grid::GptqAsym, 16, 4);
   const PackedLayout o = calq::core::layout_for(SaveFormat::Gptq, odd, std::nullopt);
   CHECK_THAT(calq::core::unrepresentable_reason(o, odd), Catch::Contains("multiple of 32"));
+  // compressed-tensors 0.19 removed actorder "group" (g_idx): act-order groups are refused.
+  QuantizedTensor act = quantized(64, 64, 4, Grid::GptqSym, 32, 4);
+  act.g_idx = act.g_idx.index_select(0, at::arange(63, -1, -1, at::kLong)).contiguous();
+  const PackedLayout c = calq::core::layout_for(SaveFormat::CompressedTensors, act, std::nullopt);
+  REQUIRE(c.act_order);
+  CHECK_THAT(calq::core::unrepresentable_reason(c, act), Catch::Contains("actorder"));
 }
