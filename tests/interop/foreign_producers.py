@@ -125,6 +125,13 @@ def load_fp32(model_dir):
                                                              device_map="cpu").eval()
 
 
+def load_dtype(model_dir, dtype):
+    import torch
+    import transformers
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=getattr(torch, dtype), device_map="cpu").eval()
+
+
 def hf_tokenizer(model_dir):
     import transformers
     return transformers.AutoTokenizer.from_pretrained(model_dir)
@@ -274,7 +281,8 @@ def hf_perplexity(model_dir, tokens, seqlen=SEQLEN, max_windows=EVAL_WINDOWS, mo
 
 def calq_eval(model_dir, text_path, work, seqlen=SEQLEN, max_windows=EVAL_WINDOWS):
     """`calq eval` on the directory: (ppl or None, tokens, stderr)."""
-    out = os.path.join(work, "eval-" + os.path.basename(os.path.normpath(model_dir)) + ".json")
+    tag = os.path.relpath(os.path.abspath(model_dir), os.path.abspath(work)).replace(os.sep, "_")
+    out = os.path.join(work, "eval-" + tag.replace("..", "up") + ".json")
     if os.path.exists(out):
         os.remove(out)
     p = subprocess.run([CALQ, "-q", "eval", "--model", model_dir, "--data", text_path,
