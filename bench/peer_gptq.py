@@ -46,8 +46,22 @@ def tokenize(model_dir, text):
         import sentencepiece as spm
         sp = spm.SentencePieceProcessor(model_file=os.path.join(model_dir, "tokenizer.model"))
         return [1] + sp.encode(text)
-    from tokenizers import Tokenizer
-    return Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json")).encode(text).ids
+    # calq synth's tokenizer.json is a byte-level BPE without merges (one id per byte, GPT-2's
+    # byte-to-unicode table); the tokenizers library rejects its short decoder entry, so map the
+    # bytes here: with no merges that is the whole encoding.
+    tj = json.load(open(os.path.join(model_dir, "tokenizer.json")))
+    assert not tj["model"].get("merges"), "expected calq synth's merge-free byte-level BPE"
+    vocab = tj["model"]["vocab"]
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    byte_char = dict(zip(bs, map(chr, cs)))
+    return [vocab[byte_char[b]] for b in text.encode("utf-8")]
 
 
 def prepare(work, model_dir, nsamples, seqlen):

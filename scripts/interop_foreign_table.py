@@ -15,7 +15,7 @@ WHY = {
     "fp32": "compressed-tensors decompresses to float32; summation order only",
     "bf16": "GPTQModel CPU kernel: bfloat16 inputs and scales (u = 2^-9)",
     "fp16": "AutoRound's CPU backend forces the model to float16 (2u, u = 2^-11)",
-    "act8": "dynamic int8 activations: code flips + amax/127.5 (compressed-tensors) vs amax/127 (calq, vLLM)",
+    "act8": "dynamic int8 activations: max(5e-4, 2 × transformers' own change between the int8 grids amax/127.5 (compressed-tensors) and amax/127 (calq, vLLM)) — per row",
 }
 
 

@@ -154,8 +154,14 @@ def llmc_oneshot(model_dir, out, recipe, windows, model=None):
     model = model if model is not None else load_fp32(model_dir)
     ds = Dataset.from_dict({"input_ids": windows,
                             "attention_mask": [[1] * len(w) for w in windows]})
+    # oneshot insists on a processor whenever a dataset is given, although these windows are
+    # already token ids; calq synth's tokenizer.json is not one transformers loads, so the sotu
+    # tokenizer stands in there (it tokenizes nothing).
+    own = os.path.exists(os.path.join(model_dir, "tokenizer_config.json"))
+    processor = hf_tokenizer(model_dir if own else SOTU)
     t = time.perf_counter()
-    oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(windows),
+    oneshot(model=model, dataset=ds, recipe=recipe, processor=processor,
+            num_calibration_samples=len(windows),
             max_seq_length=len(windows[0]), shuffle_calibration_samples=False,
             pipeline="sequential")
     seconds = time.perf_counter() - t
@@ -277,6 +283,30 @@ def hf_perplexity(model_dir, tokens, seqlen=SEQLEN, max_windows=EVAL_WINDOWS, mo
             lp = torch.log_softmax(logits[0, :-1], dim=-1)
             nll += -lp.gather(-1, ids[w, 1:].unsqueeze(-1)).double().sum().item()
     return float(torch.exp(torch.tensor(nll / (n * (seqlen - 1)), dtype=torch.float64)))
+
+
+class Int8GridAbsmax127:
+    """Within the block, compressed-tensors' dynamic symmetric int8 activations use calq's (and
+    vLLM's int8 kernel's) scale amax / 127 instead of its own amax / 127.5 (bit range 255 / 2,
+    compressed_tensors/quantization/utils/helpers.py calculate_qparams). Only the scale changes;
+    transformers and compressed-tensors do everything else."""
+
+    def __enter__(self):
+        import compressed_tensors.quantization.lifecycle.forward as ct_forward
+        self.mod, self.orig = ct_forward, ct_forward.compute_dynamic_scales_and_zp
+
+        def patched(value, args, module, global_scale=None):
+            scale, zero = self.orig(value=value, args=args, module=module,
+                                    global_scale=global_scale)
+            if args.symmetric and args.num_bits == 8 and args.type == "int":
+                scale = scale * (127.5 / 127.0)
+            return scale, zero
+
+        ct_forward.compute_dynamic_scales_and_zp = patched
+        return self
+
+    def __exit__(self, *exc):
+        self.mod.compute_dynamic_scales_and_zp = self.orig
 
 
 def calq_eval(model_dir, text_path, work, seqlen=SEQLEN, max_windows=EVAL_WINDOWS):
