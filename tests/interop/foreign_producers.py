@@ -226,7 +226,13 @@ def autoround_each(model_dir, out, windows, sym=True, iters=2, formats=AUTOROUND
     for fmt in formats:
         d = os.path.join(out, fmt.replace(":", "-"))
         try:
+            # save_quantized honours `format` only while no format is set on the object (it
+            # keeps the first one: auto_round/compressors/base.py save_quantized), so clear it.
+            ar.formats = None
             ar.save_quantized(d, format=fmt, inplace=False)
+            q = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
+            want = {"auto_gptq": "gptq", "auto_awq": "awq"}.get(fmt, "auto-round")
+            assert q["quant_method"] == want, f"AutoRound wrote {q['quant_method']} for {fmt}"
             finish_dir(d, model_dir)
             dirs[fmt] = d
         except Exception:  # noqa: BLE001 — the caller records it as the tool's gap
