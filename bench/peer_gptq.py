@@ -167,6 +167,7 @@ def run(a):
         d = os.path.join(work, "llmcompressor-gptq")
         s, wall = timed(llmc_gptq, model_dir, d, windows)
         row["llmcompressor_gptq"] = {"quantize_s": s, "process_s": wall, "dir": d}
+    if "gptq" in a.peers or "calq_gptq" in a.peers:
         s, wall, save = calq_run(os.path.join(ROOT, "configs", "sotu_gptq_w4g128.yaml"),
                                  model_dir, os.path.join(work, "calq-gptq"), calib, offsets,
                                  a.nsamples, a.seqlen, a.threads)
@@ -231,6 +232,9 @@ def table(doc):
                          f"{fmt(v.get('ppl_calq_eval'), '.4f')} | "
                          f"{fmt(v.get('ppl_transformers'), '.4f')} | "
                          f"{fmt(r.get('ppl_float'), '.4f')} |")
+    for r in doc["runs"]:
+        if r.get("note"):
+            lines.append(f"\n{r['model']} {r['nsamples']}×{r['seqlen']}: {r['note']}")
     r0 = doc["runs"][0] if doc["runs"] else {}
     lines += ["", f"CPU: {r0.get('cpu', '?')}, {r0.get('threads', '?')} threads, shared with other "
               "jobs (timings are indicative). Versions: " + ", ".join(
@@ -253,6 +257,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--peers", default="gptq,rtn")
     ap.add_argument("--json", default=RESULTS)
+    ap.add_argument("--note", help="a sentence stored with the run (e.g. a peer that did not finish)")
     ap.add_argument("--table", action="store_true", help="print (or --write) the section")
     ap.add_argument("--write", help="with --table: replace the section between its markers")
     a = ap.parse_args()
@@ -265,6 +270,8 @@ def main():
         return
     a.peers = a.peers.split(",")
     row = run(a)
+    if a.note:
+        row["note"] = a.note
     save_row(row, a.json)
     print(json.dumps(row, indent=1))
 

@@ -38,7 +38,10 @@ def render(doc):
            "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val), "",
            "| model | producer | format | calq inspect | ppl calq | ppl transformers | rel diff "
            "| tolerance | status |", "|---|---|---|---|---|---|---|---|---|"]
+    peers = [r for r in doc.get("results", []) if r["producer"].startswith("peer:")]
     for r in doc.get("results", []):
+        if r in peers:
+            continue
         tol = r.get("tolerance")
         arith = r.get("loader_arithmetic")
         out.append("| {} | {} {} | {} | {} | {} | {} | {} | {} | {} |".format(
@@ -47,6 +50,26 @@ def render(doc):
             fmt(r.get("ppl_transformers"), ".4f"), fmt(r.get("rel_diff"), ".1e"),
             "—" if tol is None else f"{tol:.0e}" + (f" ({arith})" if arith else ""),
             r.get("status", "?")))
+    act8 = [r for r in doc.get("results", []) if "ppl_transformers_amax127" in r]
+    if act8:
+        out += ["", "Dynamic int8 activations: transformers' perplexity with compressed-tensors' "
+                "own grid (amax/127.5) and with calq's / vLLM's (amax/127):", "",
+                "| model | format | transformers amax/127.5 | transformers amax/127 | calq | "
+                "tolerance |", "|---|---|---|---|---|---|"]
+        for r in act8:
+            out.append(f"| {r['model']} | {r['format']} | {r['ppl_transformers']:.4f} | "
+                       f"{r['ppl_transformers_amax127']:.4f} | {fmt(r.get('ppl_calq'), '.4f')} | "
+                       f"{r['tolerance']:.1e} |")
+    if peers:
+        out += ["", "Peer check (issue 20 part 4, the accuracy half; timings in BENCHMARKS.md): "
+                "llm-compressor's GPTQ set to calq's settings and calq's GPTQ on the same "
+                "calibration token ids, both checkpoints scored by `calq eval`:", "",
+                "| model | calibration | llm-compressor GPTQ | calq GPTQ | rel diff | bound |",
+                "|---|---|---|---|---|---|"]
+        for r in peers:
+            out.append(f"| {r['model']} | {r['format']} | {r['ppl_llmcompressor_calq_eval']:.4f} "
+                       f"(transformers {fmt(r.get('ppl_transformers'), '.4f')}) | "
+                       f"{r['ppl_calq']:.4f} | {r['rel_diff']:.1e} | {r['tolerance']:.0e} |")
     notes = [r for r in doc.get("results", []) if r.get("note")]
     out += ["", "Tolerances (relative): " + "; ".join(f"**{k}** {doc.get('protocol', {}).get('tolerances', {}).get(k, '?')}: {w}"
                                                       for k, w in WHY.items()) + ". Derivation in the "
@@ -55,8 +78,9 @@ def render(doc):
         out += ["## Notes", ""]
         for r in notes:
             first = [l for l in r["note"].strip().splitlines() if l.strip()]
+            line = (first[-1] if first else "").replace(ROOT + "/", "")
             out.append(f"- {r['model']} {r['producer']} {r['format']} ({r.get('status')}): "
-                       f"`{(first[-1] if first else '')[:300]}`")
+                       f"`{line[:300]}`")
         out.append("")
     return "\n".join(out)
 

@@ -210,9 +210,10 @@ def autoround(model_dir, out, windows, sym=True, iters=2, bits=4, group_size=128
 
 
 def autoround_each(model_dir, out, windows, sym=True, iters=2, formats=AUTOROUND_FORMATS):
-    """One AutoRound tuning, then each format saved on its own so one export that fails (see
-    the notes in docs/interop_foreign.md) does not take the others with it.
-    Returns ({format: directory}, {format: error text})."""
+    """One AutoRound tuning exported in every format by one quantize_and_save (AutoRound keeps
+    the first format it saved with, so formats cannot be saved one call each). An export that
+    fails stops the ones after it: put the fragile ones last. Each directory is identified by
+    its own quantization_config. Returns ({format: directory}, {format: error text})."""
     import traceback
     import torch
     from auto_round import AutoRound
@@ -221,22 +222,24 @@ def autoround_each(model_dir, out, windows, sym=True, iters=2, formats=AUTOROUND
     ar = AutoRound(model, hf_tokenizer(model_dir), bits=4, group_size=128, sym=sym, iters=iters,
                    nsamples=len(windows), seqlen=len(windows[0]), dataset=data,
                    device_map="cpu", batch_size=min(4, len(windows)), seed=42)
-    ar.quantize()
-    dirs, errors = {}, {}
-    for fmt in formats:
-        d = os.path.join(out, fmt.replace(":", "-"))
-        try:
-            # save_quantized honours `format` only while no format is set on the object (it
-            # keeps the first one: auto_round/compressors/base.py save_quantized), so clear it.
-            ar.formats = None
-            ar.save_quantized(d, format=fmt, inplace=False)
-            q = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
-            want = {"auto_gptq": "gptq", "auto_awq": "awq"}.get(fmt, "auto-round")
-            assert q["quant_method"] == want, f"AutoRound wrote {q['quant_method']} for {fmt}"
-            finish_dir(d, model_dir)
-            dirs[fmt] = d
-        except Exception:  # noqa: BLE001 — the caller records it as the tool's gap
-            errors[fmt] = traceback.format_exc(limit=4)
+    error = None
+    try:
+        ar.quantize_and_save(out, format=",".join(formats))
+    except Exception:  # noqa: BLE001 — the caller records it as the tool's gap
+        error = traceback.format_exc(limit=4)
+    dirs = {}
+    for root, _, files in os.walk(out):
+        if "config.json" not in files or "model.safetensors" not in files:
+            continue
+        q = json.load(open(os.path.join(root, "config.json"))).get("quantization_config", {})
+        method, packing = q.get("quant_method"), q.get("packing_format", "")
+        fmt = {"gptq": "auto_gptq", "awq": "auto_awq"}.get(method)
+        if method == "auto-round":
+            fmt = packing if packing in formats else "auto_round"
+        if fmt in formats:
+            finish_dir(root, model_dir)
+            dirs[fmt] = root
+    errors = {f: error or "not written" for f in formats if f not in dirs}
     return dirs, errors
 
 

@@ -148,6 +148,8 @@ def produce(producer, model, work):
     elif producer.startswith("autoround"):
         need("auto_round")
         sym = producer == "autoround-sym"
+        # asym "auto_round" resolves to AutoRound's AWQ packing, whose export fails in 0.15.1:
+        # last, so the others are written first.
         formats = fp.AUTOROUND_FORMATS if sym else ("auto_gptq", "auto_awq",
                                                     "auto_round:gptqmodel", "auto_round")
         out = base
