@@ -97,8 +97,10 @@ def autoround_rtn(model_dir, out, windows):
     from auto_round import AutoRound
     model = fp.load_fp32(model_dir)
     data = [{"input_ids": torch.tensor([w])} for w in windows]
-    ar = AutoRound(model, fp.hf_tokenizer(model_dir) if os.path.exists(
-        os.path.join(model_dir, "tokenizer_config.json")) else None, bits=SCHEME["bits"],
+    # AutoRound requires a tokenizer even for token-id input; calq synth's tokenizer.json is not
+    # one transformers loads, so the sotu tokenizer stands in (it tokenizes nothing here).
+    own = os.path.exists(os.path.join(model_dir, "tokenizer_config.json"))
+    ar = AutoRound(model, fp.hf_tokenizer(model_dir if own else fp.SOTU), bits=SCHEME["bits"],
         group_size=SCHEME["group_size"], sym=SCHEME["sym"], iters=0, nsamples=len(windows),
         seqlen=len(windows[0]), dataset=data, device_map="cpu", batch_size=1)
     t = time.perf_counter()
@@ -147,8 +149,11 @@ def run(a):
     model_dir = fp.SOTU if a.model == "sotu" else a.model
     name = "sotu-llama-6L" if a.model == "sotu" else os.path.basename(os.path.normpath(a.model))
     work = os.path.join(fp.BUILD, "interop", "peer", f"{name}-{a.nsamples}x{a.seqlen}")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    keep = os.path.join(work, "calq-gptq", "report.json")
+    kept = json.load(open(keep)) if a.reuse_calq_gptq and os.path.exists(keep) else None
+    if kept is None:
+        shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work, exist_ok=True)
     calib, offsets, windows = prepare(work, model_dir, a.nsamples, a.seqlen)
     text = fp.eval_text(work) if a.model == "sotu" else None
     small = a.model == "sotu"
@@ -167,7 +172,12 @@ def run(a):
         d = os.path.join(work, "llmcompressor-gptq")
         s, wall = timed(llmc_gptq, model_dir, d, windows)
         row["llmcompressor_gptq"] = {"quantize_s": s, "process_s": wall, "dir": d}
-    if "gptq" in a.peers or "calq_gptq" in a.peers:
+    if kept is not None:  # an earlier run's calq GPTQ on the same windows (--reuse-calq-gptq)
+        row["calq_gptq"] = {"quantize_s": kept["quantization"]["seconds"],
+                            "process_s": kept["timing"]["total_s"],
+                            "dir": os.path.join(work, "calq-gptq", "checkpoint"),
+                            "from": "report.json of an earlier run (process = its total_s)"}
+    elif "gptq" in a.peers or "calq_gptq" in a.peers:
         s, wall, save = calq_run(os.path.join(ROOT, "configs", "sotu_gptq_w4g128.yaml"),
                                  model_dir, os.path.join(work, "calq-gptq"), calib, offsets,
                                  a.nsamples, a.seqlen, a.threads)
@@ -257,6 +267,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--peers", default="gptq,rtn")
     ap.add_argument("--json", default=RESULTS)
+    ap.add_argument("--reuse-calq-gptq", action="store_true",
+                    help="take calq GPTQ's figures from the work folder's earlier report.json")
     ap.add_argument("--note", help="a sentence stored with the run (e.g. a peer that did not finish)")
     ap.add_argument("--table", action="store_true", help="print (or --write) the section")
     ap.add_argument("--write", help="with --table: replace the section between its markers")
