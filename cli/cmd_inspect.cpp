@@ -42,9 +42,11 @@ nlohmann::json describe_config(const core::ModelConfig& c) {
 
 nlohmann::json describe_layout(const core::PackedLayout& l) {
   const char* format = core::save_format_name(l.format);
-  return {{"format", l.format == core::SaveFormat::CompressedTensors
-                         ? fmt::format("{} ({})", format, l.ct_format())
-                         : std::string(format)},
+  std::string shown = l.format == core::SaveFormat::CompressedTensors
+                          ? fmt::format("{} ({})", format, l.ct_format())
+                          : std::string(format);
+  if (!l.declared.empty()) shown = fmt::format("{} layout, declared {}", shown, l.declared);
+  return {{"format", shown},
           {"bits", l.bits},
           {"group_size", l.group_size},
           {"sym", l.sym},

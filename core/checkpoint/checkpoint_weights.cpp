@@ -63,8 +63,12 @@ class PackedWeights final : public WeightSource {
     const std::string prefix = packed_prefix(name);
     if (prefix.empty()) return base_->shape(name);
     switch (layout_.format) {
-      case SaveFormat::Gptq:
-        return {base_->shape(prefix + ".qweight").at(1), base_->shape(prefix + ".g_idx").at(0)};
+      case SaveFormat::Gptq: {
+        const auto s = base_->shape(prefix + ".qweight");  // [in · bits / 32, out]
+        if (layout_.g_idx_stored || base_->contains(prefix + ".g_idx"))
+          return {s.at(1), base_->shape(prefix + ".g_idx").at(0)};
+        return {s.at(1), s.at(0) * 32 / layout_.bits};  // no g_idx: AutoRound's own format
+      }
       case SaveFormat::Awq: {
         const auto s = base_->shape(prefix + ".qweight");
         return {s.at(1) * 8, s.at(0)};

@@ -132,6 +132,7 @@ class Checker {
   std::vector<std::string> own_required() const {
     switch (l_.format) {
       case SaveFormat::Gptq:
+        if (!l_.g_idx_stored) return {"qweight", "qzeros", "scales"};
         return {"qweight", "qzeros", "scales", "g_idx"};
       case SaveFormat::Awq:
         return {"qweight", "qzeros", "scales"};
@@ -200,16 +201,20 @@ class Checker {
   }
 
   void check_gptq(const std::string& p) const {
-    const Shape qw = shape(p + ".qweight", 2), gi = shape(p + ".g_idx", 1);
+    const Shape qw = shape(p + ".qweight", 2);
     const Shape sc = shape(p + ".scales", 2), qz = shape(p + ".qzeros", 2);
+    // AutoRound's own format stores no g_idx: qweight's rows give in_features (packed_layout.h).
+    const bool has_g_idx = l_.g_idx_stored || s_.contains(p + ".g_idx");
+    const Shape gi = has_g_idx ? shape(p + ".g_idx", 1) : Shape{qw[0] * 32 / l_.bits};
     expect_int(p + ".qweight", at::kInt);
     expect_int(p + ".qzeros", at::kInt);
-    expect_int(p + ".g_idx", at::kInt);
+    if (has_g_idx) expect_int(p + ".g_idx", at::kInt);
     expect_float(p + ".scales");
     const int64_t in = gi[0], out = qw[1], b = l_.bits;
     CALQ_CHECK(in > 0 && in % 32 == 0 && out > 0,
-               "{}: tensor \"{}.g_idx\" gives in_features {} (out_features {}); expected a "
-               "positive multiple of 32 (GPTQ packs codes in 32-input blocks)", file_, p, in, out);
+               "{}: tensor \"{}.{}\" gives in_features {} (out_features {}); expected a "
+               "positive multiple of 32 (GPTQ packs codes in 32-input blocks)", file_, p,
+               has_g_idx ? "g_idx" : "qweight", in, out);
     CALQ_CHECK(qw[0] == in * b / 32,
                "{}: {} is {} but tensor \"{}.qweight\" has shape {}, {} for in_features {} "
                "(g_idx); expected shape {}", file_, key("bits"), b, p, shape_str(qw),
@@ -223,7 +228,7 @@ class Checker {
                "{}: {} is {} but tensor \"{}.qzeros\" has shape {}, {} for out_features {}; "
                "expected shape {}", file_, key("bits"), b, p, shape_str(qz),
                implied_bits(qz[1], out), out, shape_str(want_qz));
-    check_g_idx(p + ".g_idx", in, groups, "desc_act");
+    if (has_g_idx) check_g_idx(p + ".g_idx", in, groups, "desc_act");
     if (!l_.sym) return;
     // GPTQ's symmetric grid fixes every zero at 2^(b−1); v1 stores it as 2^(b−1) − 1 (§2.4).
     const int32_t zero = int32_t{1} << (b - 1), stored = l_.gptq_v2 ? zero : zero - 1;
@@ -244,10 +249,11 @@ class Checker {
   }
 
   void check_awq(const std::string& p) const {
-    CALQ_CHECK(!l_.sym, "{}: {} is false{}; expected zero_point: true (AWQ GEMM always stores "
-               "zero points, and calq reads no other AWQ layout)", file_, key("zero_point"),
-               s_.contains(p + ".qzeros") ? fmt::format(" but tensor \"{}.qzeros\" is present", p)
-                                          : std::string());
+    // zero_point: false (sym) is read only with its qzeros, every one the symmetric 2^(b−1), as
+    // AutoRound's auto_awq export writes it (auto_round/export/export_to_awq/utils.py).
+    CALQ_CHECK(!l_.sym || s_.contains(p + ".qzeros"),
+               "{}: {} is false and tensor \"{}.qzeros\" is missing; expected qzeros (calq reads "
+               "AWQ GEMM with stored zero points only)", file_, key("zero_point"), p);
     const Shape qw = shape(p + ".qweight", 2), sc = shape(p + ".scales", 2);
     const Shape qz = shape(p + ".qzeros", 2);
     expect_int(p + ".qweight", at::kInt);
@@ -263,6 +269,12 @@ class Checker {
     expect_shape(p + ".scales", sc, want_sc, fmt::format("out_features {} from qweight", out));
     expect_groups(p + ".qzeros", qz, want, in);
     expect_shape(p + ".qzeros", qz, want, fmt::format("out_features {} from qweight", out));
+    if (!l_.sym) return;
+    const int32_t zero = int32_t{1} << (l_.bits - 1);
+    const int64_t other = (unpack_awq(s_.load(p + ".qzeros")) != zero).sum().item<int64_t>();
+    CALQ_CHECK(other == 0,
+               "{}: {} is false but tensor \"{}.qzeros\" holds {} zero points other than the "
+               "symmetric {}; expected zero_point: true", file_, key("zero_point"), p, other, zero);
   }
 
   void check_ct(const std::string& p) const {
@@ -406,7 +418,8 @@ std::vector<std::string> find_layout_mismatches(const PackedLayout& layout,
     problems.push_back(fmt::format(
         "{}: quantization_config declares quant_method \"{}\" but no tensor ends in \"{}\"; "
         "expected the packed form of every quantized linear",
-        config_file, save_format_name(layout.format), checker.marker()));
+        config_file, layout.declared.empty() ? save_format_name(layout.format) : layout.declared,
+        checker.marker()));
   }
   for (const std::string& name : names) collect([&] { checker.check_name(name, prefixes); });
   for (const std::string& prefix : prefixes) collect([&] { checker.check_linear(prefix); });

@@ -134,6 +134,63 @@ void check_group_size(int64_t g, const std::string& file, const std::string& whe
              file, where, g);
 }
 
+/// AutoRound's own format (quant_method "auto-round"), as auto-round 0.15's
+/// export/export_to_autoround/export.py and export/formats/backends/autoround.py write it:
+/// packing_format names the packer of qweight / qzeros / scales —
+///   auto_round:auto_gptq   auto_round_extension/torch/qlinear_torch_zp.py: GPTQ packing, zeros
+///                          stored minus 1 (GPTQ v1), no g_idx (what "auto_round" gives for sym)
+///   auto_round:gptqmodel   auto_round_extension/torch/qlinear_torch.py with g_idx: GPTQ packing,
+///                          zeros as they are (GPTQ v2)
+///   auto_round             the same QuantLinear without g_idx (weight-only asym when not AWQ)
+///   auto_round:auto_awq    AWQ GEMM packing (what "auto_round" gives for asym 4-bit)
+/// extra_config holds per-layer overrides; one that quantizes a layer differently is refused.
+PackedLayout parse_auto_round(const Json& c, const std::string& file) {
+  const std::string where = "quantization_config";
+  PackedLayout l;
+  l.weights_key = where;
+  const std::string packing =
+      get_or(c, "packing_format", std::string("auto_round:auto_gptq"), file, where);
+  l.declared = "auto-round (packing_format " + packing + ")";
+  const std::string data_type = get_or(c, "data_type", std::string("int"), file, where);
+  CALQ_CHECK(data_type == "int", "{}: {}.data_type \"{}\"; calq reads AutoRound's int weights only",
+             file, where, data_type);
+  const int act_bits = get_or(c, "act_bits", 16, file, where);
+  CALQ_CHECK(act_bits >= 16, "{}: {}.act_bits: {}; calq reads weight-only AutoRound checkpoints "
+             "(act_bits 16)", file, where, act_bits);
+  l.bits = get<int>(c, "bits", file, where);
+  check_bits(l.bits, file, where + ".bits");
+  l.group_size = get<int64_t>(c, "group_size", file, where);
+  check_group_size(l.group_size, file, where + ".group_size");
+  l.sym = get_or(c, "sym", true, file, where);
+  if (packing == "auto_round:auto_gptq" || packing == "auto_round:gptqmodel" ||
+      packing == "auto_round") {
+    l.format = SaveFormat::Gptq;
+    l.gptq_v2 = packing != "auto_round:auto_gptq";
+    l.g_idx_stored = packing == "auto_round:gptqmodel";
+  } else if (packing == "auto_round:auto_awq") {
+    l.format = SaveFormat::Awq;
+    CALQ_CHECK(l.bits == 4, "{}: {}.bits: {}; AWQ GEMM packing holds 4-bit weights", file, where,
+               l.bits);
+  } else {
+    fail("{}: {}.packing_format \"{}\"; calq reads auto_round, auto_round:auto_gptq, "
+         "auto_round:gptqmodel and auto_round:auto_awq", file, where, packing);
+  }
+  if (c.contains("extra_config") && c.at("extra_config").is_object()) {
+    for (const auto& [layer, cfg] : c.at("extra_config").items()) {
+      const std::string lwhere = where + ".extra_config." + layer;
+      const int bits = get_or(cfg, "bits", l.bits, file, lwhere);
+      if (bits >= 16) continue;  // kept in float: stored as <layer>.weight, read as such
+      const int64_t g = get_or(cfg, "group_size", l.group_size, file, lwhere);
+      const bool sym = get_or(cfg, "sym", l.sym, file, lwhere);
+      CALQ_CHECK(bits == l.bits && g == l.group_size && sym == l.sym,
+                 "{}: {}: w{} g{} {} differs from the checkpoint's w{} g{} {}; calq reads one "
+                 "layout per checkpoint", file, lwhere, bits, g, sym ? "sym" : "asym", l.bits,
+                 l.group_size, l.sym ? "sym" : "asym");
+    }
+  }
+  return l;
+}
+
 }  // namespace
 
 std::optional<PackedLayout> parse_quantization_config(const Json& c, const std::string& file) {
@@ -156,6 +213,7 @@ std::optional<PackedLayout> parse_quantization_config(const Json& c, const std::
     l.gptq_v2 = fmt == "gptq_v2";
     return l;
   }
+  if (method == "auto-round") return parse_auto_round(c, file);
   if (method == "awq") {
     l.format = SaveFormat::Awq;
     l.bits = c.contains("bits") ? get<int>(c, "bits", file, where) : get<int>(c, "w_bit", file, where);
@@ -166,7 +224,8 @@ std::optional<PackedLayout> parse_quantization_config(const Json& c, const std::
     const std::string version = get_or(c, "version", std::string("gemm"), file, where);
     CALQ_CHECK(version == "gemm" || version == "GEMM",
                "{}: {}.version \"{}\"; calq reads the gemm layout only", file, where, version);
-    // zero_point: false would mean no qzeros; the tensor check holds it against the checkpoint.
+    // zero_point: false is a symmetric grid. AutoRound's auto_awq export (auto_round/export/
+    // export_to_awq) still stores qzeros, every one 2^(b−1); the tensor check holds that.
     l.sym = !get_or(c, "zero_point", true, file, where);
     return l;
   }
@@ -184,8 +243,9 @@ std::optional<PackedLayout> parse_quantization_config(const Json& c, const std::
     l.weights_key = wwhere;
     l.bits = get<int>(w, "num_bits", file, wwhere);
     check_bits(l.bits, file, wwhere + ".num_bits");
-    CALQ_CHECK(get_or(w, "type", std::string("int"), file, wwhere) == "int",
-               "{}: {}.type: expected int", file, wwhere);
+    const std::string type = get_or(w, "type", std::string("int"), file, wwhere);
+    CALQ_CHECK(type == "int", "{}: {}.type \"{}\"; calq reads int weights only (expected int)",
+               file, wwhere, type);
     l.sym = get_or(w, "symmetric", true, file, wwhere);
     const std::string strategy = get<std::string>(w, "strategy", file, wwhere);
     CALQ_CHECK(strategy == "group" || strategy == "channel" || strategy == "tensor",
@@ -223,8 +283,8 @@ std::optional<PackedLayout> parse_quantization_config(const Json& c, const std::
                where, format, l.ct_format());
     return l;
   }
-  fail("{}: {}.quant_method \"{}\"; calq reads gptq, awq and compressed-tensors", file, where,
-       method);
+  fail("{}: {}.quant_method \"{}\"; calq reads gptq, awq, auto-round and compressed-tensors",
+       file, where, method);
 }
 
 }  // namespace calq::core

@@ -23,6 +23,12 @@ struct PackedLayout {
   bool sym = true;
   bool act_order = false;    ///< GPTQ desc_act / compressed-tensors actorder "group"
   bool gptq_v2 = false;      ///< GPTQ checkpoint_format "gptq_v2": zeros stored without the −1
+  /// GPTQ layout only: false when the producer writes no g_idx (AutoRound's own format); the
+  /// groups are then sequential and in_features comes from qweight.
+  bool g_idx_stored = true;
+  /// What config.json declared when it is not the format's own quant_method, for messages and
+  /// `calq inspect`: e.g. "auto-round (packing_format auto_round:auto_gptq)". Empty for calq's.
+  std::string declared;
   /// compressed-tensors with activations: int-quantized (int8 container), else pack-quantized.
   std::optional<ActQuantSpec> activations;
   /// Where the weight fields sit in config.json, for messages: "quantization_config" (GPTQ,

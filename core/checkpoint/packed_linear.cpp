@@ -223,8 +223,13 @@ QuantizedTensor unpack_linear(const PackedLayout& l, const WeightSource& s, cons
   switch (l.format) {
     case SaveFormat::Gptq: {
       const at::Tensor qweight = load_i32(s, p + ".qweight");
-      const at::Tensor g_idx = load_i32(s, p + ".g_idx");
-      const int64_t in = g_idx.numel(), out = qweight.size(1);
+      // Without g_idx (AutoRound's own format) the groups are sequential and qweight's rows
+      // give in_features: each row holds 32 / bits inputs (3-bit: 32 inputs per 3 rows).
+      const bool stored = l.g_idx_stored || s.contains(p + ".g_idx");
+      const int64_t in = stored ? s.shape(p + ".g_idx").at(0) : qweight.size(0) * 32 / l.bits;
+      const at::Tensor g_idx = stored ? load_i32(s, p + ".g_idx")
+                                      : sequential_g_idx(in, l.group_size).to(at::kInt);
+      const int64_t out = qweight.size(1);
       const at::Tensor scales = s.load(p + ".scales");  // [groups, out]
       const int64_t groups = scales.size(0);
       expect_shape(s, p + ".qweight", qweight, {in * l.bits / 32, out});

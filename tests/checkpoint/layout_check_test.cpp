@@ -177,8 +177,10 @@ TEST_CASE("awq checkpoints whose config disagrees with their tensors are refused
   const at::Tensor logits =
       export_tiny(dir, "  weights: {bits: 4, group_size: 32, sym: false, grid: awq}\n", "awq");
   expect_untouched_loads(dir, logits);
+  // zero_point: false reads only with every qzero the symmetric 8 (AutoRound's auto_awq).
   expect_refused(edited_config(dir, [](Json& q) { q["zero_point"] = false; }),
-                 "quantization_config.zero_point is false", ".qzeros\" is present");
+                 "quantization_config.zero_point is false",
+                 "zero points other than the symmetric 8");
   expect_refused(edited_config(dir, [](Json& q) { q["group_size"] = 64; }),
                  "quantization_config.group_size is 64",
                    ".scales\" has 4 groups over in_features 128 (group_size 32)");
@@ -238,4 +240,40 @@ TEST_CASE("compressed-tensors checkpoints whose config disagrees with their tens
     expect_refused(weights([](Json& x) { x["num_bits"] = 4; }), w + "num_bits is 4",
                    ".weight\" holds codes");
   }
+}
+
+TEST_CASE("AutoRound's own format reads as the GPTQ layout its packing_format names",
+          "[checkpoint][layout]") {
+  // auto-round 0.15 export/export_to_autoround: quant_method "auto-round", packing_format
+  // "auto_round:auto_gptq" = GPTQ v1 packing without g_idx (qlinear_torch_zp.py).
+  calq::test::TempDir dir("calq_layout");
+  const at::Tensor logits =
+      export_tiny(dir, "  weights: {bits: 4, group_size: 32, sym: true, grid: gptq}\n", "gptq");
+  const fs::path out = dir / "auto_round";
+  fs::copy(dir / "out", out, fs::copy_options::recursive);
+  const auto source = calq::core::open_safetensors_source((dir / "out").string());
+  calq::core::NamedTensors tensors;
+  for (const std::string& n : source->names()) {
+    if (n.size() < 6 || n.compare(n.size() - 6, 6, ".g_idx") != 0) tensors.emplace_back(n, source->load(n));
+  }
+  calq::core::write_safetensors((out / "model.safetensors").string(), tensors);
+  const auto write_config = [&](const std::function<void(Json&)>& edit) {
+    Json config;
+    std::ifstream(dir / "out" / "config.json") >> config;
+    config["quantization_config"] = {{"quant_method", "auto-round"}, {"bits", 4},
+                                     {"group_size", 32}, {"sym", true}, {"data_type", "int"},
+                                     {"packing_format", "auto_round:auto_gptq"}};
+    edit(config["quantization_config"]);
+    std::ofstream(out / "config.json") << config.dump(2);
+  };
+  write_config([](Json&) {});
+  auto model = calq::test::load_tiny_model(out);
+  CHECK(at::equal(model->forward(at::arange(12, at::kLong).view({1, 12})), logits));
+
+  write_config([](Json& q) { q["packing_format"] = "auto_round:marlin"; });
+  expect_refused(out, "quantization_config.packing_format", "auto_round:marlin");
+  write_config([](Json& q) { q["act_bits"] = 8; });
+  expect_refused(out, "quantization_config.act_bits", "weight-only");
+  write_config([](Json& q) { q["packing_format"] = "auto_round:gptqmodel"; });  // expects g_idx
+  expect_refused(out, "qweight, qzeros, scales, g_idx", ".g_idx\" is missing");
 }

@@ -25,7 +25,7 @@ class Env:
     def __init__(self):
         self.calq = os.environ["CALQ_BIN"]
         self.fixtures = os.environ["CALQ_FAMILY_FIXTURES"]
-        self.data = os.environ["CALQ_SHARED_DATA"]
+        self.data = os.environ["CALQ_DATA"]
         self.source = os.environ["CALQ_SOURCE_DIR"]
         self.out = os.environ["CALQ_INTEROP_OUT"]
         stories = os.path.join(self.data, "stories260K")

@@ -13,7 +13,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
   exit 1
 fi
 mkdir -p "$out"
-export CALQ_BIN="$calq" CALQ_FAMILY_FIXTURES="$fixtures" CALQ_SHARED_DATA="$data" \
+export CALQ_BIN="$calq" CALQ_FAMILY_FIXTURES="$fixtures" CALQ_DATA="$data" \
        CALQ_SOURCE_DIR="$src" CALQ_INTEROP_OUT="$out"
 # calq's own wait policy (core/thread_wait_policy.h) for the exports; one torch thread per
 # process: the exporter runs two calq processes beside the loading one on 2 cores.
