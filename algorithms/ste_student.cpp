@@ -1,5 +1,6 @@
 #include "algorithms/ste_student.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/ATen.h>
 
 #include <algorithm>

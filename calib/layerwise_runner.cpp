@@ -1,5 +1,6 @@
 #include "calib/layerwise_runner.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/ATen.h>
 
 #include <algorithm>

@@ -1,5 +1,6 @@
 #include "core/eval/non_finite_stage.h"
 
+#include <ATen/core/grad_mode.h>
 #include <string_view>
 
 #include <ATen/ATen.h>

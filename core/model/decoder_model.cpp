@@ -1,6 +1,7 @@
 // Lazy layer management and the name lookups shared by every family.
 #include "core/model/decoder_model.h"
 
+#include <ATen/core/grad_mode.h>
 #include <algorithm>
 #include <limits>
 

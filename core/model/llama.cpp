@@ -2,6 +2,7 @@
 // the same dtype casts, the same op order, so float32 logits agree to ~1e-6.
 #include "core/model/llama.h"
 
+#include <ATen/core/grad_mode.h>
 #include <cmath>
 #include <string>
 #include <tuple>

@@ -2,6 +2,7 @@
 // HF architectures calq runs), llama2.c detection by the .bin extension, and tokenizer discovery.
 #include "core/model/model.h"
 
+#include <ATen/core/grad_mode.h>
 #include <filesystem>
 #include <string>
 #include <vector>

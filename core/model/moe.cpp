@@ -1,5 +1,6 @@
 #include "core/model/moe.h"
 
+#include <ATen/core/grad_mode.h>
 #include <string>
 #include <vector>
 
