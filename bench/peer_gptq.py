@@ -150,7 +150,8 @@ def run(a):
     name = "sotu-llama-6L" if a.model == "sotu" else os.path.basename(os.path.normpath(a.model))
     work = os.path.join(fp.BUILD, "interop", "peer", f"{name}-{a.nsamples}x{a.seqlen}")
     keep = os.path.join(work, "calq-gptq", "report.json")
-    kept = json.load(open(keep)) if a.reuse_calq_gptq and os.path.exists(keep) else None
+    kept = (json.load(open(keep)) if getattr(a, "reuse_calq_gptq", False) and os.path.exists(keep)
+            else None)
     if kept is None:
         shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work, exist_ok=True)
