@@ -56,8 +56,9 @@ def main():
         "## Family × format",
         "",
         "Loaded = the real loader ran and agreed within tolerance; unpacked = the loader cannot take "
-        "the model, so compressed-tensors' own decompressors unpacked the weights and transformers ran "
-        "them as a float checkpoint; the variant checked on that family "
+        "the model, so the format's own library unpacked the weights (compressed-tensors' "
+        "decompressors; GPTQModel's GPTQ/AWQ dequantization, scales widened to float32 first) and "
+        "transformers ran them as a float checkpoint; the variant checked on that family "
         "is named (variants rotate over families so each family meets each format once). Every other "
         "cell gives its reason.",
         "",
@@ -77,7 +78,8 @@ def main():
                 if c.get("path") == "loaded" and c.get("ok"):
                     parts.append(f"loaded ({c['format']}, {c['fixture']})")
                 elif c.get("path") == "unpacked" and c.get("ok"):
-                    parts.append(f"unpacked by compressed-tensors, run by transformers ({c['format']}, "
+                    by = "GPTQModel" if "GPTQModel" in str(c.get("loader", "")) else "compressed-tensors"
+                    parts.append(f"unpacked by {by}, run by transformers ({c['format']}, "
                                  f"{c['fixture']}); {short(c.get('reason', ''), 90)}")
                 elif c.get("path") == "loaded":
                     parts.append(f"**FAILS** ({c['format']}, {c['fixture']}): outside tolerance")

@@ -170,3 +170,63 @@ def ct_unpack_to_float_checkpoint(model_dir, out_dir):
         if os.path.exists(os.path.join(model_dir, f)):
             shutil.copy(os.path.join(model_dir, f), out_dir)
     return sorted(dtypes)
+
+
+def gptqmodel_unpack_to_float_checkpoint(model_dir, out_dir):
+    """The "unpacked" path for GPTQ v1 and AWQ GEMM exports that transformers cannot load (MoE
+    experts, which transformers 5 holds fused): every quantized module dequantized by GPTQModel's
+    own code — for GPTQ its TorchLinear (nn_modules/qlinear/torch.py) after its v1 -> v2 zero-point
+    conversion (utils/model.py convert_gptq_v1_to_v2_format_module), as GPTQModel does when it
+    loads a v1 checkpoint; for AWQ its dequantize_gemm (quantization/awq/utils/packing_utils.py)
+    — written with the other tensors as a plain float checkpoint. Returns the dense weights'
+    dtypes (float32: the scales are widened before the library dequantizes)."""
+    import shutil
+    import torch
+    from safetensors.torch import load_file, save_file
+    config = json.load(open(os.path.join(model_dir, "config.json")))
+    qc = config["quantization_config"]
+    tensors = {}
+    for f in sorted(os.listdir(model_dir)):
+        if f.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(model_dir, f)))
+    prefixes = sorted({k[:-len(".qweight")] for k in tensors if k.endswith(".qweight")})
+    packed = {p + "." + s for p in prefixes for s in ("qweight", "qzeros", "scales", "g_idx")}
+    dense = {k: v for k, v in tensors.items() if k not in packed}
+    bits = qc["bits"]
+    group = qc.get("group_size", qc.get("q_group_size"))
+    dtypes = set()
+    for p in prefixes:
+        qweight, qzeros, scales = (tensors[p + s] for s in (".qweight", ".qzeros", ".scales"))
+        if qc["quant_method"] == "gptq":
+            from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+            from gptqmodel.utils.model import convert_gptq_v1_to_v2_format_module
+            in_f, out_f = qweight.shape[0] * 32 // bits, qweight.shape[1]
+            m = TorchLinear(bits=bits, group_size=group, sym=qc["sym"], desc_act=qc["desc_act"],
+                            in_features=in_f, out_features=out_f, bias=False)
+            with torch.no_grad():
+                m.qweight.copy_(qweight)
+                m.qzeros.copy_(qzeros)
+                m.scales.copy_(scales)
+                m.g_idx.copy_(tensors[p + ".g_idx"])
+            if qc.get("checkpoint_format", "gptq") == "gptq":
+                convert_gptq_v1_to_v2_format_module(m, bits=bits, pack_dtype=torch.int32)
+            # The float16 scales widened first (exactly), as for compressed-tensors above: the
+            # library's s * (q - z) then comes out in float32 instead of rounded to float16,
+            # which on an MoE can flip a near-tied top-k expert choice.
+            m.scales = m.scales.float()
+            m.eval()
+            w = m.dequantize_weight()  # [in, out]
+        else:
+            from gptqmodel.quantization.awq.utils.packing_utils import dequantize_gemm
+            w = dequantize_gemm(qweight, qzeros, scales.float(), bits, group)  # [in, out]
+        dtypes.add(str(w.dtype).replace("torch.", ""))
+        dense[p + ".weight"] = w.t().float().contiguous()
+    os.makedirs(out_dir, exist_ok=True)
+    save_file(dense, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    del config["quantization_config"]
+    config["dtype"] = "float32"
+    json.dump(config, open(os.path.join(out_dir, "config.json"), "w"), indent=1)
+    for f in ("generation_config.json",):
+        if os.path.exists(os.path.join(model_dir, f)):
+            shutil.copy(os.path.join(model_dir, f), out_dir)
+    return sorted(dtypes)
