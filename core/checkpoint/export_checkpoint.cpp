@@ -349,7 +349,7 @@ void certify(const fs::path& tmp, const fs::path& final_path, ExportResult& resu
 /// gate_proj); GPTQ: modules_in_block_to_quantize (the packed linears of a block, transformers'
 /// GPTQConfig) and block_name_to_quantize for a prefixed language model.
 void name_float_modules(Json& qc, const PackedLayout& layout, const Plan& plan,
-                        const std::set<std::string>& outside, const std::string& weight_prefix) {
+                        const std::set<std::string>& outside, const ModelConfig& config) {
   switch (layout.format) {
     case SaveFormat::CompressedTensors:
       for (const std::string& m : plan.float_modules) qc["ignore"].push_back(m);
@@ -374,7 +374,8 @@ void name_float_modules(Json& qc, const PackedLayout& layout, const Plan& plan,
       // GPTQ conversion walks: transformers 5 nests the checkpoint's language_model.model.layers
       // as model.language_model.layers (Gemma3ForConditionalGeneration); the checkpoint path left
       // the language model's linears float there (tests/interop, gemma3_mm).
-      if (!weight_prefix.empty()) qc["block_name_to_quantize"] = "model." + weight_prefix + "layers";
+      if (!config.weight_prefix.empty())
+        qc["block_name_to_quantize"] = hf_module_name(config, config.weight_prefix + "model.layers");
       break;
     case SaveFormat::Fake:
       break;
@@ -399,8 +400,7 @@ void write_model_files(const Model& model, const Plan& plan, const fs::path& tmp
   set_dtype(config, plan.dtype);
   if (plan.layout) {
     config["quantization_config"] = quantization_config_json(*plan.layout);
-    name_float_modules(config["quantization_config"], *plan.layout, plan, modules_outside(model),
-                       c.weight_prefix);
+    name_float_modules(config["quantization_config"], *plan.layout, plan, modules_outside(model), c);
   } else {
     config.erase("quantization_config");
   }

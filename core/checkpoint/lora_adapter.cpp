@@ -40,14 +40,18 @@ struct Target {
   std::string name;
 };
 
-/// Every linear of the model by checkpoint name (Linear::source).
-std::map<std::string, Target> linears_by_source(Model& model) {
+/// Every linear of the model by the module name PEFT matches (hf_module_name of its checkpoint
+/// name, Linear::source); in a wrapped checkpoint (multimodal Gemma 3) also by the checkpoint
+/// name, which adapters written before calq used transformers 5's names still carry.
+std::map<std::string, Target> linears_by_module(Model& model) {
   std::map<std::string, Target> out;
   for (int64_t i = 0; i < model.n_layers(); ++i) {
     DecoderLayer& layer = model.layer(i);
     for (const std::string& name : layer.linear_names()) {
       Linear& l = layer.linear(name);
-      if (!l.source.empty()) out.emplace(l.source, Target{&l, i, name});
+      if (l.source.empty()) continue;
+      out.emplace(hf_module_name(model.config(), l.source), Target{&l, i, name});
+      out.emplace(l.source, Target{&l, i, name});
     }
   }
   return out;
@@ -116,9 +120,13 @@ AdapterResult write_lora_adapter(Model& model, const std::string& dir, const std
                  l.source, rank, result.rank);
       result.rank = rank;
       const c10::ScalarType dtype = l.low_rank->stored_dtype;
-      tensors.emplace_back(kPrefix + l.source + ".lora_A.weight", l.low_rank->a.to(at::kCPU, dtype).contiguous());
-      tensors.emplace_back(kPrefix + l.source + ".lora_B.weight", l.low_rank->b.to(at::kCPU, dtype).contiguous());
-      modules.push_back(l.source);
+      // PEFT matches the modules transformers builds, not the checkpoint's names.
+      const std::string module = hf_module_name(model.config(), l.source);
+      tensors.emplace_back(kPrefix + module + ".lora_A.weight",
+                           l.low_rank->a.to(at::kCPU, dtype).contiguous());
+      tensors.emplace_back(kPrefix + module + ".lora_B.weight",
+                           l.low_rank->b.to(at::kCPU, dtype).contiguous());
+      modules.push_back(module);
       ++result.linears;
     }
   }
@@ -192,7 +200,7 @@ AdapterResult load_lora_adapter(Model& model, const std::string& dir) {
              "safetensors (adapter_model.bin is not read)", weights_file.string());
   const SafetensorsFile file(weights_file.string());
 
-  std::map<std::string, Target> targets = linears_by_source(model);
+  std::map<std::string, Target> targets = linears_by_module(model);
   std::vector<std::string> known;
   for (const auto& [source, t] : targets) known.push_back(source);
   struct Pair {

@@ -21,6 +21,12 @@
 
 namespace calq::core {
 
+std::string hf_module_name(const ModelConfig& config, const std::string& source) {
+  const std::string wrapped = config.weight_prefix + "model.";
+  if (config.weight_prefix.empty() || source.rfind(wrapped, 0) != 0) return source;
+  return "model." + config.weight_prefix + source.substr(wrapped.size());
+}
+
 const char* family_name(Family family) {
   switch (family) {
     case Family::Llama: return "llama";

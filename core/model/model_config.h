@@ -21,6 +21,7 @@ enum class Family { Llama, Gemma, Phi3, Opt, Gpt2 };  // Llama covers llama, mis
 /// "llama", "opt", "gpt2" (report.json, calq inspect).
 const char* family_name(Family family);
 
+
 struct ModelConfig {
   std::string source;      ///< the file the facts came from (for error messages)
   std::string model_type;  ///< a family_table.cpp row, or "llama2c"
@@ -56,6 +57,13 @@ struct ModelConfig {
   std::optional<int32_t> eos_token_id;
   c10::ScalarType storage_dtype = c10::ScalarType::Float;  ///< dtype the checkpoint declares
 };
+
+/// The module path transformers 5 builds for a checkpoint tensor prefix (what PEFT's
+/// target_modules and optimum's block_name_to_quantize name): inside a wrapped checkpoint the
+/// checkpoint's <weight_prefix>model.X is transformers' model.<weight_prefix>X
+/// (Gemma3ForConditionalGeneration: language_model.model.layers -> model.language_model.layers);
+/// every other name is the same in both.
+std::string hf_module_name(const ModelConfig& config, const std::string& source);
 
 /// Parses `<dir>/config.json`. Throws calq::Error naming the file and the missing/bad field.
 ModelConfig read_hf_config(const std::string& config_json_path);

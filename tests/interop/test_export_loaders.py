@@ -204,9 +204,6 @@ KNOWN_GAPS = [
     ({"gemma3"}, {"ct-pack", "ct-int", "ct-naive"},
      "Gemma3ForConditionalGeneration through compressed-tensors decompression: float16 weights "
      "meet float32 activations (expected m1 and m2 to have the same dtype)"),
-    ({"gemma3"}, {"lorc"},
-     "peft matches target_modules against transformers 5's module names (model.language_model."
-     "layers...), while the adapter names the checkpoint's (language_model.model.layers...)"),
     (MOE, {"lorc"},
      "transformers 5.17's fused experts have no per-expert Linear: peft attaches LoRA to the "
      "attention (and shared-expert) linears only, the experts' factors are dropped"),
