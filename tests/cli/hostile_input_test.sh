@@ -191,7 +191,7 @@ expect save-equals-out 'save\.path.*also the run.s --out folder' -- "$calq" run 
 expect_ok first-run -- "$calq" run r.yaml --out o_ok --set save.path=ckpt_slash/
 [[ -f ckpt_slash/model.safetensors && -f ckpt_slash/.calq-output && -f o_ok/report.json ]] ||
   fail "first-run: expected ckpt_slash/model.safetensors, its marker and o_ok/report.json"
-[[ -z "$(ls -A ckpt_slash | grep -v -e '^model.safetensors$' -e '^config.json$' -e '^tok512.bin$' -e '^.calq-output$')" ]] ||
+[[ -z "$(ls -A ckpt_slash | grep -v -e '^model.safetensors$' -e '^config.json$' -e '^tok512.bin$' -e '^.calq-output$' -e '^calq_certificate.json$')" ]] ||
   fail "first-run: unexpected files in ckpt_slash: $(ls -A ckpt_slash)"
 expect_ok rerun-replaces-own-output -- "$calq" run r.yaml --out o_ok --set save.path=ckpt_slash
 # --overwrite replaces a directory that is not calq's, but never a file.
