@@ -161,14 +161,7 @@ def ct_unpack_to_float_checkpoint(model_dir, out_dir):
         for k, v in out.items():  # a bias, if any
             if k not in ("weight", "weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx"):
                 dense[p + "." + k] = v
-    os.makedirs(out_dir, exist_ok=True)
-    save_file(dense, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    del config["quantization_config"]
-    config["dtype"] = "float32"
-    json.dump(config, open(os.path.join(out_dir, "config.json"), "w"), indent=1)
-    for f in ("generation_config.json",):
-        if os.path.exists(os.path.join(model_dir, f)):
-            shutil.copy(os.path.join(model_dir, f), out_dir)
+    write_float_checkpoint(model_dir, out_dir, dense, config)
     return sorted(dtypes)
 
 
@@ -221,6 +214,15 @@ def gptqmodel_unpack_to_float_checkpoint(model_dir, out_dir):
             w = dequantize_gemm(qweight, qzeros, scales.float(), bits, group)  # [in, out]
         dtypes.add(str(w.dtype).replace("torch.", ""))
         dense[p + ".weight"] = w.t().float().contiguous()
+    write_float_checkpoint(model_dir, out_dir, dense, config)
+    return sorted(dtypes)
+
+
+def write_float_checkpoint(model_dir, out_dir, dense, config):
+    """The unpacked paths' output: dense tensors as model.safetensors and model_dir's config
+    without its quantization_config, float32, for transformers to load as a plain model."""
+    import shutil
+    from safetensors.torch import save_file
     os.makedirs(out_dir, exist_ok=True)
     save_file(dense, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     del config["quantization_config"]
@@ -229,4 +231,3 @@ def gptqmodel_unpack_to_float_checkpoint(model_dir, out_dir):
     for f in ("generation_config.json",):
         if os.path.exists(os.path.join(model_dir, f)):
             shutil.copy(os.path.join(model_dir, f), out_dir)
-    return sorted(dtypes)

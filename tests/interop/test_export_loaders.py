@@ -445,12 +445,19 @@ def run_unpacked_gptqmodel(case, exp, record, versions, ids, calq_logits, gap, e
     gives dense weights, which transformers loads as a float model. With the scales widened to
     float32 first, s * (q - z) is exact: the float32 tolerance."""
     from interop_helpers import gptqmodel_unpack_to_float_checkpoint
+    return run_unpacked(gptqmodel_unpack_to_float_checkpoint, "dequantized",
+                        f"GPTQModel {versions['GPTQModel']} dequantization",
+                        exp, record, versions, ids, calq_logits, gap, error)
+
+
+def run_unpacked(unpack, verb, library, exp, record, versions, ids, calq_logits, gap, error):
+    """Unpacks exp's model with `unpack`, runs it in transformers as a float checkpoint and
+    compares with calq; weights that came out in float32 are held to the float32 tolerance."""
     dense = os.path.join(exp["work"], "unpacked")
-    dtypes = gptqmodel_unpack_to_float_checkpoint(exp["model"], dense)
+    dtypes = unpack(exp["model"], dense)
     record.update(path="unpacked", reason=f"loader: {gap} ({type(error).__name__}: {str(error)[:160]})",
-                  loader=f"GPTQModel {versions['GPTQModel']} dequantization + "
-                         f"transformers {versions['transformers']} (float checkpoint)",
-                  kernel=[f"dequantized weights in {', '.join(dtypes)}"])
+                  loader=f"{library} + transformers {versions['transformers']} (float checkpoint)",
+                  kernel=[f"{verb} weights in {', '.join(dtypes)}"])
     model = load_plain(dense)
     arithmetic = "float32" if dtypes == ["float32"] else "fp16-weights"
     return [compare(record, arithmetic, calq_logits, exp["ppl"], forward_logits(model, ids), ids,
@@ -460,16 +467,9 @@ def run_unpacked_gptqmodel(case, exp, record, versions, ids, calq_logits, gap, e
 def run_unpacked_ct(case, exp, record, versions, ids, calq_logits, gap, error):
     """Where transformers cannot load a compressed-tensors export (the known gaps above), the
     "unpacked" path: compressed-tensors' own decompressors give dense weights
-    (interop_helpers.ct_unpack_to_float_checkpoint), which transformers loads as a float model."""
+    (interop_helpers.ct_unpack_to_float_checkpoint; s * (q - z) in float32 once the scale is
+    widened), which transformers loads as a float model."""
     from interop_helpers import ct_unpack_to_float_checkpoint
-    dense = os.path.join(exp["work"], "unpacked")
-    dtypes = ct_unpack_to_float_checkpoint(exp["model"], dense)
-    record.update(path="unpacked", reason=f"loader: {gap} ({type(error).__name__}: {str(error)[:160]})",
-                  loader=f"compressed-tensors {versions['compressed-tensors']} decompressors + "
-                         f"transformers {versions['transformers']} (float checkpoint)",
-                  kernel=[f"decompressed weights in {', '.join(dtypes)}"])
-    # decompress returns s * (q - z) in the scale dtype, float32 once widened: the float32 case
-    arithmetic = "float32" if dtypes == ["float32"] else "fp16-weights"
-    model = load_plain(dense)
-    return [compare(record, arithmetic, calq_logits, exp["ppl"], forward_logits(model, ids), ids,
-                    "transformers")]
+    return run_unpacked(ct_unpack_to_float_checkpoint, "decompressed",
+                        f"compressed-tensors {versions['compressed-tensors']} decompressors",
+                        exp, record, versions, ids, calq_logits, gap, error)
