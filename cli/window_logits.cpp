@@ -1,6 +1,7 @@
 #include "cli/window_logits.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "core/eval/perplexity.h"
 #include "core/io/safetensors.h"
