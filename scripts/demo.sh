@@ -17,7 +17,7 @@ configs=(sotu_rtn_w4g128 sotu_rtn_w3g128 sotu_gptq_w4g128 sotu_gptq_w3g128 sotu_
          sotu_awq_w3g128 sotu_w8a8_naive sotu_smoothquant_w8a8)
 recipes=()
 for c in "${configs[@]}"; do recipes+=("$root/configs/$c.yaml"); done
-"$root/build/calq" sweep "${recipes[@]}" \
+"${CALQ_BUILD_DIR:-$root/build}/calq" sweep "${recipes[@]}" \
   --set calibration.nsamples=32 \
   --set "eval.perplexity=[{data: $data/sotu-llama-6L/sotu_valid.txt, seqlen: 512, max_windows: 40}]" \
   --out "$out"

@@ -22,9 +22,11 @@ grep -qx "$target" <<<"$targets" || { echo "fuzz.sh: no target $target; expected
 cc="${CALQ_FUZZ_CC:-clang-14}" cxx="${CALQ_FUZZ_CXX:-clang++-14}"
 generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
+source "$root/scripts/libtorch.sh"
+libtorch_reset_if_other "$build"
 if [[ ! -f "$build/CMakeCache.txt" ]]; then
   CC="$cc" CXX="$cxx" cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCALQ_FUZZ=ON -DCALQ_BUILD_TESTS=OFF -DCALQ_PCH=OFF >/dev/null
+    "${libtorch_cmake_args[@]}" -DCALQ_FUZZ=ON -DCALQ_BUILD_TESTS=OFF -DCALQ_PCH=OFF >/dev/null
 fi
 # CALQ_FUZZ_NO_BUILD=1 fuzzes the binary as last built (on a busy machine, when the sources
 # changed only outside the parsers); CALQ_FUZZ_JOBS caps the build's parallelism.

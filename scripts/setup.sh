@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs calq's build dependencies from Debian packages, then the Python test environment
-# (.venv, or $CALQ_VENV, from requirements.txt: transformers as ground truth for every family).
+# Installs calq's build dependencies from Debian packages, then the Python environment (.venv, or
+# $CALQ_VENV, from requirements.txt): its PyTorch wheel is also the LibTorch calq builds against
+# (scripts/libtorch.sh), and transformers is the ground truth for every family.
 # Idempotent and quiet: when every package is installed and the venv was made from the same
 # requirements.txt it does nothing (no apt-get update, no network).
 set -euo pipefail
@@ -8,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(
   build-essential cmake ninja-build pkg-config ccache
-  libtorch-dev libeigen3-dev libopenblas-dev libyaml-cpp-dev catch2
+  libeigen3-dev libopenblas-dev libyaml-cpp-dev catch2
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libicu-dev
   gnuplot-nox python3
 )
