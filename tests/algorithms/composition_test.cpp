@@ -249,14 +249,14 @@ TEST_CASE("bmm_inputs quantizes a fused qkv output per part: q, k and v each per
   const at::Tensor x = at::randn({2, 5, 16});
   calq::core::Linear& qkv = layer.linear("attn.qkv");
   const at::Tensor got = qkv.forward(x);
-  const calq::core::ActQuantSpec spec = qkv.find<calq::core::OutputQuant>()->spec;
+  const calq::core::ActQuantSpec out_spec = qkv.find<calq::core::OutputQuant>()->spec;
   const at::Tensor plain = without_output_quant(qkv).forward(x);
   std::vector<at::Tensor> parts;
   for (const auto& [begin, rows] : {std::pair{0, 16}, std::pair{16, 8}, std::pair{24, 8}})
-    parts.push_back(calq::core::fake_quantize_activations(plain.narrow(-1, begin, rows), spec));
+    parts.push_back(calq::core::fake_quantize_activations(plain.narrow(-1, begin, rows), out_spec));
   CHECK(at::equal(got, at::cat(parts, -1)));
   // One scale per token across q|k|v would be another quantizer.
-  CHECK_FALSE(at::equal(got, calq::core::fake_quantize_activations(plain, *saved)));
+  CHECK_FALSE(at::equal(got, calq::core::fake_quantize_activations(plain, out_spec)));
 }
 
 TEST_CASE("every recipe in configs/ loads and builds its passes", "[composition][algorithms]") {

@@ -62,13 +62,13 @@ TEST_CASE("the llm_int8 pass installs the decomposition and refuses other scheme
   auto passes = calq::algorithms::build_passes(recipe);
   calq::algorithms::quantize_model(*model, recipe, passes, nullptr, 2);
   calq::core::Linear& q = model->layer(0).linear("attn.q");
-  const auto* int8 = q.find<calq::core::Int8Matmul>();
-  REQUIRE(int8);
-  CHECK(int8->decomposition().float_weight.defined());
+  const auto* matmul = q.find<calq::core::Int8Matmul>();
+  REQUIRE(matmul);
+  CHECK(matmul->decomposition().float_weight.defined());
   at::manual_seed(4);
   model->forward(at::randint(0, 32, {2, 8}, at::kLong));
-  CHECK(int8->decomposition().calls == 1);
-  CHECK(int8->decomposition().outlier_columns > 0);  // τ = 0.5 on normalised inputs: some columns are outliers
+  CHECK(matmul->decomposition().calls == 1);
+  CHECK(matmul->decomposition().outlier_columns > 0);  // τ = 0.5 on normalised inputs: some columns are outliers
 
   CHECK_THROWS_WITH(calq::algorithms::build_passes(recipe_with(
                         "  weights: {bits: 4, group_size: 128}\n", "llm_int8: {}")),
