@@ -15,6 +15,7 @@
 #include "core/io/json_text.h"
 #include "core/log.h"
 #include "core/io/safetensors.h"
+#include "core/model/linear_extension_registry.h"
 #include "core/model/model.h"
 #include "core/quant/grid.h"
 
@@ -24,7 +25,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr int kVersion = 1;
+// 2: each linear's extensions by kind name (core/model/linear_extension.h); version 1 files
+// (fixed input_quant/output_quant/int8/low_rank fields) are refused, naming the file.
+constexpr int kVersion = 2;
 constexpr const char* kMetaKey = "calq_resume";
 
 /// Same bits, not just equal values: -0.0 and +0.0 compare equal but are not the same weight.
@@ -39,24 +42,6 @@ bool same_bits(const at::Tensor& a, const at::Tensor& b) {
     }
   };
   return at::equal(as_ints(a), as_ints(b.to(a.device())));
-}
-
-json act_spec_json(const std::optional<core::ActQuantSpec>& spec) {
-  if (!spec) return nullptr;
-  return {{"bits", spec->bits},
-          {"sym", spec->sym},
-          {"per_tensor", spec->granularity == core::ActGranularity::PerTensor},
-          {"fp", spec->fp ? json(std::string(core::fp_format_name(*spec->fp))) : json(nullptr)}};
-}
-
-std::optional<core::ActQuantSpec> act_spec_from(const json& j) {
-  if (j.is_null()) return std::nullopt;
-  return core::ActQuantSpec(
-      j.at("bits").get<int>(), j.at("sym").get<bool>(),
-      j.at("per_tensor").get<bool>() ? core::ActGranularity::PerTensor : core::ActGranularity::PerToken,
-      j.at("fp").is_null() ? std::nullopt
-                           : std::optional<core::FpFormat>(
-                                 core::parse_fp_format(j.at("fp").get<std::string>())));
 }
 
 /// nlohmann writes NaN/Inf as null; a figure that was not finite comes back as NaN.
@@ -161,22 +146,16 @@ void LayerCheckpoints::save(int64_t index, core::DecoderLayer& layer,
       weight = "fp_values";
     if (weight == "dense") put(tensors, "linear." + name + ".weight", linear.weight);
     put(tensors, "linear." + name + ".bias", linear.bias);
-    put(tensors, "linear." + name + ".input_scale", linear.input_scale);
-    json entry = {{"weight", weight},
-                  {"input_quant", act_spec_json(linear.input_quant)},
-                  {"output_quant", act_spec_json(linear.output_quant)},
-                  {"int8", nullptr},
-                  {"low_rank", nullptr}};
-    if (linear.int8) {
-      entry["int8"] = {{"threshold", linear.int8->threshold}};
-      put(tensors, "linear." + name + ".int8_float_weight", linear.int8->float_weight);
+    // Each extension saves itself: its settings here, its tensors as linear.<name>.<kind>.<key>.
+    json extensions = json::array();
+    for (const auto& extension : linear.extensions()) {
+      const std::string kind(extension->kind());
+      const core::ExtensionState saved = extension->save();
+      extensions.push_back({{"kind", kind}, {"settings", json::parse(saved.settings)}});
+      for (const auto& [key, t] : saved.tensors)
+        put(tensors, fmt::format("linear.{}.{}.{}", name, kind, key), t);
     }
-    if (linear.low_rank) {
-      entry["low_rank"] = {{"stored_dtype", static_cast<int>(linear.low_rank->stored_dtype)}};
-      put(tensors, "linear." + name + ".lora_a", linear.low_rank->a);
-      put(tensors, "linear." + name + ".lora_b", linear.low_rank->b);
-    }
-    linears[name] = entry;
+    linears[name] = {{"weight", weight}, {"extensions", extensions}};
   }
   for (const std::string& name : layer.norm_names()) {
     put(tensors, "norms." + name + ".weight", layer.norm(name).weight);
@@ -240,7 +219,8 @@ std::map<std::string, LinearState> LayerCheckpoints::restore(
   const json meta = core::parse_json_bounded(meta_it->second, layer_path(index),
                                             {"layer state metadata", "the JSON calq wrote"});
   CALQ_CHECK(meta.at("version").get<int>() == kVersion && meta.at("layer").get<int64_t>() == index,
-             "{}: resume state version {} of layer {}; expected version {} of layer {}", file.path(),
+             "{}: resume state version {} of layer {}; expected version {} of layer {} (an older calq "
+             "wrote it? remove the folder to start over)", file.path(),
              core::quote_json(meta.at("version")), core::quote_json(meta.at("layer")), kVersion, index);
   const at::Device device = layer.linear(layer.linear_names().front()).weight.device();
   const auto load = [&](const std::string& name) {
@@ -287,23 +267,21 @@ std::map<std::string, LinearState> LayerCheckpoints::restore(
       linear.weight = load("linear." + name + ".weight");
     }
     linear.bias = load("linear." + name + ".bias");
-    linear.input_scale = load("linear." + name + ".input_scale");
-    linear.input_quant = act_spec_from(entry.at("input_quant"));
-    linear.output_quant = act_spec_from(entry.at("output_quant"));
-    linear.int8.reset();
-    if (const json& d = entry.at("int8"); !d.is_null()) {
-      linear.int8 = std::make_shared<core::Int8Decomposition>();
-      linear.int8->threshold = d.at("threshold").get<double>();
-      linear.int8->float_weight = load("linear." + name + ".int8_float_weight");
+    std::vector<std::shared_ptr<const core::LinearExtension>> extensions;
+    for (const json& saved : entry.at("extensions")) {
+      const std::string kind = saved.at("kind").get<std::string>();
+      core::ExtensionState state{saved.at("settings").dump(), {}};
+      const std::string prefix = fmt::format("linear.{}.{}.", name, kind);
+      for (const std::string& t : file.names()) {
+        if (t.rfind(prefix, 0) == 0) state.tensors[t.substr(prefix.size())] = load(t);
+      }
+      try {
+        extensions.push_back(core::load_linear_extension(kind, state));
+      } catch (const Error& e) {
+        throw Error(fmt::format("{}: {}: {}", file.path(), name, e.message()));
+      }
     }
-    linear.low_rank.reset();
-    if (const json& r = entry.at("low_rank"); !r.is_null()) {
-      core::LowRank low_rank;
-      low_rank.a = load("linear." + name + ".lora_a");
-      low_rank.b = load("linear." + name + ".lora_b");
-      low_rank.stored_dtype = static_cast<c10::ScalarType>(r.at("stored_dtype").get<int>());
-      linear.low_rank = std::move(low_rank);
-    }
+    linear.set_extensions(std::move(extensions));
   }
   for (const std::string& name : layer.norm_names()) {
     layer.norm(name).weight = load("norms." + name + ".weight");

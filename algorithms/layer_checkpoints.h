@@ -1,7 +1,7 @@
 // Per-layer state of a resumable run (`calq run --resume DIR`). After each layer is final the
 // run saves, each file written to a temporary name and renamed:
-//   layer-NNNNN.safetensors   the layer as it now is (linears, norms, activation quantizers,
-//                             LLM.int8 and LoRC extras), its LinearStates (codes, scales, reports),
+//   layer-NNNNN.safetensors   the layer as it now is (linears with their extensions, each saved
+//                             by kind name; norms), its LinearStates (codes, scales, reports),
 //                             what every pass carries to the next layer, and the pass seconds;
 //   inputs-NNNNN.safetensors  X_{N+1}, the next layer's calibration inputs (the previous one is
 //                             removed once this one is in place).

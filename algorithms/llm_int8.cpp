@@ -4,6 +4,7 @@
 
 #include "algorithms/rtn.h"
 #include "calib/layerwise_runner.h"
+#include "core/model/int8_matmul.h"
 #include "core/model/model.h"
 #include "core/options.h"
 #include "core/recipe.h"
@@ -22,13 +23,13 @@ class LlmInt8Pass : public Pass {
   void apply(PassStep& step) override {
     for (const LinearTarget& target : step.targets) {
       core::Linear& linear = step.step.layer.linear(target.name);
-      auto decomposition = std::make_shared<core::Int8Decomposition>();
-      decomposition->threshold = threshold_;
-      if (float_outliers_) decomposition->float_weight = linear.weight.clone();
+      core::Int8Decomposition decomposition;
+      decomposition.threshold = threshold_;
+      if (float_outliers_) decomposition.float_weight = linear.weight.clone();
       install_quantized(step.step.layer, target.name,
                         core::quantize_weight(linear.weight.to(at::kFloat), target.spec),
                         step.linears[target.name], step.later_reads_float_weight);
-      linear.int8 = std::move(decomposition);
+      linear.put(std::make_shared<core::Int8Matmul>(std::move(decomposition)));
       LinearReport& report = step.linears[target.name].reports["llm_int8"];
       report.figures["threshold"] = threshold_;
       report.notes["outlier_weights"] = float_outliers_ ? "float" : "int8";

@@ -9,6 +9,7 @@
 #include "calib/layerwise_runner.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/model/model.h"
 #include "core/options.h"
 #include "core/recipe.h"
 
@@ -76,7 +77,7 @@ class LorcPass : public Pass {
       }
       f.a = f.a.to(linear.weight.scalar_type());
       f.b = f.b.to(linear.weight.scalar_type());
-      linear.low_rank = std::move(f);
+      linear.put(std::make_shared<core::LowRank>(std::move(f)));
       report.figures["seconds"] =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       log::debug("layer {} {}: lorc ‖E‖ {:.4g} → {:.4g}", step.step.layer_index, target.name, norm,

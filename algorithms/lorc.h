@@ -11,7 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "algorithms/pass.h"
-#include "core/model/model.h"
+#include "core/model/low_rank.h"
 
 namespace calq::core {
 struct SchemeSection;

@@ -18,6 +18,7 @@
 #include "calib/layerwise_runner.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/model/activation_quant_extensions.h"
 #include "core/model/model.h"
 #include "core/progress.h"
 #include "core/recipe.h"
@@ -53,11 +54,10 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
                               const core::ActivationScheme& scheme, LinearState& state) {
   const core::ActQuantSpec spec = scheme.spec();
   core::Linear& linear = step.layer.linear(name);
-  linear.input_quant = spec;
+  auto input = std::make_shared<core::InputQuant>(spec);
   if (scheme.bmm_inputs &&
       core::is_attention_input(step.model.layer_schema(step.layer_index).linear(name).role))
-    linear.output_quant = spec;
-  linear.input_scale = at::Tensor();
+    linear.put(std::make_shared<core::OutputQuant>(spec));
   LinearReport& report = state.reports["activations"];
   const std::string format = spec.fp ? std::string(core::fp_format_name(*spec.fp))
                                      : fmt::format("int{} {}", spec.bits, spec.sym ? "sym" : "asym");
@@ -65,7 +65,7 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
                                             scheme.granularity == core::ActGranularity::PerToken
                                                 ? "per-token" : "per-tensor",
                                             scheme.dynamic ? "dynamic" : "static");
-  if (linear.output_quant) report.notes["output"] = format + " per-token (bmm input)";
+  if (linear.find<core::OutputQuant>()) report.notes["output"] = format + " per-token (bmm input)";
   if (!scheme.dynamic) {
     const auto it = step.stats.find(name);
     CALQ_CHECK(it != step.stats.end() && it->second.absmax.defined(),
@@ -77,10 +77,11 @@ void install_activation_quant(calib::LayerStep& step, const std::string& name,
     const double scale = std::max(amax, 1e-5) /
                          (spec.fp ? core::fp_format_max(*spec.fp)
                                   : static_cast<double>((1 << (spec.bits - 1)) - 1));
-    linear.input_scale = at::full({1}, scale, at::kFloat).to(linear.weight.device());
+    input->scale = at::full({1}, scale, at::kFloat).to(linear.weight.device());
     report.figures["input_absmax"] = amax;
     report.figures["input_scale"] = scale;
   }
+  linear.put(std::move(input));
 }
 
 /// The LayerHandler that applies every pass to each subset in recipe order.

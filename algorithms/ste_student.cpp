@@ -8,6 +8,7 @@
 #include "algorithms/ste_fake_quant.h"
 #include "calib/seeded_rng.h"
 #include "core/error.h"
+#include "core/model/activation_quant_extensions.h"
 
 namespace calq::algorithms {
 
@@ -38,13 +39,12 @@ SteStudent::~SteStudent() {
 
 void SteStudent::add(core::Linear& linear, const core::QuantSpec& spec, bool attention_input) {
   Saved s{&linear, spec, linear.weight, linear.weight.detach().to(at::kFloat).clone(),
-          linear.input_quant, linear.output_quant, linear.input_scale};
+          linear.extensions()};
   latents_.push_back(s.initial.clone().set_requires_grad(true));
   if (act_) {
-    linear.input_quant = act_;
-    linear.input_scale = at::Tensor();
+    linear.put(std::make_shared<core::InputQuant>(*act_));
     if (bmm_inputs_ && attention_input)
-      linear.output_quant = act_;
+      linear.put(std::make_shared<core::OutputQuant>(*act_));
   }
   saved_.push_back(std::move(s));
 }
@@ -81,9 +81,7 @@ std::vector<double> SteStudent::weight_changes() const {
 void SteStudent::restore() {
   for (Saved& s : saved_) {
     s.linear->weight = s.weight;
-    s.linear->input_quant = s.input_quant;
-    s.linear->output_quant = s.output_quant;
-    s.linear->input_scale = s.input_scale;
+    s.linear->set_extensions(s.extensions);
   }
 }
 

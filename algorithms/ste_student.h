@@ -7,6 +7,7 @@
 // if training stops early (an exception).
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "core/model/model.h"
+#include "core/quant/activation_quant.h"
 #include "core/quant/quantizer.h"
 #include "core/recipe.h"
 
@@ -59,8 +61,8 @@ class SteStudent {
     core::QuantSpec spec;
     at::Tensor weight;  ///< the linear's own tensor, written back at finish()
     at::Tensor initial;  ///< float32 copy of the starting weight
-    std::optional<core::ActQuantSpec> input_quant, output_quant;
-    at::Tensor input_scale;
+    /// The linear's extensions before add(): its activation quantizers come back at finish().
+    std::vector<std::shared_ptr<const core::LinearExtension>> extensions;
   };
   void restore();
 

@@ -42,6 +42,7 @@
 #include "core/io/atomic_file.h"
 #include "core/io/output_dir.h"
 #include "core/log.h"
+#include "core/model/int8_matmul.h"
 #include "core/model/model.h"
 #include "core/recipe.h"
 #include "core/tokenizer/tokenizer.h"
@@ -118,8 +119,9 @@ std::string int8_outlier_report(core::Model& model) {
     nlohmann::json linears = nlohmann::json::object();
     core::DecoderLayer& layer = model.layer(i);
     for (const std::string& name : layer.linear_names()) {
-      const auto& d = layer.linear(name).int8;
-      if (!d) continue;
+      const auto* int8 = layer.linear(name).find<core::Int8Matmul>();
+      if (!int8) continue;
+      const core::Int8Decomposition* d = &int8->decomposition();
       any = true;
       linears[name] = {{"calls", d->calls},
                        {"outlier_column_fraction",

@@ -21,6 +21,7 @@
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
 #include "core/log.h"
+#include "core/model/low_rank.h"
 #include "core/model/model.h"
 #include "core/shape_text.h"
 
@@ -94,7 +95,7 @@ bool has_low_rank(Model& model) {
   for (int64_t i = 0; i < model.n_layers(); ++i) {
     DecoderLayer& layer = model.layer(i);
     for (const std::string& name : layer.linear_names()) {
-      if (layer.linear(name).low_rank) return true;
+      if (layer.linear(name).find<LowRank>()) return true;
     }
   }
   return false;
@@ -110,22 +111,23 @@ AdapterResult write_lora_adapter(Model& model, const std::string& dir, const std
     DecoderLayer& layer = model.layer(i);
     for (const std::string& name : layer.linear_names()) {
       const Linear& l = layer.linear(name);
-      if (!l.low_rank) continue;
+      const LowRank* low_rank = l.find<LowRank>();
+      if (!low_rank) continue;
       CALQ_CHECK(!l.source.empty(),
                  "adapter {}: layer {} {} has no module of its own in the checkpoint (GPT-2 "
                  "fuses q, k, v in c_attn); a LoRA adapter cannot name it", dir, i, name);
-      const int64_t rank = l.low_rank->a.size(0);
+      const int64_t rank = low_rank->a.size(0);
       CALQ_CHECK(result.rank == 0 || rank == result.rank,
                  "adapter {}: {} has rank {} but other linears rank {}; expected one rank", dir,
                  l.source, rank, result.rank);
       result.rank = rank;
-      const c10::ScalarType dtype = l.low_rank->stored_dtype;
+      const c10::ScalarType dtype = low_rank->stored_dtype;
       // PEFT matches the modules transformers builds, not the checkpoint's names.
       const std::string module = hf_module_name(model.config(), l.source);
       tensors.emplace_back(kPrefix + module + ".lora_A.weight",
-                           l.low_rank->a.to(at::kCPU, dtype).contiguous());
+                           low_rank->a.to(at::kCPU, dtype).contiguous());
       tensors.emplace_back(kPrefix + module + ".lora_B.weight",
-                           l.low_rank->b.to(at::kCPU, dtype).contiguous());
+                           low_rank->b.to(at::kCPU, dtype).contiguous());
       modules.push_back(module);
       ++result.linears;
     }
@@ -240,13 +242,13 @@ AdapterResult load_lora_adapter(Model& model, const std::string& dir) {
     CALQ_CHECK(at::isFloatingType(p.a.scalar_type()) && at::isFloatingType(p.b.scalar_type()),
                "{}: {}: lora factors are {} / {}; expected floating point", weights_file.string(),
                source, c10::toString(p.a.scalar_type()), c10::toString(p.b.scalar_type()));
-    LowRank f;
-    f.stored_dtype = p.a.scalar_type();
-    f.a = p.a.to(l.weight.device(), l.weight.scalar_type());
-    f.b = p.b.to(at::kFloat);
-    if (scaling != 1.0) f.b = f.b * scaling;
-    f.b = f.b.to(l.weight.device(), l.weight.scalar_type());
-    l.low_rank = std::move(f);
+    auto f = std::make_shared<LowRank>();
+    f->stored_dtype = p.a.scalar_type();
+    f->a = p.a.to(l.weight.device(), l.weight.scalar_type());
+    f->b = p.b.to(at::kFloat);
+    if (scaling != 1.0) f->b = f->b * scaling;
+    f->b = f->b.to(l.weight.device(), l.weight.scalar_type());
+    l.put(std::move(f));
     ++result.linears;
     result.bytes += (p.a.numel() * static_cast<int64_t>(p.a.element_size())) +
                     (p.b.numel() * static_cast<int64_t>(p.b.element_size()));

@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "core/error.h"
+#include "core/model/activation_quant_extensions.h"
 #include "core/numeric_guard.h"
 
 namespace calq::core {
@@ -209,7 +210,7 @@ Linear DecoderModel::load_linear(const std::string& prefix,
   if (bias)
     l.bias = load(prefix + ".bias", {out});
   l.source = prefix;
-  l.input_quant = weights_->input_quant(prefix);
+  if (const auto spec = weights_->input_quant(prefix)) l.put(std::make_shared<InputQuant>(*spec));
   return l;
 }
 

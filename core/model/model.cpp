@@ -27,28 +27,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The fake-quantized activation `q` of `x`, with the straight-through estimator's gradient when
-// autograd records (LKD, QAT train through quantized activations): x − x.detach() is exactly +0,
-// so the value stays q's.
-at::Tensor straight_through(const at::Tensor& q, const at::Tensor& x) {
-  return x.requires_grad() ? q + (x - x.detach()) : q;
-}
-
-// The bmm-input quantization of a linear's output [tokens, out]: per part of a fused linear
-// (q, k, v of Phi-3's qkv_proj are three matmul inputs, each with its own per-token scale, as
-// the unfused q_proj, k_proj, v_proj outputs would be), else the whole row.
-at::Tensor quantize_output(const at::Tensor& out, const ActQuantSpec& spec,
-                           const std::vector<int64_t>& parts) {
-  if (parts.empty()) return fake_quantize_activations(out, spec);
-  std::vector<at::Tensor> quantized;
-  int64_t begin = 0;
-  for (const int64_t rows : parts) {
-    quantized.push_back(fake_quantize_activations(out.narrow(-1, begin, rows), spec));
-    begin += rows;
-  }
-  CALQ_ASSERT(begin == out.size(-1), "fused linear parts cover {} of {} output rows", begin,
-              out.size(-1));
-  return at::cat(quantized, -1);
+// One Matmul-stage extension at most: two would each claim the whole output.
+void check_one_matmul(const std::vector<std::shared_ptr<const LinearExtension>>& extensions) {
+  int matmuls = 0;
+  for (const auto& e : extensions) matmuls += e->stage() == LinearStage::Matmul ? 1 : 0;
+  CALQ_ASSERT(matmuls <= 1, "a linear holds {} matmul-stage extensions; expected one at most",
+              matmuls);
 }
 
 }  // namespace
@@ -58,36 +42,52 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
   // faster than at::linear on [batch, seq, in] inputs (sotu-llama-6L layer, batch 8: 0.12 s vs
   // 0.23 s on one core); the numbers are the same GEMM (addmm for the bias, as at::linear).
   const int64_t in = weight.size(1), out_features = weight.size(0);
-  at::Tensor x2d = x.reshape({-1, in});
-  if (int8) {
-    std::vector<int64_t> shape = x.sizes().vec();
-    shape.back() = out_features;
-    return int8_mixed_matmul(x2d, weight, bias, *int8).view(shape);
-  }
-  if (input_quant) {
-    const at::Tensor q = input_scale.defined()
-                             ? fake_quantize_activations(x2d.detach(), *input_quant, input_scale)
-                             : fake_quantize_activations(x2d.detach(), *input_quant);
-    x2d = straight_through(q, x2d);
-  }
-  at::Tensor out;
-  if (at::GradMode::is_enabled() && (x2d.requires_grad() || weight.requires_grad())) {
-    // Autograd (LKD, QAT) cannot record the out= variants below.
-    out = bias.defined() ? at::addmm(bias, x2d, weight.t()) : at::mm(x2d, weight.t());
-  } else {
-    out = at::empty({x2d.size(0), out_features}, x.options());
-    if (bias.defined()) {
-      at::addmm_out(out, bias, x2d, weight.t());
-    } else {
-      at::mm_out(out, x2d, weight.t());
-    }
-  }
-  if (low_rank) out.addmm_(at::mm(x2d, low_rank->a.t()), low_rank->b.t());
-  if (output_quant)
-    out = straight_through(quantize_output(out.detach(), *output_quant, output_parts), out);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out_features;
-  return out.view(shape);
+  LinearFlow flow{x.reshape({-1, in}), at::Tensor()};
+  const auto run_stage = [&](LinearStage stage) {
+    for (const auto& e : extensions_)
+      if (e->stage() == stage) e->apply(*this, flow);
+  };
+  for (const auto& e : extensions_) {
+    if (e->stage() == LinearStage::Matmul) {
+      e->apply(*this, flow);
+      return flow.output.view(shape);
+    }
+  }
+  run_stage(LinearStage::Input);
+  const at::Tensor& x2d = flow.input;
+  if (at::GradMode::is_enabled() && (x2d.requires_grad() || weight.requires_grad())) {
+    // Autograd (LKD, QAT) cannot record the out= variants below.
+    flow.output = bias.defined() ? at::addmm(bias, x2d, weight.t()) : at::mm(x2d, weight.t());
+  } else {
+    flow.output = at::empty({x2d.size(0), out_features}, x.options());
+    if (bias.defined()) {
+      at::addmm_out(flow.output, bias, x2d, weight.t());
+    } else {
+      at::mm_out(flow.output, x2d, weight.t());
+    }
+  }
+  run_stage(LinearStage::Addend);
+  run_stage(LinearStage::Output);
+  return flow.output.view(shape);
+}
+
+void Linear::put(std::shared_ptr<const LinearExtension> extension) {
+  CALQ_ASSERT(extension != nullptr, "Linear::put of no extension");
+  for (auto& e : extensions_) {
+    if (e->kind() == extension->kind()) {
+      e = std::move(extension);
+      return;
+    }
+  }
+  extensions_.push_back(std::move(extension));
+  check_one_matmul(extensions_);
+}
+
+void Linear::set_extensions(std::vector<std::shared_ptr<const LinearExtension>> extensions) {
+  extensions_.clear();
+  for (auto& e : extensions) put(std::move(e));
 }
 
 at::Tensor Model::forward(const at::Tensor& ids, const LinearObserver& observer) {

@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,48 +20,49 @@
 #include <ATen/core/Tensor.h>
 
 #include "core/model/layer_schema.h"
+#include "core/model/linear_extension.h"
 #include "core/model/model_config.h"
-#include "core/quant/activation_quant.h"
-#include "core/quant/llm_int8.h"
 
 namespace calq::core {
 
 class Tokenizer;
-
-/// A low-rank addition to a linear's weight (LoRC, docs/algorithms.md §7.3; a PEFT LoRA adapter
-/// with scaling 1): the effective weight is W + b·a.
-struct LowRank {
-  at::Tensor a;  ///< [rank, in], compute dtype (PEFT lora_A)
-  at::Tensor b;  ///< [out, rank], compute dtype (PEFT lora_B)
-  /// The dtype the factors were rounded to (and an adapter stores): a, b hold such values.
-  c10::ScalarType stored_dtype = c10::ScalarType::Half;
-};
 
 struct Linear {
   Linear() = default;
   Linear(at::Tensor w, at::Tensor b) : weight(std::move(w)), bias(std::move(b)) {}
   at::Tensor weight;  ///< [out, in], compute dtype
   at::Tensor bias;    ///< [out] or undefined
-  /// Set when the scheme quantizes activations: the input is fake-quantized (W8A8, W4A8, ...)
-  /// before the GEMM. `input_scale` (numel 1) fixes a static per-tensor scale from calibration.
-  std::optional<ActQuantSpec> input_quant;
-  at::Tensor input_scale;
-  /// Set for attn.q/k/v under scheme.activations.bmm_inputs: the output (bias included) is
-  /// fake-quantized per token, as the attention matmuls' int8 inputs.
-  std::optional<ActQuantSpec> output_quant;
-  /// A fused linear's output rows per part (LinearSpec::parts: q|k|v); output_quant quantizes
-  /// each part on its own, since each is its own matmul input. Empty: the output is one part.
+  /// A fused linear's output rows per part (LinearSpec::parts: q|k|v), each its own matmul
+  /// input downstream (OutputQuant quantizes them apart). Empty: the output is one part.
   std::vector<int64_t> output_parts;
-  /// Set by the llm_int8 pass: forward() runs LLM.int8()'s outlier decomposition (llm_int8.h).
-  std::shared_ptr<Int8Decomposition> int8;
-  /// Set by the lorc pass or a loaded adapter: forward() adds (x aᵀ) bᵀ, x being the input the
-  /// main GEMM sees (after input_quant: the factors extend the quantized weight, §7.3 step 4).
-  std::optional<LowRank> low_rank;
   /// Where it lives in the checkpoint it came from ("model.layers.0.self_attn.q_proj": tensors
   /// <source>.weight, <source>.bias), for exporters; empty where the checkpoint stores it fused
   /// (GPT-2's c_attn holds q, k and v).
   std::string source;
-  at::Tensor forward(const at::Tensor& x) const;  ///< x [..., in] -> [..., out]
+
+  /// x [..., in] -> [..., out]: the extensions' Input stage, the GEMM with the bias, Addend,
+  /// Output; a Matmul-stage extension (LLM.int8()) computes the output alone from the raw input,
+  /// since it quantizes its inputs itself (docs/architecture.md §4.1).
+  at::Tensor forward(const at::Tensor& x) const;
+
+  /// Installs `extension`, replacing the one of its kind (a linear holds one per kind).
+  void put(std::shared_ptr<const LinearExtension> extension);
+  /// The extension of kind T (T::kKind), nullptr when it holds none.
+  template <class T>
+  const T* find() const {
+    for (const auto& e : extensions_)
+      if (e->kind() == T::kKind) return static_cast<const T*>(e.get());
+    return nullptr;
+  }
+  /// Every extension, in the order installed (forward applies them by stage, then this order).
+  const std::vector<std::shared_ptr<const LinearExtension>>& extensions() const {
+    return extensions_;
+  }
+  /// Replaces them all (a layer checkpoint's restore, a snapshot taken back); one per kind.
+  void set_extensions(std::vector<std::shared_ptr<const LinearExtension>> extensions);
+
+ private:
+  std::vector<std::shared_ptr<const LinearExtension>> extensions_;
 };
 
 struct Norm {

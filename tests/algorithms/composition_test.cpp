@@ -20,6 +20,7 @@
 #include "calib/calibration_set.h"
 #include "calib/layerwise_runner.h"
 #include "core/error.h"
+#include "core/model/activation_quant_extensions.h"
 #include "core/model/model.h"
 #include "core/options.h"
 #include "core/quant/activation_quant.h"
@@ -30,6 +31,16 @@
 namespace {
 
 using Catch::Matchers::Contains;
+
+/// A copy of `linear` (sharing its tensors) without its bmm-input quantizer.
+calq::core::Linear without_output_quant(const calq::core::Linear& linear) {
+  calq::core::Linear plain = linear;
+  std::vector<std::shared_ptr<const calq::core::LinearExtension>> rest;
+  for (const auto& e : linear.extensions())
+    if (e->kind() != calq::core::OutputQuant::kKind) rest.push_back(e);
+  plain.set_extensions(std::move(rest));
+  return plain;
+}
 
 calq::core::Recipe recipe_with(const calq::test::TempDir& dir, const std::string& passes) {
   std::ofstream(dir / "recipe.yaml") << "model: {path: model}\n"
@@ -181,10 +192,10 @@ TEST_CASE("W8A8, W4A8 and W4A4 schemes install their activation quantizers on ev
     calq::algorithms::quantize_model(*model, recipe, passes, nullptr, 2);
     for (int64_t i = 0; i < model->n_layers(); ++i) {
       for (const auto& name : model->layer(i).linear_names()) {
-        const auto& q = model->layer(i).linear(name).input_quant;
-        REQUIRE(q.has_value());
-        CHECK(q->bits == a_bits);
-        CHECK(q->granularity == calq::core::ActGranularity::PerToken);
+        const auto* q = model->layer(i).linear(name).find<calq::core::InputQuant>();
+        REQUIRE(q);
+        CHECK(q->spec.bits == a_bits);
+        CHECK(q->spec.granularity == calq::core::ActGranularity::PerToken);
       }
     }
   }
@@ -203,19 +214,17 @@ TEST_CASE("bmm_inputs quantizes the q/k/v outputs per token, as smoothquant's qu
   calq::algorithms::quantize_model(*model, recipe, passes, nullptr, 2);
   calq::core::DecoderLayer& layer = model->layer(0);
   for (const std::string name : {"attn.q", "attn.k", "attn.v"})
-    CHECK(layer.linear(name).output_quant.has_value());
+    CHECK(layer.linear(name).find<calq::core::OutputQuant>());
   for (const std::string name : {"attn.o", "mlp.gate", "mlp.up", "mlp.down"})
-    CHECK_FALSE(layer.linear(name).output_quant.has_value());
+    CHECK_FALSE(layer.linear(name).find<calq::core::OutputQuant>());
   // The output is the per-token fake quantization of the plain (input-quantized) GEMM.
   at::manual_seed(3);
   const at::Tensor x = at::randn({2, 5, 16});
   calq::core::Linear& q = layer.linear("attn.q");
   const at::Tensor got = q.forward(x);
-  auto saved = q.output_quant;
-  q.output_quant.reset();
-  const at::Tensor plain = q.forward(x);
-  q.output_quant = saved;
-  CHECK(at::equal(got, calq::core::fake_quantize_activations(plain, *saved)));
+  const calq::core::ActQuantSpec spec = q.find<calq::core::OutputQuant>()->spec;
+  const at::Tensor plain = without_output_quant(q).forward(x);
+  CHECK(at::equal(got, calq::core::fake_quantize_activations(plain, spec)));
   CHECK_FALSE(at::equal(got, plain));
 }
 
@@ -233,23 +242,21 @@ TEST_CASE("bmm_inputs quantizes a fused qkv output per part: q, k and v each per
   auto passes = calq::algorithms::build_passes(recipe);
   calq::algorithms::quantize_model(*model, recipe, passes, nullptr, 2);
   calq::core::DecoderLayer& layer = model->layer(0);
-  CHECK(layer.linear("attn.qkv").output_quant.has_value());
+  CHECK(layer.linear("attn.qkv").find<calq::core::OutputQuant>());
   for (const std::string name : {"attn.o", "mlp.gate_up", "mlp.down"})
-    CHECK_FALSE(layer.linear(name).output_quant.has_value());
+    CHECK_FALSE(layer.linear(name).find<calq::core::OutputQuant>());
   at::manual_seed(3);
   const at::Tensor x = at::randn({2, 5, 16});
   calq::core::Linear& qkv = layer.linear("attn.qkv");
   const at::Tensor got = qkv.forward(x);
-  auto saved = qkv.output_quant;
-  qkv.output_quant.reset();
-  const at::Tensor plain = qkv.forward(x);
-  qkv.output_quant = saved;
+  const calq::core::ActQuantSpec out_spec = qkv.find<calq::core::OutputQuant>()->spec;
+  const at::Tensor plain = without_output_quant(qkv).forward(x);
   std::vector<at::Tensor> parts;
   for (const auto& [begin, rows] : {std::pair{0, 16}, std::pair{16, 8}, std::pair{24, 8}})
-    parts.push_back(calq::core::fake_quantize_activations(plain.narrow(-1, begin, rows), *saved));
+    parts.push_back(calq::core::fake_quantize_activations(plain.narrow(-1, begin, rows), out_spec));
   CHECK(at::equal(got, at::cat(parts, -1)));
   // One scale per token across q|k|v would be another quantizer.
-  CHECK_FALSE(at::equal(got, calq::core::fake_quantize_activations(plain, *saved)));
+  CHECK_FALSE(at::equal(got, calq::core::fake_quantize_activations(plain, out_spec)));
 }
 
 TEST_CASE("every recipe in configs/ loads and builds its passes", "[composition][algorithms]") {

@@ -10,6 +10,7 @@
 #include "algorithms/pipeline.h"
 #include "core/checkpoint/export_checkpoint.h"
 #include "core/error.h"
+#include "core/model/activation_quant_extensions.h"
 #include "core/model/model.h"
 #include "core/quant/activation_quant.h"
 #include "core/quant/float_grids.h"
@@ -116,9 +117,10 @@ TEST_CASE("fp8 activations install on every linear and the recipe keys refuse mi
   auto passes = calq::algorithms::build_passes(recipe);
   const auto result = calq::algorithms::quantize_model(*model, recipe, passes, nullptr, 2);
   const calq::core::Linear& q = model->layer(1).linear("attn.q");
-  REQUIRE(q.input_quant);
-  REQUIRE(q.input_quant->fp);
-  CHECK(*q.input_quant->fp == FpFormat::E4M3);
+  const auto* input = q.find<calq::core::InputQuant>();
+  REQUIRE(input);
+  REQUIRE(input->spec.fp);
+  CHECK(*input->spec.fp == FpFormat::E4M3);
   CHECK(result.layers[1].at("attn.q").reports.at("activations").notes.at("activations") ==
         "fp8_e4m3 per-token dynamic");
 

@@ -8,6 +8,7 @@
 
 #include "algorithms/pipeline.h"
 #include "core/error.h"
+#include "core/model/int8_matmul.h"
 #include "core/model/model.h"
 #include "core/quant/activation_quant.h"
 #include "core/quant/llm_int8.h"
@@ -61,12 +62,13 @@ TEST_CASE("the llm_int8 pass installs the decomposition and refuses other scheme
   auto passes = calq::algorithms::build_passes(recipe);
   calq::algorithms::quantize_model(*model, recipe, passes, nullptr, 2);
   calq::core::Linear& q = model->layer(0).linear("attn.q");
-  REQUIRE(q.int8);
-  CHECK(q.int8->float_weight.defined());
+  const auto* matmul = q.find<calq::core::Int8Matmul>();
+  REQUIRE(matmul);
+  CHECK(matmul->decomposition().float_weight.defined());
   at::manual_seed(4);
   model->forward(at::randint(0, 32, {2, 8}, at::kLong));
-  CHECK(q.int8->calls == 1);
-  CHECK(q.int8->outlier_columns > 0);  // τ = 0.5 on normalised inputs: some columns are outliers
+  CHECK(matmul->decomposition().calls == 1);
+  CHECK(matmul->decomposition().outlier_columns > 0);  // τ = 0.5 on normalised inputs: some columns are outliers
 
   CHECK_THROWS_WITH(calq::algorithms::build_passes(recipe_with(
                         "  weights: {bits: 4, group_size: 128}\n", "llm_int8: {}")),

@@ -83,14 +83,15 @@ TEST_CASE("the lorc pass adds float16 factors of each quantized linear's error",
   for (const std::string& name : model->layer(0).linear_names()) {
     INFO(name);
     const calq::core::Linear& l = model->layer(1).linear(name);
-    REQUIRE(l.low_rank);
-    CHECK(l.low_rank->a.size(0) == 4);
-    CHECK(l.low_rank->stored_dtype == at::kHalf);
-    CHECK(at::equal(l.low_rank->a, l.low_rank->a.to(at::kHalf).to(at::kFloat)));
-    CHECK(at::equal(l.low_rank->b, l.low_rank->b.to(at::kHalf).to(at::kFloat)));
+    const calq::core::LowRank* low_rank = l.find<calq::core::LowRank>();
+    REQUIRE(low_rank);
+    CHECK(low_rank->a.size(0) == 4);
+    CHECK(low_rank->stored_dtype == at::kHalf);
+    CHECK(at::equal(low_rank->a, low_rank->a.to(at::kHalf).to(at::kFloat)));
+    CHECK(at::equal(low_rank->b, low_rank->b.to(at::kHalf).to(at::kFloat)));
     // The quantized weight itself is untouched: the factors lower the error beside it.
     const at::Tensor w = float_model->layer(1).linear(name).weight;
-    const at::Tensor effective = l.weight + at::mm(l.low_rank->b, l.low_rank->a);
+    const at::Tensor effective = l.weight + at::mm(low_rank->b, low_rank->a);
     CHECK((w - effective).norm().item<double>() < (w - l.weight).norm().item<double>());
     // forward() is x Ŵᵀ + (x aᵀ) bᵀ.
     const at::Tensor x = at::randn({3, l.weight.size(1)});
@@ -170,8 +171,9 @@ TEST_CASE("lorc factors round-trip through a PEFT LoRA adapter", "[lorc][algorit
   for (int64_t i = 0; i < 2; ++i) {
     for (const std::string& name : model->layer(i).linear_names()) {
       INFO(i << " " << name);
-      const auto& want = model->layer(i).linear(name).low_rank;
-      const auto& got = reloaded->layer(i).linear(name).low_rank;
+      const auto* want = model->layer(i).linear(name).find<calq::core::LowRank>();
+      const auto* got = reloaded->layer(i).linear(name).find<calq::core::LowRank>();
+      REQUIRE(want);
       REQUIRE(got);
       CHECK(at::equal(got->a, want->a));
       CHECK(at::equal(got->b, want->b));
@@ -202,7 +204,7 @@ TEST_CASE("malformed adapters are refused naming the file and what was expected"
   refuses((dir / "nowhere").string(), "no such directory");
   const std::string ok = write("ok", good, {{q + ".lora_A.weight", a}, {q + ".lora_B.weight", b}});
   CHECK_NOTHROW(calq::core::load_lora_adapter(*model, ok));
-  CHECK(model->layer(0).linear("attn.q").low_rank);
+  CHECK(model->layer(0).linear("attn.q").find<calq::core::LowRank>());
   nlohmann::json ia3 = good;
   ia3["peft_type"] = "IA3";
   refuses(write("ia3", ia3, {{q + ".lora_A.weight", a}}), "expected LORA");

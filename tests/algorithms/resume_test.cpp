@@ -70,18 +70,17 @@ void require_same(calq::core::Model& a, const QuantizationResult& ra, calq::core
       const calq::core::Linear& y = lb.linear(name);
       CHECK(same_bits(x.weight, y.weight));
       CHECK(same_bits(x.bias, y.bias));
-      CHECK(same_bits(x.input_scale, y.input_scale));
-      CHECK(x.input_quant.has_value() == y.input_quant.has_value());
-      CHECK(x.output_quant.has_value() == y.output_quant.has_value());
-      REQUIRE(static_cast<bool>(x.int8) == static_cast<bool>(y.int8));
-      if (x.int8) {
-        CHECK(x.int8->threshold == y.int8->threshold);
-        CHECK(same_bits(x.int8->float_weight, y.int8->float_weight));
-      }
-      REQUIRE(x.low_rank.has_value() == y.low_rank.has_value());
-      if (x.low_rank) {
-        CHECK(same_bits(x.low_rank->a, y.low_rank->a));
-        CHECK(same_bits(x.low_rank->b, y.low_rank->b));
+      // Every extension (activation quantizers and static scales, LLM.int8, LoRC factors), in
+      // order, saving the same settings and the same tensor bits.
+      REQUIRE(x.extensions().size() == y.extensions().size());
+      for (size_t e = 0; e < x.extensions().size(); ++e) {
+        REQUIRE(x.extensions()[e]->kind() == y.extensions()[e]->kind());
+        INFO(x.extensions()[e]->kind());
+        const calq::core::ExtensionState sx = x.extensions()[e]->save();
+        const calq::core::ExtensionState sy = y.extensions()[e]->save();
+        CHECK(sx.settings == sy.settings);
+        REQUIRE(sx.tensors.size() == sy.tensors.size());
+        for (const auto& [key, t] : sx.tensors) CHECK(same_bits(t, sy.tensors.at(key)));
       }
     }
     for (const char* norm : {"norm.attn", "norm.mlp"}) {
