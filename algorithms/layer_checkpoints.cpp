@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/io/dtype.h"
 #include "core/io/json_text.h"
 #include "core/log.h"
 #include "core/io/safetensors.h"
@@ -25,8 +26,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// 2: each linear's extensions by kind name (core/model/linear_extension.h); version 1 files
-// (fixed input_quant/output_quant/int8/low_rank fields) are refused, naming the file.
+// 2: each linear's extensions by kind name (core/model/linear_extension.h), enums by name
+// (granularity, scale dtype); version 1 files (fixed input_quant/output_quant/int8/low_rank
+// fields, enums as raw ints) are refused, naming the file.
 constexpr int kVersion = 2;
 constexpr const char* kMetaKey = "calq_resume";
 
@@ -167,9 +169,9 @@ void LayerCheckpoints::save(int64_t index, core::DecoderLayer& layer,
     if (const auto& q = state.quantized) {
       entry["quantized"] = {{"bits", q->bits},
                             {"grid", std::string(core::grid_name(q->grid))},
-                            {"granularity", static_cast<int>(q->granularity)},
+                            {"granularity", std::string(core::granularity_name(q->granularity))},
                             {"group_size", q->group_size},
-                            {"scale_dtype", static_cast<int>(q->scale_dtype)}};
+                            {"scale_dtype", std::string(core::dtype_name(core::from_scalar_type(q->scale_dtype)))}};
       put(tensors, "state." + name + ".codes", q->codes);  // as held: compact or int32
       put(tensors, "state." + name + ".scales", q->scales);
       put(tensors, "state." + name + ".zeros", q->zeros);
@@ -239,9 +241,14 @@ std::map<std::string, LinearState> LayerCheckpoints::restore(
       t.g_idx = load("state." + name + ".g_idx");
       t.bits = q.at("bits").get<int>();
       t.grid = core::parse_grid(q.at("grid").get<std::string>());
-      t.granularity = static_cast<core::Granularity>(q.at("granularity").get<int>());
+      t.granularity = core::parse_granularity(q.at("granularity").get<std::string>(),
+                                              file.path() + ": state." + name + ".granularity");
       t.group_size = q.at("group_size").get<int64_t>();
-      t.scale_dtype = static_cast<at::ScalarType>(q.at("scale_dtype").get<int>());
+      const std::string scale_dtype = q.at("scale_dtype").get<std::string>();
+      const auto stored = core::dtype_from_name(scale_dtype);
+      CALQ_CHECK(stored.has_value(), "{}: state.{}.scale_dtype \"{}\"; expected a safetensors dtype "
+                 "name such as F16", file.path(), name, scale_dtype);
+      t.scale_dtype = core::to_scalar_type(*stored);
       state.quantized = std::move(t);
     }
     if (const json& f = entry.at("fp"); !f.is_null()) {

@@ -177,6 +177,26 @@ QuantSpec weight_spec(int bits, Grid grid, int64_t group_size) {
   return spec;
 }
 
+namespace {
+constexpr std::pair<Granularity, std::string_view> kGranularityNames[] = {
+    {Granularity::PerTensor, "per_tensor"},
+    {Granularity::PerChannel, "per_channel"},
+    {Granularity::PerGroup, "per_group"},
+};
+}  // namespace
+
+std::string_view granularity_name(Granularity granularity) {
+  for (const auto& [g, name] : kGranularityNames)
+    if (g == granularity) return name;
+  fail("granularity {} has no name", static_cast<int>(granularity));
+}
+
+Granularity parse_granularity(std::string_view name, std::string_view where) {
+  for (const auto& [g, n] : kGranularityNames)
+    if (n == name) return g;
+  fail("{}: granularity \"{}\"; expected per_tensor, per_channel or per_group", where, name);
+}
+
 std::string describe(const QuantSpec& spec) {
   std::string granularity = "per-channel";
   if (spec.granularity == Granularity::PerTensor)

@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <string>
 
+#include <string_view>
+
 #include <ATen/core/Tensor.h>
 
 #include "core/quant/grid.h"
@@ -31,6 +33,10 @@ namespace calq::core {
 /// §1.2. Weights use PerTensor / PerChannel (one per output row) / PerGroup (one per row and
 /// group of `group_size` input columns; the last group is shorter when it does not divide).
 enum class Granularity { PerTensor, PerChannel, PerGroup };
+/// "per_tensor", "per_channel", "per_group": how files calq writes name a granularity.
+std::string_view granularity_name(Granularity granularity);
+/// The inverse; throws calq::Error naming `where` for any other string.
+Granularity parse_granularity(std::string_view name, std::string_view where);
 
 /// MinMax: the grid's own range (§1.1). Mse: IST-DASLab/gptq quant.py's shrink search (§1.4).
 enum class RangeSearch { MinMax, Mse };
