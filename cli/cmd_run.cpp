@@ -21,6 +21,7 @@
 
 #include "algorithms/layer_checkpoints.h"
 #include "algorithms/mixed_precision.h"
+#include "algorithms/pass_order.h"
 #include "algorithms/pipeline.h"
 #include "algorithms/targets.h"
 #include "calib/calibration_set.h"
@@ -372,15 +373,8 @@ int run_recipe(const RunRequest& args) {
   const core::Recipe recipe = core::load_recipe(args.recipe, args.overrides);
   // Build the passes first: their option errors must come before any heavy work.
   auto passes = algorithms::build_passes(recipe);
-  if (recipe.save) {
-    core::check_save_scheme(*recipe.save, recipe.scheme, recipe.file);
-    for (const auto& pass : passes) {
-      CALQ_CHECK(std::string(pass->name()) != "llm_int8" || recipe.save->format == core::SaveFormat::Fake,
-                 "{}: save.format {}: no checkpoint format stores LLM.int8()'s outlier "
-                 "decomposition; expected save.format fake (weights only) or no save",
-                 recipe.file, core::save_format_name(recipe.save->format));
-    }
-  }
+  if (recipe.save) core::check_save_scheme(*recipe.save, recipe.scheme, recipe.file);
+  algorithms::check_pass_outputs(recipe, passes, args.stream);
   const std::string out_dir =
       args.out.empty() ? (fs::path("out") / fs::path(args.recipe).stem()).string() : args.out;
   const RunOutputs outputs = check_run_outputs(recipe, args, out_dir);
@@ -403,11 +397,6 @@ int run_recipe(const RunRequest& args) {
     CALQ_CHECK(recipe.save.has_value() && !args.float_only,
                "--stream: each quantized layer is written to the checkpoint and freed; expected a "
                "save section in {}", recipe.file);
-    for (const auto& pass : passes) {
-      CALQ_CHECK(std::string(pass->name()) != "lorc",
-                 "--stream: the lorc pass writes its adapter from the whole model at the end; "
-                 "expected a run without --stream for {}", recipe.file);
-    }
   }
 
   // Claim the outputs (locks, parent folders, the report folder) only now that every check
