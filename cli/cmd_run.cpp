@@ -23,6 +23,7 @@
 #include "algorithms/mixed_precision.h"
 #include "algorithms/pass_order.h"
 #include "algorithms/pipeline.h"
+#include "algorithms/resolved_recipe.h"
 #include "algorithms/targets.h"
 #include "calib/calibration_set.h"
 #include "calib/stats_cache.h"
@@ -132,12 +133,6 @@ std::string int8_outlier_report(core::Model& model) {
 }
 
 }  // namespace
-
-std::string recipe_hash(const std::string& recipe_path, const std::vector<std::string>& overrides) {
-  const core::Recipe recipe = core::load_recipe(recipe_path, overrides);
-  algorithms::build_passes(recipe);  // pass defaults are part of the resolved recipe
-  return recipe.hash_hex();
-}
 
 namespace {
 
@@ -370,8 +365,8 @@ RunRequest resumed_request(const std::string& dir) {
 
 int run_recipe(const RunRequest& args) {
   const auto start = Clock::now();
-  const core::Recipe recipe = core::load_recipe(args.recipe, args.overrides);
-  // Build the passes first: their option errors must come before any heavy work.
+  // Resolving builds the passes once: their option errors come before any heavy work.
+  const core::Recipe recipe = algorithms::load_resolved_recipe(args.recipe, args.overrides).recipe;
   auto passes = algorithms::build_passes(recipe);
   if (recipe.save) core::check_save_scheme(*recipe.save, recipe.scheme, recipe.file);
   algorithms::check_pass_outputs(recipe, passes, args.stream);

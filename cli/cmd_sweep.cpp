@@ -15,6 +15,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "algorithms/resolved_recipe.h"
 #include "cli/bounds.h"
 #include "cli/commands.h"
 #include "cli/run_recipe.h"
@@ -150,12 +151,15 @@ int run_sweep(const SweepArgs& args) {
   std::vector<Grid> grids;
   for (const auto& g : args.grids) grids.push_back(parse_grid(g));
   std::vector<Planned> runs = plan(args, grids);
-  // Every recipe is loaded (and its passes built) before any work: errors come first.
+  // Every recipe is loaded and resolved (its passes built) once, before any work: errors come
+  // first.
   std::map<std::string, std::string> hashes;
   std::map<std::string, Planned> float_rows;  // one per model and eval protocol
   for (Planned& p : runs) {
-    hashes[p.name] = recipe_hash(p.request.recipe, p.request.overrides);
-    const core::Recipe recipe = core::load_recipe(p.request.recipe, p.request.overrides);
+    const algorithms::ResolvedRecipe resolved =
+        algorithms::load_resolved_recipe(p.request.recipe, p.request.overrides);
+    hashes[p.name] = resolved.hash;  // what report.json records (resumed sweeps compare it)
+    const core::Recipe& recipe = resolved.recipe;
     if (args.no_float) continue;
     const std::string key = fmt::format("{}|{}|{}", recipe.model.path.resolved,
                                         compute_dtype_name(recipe.model.dtype),

@@ -48,7 +48,4 @@ int run_recipe(const RunRequest& request);
 /// (may be empty) is used unless --no-cache.
 void add_cache_options(CLI::App& cmd, RunRequest& request, std::string default_dir = {});
 
-/// The hash report.json records for this recipe and overrides (resumed sweeps compare it).
-std::string recipe_hash(const std::string& recipe_path, const std::vector<std::string>& overrides);
-
 }  // namespace calq::cli
