@@ -62,7 +62,8 @@ TEST_CASE("declared export and streaming limits refuse the run's outputs",
   const auto fake = int8_recipe(dir, "  - llm_int8: {}\n", "save: {format: fake, path: out}\n");
   CHECK_NOTHROW(check_pass_outputs(fake, calq::algorithms::build_passes(fake), true));
 
-  const auto lorc = int8_recipe(dir, "  - rtn\n  - lorc: {}\n", "save: {format: fake, path: out}\n");
+  const auto lorc =
+      int8_recipe(dir, "  - rtn\n  - lorc: {}\n", "save: {format: fake, path: out}\n");
   const auto lorc_passes = calq::algorithms::build_passes(lorc);
   CHECK_NOTHROW(check_pass_outputs(lorc, lorc_passes, false));
   refused([&] { check_pass_outputs(lorc, lorc_passes, true); }, "passes.1.lorc: --stream",
