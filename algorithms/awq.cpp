@@ -74,9 +74,16 @@ DuoScaling read_duo_scaling(const core::Options& options, DuoScaling fallback) {
 class AwqPass : public Pass {
  public:
   AwqPass(AwqOptions options, core::SchemeSection scheme, std::string where)
-      : options_(options), scheme_(std::move(scheme)), where_(std::move(where)) {}
+      : options_(options), scheme_(std::move(scheme)), where_(std::move(where)) {
+    traits_.role = PassRole::Transform;
+    // Scales of v→o and up→down span true-sequential subsets, and every group is searched on
+    // the unmodified block (§4.3): the whole layer in one step, statistics from one float forward.
+    traits_.schedule = PassSchedule::WholeLayer;
+    traits_.propagation = options_.propagate_quantized ? Propagation::Quantized : Propagation::Float;
+    traits_.float_weight_formats = true;  // the factory refuses them with its own reason
+  }
   const char* name() const override { return "awq"; }
-  bool quantizes() const override { return false; }
+  const PassTraits& traits() const override { return traits_; }
 
   /// Every linear the model has (its schema), with the overrides of its layer: per-tensor
   /// weights leave no per-channel scale for the search to move.
@@ -92,10 +99,6 @@ class AwqPass : public Pass {
       }
     }
   }
-  bool propagate_quantized() const override { return options_.propagate_quantized; }
-  // Scales of v→o and up→down span true-sequential subsets, and every group is searched on the
-  // unmodified block (§4.3): the whole layer in one step, statistics from one float forward.
-  bool whole_layer() const override { return true; }
 
   calib::StatRequest needs(const LinearTarget&) const override {
     calib::StatRequest request;
@@ -204,6 +207,7 @@ class AwqPass : public Pass {
   AwqOptions options_;
   core::SchemeSection scheme_;
   std::string where_;
+  PassTraits traits_;
 };
 
 /// AWQ searches scales for the integer group quantizer that follows; refuse any other format.

@@ -22,7 +22,15 @@ class GptqPass : public Pass {
  public:
   explicit GptqPass(GptqOptions options) : options_(options) {}
   const char* name() const override { return "gptq"; }
-  bool quantizes() const override { return true; }
+  const PassTraits& traits() const override {
+    static const PassTraits traits = [] {
+      PassTraits t;
+      t.role = PassRole::Quantizer;
+      t.propagation = Propagation::Quantized;  // each layer's Hessians see the quantized inputs
+      return t;
+    }();
+    return traits;
+  }
 
   calib::StatRequest needs(const LinearTarget&) const override {
     calib::StatRequest request;
@@ -81,7 +89,6 @@ class GptqPass : public Pass {
     }
   }
 
-  bool propagate_quantized() const override { return true; }
   void finish() override { workspace_.release(); }
 
  private:

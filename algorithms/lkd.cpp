@@ -48,14 +48,17 @@ at::Tensor forward_all(core::DecoderLayer& layer, const core::ForwardContext& ct
 class LkdPass : public Pass {
  public:
   LkdPass(LkdOptions options, core::SchemeSection scheme)
-      : options_(options), scheme_(std::move(scheme)) {}
+      : options_(options), scheme_(std::move(scheme)) {
+    traits_.role = PassRole::Transform;
+    // The student is the whole block: all of its linears train together.
+    traits_.schedule = PassSchedule::WholeLayer;
+    traits_.reads.calibration_windows = !options_.random_tokens;
+    traits_.float_weight_formats = true;
+  }
 
   const char* name() const override { return "lkd"; }
-  bool quantizes() const override { return false; }
+  const PassTraits& traits() const override { return traits_; }
   calib::StatRequest needs(const LinearTarget&) const override { return {}; }
-  // The student is the whole block: all of its linears train together.
-  bool whole_layer() const override { return true; }
-  bool uses_calibration() const override { return !options_.random_tokens; }
 
   void prepare(core::Model& model, const calib::CalibrationSet*) override {
     if (!options_.random_tokens) return;
@@ -182,6 +185,7 @@ class LkdPass : public Pass {
  private:
   LkdOptions options_;
   core::SchemeSection scheme_;
+  PassTraits traits_;
   at::Tensor random_inputs_;
   nlohmann::json layers_ = nlohmann::json::array();
 };

@@ -17,7 +17,16 @@ class LlmInt8Pass : public Pass {
   LlmInt8Pass(double threshold, bool float_outliers)
       : threshold_(threshold), float_outliers_(float_outliers) {}
   const char* name() const override { return "llm_int8"; }
-  bool quantizes() const override { return true; }
+  const PassTraits& traits() const override {
+    static const PassTraits traits = [] {
+      PassTraits t;
+      t.role = PassRole::Quantizer;
+      t.refuses_refinement = "llm_int8's outlier decomposition has no weight error to compensate";
+      t.fake_export_only = "no checkpoint format stores LLM.int8()'s outlier decomposition";
+      return t;
+    }();
+    return traits;
+  }
   calib::StatRequest needs(const LinearTarget&) const override { return {}; }
 
   void apply(PassStep& step) override {

@@ -44,9 +44,18 @@ class LorcPass : public Pass {
  public:
   LorcPass(int64_t rank, at::ScalarType factor_dtype) : rank_(rank), factor_dtype_(factor_dtype) {}
   const char* name() const override { return "lorc"; }
-  bool quantizes() const override { return false; }
-  bool after_quantization() const override { return true; }
-  bool supports_float_weights() const override { return true; }
+  const PassTraits& traits() const override {
+    static const PassTraits traits = [] {
+      PassTraits t;
+      t.role = PassRole::Refinement;
+      t.reads.quantizer_float_weight = true;  // W − Ŵ is what the factors approximate
+      t.reads.collected_hessians = true;      // proxy losses before and after, where collected
+      t.float_weight_formats = true;
+      t.not_streamable = "the lorc pass writes its adapter from the whole model at the end";
+      return t;
+    }();
+    return traits;
+  }
   calib::StatRequest needs(const LinearTarget&) const override { return {}; }
 
   void apply(PassStep& step) override {

@@ -14,6 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "algorithms/pass_traits.h"
 #include "calib/linear_stats.h"
 #include "core/quant/float_grids.h"
 #include "core/quant/quantized_tensor.h"
@@ -85,33 +86,16 @@ class Pass {
  public:
   virtual ~Pass() = default;
   virtual const char* name() const = 0;
-  /// true for passes that produce integer codes (rtn, gptq); exactly one runs per linear.
-  virtual bool quantizes() const = 0;
-  /// true for passes that refine a quantized linear (lorc): they run after the quantizing pass.
-  virtual bool after_quantization() const { return false; }
-  /// true: the pass works with scheme.weights.format fp8_*/fp4_e2m1/nf4 (transforms that do
-  /// not quantize do by default; integer quantizers and searches must say so).
-  virtual bool supports_float_weights() const { return !quantizes(); }
+  /// Role, schedule, propagation, reads and allowed orders (algorithms/pass_traits.h). May
+  /// depend on the pass's options (awq's propagate, lkd's random_tokens), never change after
+  /// the factory returned.
+  virtual const PassTraits& traits() const = 0;
   virtual calib::StatRequest needs(const LinearTarget& target) const = 0;
   virtual void apply(PassStep& step) = 0;
-  /// true: this pass wants the next layer's statistics from this layer's quantized output (GPTQ's
-  /// sequential protocol); false: it does not mind. The run propagates quantized outputs when any
-  /// pass asks, else the float outputs (AWQ's and SmoothQuant's protocol).
-  virtual bool propagate_quantized() const { return false; }
-  /// true: the pass must see all linears of a layer in one step, with statistics of the float
-  /// layer (AWQ scales v→o and up→down across true-sequential subsets); the run then processes
-  /// every layer as a single subset.
-  virtual bool whole_layer() const { return false; }
   /// Refuses (calq::Error naming the recipe key) what this model cannot do, before any work.
   virtual void check_model(const core::Model&) const {}
-  /// true for passes that change weights before the layer loop starts (whole-model training):
-  /// then no statistics of the run are those of the float model (the calibration cache asks).
-  virtual bool changes_model_before_layers() const { return false; }
-  /// true: the pass needs the calibration windows even where it asks no statistics of any linear
-  /// (LKD distils on the layer inputs, QAT fine-tunes on the windows).
-  virtual bool uses_calibration() const { return false; }
   /// Called once before the layer loop with the whole model (QAT trains it end to end there).
-  /// `calibration` is non-null whenever uses_calibration() is true.
+  /// `calibration` is non-null whenever traits().reads.calibration_windows is true.
   virtual void prepare(core::Model&, const calib::CalibrationSet*) {}
   /// A pass-level summary for report.json (passes[].summary) as JSON text; "" for none.
   virtual std::string summary_json() const { return {}; }

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "algorithms/layer_checkpoints.h"
+#include "algorithms/pass_order.h"
 #include "algorithms/registry.h"
 #include "algorithms/rtn.h"
 #include "algorithms/targets.h"
@@ -100,7 +101,7 @@ class PassDriver : public calib::LayerHandler {
 
   std::vector<std::vector<std::string>> schedule(core::DecoderLayer& layer) override {
     for (const auto& pass : passes_) {
-      if (pass->whole_layer()) return {layer.linear_names()};
+      if (pass->traits().schedule == PassSchedule::WholeLayer) return {layer.linear_names()};
     }
     return model_.layer_schema(layer.index()).sequential_steps();
   }
@@ -147,16 +148,17 @@ class PassDriver : public calib::LayerHandler {
     PassStep quantizer_step{step, quantized_by_recipe, states, true, true};
     for (size_t p = 0; p < passes_.size(); ++p) {
       const auto& pass = passes_[p];
-      PassStep& current = pass->quantizes() || pass->after_quantization() ? quantizer_step
-                                                                          : pass_step;
+      const PassRole role = pass->traits().role;
+      PassStep& current =
+          role == PassRole::Quantizer || role == PassRole::Refinement ? quantizer_step : pass_step;
       current.later_reads_hessian = false;
       current.later_reads_float_weight = false;
       for (size_t later = p + 1; later < passes_.size(); ++later) {
-        // A refinement (lorc) reads the quantizer's float weight and, where collected, its
+        // A refinement (lorc) may read the quantizer's float weight and, where collected, its
         // statistics (proxy losses) without asking for them.
-        const bool refines = passes_[later]->after_quantization();
-        current.later_reads_float_weight |= refines;
-        current.later_reads_hessian |= refines;
+        const PassReads& reads = passes_[later]->traits().reads;
+        current.later_reads_float_weight |= reads.quantizer_float_weight;
+        current.later_reads_hessian |= reads.collected_hessians;
         for (const LinearTarget& target : targets)
           current.later_reads_hessian |= passes_[later]->needs(target).hessian;
       }
@@ -199,7 +201,7 @@ class PassDriver : public calib::LayerHandler {
     const core::CalibrationSection& c = recipe_.calibration ? *recipe_.calibration : defaults;
     bool quantizer_needs_data = false;
     for (const auto& pass : passes_) {
-      if (!pass->quantizes()) continue;
+      if (pass->traits().role != PassRole::Quantizer) continue;
       for (const LinearTarget& target : targets) quantizer_needs_data |= pass->needs(target).any();
     }
     for (const LinearTarget& target : targets) {
@@ -256,7 +258,7 @@ class PassDriver : public calib::LayerHandler {
 
   bool propagate_quantized() const override {
     for (const auto& pass : passes_) {
-      if (pass->propagate_quantized()) return true;
+      if (pass->traits().propagation == Propagation::Quantized) return true;
     }
     return false;
   }
@@ -291,7 +293,7 @@ class PassDriver : public calib::LayerHandler {
   // quantized-propagation layers see what this recipe's scheme and passes did.
   std::optional<std::string> cache_scope(int64_t layer, int64_t step) const override {
     for (const auto& pass : passes_) {
-      if (pass->changes_model_before_layers()) return fmt::format("{:016x}", recipe_.processing_hash());
+      if (pass->traits().role == PassRole::ModelTrainer) return fmt::format("{:016x}", recipe_.processing_hash());
     }
     if (step == 0 && (layer == 0 || !propagate_quantized())) return std::string();
     return fmt::format("{:016x}", recipe_.processing_hash());
@@ -334,49 +336,15 @@ int64_t restore_layers(core::Model& model, std::vector<std::unique_ptr<Pass>>& p
 
 std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe) {
   std::vector<std::unique_ptr<Pass>> passes;
-  int quantizing = 0;
-  const bool float_weights = recipe.scheme.weights.format != core::WeightFormat::Int;
+  bool quantizes = false;
   for (size_t i = 0; i < recipe.passes.size(); ++i) {
     const core::PassEntry& entry = recipe.passes[i];
     std::unique_ptr<Pass> pass = make_pass(entry.name, entry.options, recipe.scheme);
-    if (pass->after_quantization()) {
-      if (quantizing == 0) {
-        fail("{}: passes.{}.{}: refines quantized weights, but no quantizing pass runs before it; "
-             "expected rtn or gptq earlier in passes",
-             recipe.file, i, entry.name);
-      }
-      if (std::string(passes.back()->name()) == "llm_int8") {
-        fail("{}: passes.{}.{}: llm_int8's outlier decomposition has no weight error to "
-             "compensate; expected rtn or gptq before it",
-             recipe.file, i, entry.name);
-      }
-    } else if (quantizing > 0) {
-      fail("{}: passes.{}.{}: runs after a quantizing pass ({}); expected transforms "
-           "(smoothquant, awq, lkd, qat) first and exactly one quantizing pass (rtn, gptq, llm_int8) "
-           "last, then only refinements (lorc)",
-           recipe.file, i, entry.name, passes.back()->name());
-    }
-    if (float_weights && !pass->supports_float_weights()) {
-      fail("{}: passes.{}.{}: works on integer grids, but scheme.weights.format is {}; expected "
-           "format: int, or rtn for the floating-point formats",
-           recipe.file, i, entry.name, core::weight_format_name(recipe.scheme.weights.format));
-    }
-    for (const auto& earlier : passes) {
-      if (std::string(earlier->name()) == entry.name) {
-        fail("{}: passes.{}.{}: appears twice; expected each transform once (a second search "
-             "or smoothing would undo the first's choices)",
-             recipe.file, i, entry.name);
-      }
-      if (std::string(earlier->name()) == "awq" && entry.name == "smoothquant") {
-        fail("{}: passes.{}.smoothquant: runs after awq, which searched its scales for the "
-             "weights as they were; expected smoothquant before awq",
-             recipe.file, i);
-      }
-    }
-    if (pass->quantizes()) ++quantizing;
+    check_pass_order(recipe, i, passes, *pass);
+    quantizes |= pass->traits().role == PassRole::Quantizer;
     passes.push_back(std::move(pass));
   }
-  if (quantizing == 0) {
+  if (!quantizes) {
     // "passes: none = plain RTN to the scheme" (docs/architecture.md §5); transforms alone
     // also end in RTN.
     passes.push_back(make_pass("rtn", core::Options(), recipe.scheme));
@@ -393,7 +361,7 @@ bool needs_calibration(const std::vector<std::unique_ptr<Pass>>& passes,
   if (recipe.scheme.activations && !recipe.scheme.activations->dynamic) return true;
   if (recipe.scheme.mixed_precision) return true;  // the allocation reads float Hessians
   for (const auto& pass : passes) {
-    if (pass->uses_calibration()) return true;
+    if (pass->traits().reads.calibration_windows) return true;
   }
   for (const LinearTarget& target : targets_of(recipe, model.layer_schema(0).linear_names())) {
     for (const auto& pass : passes) {
@@ -424,7 +392,7 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
   for (const auto& pass : passes) result.pass_names.push_back(pass->name());
   const auto start = Clock::now();
   for (const auto& pass : passes) {
-    CALQ_CHECK(!pass->uses_calibration() || calibration != nullptr,
+    CALQ_CHECK(!pass->traits().reads.calibration_windows || calibration != nullptr,
                "{}: passes: {} needs calibration data; expected a calibration section",
                recipe.file, pass->name());
     const auto pass_start = Clock::now();

@@ -48,8 +48,7 @@ struct QuantizationResult {
 };
 
 /// Builds the recipe's passes (an implicit trailing "rtn" when none quantizes) and rejects
-/// invalid orders with a reason (two quantizing passes, a transform after quantization, a
-/// transform twice, smoothquant after awq).
+/// invalid orders with the reason the passes' traits give (algorithms/pass_order.h).
 std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe);
 
 /// Every pass's check_model: one clear error before calibration starts.

@@ -48,10 +48,17 @@ class QatPass : public Pass {
       : options_(options), scheme_(std::move(scheme)) {}
 
   const char* name() const override { return "qat"; }
-  bool quantizes() const override { return false; }
+  const PassTraits& traits() const override {
+    static const PassTraits traits = [] {
+      PassTraits t;
+      t.role = PassRole::ModelTrainer;
+      t.reads.calibration_windows = true;
+      t.float_weight_formats = true;
+      return t;
+    }();
+    return traits;
+  }
   calib::StatRequest needs(const LinearTarget&) const override { return {}; }
-  bool uses_calibration() const override { return true; }
-  bool changes_model_before_layers() const override { return true; }
   void apply(PassStep&) override {}  // all the work happens in prepare()
 
   // A short fine-tune on a few calibration windows memorises them: the training loss keeps

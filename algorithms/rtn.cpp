@@ -44,11 +44,17 @@ namespace {
 class RtnPass : public Pass {
  public:
   const char* name() const override { return "rtn"; }
-  bool quantizes() const override { return true; }
+  const PassTraits& traits() const override {
+    static const PassTraits traits = [] {
+      PassTraits t;
+      t.role = PassRole::Quantizer;
+      // FP/NF4 weights are fake-quantized the same way, onto their grid with one scale per group.
+      t.float_weight_formats = true;
+      return t;
+    }();
+    return traits;
+  }
   calib::StatRequest needs(const LinearTarget&) const override { return {}; }
-
-  // FP/NF4 weights are fake-quantized the same way, onto their grid with one scale per group.
-  bool supports_float_weights() const override { return true; }
 
   void apply(PassStep& step) override {
     for (const LinearTarget& target : step.targets) {

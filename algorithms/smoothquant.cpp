@@ -61,10 +61,19 @@ class SmoothQuantPass : public Pass {
         where_(std::move(where)) {}
 
   const char* name() const override { return "smoothquant"; }
-  bool quantizes() const override { return false; }
-  // The reference takes every activation scale from one float forward: the statistics of all
-  // groups of a layer come from the layer before anything in it changed.
-  bool whole_layer() const override { return true; }
+  const PassTraits& traits() const override {
+    static const PassTraits traits = [] {
+      PassTraits t;
+      t.role = PassRole::Transform;
+      // The reference takes every activation scale from one float forward: the statistics of
+      // all groups of a layer come from the layer before anything in it changed.
+      t.schedule = PassSchedule::WholeLayer;
+      t.float_weight_formats = true;
+      t.must_precede = {{"awq", "searched its scales for the weights as they were"}};
+      return t;
+    }();
+    return traits;
+  }
 
   calib::StatRequest needs(const LinearTarget& target) const override {
     calib::StatRequest request;

@@ -14,7 +14,7 @@
 
 #include "cli/bounds.h"
 #include "cli/commands.h"
-#include "cli/window_logits.h"
+#include "run/window_logits.h"
 #include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
 #include "core/eval/eval_budget.h"
@@ -83,7 +83,8 @@ int run_eval(const EvalArgs& args) {
         core::perplexity_tokens(*model->tokenizer(), text.text, options);
     core::PerplexityResult r = core::evaluate_perplexity(*model, tokens, options, path);
     r.dataset = text.dataset;
-    if (!args.logits.empty() && results.empty()) write_window_logits(*model, tokens, r, args.logits);
+    if (!args.logits.empty() && results.empty())
+      run::write_window_logits(*model, tokens, r, args.logits);
     r.join = core::text_join_name(text.join);
     std::printf("%s: ppl %.4f (seqlen %lld, %lld tokens, %lld windows, join %s)\n",
                 r.dataset.c_str(), r.ppl, static_cast<long long>(r.seqlen),

@@ -15,6 +15,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "algorithms/resolved_recipe.h"
 #include "cli/bounds.h"
 #include "cli/commands.h"
 #include "cli/run_recipe.h"
@@ -126,13 +127,14 @@ std::vector<Planned> plan(const SweepArgs& args, const std::vector<Grid>& grids)
       }
       p.request.overrides.insert(p.request.overrides.begin(), args.sets.begin(), args.sets.end());
       p.request.recipe = recipe;
-      p.request.batch_size = args.batch_size;
-      p.request.cache_dir = args.cache.cache_dir.empty()
-                                ? (fs::path(args.out) / "calib-cache").string()
-                                : args.cache.cache_dir;
-      p.request.cache_max_bytes = args.cache.cache_max_bytes;
-      p.request.no_cache = args.cache.no_cache;
-      p.request.overwrite = args.overwrite;
+      run::RunOptions& o = p.request.options;
+      o.batch_size = args.batch_size;
+      o.cache_dir = args.cache.options.cache_dir.empty()
+                        ? (fs::path(args.out) / "calib-cache").string()
+                        : args.cache.options.cache_dir;
+      o.cache_max_bytes = args.cache.options.cache_max_bytes;
+      o.no_cache = args.cache.options.no_cache;
+      o.overwrite = args.overwrite;
       out.push_back(std::move(p));
     }
   }
@@ -150,12 +152,15 @@ int run_sweep(const SweepArgs& args) {
   std::vector<Grid> grids;
   for (const auto& g : args.grids) grids.push_back(parse_grid(g));
   std::vector<Planned> runs = plan(args, grids);
-  // Every recipe is loaded (and its passes built) before any work: errors come first.
-  std::map<std::string, std::string> hashes;
+  // Every recipe is loaded and resolved (its passes built) once, before any work: errors come
+  // first.
+  std::map<std::string, algorithms::ResolvedRecipe> resolved;  // by run name
   std::map<std::string, Planned> float_rows;  // one per model and eval protocol
   for (Planned& p : runs) {
-    hashes[p.name] = recipe_hash(p.request.recipe, p.request.overrides);
-    const core::Recipe recipe = core::load_recipe(p.request.recipe, p.request.overrides);
+    const core::Recipe& recipe =
+        resolved.emplace(p.name, algorithms::load_resolved_recipe(p.request.recipe,
+                                                                  p.request.overrides))
+            .first->second.recipe;
     if (args.no_float) continue;
     const std::string key = fmt::format("{}|{}|{}", recipe.model.path.resolved,
                                         compute_dtype_name(recipe.model.dtype),
@@ -164,8 +169,8 @@ int run_sweep(const SweepArgs& args) {
     Planned f = p;
     f.name = fmt::format("fp_{}", fs::path(recipe.model.path.resolved).stem().string());
     if (!float_rows.empty()) f.name += fmt::format("_{}", float_rows.size());
-    f.request.float_only = true;
-    hashes[f.name] = hashes[p.name] + "-fp";
+    f.request.options.float_only = true;
+    resolved.emplace(f.name, resolved.at(p.name));
     float_rows.emplace(key, f);
   }
   std::vector<Planned> all;
@@ -185,13 +190,16 @@ int run_sweep(const SweepArgs& args) {
   for (Planned& p : all) {
     const fs::path dir = out / "runs" / p.name;
     const fs::path report = dir / "report.json";
-    if (stored_hash(report) == hashes[p.name]) {
+    // What report.json records (a float row's hash gets "-fp"): equal means already done.
+    const std::string hash =
+        resolved.at(p.name).hash + (p.request.options.float_only ? "-fp" : "");
+    if (stored_hash(report) == hash) {
       log::info("sweep: {} already done (same recipe hash): skipped", p.name);
       ++resumed;
     } else {
       log::info("sweep: run {}/{}: {}", done.size() + 1, all.size(), p.name);
-      p.request.out = dir.string();
-      run_recipe(p.request);
+      p.request.options.out = dir.string();
+      run_resolved(resolved.at(p.name), p.request.options);
       log_cache_use(p.name, report);
     }
     done.push_back({p.name, report.string()});

@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cli/gnuplot.h"
+#include "run/gnuplot.h"
 #include "core/error.h"
 #include "core/io/json_text.h"
 #include "core/io/atomic_file.h"
@@ -183,7 +183,7 @@ void plot(const std::string& dir, const std::vector<Cell>& cells, const std::str
          << "set xlabel 'average bits per weight (codes + scales/zeros)'\nset ylabel 'perplexity'\n"
          << "set logscale y\nset ytics (" << ytics << ")\nset grid\nset key top right\nplot "
          << all;
-  draw_with_gnuplot(dir, "ppl_vs_bits", script.str(), "sweep");
+  run::draw_with_gnuplot(dir, "ppl_vs_bits", script.str(), "sweep");
 }
 
 }  // namespace

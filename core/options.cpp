@@ -135,6 +135,11 @@ const Json* detail::OptionsAccess::find(const Options& parent, const std::string
   return walk(parent.tree_->given, with(parent.parts_, key));
 }
 
+Json detail::OptionsAccess::given(const Options& view) {
+  const Json* node = walk(view.tree_->given, view.parts_);
+  return node == nullptr ? Json() : *node;
+}
+
 Json detail::OptionsAccess::resolved(const Options& view) {
   const Json* node = walk(view.tree_->resolved, view.parts_);
   return node == nullptr ? Json() : *node;
@@ -419,6 +424,18 @@ std::vector<Options> Options::get_list_of_maps(const std::string& key) const {
     out.push_back(Options(tree_, with(with(parts_, key), std::to_string(i)), path_of(item)));
   }
   return out;
+}
+
+Options Options::detached() const {
+  Json node = OptionsAccess::resolved(*this);
+  if (node.is_null())
+    node = Json::object();
+  auto tree = std::make_shared<Tree>();
+  tree->given = node;
+  tree->resolved = std::move(node);
+  tree->file = tree_->file;
+  tree->overridden = tree_->overridden;
+  return Options(std::move(tree), {}, key_path_);
 }
 
 std::string Options::to_json_string(int indent) const {

@@ -93,6 +93,11 @@ class Options {
   /// indent < 0: one line.
   std::string to_json_string(int indent = -1) const;
 
+  /// A new, independent mapping whose given values are this one's plus every default a getter
+  /// filled in, with the same file, key path and --set annotations. Reads of the copy never
+  /// reach this view's tree: algorithms/resolved_recipe.h resolves pass options with it.
+  Options detached() const;
+
   /// Throws calq::Error "<where(key)>: <message>" for checks the getters cannot express.
   [[noreturn]] void fail(const std::string& key, const std::string& message) const;
   template <typename... Args>

@@ -40,6 +40,8 @@ struct OptionsAccess {
                             const std::string& key_path);
   /// The given node under `parent` at `key`, or nullptr when absent.
   static const Json* find(const Options& parent, const std::string& key);
+  /// The given node of a view (the recipe after --set); null when absent.
+  static Json given(const Options& view);
   /// The resolved node of a view (given plus defaults); null when absent.
   static Json resolved(const Options& view);
   static void mark_known(const Options& view, const std::string& key);

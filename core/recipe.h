@@ -164,16 +164,16 @@ struct Recipe {
   EvalSection eval;
   std::optional<SaveSection> save;  ///< absent = no export
 
-  /// The fully resolved recipe as JSON text (report.json "recipe"): every section with its
-  /// defaults, paths resolved, absent optional sections as null. Pass options include the
-  /// defaults their pass has read so far, so call it after the passes are built.
+  /// The recipe as JSON text (report.json "recipe"): every section with its defaults, paths
+  /// resolved, absent optional sections as null, pass options as given. A pure function of this
+  /// value: reading options never changes it. Pass defaults are in it once the recipe went
+  /// through algorithms::resolve_recipe (algorithms/resolved_recipe.h), as `calq run` does.
   std::string resolved_json(int indent = -1) const;
-  /// FNV-1a 64 over resolved_json() with sorted keys and no whitespace (a cache key); the same
-  /// caveat on pass defaults applies.
+  /// FNV-1a 64 over resolved_json() with sorted keys and no whitespace (a cache key).
   uint64_t hash() const;
   std::string hash_hex() const;  ///< 16 lowercase hex digits
   /// FNV-1a 64 over the scheme and passes only: what changes the model's weights (the
-  /// calibration cache's fingerprint of upstream processing); same caveat on pass defaults.
+  /// calibration cache's fingerprint of upstream processing).
   uint64_t processing_hash() const;
 };
 

@@ -387,7 +387,8 @@ Json resolved_tree(const Recipe& r) {
   out["scheme"] = scheme;
   out["passes"] = Json::array();
   for (const auto& p : r.passes) {
-    Json options = detail::OptionsAccess::resolved(p.options);
+    // As given: defaults belong to the passes, which algorithms/resolved_recipe.h asks once.
+    Json options = detail::OptionsAccess::given(p.options);
     if (options.is_null())
       options = Json::object();
     out["passes"].push_back(Json::object({{p.name, options}}));

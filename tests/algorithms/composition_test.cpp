@@ -64,8 +64,14 @@ class StatsRecorder : public calq::algorithms::Pass {
   std::map<std::string, calq::calib::LinearStats> seen;
 
   const char* name() const override { return "recorder"; }
-  bool quantizes() const override { return false; }
-  bool whole_layer() const override { return true; }
+  const calq::algorithms::PassTraits& traits() const override {
+    static const calq::algorithms::PassTraits traits = [] {
+      calq::algorithms::PassTraits t;
+      t.schedule = calq::algorithms::PassSchedule::WholeLayer;
+      return t;
+    }();
+    return traits;
+  }
   calq::calib::StatRequest needs(const calq::algorithms::LinearTarget&) const override {
     return {true, true, true, true};
   }

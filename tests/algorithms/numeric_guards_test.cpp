@@ -94,7 +94,10 @@ double figure(const QuantizationResult& r, size_t layer, const std::string& line
 class HessianAsker : public calq::algorithms::Pass {
  public:
   const char* name() const override { return "hessian_asker"; }
-  bool quantizes() const override { return false; }
+  const calq::algorithms::PassTraits& traits() const override {
+    static const calq::algorithms::PassTraits transform{};
+    return transform;
+  }
   calq::calib::StatRequest needs(const calq::algorithms::LinearTarget&) const override {
     calq::calib::StatRequest request;
     request.hessian = true;

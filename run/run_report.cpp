@@ -1,4 +1,4 @@
-#include "cli/run_report.h"
+#include "run/run_report.h"
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -17,7 +17,7 @@
 #define CALQ_GIT_DESCRIBE "unknown"
 #endif
 
-namespace calq::cli {
+namespace calq::run {
 
 RunReport::RunReport(const core::Recipe& recipe, const core::Model& model)
     : recipe_(recipe), doc_(std::make_unique<nlohmann::json>()) {
@@ -152,4 +152,4 @@ void RunReport::set_memory_estimate(const std::string& json) { memory_estimate_ 
 
 std::string RunReport::dump() const { return doc_->dump(2); }
 
-}  // namespace calq::cli
+}  // namespace calq::run

@@ -4,7 +4,7 @@
 
 #include <string>
 
-namespace calq::cli {
+namespace calq::run {
 
 /// Writes DIR/STEM.gp, which draws `body` (the commands after "set terminal/output") to
 /// DIR/STEM.png and DIR/STEM.svg, and runs it. Missing or failing gnuplot is a warning naming
@@ -12,4 +12,4 @@ namespace calq::cli {
 void draw_with_gnuplot(const std::string& dir, const std::string& stem, const std::string& body,
                        const std::string& what);
 
-}  // namespace calq::cli
+}  // namespace calq::run

@@ -1,4 +1,4 @@
-#include "cli/gnuplot.h"
+#include "run/gnuplot.h"
 
 #include <cstdlib>
 #include <sstream>
@@ -8,7 +8,7 @@
 #include "core/io/atomic_file.h"
 #include "core/log.h"
 
-namespace calq::cli {
+namespace calq::run {
 
 void draw_with_gnuplot(const std::string& dir, const std::string& stem, const std::string& body,
                        const std::string& what) {
@@ -27,4 +27,4 @@ void draw_with_gnuplot(const std::string& dir, const std::string& stem, const st
     log::warn("{}: gnuplot failed; see {}/gnuplot.log", what, dir);
 }
 
-}  // namespace calq::cli
+}  // namespace calq::run

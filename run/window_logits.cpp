@@ -1,4 +1,4 @@
-#include "cli/window_logits.h"
+#include "run/window_logits.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -7,7 +7,7 @@
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
 
-namespace calq::cli {
+namespace calq::run {
 
 void write_window_logits(core::Model& model, const std::vector<int32_t>& tokens,
                          const core::PerplexityResult& r, const std::string& path) {
@@ -24,4 +24,4 @@ void write_window_logits(core::Model& model, const std::vector<int32_t>& tokens,
   core::write_safetensors(path, {{"input_ids", ids}, {"logits", at::cat(logits, 0)}});
 }
 
-}  // namespace calq::cli
+}  // namespace calq::run

@@ -17,7 +17,7 @@ struct ModelConfig;
 struct LayerSchema;
 }
 
-namespace calq::cli {
+namespace calq::run {
 
 struct MemoryEstimate {
   double runtime_mb = 0;      ///< LibTorch and calq's own code and data (measured, ~200 MiB)
@@ -44,4 +44,4 @@ MemoryEstimate estimate_memory(const core::ModelConfig& config, const core::Laye
                                c10::ScalarType compute_dtype, int64_t calibration_tokens,
                                bool streaming);
 
-}  // namespace calq::cli
+}  // namespace calq::run

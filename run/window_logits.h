@@ -12,7 +12,7 @@ class Model;
 struct PerplexityResult;
 }  // namespace calq::core
 
-namespace calq::cli {
+namespace calq::run {
 
 /// Forwards the r.windows windows of r.seqlen tokens at the start of `tokens` (the stream
 /// evaluate_perplexity scored) one at a time and writes a safetensors file: input_ids int64
@@ -20,4 +20,4 @@ namespace calq::cli {
 void write_window_logits(core::Model& model, const std::vector<int32_t>& tokens,
                          const core::PerplexityResult& r, const std::string& path);
 
-}  // namespace calq::cli
+}  // namespace calq::run

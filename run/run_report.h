@@ -21,7 +21,7 @@ namespace calq::algorithms {
 struct QuantizationResult;
 }
 
-namespace calq::cli {
+namespace calq::run {
 
 class RunReport {
  public:
@@ -38,7 +38,7 @@ class RunReport {
   void set_section(const std::string& key, const std::string& json);
   /// Marks the report as the float model's (no quantization ran): "float": true.
   void set_float();
-  /// What should dominate the peak (cli/memory_estimate.h), reported beside the measured peak.
+  /// What should dominate the peak (run/memory_estimate.h), reported beside the measured peak.
   void set_memory_estimate(const std::string& json);
   void finish(double total_seconds);
   std::string dump() const;
@@ -49,4 +49,4 @@ class RunReport {
   std::unique_ptr<nlohmann::json> doc_;
 };
 
-}  // namespace calq::cli
+}  // namespace calq::run

@@ -1,4 +1,4 @@
-#include "cli/memory_estimate.h"
+#include "run/memory_estimate.h"
 
 #include <algorithm>
 #include <map>
@@ -9,7 +9,7 @@
 #include "core/model/layer_schema.h"
 #include "core/model/model_config.h"
 
-namespace calq::cli {
+namespace calq::run {
 namespace {
 
 constexpr double kMiB = 1024.0 * 1024.0;
@@ -81,4 +81,4 @@ std::string MemoryEstimate::json() const {
       .dump();
 }
 
-}  // namespace calq::cli
+}  // namespace calq::run
