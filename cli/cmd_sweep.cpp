@@ -1,8 +1,7 @@
-// `calq sweep RECIPE... [--grid key.path=v1,v2]... [--set key.path=v]... --out DIR`: every
-// recipe × the cross product
-// of the grids, each a `calq run` into DIR/runs/<name>/, plus the float model's row once per
-// model; then DIR/table.md, table.csv and ppl_vs_bits.png/.svg (sweep_table.h). A run whose
-// report.json already holds the same recipe hash is skipped, so a killed sweep resumes.
+// `calq sweep RECIPE|SWEEP_FILE... [--grid key.path=v1,v2]... [--set key.path=v]... --out DIR`:
+// every recipe × the cross product of its group's grids (cli/sweep_plan.h), each a `calq run`
+// into DIR/runs/<name>/, plus the float model's row once per model and evaluation; then
+// DIR/table.md, table.csv and ppl_vs_bits.png/.svg (sweep_table.h). A run whose report.json already holds the same recipe hash is skipped, so a killed sweep resumes.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +18,7 @@
 #include "cli/bounds.h"
 #include "cli/commands.h"
 #include "cli/run_recipe.h"
+#include "cli/sweep_plan.h"
 #include "cli/sweep_table.h"
 #include "core/error.h"
 #include "core/io/json_text.h"
@@ -39,32 +39,10 @@ struct SweepArgs {
   std::string out;
   int64_t batch_size = 8;
   bool no_float = false;
+  bool dry_run = false;  ///< --dry-run: plan and resolve every run, list them, run nothing
   bool overwrite = false;  ///< --overwrite: for the sweep folder and every run's outputs
   RunRequest cache;  ///< only the cache fields: --cache (default OUT/calib-cache), limit, --no-cache
 };
-
-struct Grid {
-  std::string key;  ///< scheme.weights.bits
-  std::vector<std::string> values;
-};
-
-Grid parse_grid(const std::string& text) {
-  const size_t eq = text.find('=');
-  CALQ_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < text.size(),
-             "--grid \"{}\": expected key.path=v1,v2,...", text);
-  Grid g{text.substr(0, eq), {}};
-  std::string rest = text.substr(eq + 1);
-  size_t start = 0;
-  while (start <= rest.size()) {
-    const size_t comma = rest.find(',', start);
-    const std::string v = rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    CALQ_CHECK(!v.empty(), "--grid \"{}\": an empty value; expected key.path=v1,v2,...", text);
-    g.values.push_back(v);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return g;
-}
 
 /// A report.json a finished cell wrote, or null when it is absent or unreadable (a cell with a
 /// damaged report is simply run again).
@@ -103,11 +81,34 @@ std::string short_key(const std::string& key) {
   return dot == std::string::npos ? key : key.substr(dot + 1);
 }
 
-std::vector<Planned> plan(const SweepArgs& args, const std::vector<Grid>& grids) {
+/// The command line's recipes form one group with its --grid and --set; each sweep file adds its
+/// own groups, the command line's --set after the file's and its --grid crossed with the file's.
+std::vector<SweepGroup> groups_of(const SweepArgs& args) {
+  std::vector<SweepGrid> grids;
+  for (const auto& g : args.grids) grids.push_back(parse_grid_option(g));
+  SweepGroup plain{{}, grids, args.sets};
+  std::vector<SweepGroup> groups;
+  for (const std::string& input : args.recipes) {
+    if (!is_sweep_file(input)) {
+      plain.recipes.push_back(input);
+      continue;
+    }
+    for (SweepGroup g : load_sweep_file(input)) {
+      g.sets.insert(g.sets.end(), args.sets.begin(), args.sets.end());
+      g.grids.insert(g.grids.end(), grids.begin(), grids.end());
+      groups.push_back(std::move(g));
+    }
+  }
+  if (!plain.recipes.empty()) groups.insert(groups.begin(), std::move(plain));
+  return groups;
+}
+
+std::vector<Planned> plan(const SweepArgs& args) {
   std::vector<Planned> out;
-  for (const std::string& recipe : args.recipes) {
+  std::map<std::string, std::string> seen;  // run name -> its recipe, for the duplicate check
+  for (const SweepGroup& group : groups_of(args)) {
     std::vector<std::vector<std::string>> combos = {{}};
-    for (const Grid& g : grids) {
+    for (const SweepGrid& g : group.grids) {
       std::vector<std::vector<std::string>> next;
       for (const auto& c : combos) {
         for (const auto& v : g.values) {
@@ -118,24 +119,29 @@ std::vector<Planned> plan(const SweepArgs& args, const std::vector<Grid>& grids)
       }
       combos = next;
     }
-    for (const auto& combo : combos) {
-      Planned p;
-      p.name = fs::path(recipe).stem().string();
-      for (size_t i = 0; i < grids.size(); ++i) {
-        p.name += fmt::format("__{}-{}", short_key(grids[i].key), combo[i]);
-        p.request.overrides.push_back(grids[i].key + "=" + combo[i]);
+    for (const std::string& recipe : group.recipes) {
+      for (const auto& combo : combos) {
+        Planned p;
+        p.name = fs::path(recipe).stem().string();
+        p.request.overrides = group.sets;
+        for (size_t i = 0; i < group.grids.size(); ++i) {
+          p.name += fmt::format("__{}-{}", short_key(group.grids[i].key), combo[i]);
+          p.request.overrides.push_back(group.grids[i].key + "=" + combo[i]);
+        }
+        CALQ_CHECK(seen.emplace(p.name, recipe).second,
+                   "sweep: run {} comes twice (from {}); expected each recipe and grid value once",
+                   p.name, recipe);
+        p.request.recipe = recipe;
+        run::RunOptions& o = p.request.options;
+        o.batch_size = args.batch_size;
+        o.cache_dir = args.cache.options.cache_dir.empty()
+                          ? (fs::path(args.out) / "calib-cache").string()
+                          : args.cache.options.cache_dir;
+        o.cache_max_bytes = args.cache.options.cache_max_bytes;
+        o.no_cache = args.cache.options.no_cache;
+        o.overwrite = args.overwrite;
+        out.push_back(std::move(p));
       }
-      p.request.overrides.insert(p.request.overrides.begin(), args.sets.begin(), args.sets.end());
-      p.request.recipe = recipe;
-      run::RunOptions& o = p.request.options;
-      o.batch_size = args.batch_size;
-      o.cache_dir = args.cache.options.cache_dir.empty()
-                        ? (fs::path(args.out) / "calib-cache").string()
-                        : args.cache.options.cache_dir;
-      o.cache_max_bytes = args.cache.options.cache_max_bytes;
-      o.no_cache = args.cache.options.no_cache;
-      o.overwrite = args.overwrite;
-      out.push_back(std::move(p));
     }
   }
   return out;
@@ -149,9 +155,7 @@ std::string stored_hash(const fs::path& report) {
 }
 
 int run_sweep(const SweepArgs& args) {
-  std::vector<Grid> grids;
-  for (const auto& g : args.grids) grids.push_back(parse_grid(g));
-  std::vector<Planned> runs = plan(args, grids);
+  std::vector<Planned> runs = plan(args);
   // Every recipe is loaded and resolved (its passes built) once, before any work: errors come
   // first.
   std::map<std::string, algorithms::ResolvedRecipe> resolved;  // by run name
@@ -176,6 +180,14 @@ int run_sweep(const SweepArgs& args) {
   std::vector<Planned> all;
   for (auto& [key, f] : float_rows) all.push_back(f);
   all.insert(all.end(), runs.begin(), runs.end());
+  if (args.dry_run) {
+    for (const Planned& p : all)
+      std::printf("%s\t%s\t%s\n", p.name.c_str(), resolved.at(p.name).hash.c_str(),
+                  p.request.recipe.c_str());
+    std::fflush(stdout);
+    log::info("sweep: {} runs planned (--dry-run: none run)", all.size());
+    return 0;
+  }
 
   // The sweep folder follows the run folders' rules (core/io/output_dir.h): new, empty, calq's
   // own (an earlier sweep, resumed) or --overwrite; claimed (locked) for the whole sweep.
@@ -219,13 +231,16 @@ int run_sweep(const SweepArgs& args) {
 CommandRunner add_sweep_command(CLI::App& app) {
   auto args = std::make_shared<SweepArgs>();
   CLI::App* cmd = app.add_subcommand("sweep", "Run recipes x grids, then a paper-style table and plot");
-  cmd->add_option("recipes", args->recipes, "Recipe YAML files")->required();
+  cmd->add_option("recipes", args->recipes,
+                  "Recipe YAML files and sweep files (configs/sweeps/*.yaml)")->required();
   cmd->add_option("--grid", args->grids, "key.path=v1,v2,... (repeatable: the cross product runs)");
   cmd->add_option("--set", args->sets, "key.path=value for every run (repeatable; not in run names)");
   cmd->add_option("--out", args->out, "Output directory")->required();
   cmd->add_option("--batch-size", args->batch_size, "Windows per forward")->capture_default_str()
       ->check(at_least(1));
   cmd->add_flag("--no-float", args->no_float, "Skip the float model's row");
+  cmd->add_flag("--dry-run", args->dry_run,
+                "Load and resolve every run, print name, recipe hash and recipe; run nothing");
   cmd->add_flag("--overwrite", args->overwrite,
                 "Replace the sweep folder and the runs' outputs even if calq did not write them");
   add_cache_options(*cmd, args->cache);

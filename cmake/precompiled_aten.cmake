@@ -5,12 +5,13 @@
 # Only sources that reach a tensor header, and have no compile options of their own, get it. For
 # the tokenizers, the YAML/JSON plumbing and the CLI glue, loading the 270 MB precompiled header
 # would cost more than it saves. Whether a source reaches one is decided by following its
-# "core/…", "calib/…", "algorithms/…", "cli/…" and "tests/…" includes through the source tree.
+# "core/…", "calib/…", "algorithms/…", "run/…", "cli/…" and "tests/…" includes through the
+# source tree.
 
 option(CALQ_PCH "Precompile <ATen/ATen.h> for the sources that include tensor headers" ON)
 
 set(_calq_pch_tensor_regex "#include <(ATen/ATen\\.h|ATen/core/Tensor\\.h|torch/)")
-set(_calq_pch_project_regex "#include \"((core|calib|algorithms|cli|tests)/[^\"]+)\"")
+set(_calq_pch_project_regex "#include \"((core|calib|algorithms|run|cli|tests)/[^\"]+)\"")
 
 # Sets ${out} to TRUE when `file` or a project header it includes (transitively) includes a tensor
 # header. Results are memoised per header in global properties.

@@ -16,8 +16,8 @@ mkdir -p "$out"
 # name | base config | overrides (the scheme each format is checked with)
 cases=(
   "gptq_w4g128_asym|sotu_rtn_w4g128|save.format=gptq"
-  "gptq_w4g128_sym_actorder|sotu_gptq_w4g128_actorder|save.format=gptq scheme.weights.sym=true"
-  "gptq_w3g128|sotu_rtn_w3g128|save.format=gptq"
+  "gptq_w4g128_sym_actorder|sotu_gptq_w4g128|save.format=gptq scheme.weights.sym=true passes.0.gptq.act_order=true"
+  "gptq_w3g128|sotu_rtn_w4g128|save.format=gptq scheme.weights.bits=3"
   "gptq_w8g128|sotu_rtn_w4g128|save.format=gptq scheme.weights.bits=8"
   "awq_w4g128|sotu_rtn_w4g128|save.format=awq scheme.weights.grid=awq"
   "ct_w4a16g128_asym|sotu_rtn_w4g128|save.format=compressed-tensors"

@@ -13,11 +13,8 @@ begin=$(date +%s)
 CALQ_BUILD_TARGETS=calq "$root/scripts/build.sh"
 out="${CALQ_DEMO_OUT:-$root/out/demo}"
 start=$(date +%s)
-configs=(sotu_rtn_w4g128 sotu_rtn_w3g128 sotu_gptq_w4g128 sotu_gptq_w3g128 sotu_awq_w4g128
-         sotu_awq_w3g128 sotu_w8a8_naive sotu_smoothquant_w8a8)
-recipes=()
-for c in "${configs[@]}"; do recipes+=("$root/configs/$c.yaml"); done
-"${CALQ_BUILD_DIR:-$root/build}/calq" sweep "${recipes[@]}" \
+# The runs: configs/sweeps/demo.yaml (the W3 cells are the W4 recipes with bits 3).
+"${CALQ_BUILD_DIR:-$root/build}/calq" sweep "$root/configs/sweeps/demo.yaml" \
   --set calibration.nsamples=32 \
   --set "eval.perplexity=[{data: $data/sotu-llama-6L/sotu_valid.txt, seqlen: 512, max_windows: 40}]" \
   --out "$out"

@@ -259,7 +259,7 @@ def exports(src, data, fixtures):
     out = {
         "gptq_sym": (gptq, ["scheme.weights.sym=true"], "gptq"),
         "gptq_asym": (gptq, [], "gptq"),
-        "gptq_actorder": (c("sotu_gptq_w4g128_actorder.yaml"), [], "gptq"),
+        "gptq_actorder": (gptq, ["passes.0.gptq.act_order=true"], "gptq"),
         "awq": (c("sotu_awq_w4g128.yaml"), [], "awq"),
         "ct_group": (gptq, ["scheme.weights.sym=true"], "compressed-tensors"),
         "ct_channel": (gptq, ["scheme.weights.sym=true", "scheme.weights.group_size=-1"],
@@ -267,13 +267,13 @@ def exports(src, data, fixtures):
         "ct_asym": (gptq, [], "compressed-tensors"),
         # compressed-tensors >= 0.19 stores act-order only with static groups (actorder
         # "weight"); calq refuses act-order g_idx for this format.
-        "ct_actorder": (c("sotu_gptq_w4g128_actorder.yaml"),
-                        ["scheme.weights.sym=true", "passes.0.gptq.static_groups=true"],
+        "ct_actorder": (gptq, ["passes.0.gptq.act_order=true", "scheme.weights.sym=true",
+                               "passes.0.gptq.static_groups=true"],
                         "compressed-tensors"),
         "ct_w8a8": (c("sotu_w8a8_naive.yaml"), ["scheme.activations.bmm_inputs=false"],
                     "compressed-tensors"),
-        "ct_naive2": (c("sotu_rtn_w3g128.yaml"), ["scheme.weights.bits=2"], "compressed-tensors"),
-        "ct_naive3": (c("sotu_rtn_w3g128.yaml"), [], "compressed-tensors"),
+        "ct_naive2": (c("sotu_rtn_w4g128.yaml"), ["scheme.weights.bits=2"], "compressed-tensors"),
+        "ct_naive3": (c("sotu_rtn_w4g128.yaml"), ["scheme.weights.bits=3"], "compressed-tensors"),
         "fake": (c("sotu_rtn_w4g128.yaml"), [], "fake"),
     }
     model = os.path.join(fixtures, "mixtral_8x")

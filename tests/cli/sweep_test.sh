@@ -54,4 +54,31 @@ gsweep
 cmp -s "$work/gptq/table.md" "$work/gptq_first.md" || fail "cached statistics changed the table: $(diff "$work/gptq/table.md" "$work/gptq_first.md")"
 [[ -d "$work/gptq/calib-cache" ]] || fail "no cache folder under OUT/calib-cache"
 
+# A sweep file (cli/sweep_plan.h) plans the same runs as the command line: swept into the
+# folder of the command-line sweep, every run is found done by its recipe hash.
+cat > "$work/plan.yaml" <<PLAN
+# a comment
+sweep:
+  - recipes: [$recipe]
+    grid: {scheme.weights.bits: [4, 3]}
+PLAN
+"$calq" sweep "$work/plan.yaml" --grid "$few" --out "$work/fresh" > /dev/null 2> "$work/plan.err" \
+  || { cat "$work/plan.err"; fail "sweep file"; }
+grep -q "3 runs (3 resumed" "$work/plan.err" || { cat "$work/plan.err"; fail "the sweep file planned other runs than --grid"; }
+# Bad sweep files: one line naming the file and the entry.
+printf 'sweep:\n  - recipes: [%s]\n    grids: {scheme.weights.bits: [4]}\n' "$recipe" > "$work/bad.yaml"
+"$calq" sweep "$work/bad.yaml" --out "$work/bad" 2> "$work/bad.err" && fail "a misspelt key was accepted"
+grep -q "bad.yaml: sweep.0.grids: unknown key; expected recipes, grid or set" "$work/bad.err" || { cat "$work/bad.err"; fail "wrong error for a misspelt key"; }
+[[ $(wc -l < "$work/bad.err") -eq 1 ]] || { cat "$work/bad.err"; fail "more than one error line"; }
+printf 'sweep:\n  - recipes: [%s]\n  - recipes: [%s]\n' "$recipe" "$recipe" > "$work/twice.yaml"
+"$calq" sweep "$work/twice.yaml" --out "$work/twice" 2> "$work/twice.err" && fail "a run planned twice was accepted"
+grep -q "comes twice" "$work/twice.err" || { cat "$work/twice.err"; fail "wrong error for a run planned twice"; }
+[[ ! -e "$work/bad" && ! -e "$work/twice" ]] || fail "a refused sweep left its folder behind"
+# Every sweep file the repository ships plans and resolves (--dry-run runs nothing).
+for f in "$src"/configs/sweeps/*.yaml; do
+  "$calq" sweep "$f" --dry-run --out "$work/dry" > "$work/dry.out" 2> "$work/dry.err" \
+    || { cat "$work/dry.err"; fail "$f does not plan"; }
+  [[ -s "$work/dry.out" && ! -e "$work/dry" ]] || fail "$f: --dry-run listed nothing or wrote"
+done
+
 echo "ok: sweep resumed, identical tables:"; cat "$work/fresh/table.md"
