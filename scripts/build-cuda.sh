@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds calq against a CUDA LibTorch: the one inside the machine's PyTorch
-# (torch.utils.cmake_prefix_path), for a GPU machine with nvcc, CMake and ninja but no package
-# registry. calq's other dependencies come from Debian packages fetched beforehand, where apt
+# Builds calq with its CUDA kernels (CALQ_CUDA=ON, docs/kernels.md) against a CUDA LibTorch: the
+# one inside the machine's PyTorch (torch.utils.cmake_prefix_path), for a GPU machine with nvcc,
+# CMake and ninja but no package registry (scripts/device_check.sh runs it there; CI's
+# compile-only CUDA build on a machine with a registry is scripts/build_cuda.sh). calq's other dependencies come from Debian packages fetched beforehand, where apt
 # works, and unpacked (dpkg -x) into a private prefix, never over the system.
 #
 #   scripts/build-cuda.sh fetch [DEBS]        # where apt works: download the .deb files (.debs/)
@@ -63,8 +64,11 @@ case "$cmd" in
     cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$torch_prefix;$prefix/usr" \
       -DPKG_CONFIG_EXECUTABLE="$prefix/usr/bin/pkgconf" \
-      -DCMAKE_CUDA_ARCHITECTURES=90 -DCALQ_BUILD_TESTS=ON -DCALQ_BUILD_BENCH=ON
-    cmake --build "$build" -j "$(nproc)"
+      -DCMAKE_CUDA_ARCHITECTURES=90 -DCALQ_CUDA=ON -DCALQ_BUILD_TESTS=ON -DCALQ_BUILD_BENCH=ON
+    # CALQ_CUDA_TARGETS (e.g. "calq calq_cuda_tests", scripts/device_check.sh): only those.
+    targets=()
+    [ -n "${CALQ_CUDA_TARGETS:-}" ] && read -r -a targets <<<"--target $CALQ_CUDA_TARGETS"
+    cmake --build "$build" -j "$(nproc)" "${targets[@]}"
     echo "build-cuda: built $build/calq; run it after: eval \"\$(scripts/build-cuda.sh env)\"" >&2
     ;;
   env)
