@@ -20,6 +20,7 @@
 #include "core/model/model.h"
 #include "core/quant/activation_quant.h"
 #include "core/quant/quantizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "tests/support/test_data.h"
 
 using namespace calq;
