@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check of the kernel layer (docs/kernels.md §5), one prepared run on the device machine
 # (an H100 with nvcc 13, CMake, ninja and PyTorch 2.11 but no package registry; 16 cores):
-#   1. build calq with CALQ_CUDA=ON against the machine's PyTorch (scripts/build-cuda.sh build,
-#      Debian packages from .debs/, fetched beforehand here with `scripts/build-cuda.sh fetch`);
+#   1. build calq and calq_cuda_tests with CALQ_CUDA=ON against the machine's PyTorch
+#      (CALQ_TORCH_PYTHON=python3 scripts/build_cuda.sh; Debian packages from .debs/, fetched
+#      beforehand where apt works with `scripts/build_cuda.sh fetch`);
 #   2. the CUDA parity tests (tests/cuda/cuda_parity_test.cpp: GPTQ codes, Hessians, activation
 #      fake-quant, sotu-llama-6L perplexity), as JUnit XML;
 #   3. `calq bench gptq` on a 4096 x 4096 layer, CPU and CUDA;
@@ -82,12 +83,13 @@ json.dump(data, open(path, "w"), indent=1)
 PY
 
 built=0
-if CALQ_CUDA_TARGETS="calq calq_cuda_tests" step build 240 "$root/scripts/build-cuda.sh" build \
-    "$root/.debs" "$build"; then
+export CALQ_TORCH_PYTHON="${CALQ_TORCH_PYTHON:-python3}" CALQ_DEBS="$root/.debs"
+if CALQ_CUDA_TARGETS="calq_core calq calq_cuda_tests" CALQ_CUDA_BUILD="$build" \
+    step build 240 "$root/scripts/build_cuda.sh"; then
   built=1
 fi
 if [ $built = 1 ]; then
-  eval "$("$root/scripts/build-cuda.sh" env "$root/.debs")"
+  eval "$("$root/scripts/build_cuda.sh" env)"
   step cuda_tests 120 "$build/tests/calq_cuda_tests" --reporter junit --out "$out/cuda_tests.xml" \
     --durations yes
   step bench_gptq_cuda 45 "$build/calq" bench gptq --rows 4096 --cols 4096 --device cuda \
