@@ -5,11 +5,11 @@
 
 #include <utility>
 
-#include "algorithms/gptq_kernel.h"
 #include "algorithms/rtn.h"
 #include "algorithms/weight_guard.h"
 #include "calib/layerwise_runner.h"
 #include "core/error.h"
+#include "core/kernels/gptq.h"
 #include "core/log.h"
 #include "core/model/model.h"
 #include "core/numeric_guard.h"
@@ -17,6 +17,12 @@
 
 namespace calq::algorithms {
 namespace {
+
+// The kernel (core/kernels/gptq.h) is core's; the pass is its one user in algorithms/.
+using core::kernels::gptq_quantize;
+using core::kernels::GptqOptions;
+using core::kernels::GptqResult;
+using core::kernels::GptqWorkspace;
 
 class GptqPass : public Pass {
  public:

@@ -5,16 +5,10 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "core/model/allocation_policy.h"
+#include "core/kernels/hessian.h"
 #include "core/numeric_guard.h"
 
 namespace calq::calib {
-namespace {
-
-/// Rows per Hessian block: a block's float product is kHessianBlockRows × in.
-constexpr int64_t kHessianBlockRows = 256;
-
-}  // namespace
 
 void StatRequest::merge(const StatRequest& other) {
   hessian = hessian || other.hessian;
@@ -32,21 +26,8 @@ void LinearStatsAccumulator::add(const at::Tensor& x) {
   // One reduction per batch, O(tokens·in) beside the O(tokens·in²) Hessian GEMM.
   non_finite_ += core::count_non_finite(x);
   if (request_.hessian) {
-    const at::Tensor f = flat.to(at::kFloat);
-    const int64_t in = f.size(1);
-    const bool first = xtx_blocks_.empty();
-    for (int64_t b = 0, begin = 0; begin < in; ++b, begin += kHessianBlockRows) {
-      const int64_t rows = std::min(kHessianBlockRows, in - begin);
-      // The same float dot products as the full f.t() @ f (each element sums over the tokens
-      // in the same order), added into the double sum as is: ATen casts element-wise.
-      const at::Tensor product =
-          at::matmul(f.narrow(1, begin, rows).t(), f.narrow(1, begin, in - begin));
-      if (first) {
-        xtx_blocks_.push_back(product.to(at::kDouble));
-      } else {
-        xtx_blocks_[static_cast<size_t>(b)].add_(product);
-      }
-    }
+    // CPU or CUDA, as x (core/kernels/hessian.h; the layout of the sum is the kernel's).
+    core::kernels::accumulate_xtx(xtx_blocks_, flat.to(at::kFloat));
   }
   if (request_.absmax || request_.mean_abs) {
     const at::Tensor a = flat.abs().to(at::kFloat);
@@ -98,32 +79,7 @@ LinearStats LinearStatsAccumulator::finish() {
   stats.n_tokens = n_tokens_;
   stats.non_finite_inputs = non_finite_;
   if (n_samples_ == 0) return stats;
-  if (request_.hessian) {
-    // Scaled in double and rounded once to float, block by block; each double block is freed
-    // once converted, and the lower triangle is the mirror of the upper (H is symmetric exactly).
-    const int64_t in = xtx_blocks_.front().size(1);
-    stats.hessian = at::empty({in, in}, xtx_blocks_.front().options().dtype(at::kFloat));
-    const at::Tensor scale = at::scalar_tensor(2.0 / static_cast<double>(n_samples_),
-                                               xtx_blocks_.front().options());
-    int64_t begin = 0;
-    for (at::Tensor& block : xtx_blocks_) {
-      const int64_t rows = block.size(0);
-      at::Tensor upper = stats.hessian.narrow(0, begin, rows).narrow(1, begin, in - begin);
-      at::mul_out(upper, block, scale);
-      // Blocks are below the mmap threshold: freed, they stay in the heap unless handed back,
-      // and the float H's pages would come on top of them (a 7B down_proj: +0.46 GB).
-      block = at::Tensor();
-      if (xtx_blocks_.size() > 1) core::give_back_free_heap_pages();
-      at::Tensor diagonal = upper.narrow(1, 0, rows);
-      diagonal.copy_(diagonal.triu() + diagonal.triu(1).t());
-      if (in - begin > rows) {
-        stats.hessian.narrow(1, begin, rows).narrow(0, begin + rows, in - begin - rows)
-            .copy_(upper.narrow(1, rows, in - begin - rows).t());
-      }
-      begin += rows;
-    }
-    xtx_blocks_.clear();
-  }
+  if (request_.hessian) stats.hessian = core::kernels::hessian_from_xtx(xtx_blocks_, n_samples_);
   if (request_.absmax) stats.absmax = absmax_;
   if (request_.mean_abs) {
     stats.mean_abs = (abs_sum_ / static_cast<double>(n_tokens_)).to(at::kFloat);

@@ -60,10 +60,10 @@ class LinearStatsAccumulator {
 
  private:
   StatRequest request_;
-  // float64 Σ xᵀx, upper triangle only, in row blocks: block b holds rows [b·R, b·R + R) from
-  // column b·R on. Half the bytes of the full double matrix (a 7B down_proj: 0.46 GB, not
-  // 0.92), and each batch's float product is formed one block at a time (R × in floats) instead
-  // of as a whole in × in matrix.
+  // float64 Σ xᵀx as core/kernels/hessian.h keeps it: on the CPU the upper triangle in row
+  // blocks (half the bytes of the full double matrix: a 7B down_proj 0.46 GB, not 0.92), on
+  // CUDA the whole matrix. The layout is the kernel's (hessian_cpu.cpp, hessian_cuda.cu); this
+  // class only hands the vector over.
   std::vector<at::Tensor> xtx_blocks_;
   at::Tensor absmax_;    // float32
   at::Tensor abs_sum_;   // float64 Σ |x|

@@ -14,7 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "algorithms/gptq_kernel.h"
+#include "core/kernels/gptq.h"
 #include "cli/bounds.h"
 #include "cli/commands.h"
 #include "core/error.h"
@@ -64,7 +64,7 @@ int run_bench_gptq(const BenchGptqArgs& a) {
   const at::Device device = parse_device(a.device);
   const core::QuantSpec spec =
       core::weight_spec(a.bits, a.sym ? core::Grid::GptqSym : core::Grid::GptqAsym, a.group_size);
-  algorithms::GptqOptions opts;
+  core::kernels::GptqOptions opts;
   opts.act_order = a.act_order;
   opts.static_groups = a.static_groups;
   opts.block_size = a.block_size;
@@ -84,13 +84,13 @@ int run_bench_gptq(const BenchGptqArgs& a) {
   }
 
   std::vector<double> seconds, proxy_seconds;
-  algorithms::GptqResult result;
+  core::kernels::GptqResult result;
   // As the GPTQ pass runs same-shape linears: the buffers of one run serve the next.
-  algorithms::GptqWorkspace workspace;
+  core::kernels::GptqWorkspace workspace;
   for (int i = 0; i < a.repeat; ++i) {
     const auto start = std::chrono::steady_clock::now();
     // Ends with host reads: synchronized.
-    result = algorithms::gptq_quantize(W, H, spec, opts, false, &workspace);
+    result = core::kernels::gptq_quantize(W, H, spec, opts, false, &workspace);
     seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     proxy_seconds.push_back(result.proxy_seconds);

@@ -92,7 +92,7 @@ int64_t layout(const Header& h, std::map<std::string, Entry>* entries) {
   // Per-layer stacked arrays in file order: name pattern, shape, heads to permute.
   const auto stacked = [&](const char* pattern, std::vector<int64_t> shape, int64_t heads) {
     for (int64_t i = 0; i < L; ++i)
-      add(fmt::format(pattern, i), shape, heads);
+      add(fmt::format(fmt::runtime(pattern), i), shape, heads);  // a runtime pattern (C++20)
   };
   add("model.embed_tokens.weight", {h.vocab, h.dim}, 0);
   stacked("model.layers.{}.input_layernorm.weight", {h.dim}, 0);

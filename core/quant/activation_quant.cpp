@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "core/kernels/fake_quant.h"
 
 namespace calq::core {
 namespace {
@@ -132,9 +133,8 @@ at::Tensor fake_quantize_activations(const at::Tensor& x,
     scale = p.scale.reshape({-1});
     zero = p.zero.reshape({-1});
   }
-  // [tokens] or [1] params → [tokens, 1] / [1, 1] against rows [tokens, in].
-  const at::Tensor codes = quantize_codes(rows, scale, zero, q);
-  return dequantize(codes, scale, zero).reshape(x.sizes()).to(x.scalar_type());
+  // The grid arithmetic is the kernel's: CPU or CUDA, as x (core/kernels/fake_quant.h).
+  return kernels::fake_quantize_rows(rows, scale, zero, q).reshape(x.sizes()).to(x.scalar_type());
 }
 
 }  // namespace calq::core

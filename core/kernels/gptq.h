@@ -1,12 +1,15 @@
 // The GPTQ kernel of docs/algorithms.md §3.1 on one linear: W [rows, cols] and its Hessian
 // H = 2XᵀX/N [cols, cols] in, integer codes + scales/zeros + g_idx (core::QuantizedTensor) and
-// the losses out. A pure function: no logging, no global state besides the thread count. The GPTQ
-// pass (layer loop, report.json) and `calq bench gptq` call it.
+// the losses out. A pure function: no logging, no global state, and it changes neither thread
+// count; its scratch lives in a caller-owned GptqWorkspace. The GPTQ pass (layer loop,
+// report.json) and `calq bench gptq` call it. docs/kernels.md describes the kernel layer.
 //
-// Two implementations of the same algorithm: a CPU one (float32 on a transposed copy, OpenBLAS
-// GEMM for the lazy batch update, LAPACK for the inverse factor) used for CPU tensors, and a
-// device-generic one written with at:: ops (the reference's op sequence) used for every other
-// device. They agree on codes up to float-reduction ties (tests/algorithms/gptq_kernel_test.cpp).
+// Implementations of the same algorithm, one per file: gptq_cpu.cpp (float32 on a transposed
+// copy, OpenBLAS GEMM for the lazy batch update, LAPACK for the inverse factor), gptq_cuda.cu
+// (one thread per row for the in-block loop, cuBLAS for the lazy update; CALQ_CUDA=ON builds),
+// and gptq_generic.cpp, the reference's op sequence in at:: ops that the tests compare both with.
+// They agree on codes up to float-reduction ties (tests/core/gptq_kernel_test.cpp,
+// tests/cuda/cuda_parity_test.cpp).
 #pragma once
 
 #include <array>
@@ -19,7 +22,7 @@
 #include "core/quant/quantized_tensor.h"
 #include "core/quant/quantizer.h"
 
-namespace calq::algorithms {
+namespace calq::core::kernels {
 
 /// The YAML `gptq: {act_order, damp, block_size, static_groups}` plus the §3.5-a flavour switch.
 struct GptqOptions {
@@ -72,7 +75,8 @@ struct GptqWorkspace {
 ///    codes, damping being relative, but it scales both losses).
 ///  - spec: bits/grid/granularity (PerChannel, PerTensor, or PerGroup with group_size g; a g that
 ///    does not divide cols gives a shorter last group, column // g, as the reference).
-/// CPU tensors run the OpenBLAS implementation, other devices gptq_quantize_generic. Runs on
+/// CPU tensors run the OpenBLAS implementation, CUDA tensors the CUDA one (a CPU-only build
+/// throws "calq was built without CUDA"; core/kernels/device.h), other devices are refused. Runs on
 /// the thread counts the process has (ATen's for the setup, OpenBLAS's for the GEMMs; both set
 /// once by the CLI, cli/thread_count.cpp) and changes neither. Deterministic for a given thread
 /// count (a different count may change BLAS rounding, hence rare codes). Throws calq::Error on bad
@@ -89,12 +93,11 @@ GptqResult gptq_quantize(const at::Tensor& W,
                          GptqWorkspace* workspace = nullptr);
 
 /// The same algorithm written with at:: ops only (IST-DASLab/gptq's op sequence, including
-/// L = chol(H), H⁻¹ = cholesky_inverse(L), U = chol(H⁻¹, upper)), for any device. Public so that
-/// tests can compare it with the CPU implementation.
+/// L = chol(H), H⁻¹ = cholesky_inverse(L), U = chol(H⁻¹, upper)), for any device, without
+/// dispatch. Public so that tests can compare it with the CPU and CUDA implementations.
 GptqResult gptq_quantize_generic(const at::Tensor& W,
                                  const at::Tensor& H,
                                  const core::QuantSpec& spec,
                                  const GptqOptions& opts = {});
 
-
-}  // namespace calq::algorithms
+}  // namespace calq::core::kernels

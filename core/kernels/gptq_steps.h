@@ -1,7 +1,8 @@
-// Internal to the GPTQ kernel (gptq_kernel*.cpp): the steps of docs/algorithms.md §3.1 that both
-// implementations share — argument checks and steps 1–4 before the column loop, damp escalation
-// (§3.4), and steps 8–10 after it — so the CPU and the device-generic loops differ only in how they
-// run steps 5–7.
+// Internal to the GPTQ kernel (core/kernels/gptq*.{cpp,cu}; docs/kernels.md): the steps of
+// docs/algorithms.md §3.1 that every implementation shares — argument checks and steps 1–4 before
+// the column loop, damp escalation (§3.4), and steps 8–10 after it — so the CPU, CUDA and
+// device-generic loops differ only in how they run steps 5–7. Declares the per-device entry points
+// that gptq.cpp dispatches to.
 #pragma once
 
 #include <cstdint>
@@ -9,9 +10,15 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "algorithms/gptq_kernel.h"
+#include "core/kernels/gptq.h"
 
-namespace calq::algorithms::gptq_detail {
+namespace calq::core::kernels::gptq_detail {
+
+/// Shapes, dtypes, devices and options (calq::Error naming what is wrong); gptq.cpp.
+void check_arguments(const at::Tensor& W,
+                     const at::Tensor& H,
+                     const core::QuantSpec& spec,
+                     const GptqOptions& opts);
 
 struct GptqSetup {
   /// [cols, rows] float32, contiguous: Wᵀ, so that a column of W is a row here (the CPU loop's
@@ -33,7 +40,7 @@ struct GptqSetup {
   double mean_diag = 0;  ///< mean(diag(H)) after step 2, the base of step 5's λ
 };
 
-/// Checks the arguments (calq::Error naming what is wrong) and runs §3.1 steps 1–4, plus g_idx.
+/// §3.1 steps 1–4, plus g_idx, on arguments check_arguments accepted.
 GptqSetup prepare(const at::Tensor& W,
                   const at::Tensor& H,
                   const core::QuantSpec& spec,
@@ -80,7 +87,12 @@ at::Tensor scratch(GptqWorkspace& workspace, Scratch slot, at::IntArrayRef sizes
 /// Whether every element of a float tensor is finite (a parallel scan for CPU float32).
 bool all_finite(const at::Tensor& t);
 
-/// The CPU implementation (gptq_kernel_cpu.cpp): CPU tensors only.
+/// Steps 5–6 for one damp with ATen ops, the reference's route: L = chol(H + λI), H⁻¹ =
+/// cholesky_inverse(L), U = chol(H⁻¹, upper) (gptq_generic.cpp). H [c, c] float32 on any device.
+/// Returns what failed, or "" with U set ([c, c], upper).
+std::string inverse_factor_aten(const at::Tensor& H, double damp, at::Tensor& U);
+
+/// The CPU implementation (gptq_cpu.cpp): CPU tensors only.
 GptqResult gptq_quantize_cpu(const at::Tensor& W,
                              at::Tensor H,
                              const core::QuantSpec& spec,
@@ -88,4 +100,10 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W,
                              bool consume_hessian,
                              GptqWorkspace& workspace);
 
-}  // namespace calq::algorithms::gptq_detail
+/// The CUDA implementation (gptq_cuda.cu; built with CALQ_CUDA=ON only): CUDA tensors.
+GptqResult gptq_quantize_cuda(const at::Tensor& W,
+                              const at::Tensor& H,
+                              const core::QuantSpec& spec,
+                              const GptqOptions& opts);
+
+}  // namespace calq::core::kernels::gptq_detail

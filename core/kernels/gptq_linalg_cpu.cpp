@@ -1,6 +1,6 @@
 // §3.1 step 6 (the inverse Cholesky factor) on the CPU, with
 // OpenBLAS/LAPACK. Internal to the GPTQ kernel.
-#include "algorithms/gptq_linalg.h"
+#include "core/kernels/gptq_linalg_cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,7 +26,7 @@ void strtri_(const char* uplo,
              size_t);
 }
 
-namespace calq::algorithms::gptq_detail {
+namespace calq::core::kernels::gptq_detail {
 
 // Steps 5–6 for one λ: u = U, the upper Cholesky factor of (H + λI)⁻¹, row-major [c, c] with a
 // zero strict lower triangle. Returns what failed, or "" on success.
@@ -70,4 +70,4 @@ std::string inverse_factor(const float* h, int64_t c, float lambda, float* u) {
   return finite ? std::string() : std::string("non-finite inverse factor");
 }
 
-}  // namespace calq::algorithms::gptq_detail
+}  // namespace calq::core::kernels::gptq_detail

@@ -5,11 +5,11 @@
 #include <cstdint>
 #include <string>
 
-namespace calq::algorithms::gptq_detail {
+namespace calq::core::kernels::gptq_detail {
 
 /// §3.1 steps 5–6 for one λ: writes U, the upper Cholesky factor of (H + λI)⁻¹, to u (row-major
 /// [c, c], strict lower triangle zero). h: [c, c] row-major, symmetric. Returns what failed
 /// ("Cholesky factorization failed at leading minor 17", ...) or "" on success.
 std::string inverse_factor(const float* h, int64_t c, float lambda, float* u);
 
-}  // namespace calq::algorithms::gptq_detail
+}  // namespace calq::core::kernels::gptq_detail

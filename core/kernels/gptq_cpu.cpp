@@ -20,12 +20,12 @@
 #include <xmmintrin.h>
 #endif
 
-#include "algorithms/gptq_kernel.h"
-#include "algorithms/gptq_linalg.h"
-#include "algorithms/gptq_steps.h"
+#include "core/kernels/gptq.h"
+#include "core/kernels/gptq_linalg_cpu.h"
+#include "core/kernels/gptq_steps.h"
 #include "core/error.h"
 
-namespace calq::algorithms::gptq_detail {
+namespace calq::core::kernels::gptq_detail {
 namespace {
 
 // Rows per tile of the in-block loop. A tile of the current block is packed contiguously
@@ -396,4 +396,4 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   return result;
 }
 
-}  // namespace calq::algorithms::gptq_detail
+}  // namespace calq::core::kernels::gptq_detail

@@ -1,6 +1,6 @@
-// docs/algorithms.md §3.1 steps 1–4 and 8–10 (shared by both implementations), §3.4 damp
-// escalation, and the device dispatch of gptq_quantize.
-#include "algorithms/gptq_kernel.h"
+// docs/algorithms.md §3.1 steps 1–4 and 8–10 (shared by the CPU, CUDA and device-generic
+// implementations) and the §3.4 damp escalation. Internal to the GPTQ kernel (docs/kernels.md).
+#include "core/kernels/gptq_steps.h"
 
 #include <algorithm>
 #include <array>
@@ -16,39 +16,11 @@
 #include <fmt/format.h>
 #include <sys/mman.h>
 
-#include "algorithms/gptq_steps.h"
 #include "core/error.h"
 #include "core/shape_text.h"
 
-namespace calq::algorithms {
-namespace gptq_detail {
+namespace calq::core::kernels::gptq_detail {
 namespace {
-
-
-void check_arguments(const at::Tensor& W,
-                     const at::Tensor& H,
-                     const core::QuantSpec& spec,
-                     const GptqOptions& opts) {
-  core::validate(spec);
-  CALQ_CHECK(W.defined() && W.dim() == 2 && W.numel() > 0 && at::isFloatingType(W.scalar_type()),
-             "gptq: weight {} {}; expected a non-empty 2-d [rows, cols] floating-point tensor",
-             W.defined() ? core::shape_text(W.sizes()) : "undefined",
-             W.defined() ? c10::toString(W.scalar_type()) : "");
-  const int64_t cols = W.size(1);
-  CALQ_CHECK(H.defined() && H.dim() == 2 && H.size(0) == cols && H.size(1) == cols &&
-                 at::isFloatingType(H.scalar_type()),
-             "gptq: Hessian {} for a weight {}; expected a floating-point [{}, {}] tensor",
-             H.defined() ? core::shape_text(H.sizes()) : "undefined",
-             core::shape_text(W.sizes()), cols, cols);
-  CALQ_CHECK(W.device() == H.device(), "gptq: weight on {} but Hessian on {}; expected one device",
-             W.device().str(), H.device().str());
-  CALQ_CHECK(std::isfinite(opts.damp) && opts.damp >= 0,
-             "gptq.damp: {} is not a valid relative damp; expected a finite value >= 0", opts.damp);
-  CALQ_CHECK(opts.block_size >= 1, "gptq.block_size: {}; expected a positive number of columns",
-             opts.block_size);
-  CALQ_CHECK(opts.max_damp_escalations >= 0, "gptq: max_damp_escalations {}; expected a count >= 0",
-             opts.max_damp_escalations);
-}
 
 // §3.1 step 4: stable descending argsort of diag(H) — ties (dead columns all have 1) keep the
 // lower original index first, which torch.argsort does not promise (§3.5-d).
@@ -114,7 +86,6 @@ GptqSetup prepare(const at::Tensor& W_in,
                   const GptqOptions& opts,
                   bool consume_hessian,
                   GptqWorkspace& workspace) {
-  check_arguments(W_in, H_in, spec, opts);
   GptqSetup s;
   const int64_t rows = W_in.size(0);
   const int64_t cols = W_in.size(1);
@@ -255,24 +226,4 @@ void assemble(const GptqSetup& setup,
   result.dead_columns = setup.dead_columns;
 }
 
-}  // namespace gptq_detail
-
-void GptqWorkspace::release() {
-  for (at::Tensor& t : buffers)
-    t.reset();
-}
-
-GptqResult gptq_quantize(const at::Tensor& W,
-                         at::Tensor H,
-                         const core::QuantSpec& spec,
-                         const GptqOptions& opts,
-                         bool consume_hessian,
-                         GptqWorkspace* workspace) {
-  GptqWorkspace fresh;
-  if (W.defined() && W.device().is_cpu())
-    return gptq_detail::gptq_quantize_cpu(W, std::move(H), spec, opts, consume_hessian,
-                                          workspace != nullptr ? *workspace : fresh);
-  return gptq_quantize_generic(W, H, spec, opts);
-}
-
-}  // namespace calq::algorithms
+}  // namespace calq::core::kernels::gptq_detail

@@ -1,4 +1,4 @@
-// algorithms/gptq_kernel.h against a naive oracle written here straight from docs/algorithms.md
+// core/kernels/gptq.h against a naive oracle written here straight from docs/algorithms.md
 // §3.1: one column at a time, no blocking, float64 error propagation, the float32 quantizer of
 // core/quant (fit_params / quantize_codes / dequantize). The reference's stale group fit (§3.5-a)
 // is reproduced by fitting on a snapshot of W taken at each block start, which is what the
@@ -6,7 +6,7 @@
 // code whose x/s sits on a rounding boundary; GPTQ rows are independent, so a flip only changes
 // the rest of its row. Codes must therefore be equal in every row, except rows whose first
 // mismatch is such a tie (counted and reported with WARN).
-#include "algorithms/gptq_kernel.h"
+#include "core/kernels/gptq.h"
 
 #include <algorithm>
 #include <cmath>
@@ -22,8 +22,8 @@
 #include "core/quant/quantizer.h"
 
 using namespace calq;
-using algorithms::GptqOptions;
-using algorithms::GptqResult;
+using core::kernels::GptqOptions;
+using core::kernels::GptqResult;
 using core::Grid;
 
 namespace {
@@ -188,8 +188,8 @@ void check_rel(double got, double want, double tol) {
 // Everything a result must satisfy against the oracle, for both implementations.
 void check_against_oracle(const Problem& p, const core::QuantSpec& spec, const GptqOptions& opts) {
   const Oracle o = run_oracle(p, spec, opts);
-  const GptqResult cpu = algorithms::gptq_quantize(p.W, p.H, spec, opts);
-  const GptqResult gen = algorithms::gptq_quantize_generic(p.W, p.H, spec, opts);
+  const GptqResult cpu = core::kernels::gptq_quantize(p.W, p.H, spec, opts);
+  const GptqResult gen = core::kernels::gptq_quantize_generic(p.W, p.H, spec, opts);
   const Diff between = compare_codes(cpu.q.codes, gen.q.codes, o);
   CHECK(between.bad_rows == 0);
   if (between.tie_rows > 0) {
@@ -245,7 +245,7 @@ TEST_CASE("gptq matches the oracle with groups of 32, including a short last gro
   const int64_t cols = GENERATE(96, 100);
   const Problem p = make_problem(40, cols, kSeed + 1);
   check_against_oracle(p, spec_of(4, Grid::GptqAsym, 32), options(false, 128));
-  const GptqResult r = algorithms::gptq_quantize(p.W, p.H, spec_of(4, Grid::GptqAsym, 32));
+  const GptqResult r = core::kernels::gptq_quantize(p.W, p.H, spec_of(4, Grid::GptqAsym, 32));
   CHECK(r.q.n_groups() == (cols + 31) / 32);
   CHECK(r.q.short_last_group() == (cols % 32 != 0));
   CHECK(r.q.g_idx.equal(core::sequential_g_idx(cols, 32)));
@@ -256,7 +256,7 @@ TEST_CASE("gptq act-order with dynamic groups gives the AutoGPTQ g_idx = invperm
   const Problem p = make_problem(40, 100, kSeed + 2);
   const core::QuantSpec spec = spec_of(4, Grid::GptqAsym, 32);
   check_against_oracle(p, spec, options(true, 128));
-  const GptqResult r = algorithms::gptq_quantize(p.W, p.H, spec, options(true, 128));
+  const GptqResult r = core::kernels::gptq_quantize(p.W, p.H, spec, options(true, 128));
   std::vector<int64_t> invperm(r.perm.size());
   for (size_t k = 0; k < r.perm.size(); ++k)
     invperm[size_t(r.perm[k])] = int64_t(k);
@@ -275,7 +275,7 @@ TEST_CASE("gptq act-order with static groups keeps g_idx = j / g", "[algorithms]
   const core::QuantSpec spec = spec_of(4, Grid::GptqSym, 32);
   check_against_oracle(p, spec, options(true, 128, /*static_groups=*/true));
   check_against_oracle(p, spec, options(false, 24, /*static_groups=*/true));
-  const GptqResult r = algorithms::gptq_quantize(p.W, p.H, spec, options(true, 128, true));
+  const GptqResult r = core::kernels::gptq_quantize(p.W, p.H, spec, options(true, 128, true));
   CHECK(r.q.g_idx.equal(core::sequential_g_idx(100, 32)));
 }
 
@@ -298,7 +298,7 @@ TEST_CASE("gptq handles dead columns, and act-order ties keep the lower index fi
   const core::QuantSpec spec = spec_of(4, Grid::GptqAsym, GENERATE(int64_t{-1}, int64_t{32}));
   check_against_oracle(p, spec, options(false, 32));
   check_against_oracle(p, spec, options(true, 32));
-  const GptqResult r = algorithms::gptq_quantize(p.W, p.H, spec, options(true, 32));
+  const GptqResult r = core::kernels::gptq_quantize(p.W, p.H, spec, options(true, 32));
   CHECK(r.dead_columns == 5);
   std::vector<int64_t> dead_order;
   for (int64_t j : r.perm) {
@@ -325,7 +325,7 @@ TEST_CASE("gptq beats RTN on the proxy loss for correlated inputs", "[algorithms
   const core::QuantSpec spec = spec_of(4, Grid::GptqAsym, 32);
   const at::Tensor dW = p.W - core::fake_quantize(p.W, spec);
   const double rtn = (dW.matmul(p.H) * dW).sum().item<double>() / 64;
-  const GptqResult r = algorithms::gptq_quantize(p.W, p.H, spec);
+  const GptqResult r = core::kernels::gptq_quantize(p.W, p.H, spec);
   INFO("gptq " << r.proxy_loss << " rtn " << rtn);
   CHECK(r.proxy_loss < 0.8 * rtn);
 }
@@ -336,8 +336,8 @@ TEST_CASE("gptq escalates damp on a non-positive-definite Hessian, then fails cl
   const double mean = p.H.diagonal().mean().item<double>();
   for (const bool generic : {false, true}) {
     auto run = [&](const at::Tensor& H) {
-      return generic ? algorithms::gptq_quantize_generic(p.W, H, spec_of(4, Grid::GptqAsym, -1))
-                     : algorithms::gptq_quantize(p.W, H, spec_of(4, Grid::GptqAsym, -1));
+      return generic ? core::kernels::gptq_quantize_generic(p.W, H, spec_of(4, Grid::GptqAsym, -1))
+                     : core::kernels::gptq_quantize(p.W, H, spec_of(4, Grid::GptqAsym, -1));
     };
     at::Tensor H = p.H.clone();  // one slightly negative variance: λ = 0.01·mean is not enough
     H.select(0, 5).zero_();
@@ -356,8 +356,8 @@ TEST_CASE("gptq escalates damp on a non-positive-definite Hessian, then fails cl
 TEST_CASE("gptq is deterministic and rejects bad arguments", "[algorithms][gptq]") {
   const Problem p = make_problem(300, 100, kSeed + 9);  // more rows than one tile
   const core::QuantSpec spec = spec_of(4, Grid::GptqAsym, 32);
-  const GptqResult a = algorithms::gptq_quantize(p.W, p.H, spec, options(true, 32));
-  const GptqResult b = algorithms::gptq_quantize(p.W, p.H, spec, options(true, 32));
+  const GptqResult a = core::kernels::gptq_quantize(p.W, p.H, spec, options(true, 32));
+  const GptqResult b = core::kernels::gptq_quantize(p.W, p.H, spec, options(true, 32));
   CHECK(a.q.codes.equal(b.q.codes));
   CHECK(a.dequantized.equal(b.dequantized));
   CHECK(a.q.scales.equal(b.q.scales));
@@ -368,19 +368,19 @@ TEST_CASE("gptq is deterministic and rejects bad arguments", "[algorithms][gptq]
   // Any float dtype and layout: a bf16 weight is quantized as its float32 values, a transposed
   // view as its values.
   const at::Tensor w_bf16 = p.W.to(at::kBFloat16);
-  CHECK(algorithms::gptq_quantize(w_bf16, p.H, spec)
-            .q.codes.equal(algorithms::gptq_quantize(w_bf16.to(at::kFloat), p.H, spec).q.codes));
+  CHECK(core::kernels::gptq_quantize(w_bf16, p.H, spec)
+            .q.codes.equal(core::kernels::gptq_quantize(w_bf16.to(at::kFloat), p.H, spec).q.codes));
   const at::Tensor w_t = p.W.t().contiguous().t();
-  CHECK(algorithms::gptq_quantize(w_t, p.H, spec)
-            .q.codes.equal(algorithms::gptq_quantize(p.W, p.H, spec).q.codes));
+  CHECK(core::kernels::gptq_quantize(w_t, p.H, spec)
+            .q.codes.equal(core::kernels::gptq_quantize(p.W, p.H, spec).q.codes));
 
-  CHECK_THROWS_WITH(algorithms::gptq_quantize(p.W, p.H.narrow(0, 0, 99), spec),
+  CHECK_THROWS_WITH(core::kernels::gptq_quantize(p.W, p.H.narrow(0, 0, 99), spec),
                     Catch::Contains("Hessian [99, 100]"));
   GptqOptions bad;
   bad.block_size = 0;
-  CHECK_THROWS_WITH(algorithms::gptq_quantize(p.W, p.H, spec, bad),
+  CHECK_THROWS_WITH(core::kernels::gptq_quantize(p.W, p.H, spec, bad),
                     Catch::Contains("gptq.block_size"));
   at::Tensor nan_w = p.W.clone();
   nan_w[0][0] = NAN;
-  CHECK_THROWS_WITH(algorithms::gptq_quantize(nan_w, p.H, spec), Catch::Contains("NaN"));
+  CHECK_THROWS_WITH(core::kernels::gptq_quantize(nan_w, p.H, spec), Catch::Contains("NaN"));
 }

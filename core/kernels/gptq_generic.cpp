@@ -1,6 +1,7 @@
 // The device-generic implementation of GPTQ (docs/algorithms.md §3.1 steps 5–7): IST-DASLab/gptq
-// `fasterquant` op for op with at:: ops, so it runs wherever the tensors live (CUDA on the device
-// machine). Per-column dispatch makes it slow on CPU, where gptq_quantize uses gptq_kernel_cpu.cpp.
+// `fasterquant` op for op with at:: ops, so it runs wherever the tensors live. Per-column dispatch
+// makes it slow: gptq_quantize uses gptq_cpu.cpp or gptq_cuda.cu; this one is the readable
+// reference the tests compare them with (docs/kernels.md).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -9,16 +10,16 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
-#include "algorithms/gptq_kernel.h"
-#include "algorithms/gptq_steps.h"
+#include "core/kernels/gptq.h"
+#include "core/kernels/gptq_steps.h"
 #include "core/error.h"
 
-namespace calq::algorithms {
-namespace {
+namespace calq::core::kernels {
+namespace gptq_detail {
 
 // Steps 5–6 for one damp, the reference's route: L = chol(H + λI), H⁻¹ = cholesky_inverse(L),
 // U = chol(H⁻¹, upper). Returns what failed, or "" with U set.
-std::string inverse_factor(const at::Tensor& H, double damp, at::Tensor& U) {
+std::string inverse_factor_aten(const at::Tensor& H, double damp, at::Tensor& U) {
   at::Tensor Hd = H.clone();
   Hd.diagonal().add_(at::mean(Hd.diagonal()) * damp);  // λ = damp · mean(diag(H)) (float32)
   auto [L, info] = at::linalg_cholesky_ex(Hd);
@@ -34,13 +35,14 @@ std::string inverse_factor(const at::Tensor& H, double damp, at::Tensor& U) {
   return {};
 }
 
-}  // namespace
+}  // namespace gptq_detail
 
 GptqResult gptq_quantize_generic(const at::Tensor& W_in,
                                  const at::Tensor& H_in,
                                  const core::QuantSpec& spec,
                                  const GptqOptions& opts) {
   const auto start = std::chrono::steady_clock::now();
+  gptq_detail::check_arguments(W_in, H_in, spec, opts);
   // Never in place: the proxy loss below reads H_in as given.
   GptqWorkspace workspace;  // this path reuses nothing between calls
   const gptq_detail::GptqSetup setup =
@@ -53,7 +55,7 @@ GptqResult gptq_quantize_generic(const at::Tensor& W_in,
   at::Tensor U;
   double damp = opts.damp;
   for (int attempt = 0;; ++attempt) {
-    const std::string what = inverse_factor(setup.H, damp, U);
+    const std::string what = gptq_detail::inverse_factor_aten(setup.H, damp, U);
     if (what.empty()) {
       result.damp_escalations = attempt;
       break;
@@ -136,4 +138,4 @@ GptqResult gptq_quantize_generic(const at::Tensor& W_in,
   return result;
 }
 
-}  // namespace calq::algorithms
+}  // namespace calq::core::kernels
