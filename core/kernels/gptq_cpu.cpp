@@ -219,20 +219,10 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
 
   // Steps 5–6, escalating damp on failure (§3.4).
   at::Tensor u = scratch(workspace, Scratch::U, {cols, cols}, cpu);
-  double damp = opts.damp;
-  for (int attempt = 0;; ++attempt) {
+  factor_with_escalating_damp(cols, opts, result, [&](double damp) {
     const auto lambda = static_cast<float>(damp * setup.mean_diag);
-    const std::string what =
-        inverse_factor(setup.H.data_ptr<float>(), cols, lambda, u.data_ptr<float>());
-    if (what.empty()) {
-      result.damp_escalations = attempt;
-      break;
-    }
-    if (attempt == opts.max_damp_escalations)
-      fail_factorization(cols, opts, damp, what);
-    damp = next_damp(damp);
-  }
-  result.damp_used = damp;
+    return inverse_factor(setup.H.data_ptr<float>(), cols, lambda, u.data_ptr<float>());
+  });
   // Only U is read from here on: a consumed H (a 7B down_proj's: 0.46 GB) goes now.
   if (consume_hessian) setup.H = at::Tensor();
 
@@ -375,7 +365,7 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   double loss = 0;
   for (double l : tile_loss)
     loss += l;
-  check_error_feedback_finite(loss, damp, cols);
+  check_error_feedback_finite(loss, result.damp_used, cols);
   result.reference_loss = loss / 2;
   assemble(setup, spec, codes, deq, scales, zeros, result);
 
@@ -388,7 +378,7 @@ GptqResult gptq_quantize_cpu(const at::Tensor& W_in,
   const at::Tensor W32 = W_in.to(at::kFloat).contiguous();
   const double dw_live = live_squared_error(W32.data_ptr<float>(), deq_p, rows, cols,
                                             H_diag.data_ptr<float>());
-  const double lambda = static_cast<float>(damp * setup.mean_diag);  // as added to diag(H)
+  const double lambda = static_cast<float>(result.damp_used * setup.mean_diag);  // as added to diag(H)
   result.proxy_loss = (loss - lambda * dw_live) / double(rows);
   const auto end = std::chrono::steady_clock::now();
   result.proxy_seconds = std::chrono::duration<double>(end - proxy_start).count();

@@ -97,18 +97,8 @@ GptqResult gptq_quantize_cuda(const at::Tensor& W_in,
 
   // Steps 5–6, escalating damp on failure (§3.4).
   at::Tensor U;
-  double damp = opts.damp;
-  for (int attempt = 0;; ++attempt) {
-    const std::string what = inverse_factor_aten(setup.H, damp, U);
-    if (what.empty()) {
-      result.damp_escalations = attempt;
-      break;
-    }
-    if (attempt == opts.max_damp_escalations)
-      fail_factorization(cols, opts, damp, what);
-    damp = next_damp(damp);
-  }
-  result.damp_used = damp;
+  factor_with_escalating_damp(cols, opts, result,
+                              [&](double damp) { return inverse_factor_aten(setup.H, damp, U); });
   U = U.contiguous();
   setup.H = at::Tensor();
 
@@ -184,7 +174,7 @@ GptqResult gptq_quantize_cuda(const at::Tensor& W_in,
     }
   }
   const double total = loss.sum().item<double>();
-  check_error_feedback_finite(total, damp, cols);
+  check_error_feedback_finite(total, result.damp_used, cols);
   result.reference_loss = total / 2;
 
   at::Tensor codes = codes_t.t();

@@ -53,18 +53,9 @@ GptqResult gptq_quantize_generic(const at::Tensor& W_in,
   GptqResult result;
 
   at::Tensor U;
-  double damp = opts.damp;
-  for (int attempt = 0;; ++attempt) {
-    const std::string what = gptq_detail::inverse_factor_aten(setup.H, damp, U);
-    if (what.empty()) {
-      result.damp_escalations = attempt;
-      break;
-    }
-    if (attempt == opts.max_damp_escalations)
-      gptq_detail::fail_factorization(cols, opts, damp, what);
-    damp = gptq_detail::next_damp(damp);
-  }
-  result.damp_used = damp;
+  gptq_detail::factor_with_escalating_damp(cols, opts, result, [&](double damp) {
+    return gptq_detail::inverse_factor_aten(setup.H, damp, U);
+  });
 
   // Step 7, as gptq.py fasterquant (W is a view of prepare's own copy, updated in place).
   at::Tensor W = setup.Wt.t();
@@ -119,7 +110,7 @@ GptqResult gptq_quantize_generic(const at::Tensor& W_in,
     }
   }
   const double total = loss.item<double>();
-  gptq_detail::check_error_feedback_finite(total, damp, cols);
+  gptq_detail::check_error_feedback_finite(total, result.damp_used, cols);
   result.reference_loss = total / 2;
 
   if (setup.perm.defined()) {  // step 8: Q[:, invperm]

@@ -60,6 +60,25 @@ double next_damp(double damp);
                                      double last_damp,
                                      const std::string& what);
 
+/// Steps 5–6 with §3.4's retry, shared by every kernel: calls factor(damp) — "" on success, else
+/// what failed — from opts.damp up, next_damp after each failure, at most
+/// opts.max_damp_escalations times; records result.damp_escalations and result.damp_used.
+template <class Factor>
+void factor_with_escalating_damp(int64_t cols, const GptqOptions& opts, GptqResult& result,
+                                 Factor&& factor) {
+  double damp = opts.damp;
+  for (int attempt = 0;; ++attempt) {
+    const std::string what = factor(damp);
+    if (what.empty()) {
+      result.damp_escalations = attempt;
+      break;
+    }
+    if (attempt == opts.max_damp_escalations) fail_factorization(cols, opts, damp, what);
+    damp = next_damp(damp);
+  }
+  result.damp_used = damp;
+}
+
 /// Steps 9–10 and the result's bookkeeping: fills result.q (codes and dequantized [rows, cols],
 /// already back in the original column order — step 8 is the caller's), dead_columns and perm.
 /// scales/zeros [n_groups, rows] float32 / int32 in group-index order.
