@@ -4,6 +4,8 @@ change): every run's perplexities (nll, ppl per dataset) must agree to the last 
 recipe hashes are listed side by side. Exit 1 on any difference, naming the run and the figure.
 
     scripts/compare_sweeps.py OUT_BEFORE OUT_AFTER [--hashes]   # --hashes: hashes must agree too
+    scripts/compare_sweeps.py A B --rename sotu_gptq_w3g128=sotu_gptq_w4g128__bits-3 ...
+      (--rename: a run of BEFORE is compared with the run of AFTER that has the new name)
 """
 import argparse
 import json
@@ -33,8 +35,15 @@ def main() -> int:
     parser.add_argument("before", type=pathlib.Path)
     parser.add_argument("after", type=pathlib.Path)
     parser.add_argument("--hashes", action="store_true", help="recipe hashes must agree too")
+    parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                        help="compare BEFORE's run OLD with AFTER's run NEW (repeatable)")
     args = parser.parse_args()
     before, after = load_runs(args.before), load_runs(args.after)
+    for pair in args.rename:
+        old, sep, new = pair.partition("=")
+        if not sep or old not in before:
+            sys.exit(f"compare_sweeps: --rename {pair}: expected OLD=NEW with OLD a run of {args.before}")
+        before[new] = before.pop(old)
     problems = []
     for name in sorted(set(before) | set(after)):
         if name not in before or name not in after:
