@@ -17,7 +17,8 @@ std::unique_ptr<Model> make_opt_model(ModelConfig config,
                                       const LoadOptions& options);
 
 /// OPT layer i: q, k, v, out_proj, fc1, fc2 under "model.decoder.layers.{i}." (or "decoder."
-/// when `weights` holds OPTModel names), two LayerNorms; the scaling pairs of algorithms.md §4.1.
+/// when `weights` holds OPTModel names), two LayerNorms; the scaling pairs of
+/// docs/algorithms.md §4.1.
 LayerSchema opt_layer_schema(const ModelConfig& config, const WeightSource& weights, int64_t i);
 
 }  // namespace calq::core

@@ -303,7 +303,7 @@ def per_token_int_qdq(bits):
     """Dynamic symmetric per-token activation QDQ as vLLM's W8A8 kernels compute it
     (vllm csrc/quantization/compressed_tensors/int8_quant_kernels.cu,
     dynamic_scaled_int8_quant: scale = max|x| / 127 per token, codes rounded to nearest even and
-    clamped to int8), which is also calq's grid for scheme.activations (algorithms.md §5).
+    clamped to int8), which is also calq's grid for scheme.activations (docs/algorithms.md §5).
     compressed-tensors' own QDQ divides by 127.5 ((q_max - q_min) / 2, quantization/utils/
     helpers.py calculate_qparams), a different grid: recorded beside, not compared."""
     qmax = 2 ** (bits - 1) - 1
