@@ -133,15 +133,11 @@ TEST_CASE("invalid pass orders are refused with the reason, before any work",
 TEST_CASE("smoothquant hands the next pass the statistics of the smoothed model",
           "[composition][algorithms]") {
   calq::test::TempDir dir("calq_compose");
-  calq::test::TinyModelSpec spec;
-  spec.hidden = 32;
-  spec.intermediate = 48;
-  spec.seed = 5;
+  const auto spec = calq::test::small_model(5);
   calq::test::write_tiny_model(dir / "model", spec);
   const auto recipe = recipe_with(dir, "  - smoothquant: {alpha: 0.7}\n");
   calq::calib::CalibrationSet calibration;
-  at::manual_seed(9);
-  calibration.windows = at::randint(0, spec.vocab, {4, 12}, at::kLong);
+  calibration.windows = calq::test::seeded_windows(spec, 9);
 
   const auto run = [&](calq::core::Model& model, bool smooth) {
     std::vector<std::unique_ptr<calq::algorithms::Pass>> passes;

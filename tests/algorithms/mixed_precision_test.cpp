@@ -113,18 +113,14 @@ TEST_CASE("mixed_precision recipes are checked", "[mixed][recipe]") {
 TEST_CASE("Hessian sensitivities of a model drive the bits each linear is quantized to",
           "[mixed][algorithms]") {
   calq::test::TempDir dir("calq_mixed");
-  calq::test::TinyModelSpec spec;
-  spec.hidden = 32;
-  spec.intermediate = 48;
-  spec.seed = 21;
+  const auto spec = calq::test::small_model(21);
   calq::test::write_tiny_model(dir / "model", spec);
   const auto recipe = load(
       dir, "  mixed_precision: {budget_bits: 4.7, candidates: [{bits: 3}, {bits: 4}]}\n",
       "[gptq: {}]");
   auto model = calq::test::load_tiny_model(dir / "model");
-  at::manual_seed(8);
   calq::calib::CalibrationSet calibration;
-  calibration.windows = at::randint(0, spec.vocab, {4, 12}, at::kLong);
+  calibration.windows = calq::test::seeded_windows(spec, 8);
   const auto sens = calq::algorithms::hessian_sensitivity(*model, recipe, calibration.windows, 2);
   REQUIRE(sens.size() == 2 * 7);
   for (const auto& s : sens) {

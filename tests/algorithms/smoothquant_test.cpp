@@ -40,14 +40,10 @@ TEST_CASE("smoothing scales follow max|X|^a / max|W|^(1-a) with the 1e-5 floors"
 TEST_CASE("smoothing every norm-fed group leaves the float logits unchanged", "[smoothquant]") {
   const std::string family = GENERATE(std::string("llama"), std::string("opt"), std::string("phi3"));
   calq::test::TempDir dir("calq_sq");
-  calq::test::TinyModelSpec spec;
-  spec.model_type = family;
-  spec.hidden = 32;
-  spec.intermediate = 48;
+  const auto spec = calq::test::small_model(0, 2, family);
   calq::test::write_tiny_model(dir.path(), spec);
   auto model = calq::test::load_tiny_model(dir.path());
-  at::manual_seed(4);
-  const at::Tensor ids = at::randint(0, spec.vocab, {3, 12}, at::kLong);
+  const at::Tensor ids = calq::test::seeded_windows(spec, 4, 3);
 
   std::map<std::pair<int64_t, std::string>, at::Tensor> absmax;
   const at::Tensor before = model->forward(ids, [&](int64_t layer, std::string_view name,

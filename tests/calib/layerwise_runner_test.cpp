@@ -150,10 +150,7 @@ TEST_CASE("runner: layer i+1 is fed by the processed layer i, o by the processed
 TEST_CASE("the same recipe and seed give bitwise identical quantized weights and reports",
           "[calib][runner][gptq]") {
   calq::test::TempDir dir("calq_runner");
-  calq::test::TinyModelSpec spec;
-  spec.hidden = 32;
-  spec.intermediate = 48;
-  spec.heads = 4;
+  const auto spec = calq::test::small_model();
   calq::test::write_tiny_model(dir / "model", spec);
   std::ofstream(dir / "recipe.yaml") << R"(model: {path: model}
 scheme:

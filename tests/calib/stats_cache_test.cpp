@@ -160,14 +160,9 @@ TEST_CASE("cache sizes parse with units; nonsense names the option", "[calib][ca
 TEST_CASE("GPTQ from cached statistics equals GPTQ from fresh ones; reuse follows the math",
           "[calib][cache][algorithms]") {
   calq::test::TempDir dir("calq_cache_gptq");
-  calq::test::TinyModelSpec spec;
-  spec.hidden = 32;
-  spec.intermediate = 48;
-  spec.layers = 3;
-  spec.seed = 11;
+  const auto spec = calq::test::small_model(11, 3);
   calq::test::write_tiny_model(dir / "model", spec);
-  at::manual_seed(3);
-  const at::Tensor windows = at::randint(0, spec.vocab, {4, 12}, at::kLong);
+  const at::Tensor windows = calq::test::seeded_windows(spec, 3);
   const auto w4 = recipe_in(dir, "w4.yaml", "{bits: 4, group_size: 16}", "  - gptq: {}\n");
   const auto w3 = recipe_in(dir, "w3.yaml", "{bits: 3, group_size: 16}", "  - gptq: {}\n");
   const std::string cache_dir = (dir / "cache").string();
@@ -203,14 +198,9 @@ TEST_CASE("GPTQ from cached statistics equals GPTQ from fresh ones; reuse follow
 TEST_CASE("float-propagating recipes share every layer's float statistics",
           "[calib][cache][algorithms]") {
   calq::test::TempDir dir("calq_cache_sq");
-  calq::test::TinyModelSpec spec;
-  spec.hidden = 32;
-  spec.intermediate = 48;
-  spec.layers = 3;
-  spec.seed = 12;
+  const auto spec = calq::test::small_model(12, 3);
   calq::test::write_tiny_model(dir / "model", spec);
-  at::manual_seed(4);
-  const at::Tensor windows = at::randint(0, spec.vocab, {4, 12}, at::kLong);
+  const at::Tensor windows = calq::test::seeded_windows(spec, 4);
   const auto a5 = recipe_in(dir, "a5.yaml", "{bits: 8, group_size: -1}",
                             "  - smoothquant: {alpha: 0.5}\n");
   const auto a8 = recipe_in(dir, "a8.yaml", "{bits: 8, group_size: -1}",

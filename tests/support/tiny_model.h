@@ -201,6 +201,27 @@ inline void write_tiny_model(const std::filesystem::path& dir, const TinyModelSp
 }
 
 /// Loads a model written by write_tiny_model (no tokenizer: the tiny models have none).
+/// The small model most pass and calibration tests quantize: hidden 32, intermediate 48 (wide
+/// enough for groups of 16), `layers` layers, weights drawn from `seed`.
+inline TinyModelSpec small_model(uint64_t seed = 0, int64_t layers = 2,
+                                 const std::string& model_type = "llama") {
+  TinyModelSpec spec;
+  spec.model_type = model_type;
+  spec.hidden = 32;
+  spec.intermediate = 48;
+  spec.layers = layers;
+  spec.seed = seed;
+  return spec;
+}
+
+/// `n` calibration windows of `seq` token ids of `spec`'s vocabulary, drawn from the global
+/// generator after at::manual_seed(seed).
+inline at::Tensor seeded_windows(const TinyModelSpec& spec, uint64_t seed, int64_t n = 4,
+                                 int64_t seq = 12) {
+  at::manual_seed(seed);
+  return at::randint(0, spec.vocab, {n, seq}, at::kLong);
+}
+
 inline std::unique_ptr<core::Model> load_tiny_model(const std::filesystem::path& dir) {
   core::LoadOptions options;
   options.path = dir.string();
