@@ -79,7 +79,7 @@ fi
 
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 # The LibTorch calq was built against (scripts/libtorch.sh): the venv's PyTorch wheel by default.
-torch_dir=$(sed -n 's/^Torch_DIR:PATH=//p' "$root/build/CMakeCache.txt" 2>/dev/null || true)
+torch_dir=$(sed -n 's/^Torch_DIR:[A-Z]*=//p' "$root/build/CMakeCache.txt" 2>/dev/null || true)
 torch_version=$(sed -n "s/^__version__ = '\\(.*\\)'/\\1/p" "${torch_dir%/share/cmake/Torch}/version.py" 2>/dev/null)
 torch_version=${torch_version:-unknown}
 openblas_version=$(dpkg-query -W -f='${Version}' libopenblas0-pthread 2>/dev/null || echo unknown)

@@ -21,11 +21,12 @@ if [[ ! -f "$libtorch_torch_dir/TorchConfig.cmake" ]]; then
   echo "build: $libtorch_torch_dir/TorchConfig.cmake not found; expected a LibTorch there" >&2
   exit 1
 fi
-libtorch_cmake_args=("-DCMAKE_PREFIX_PATH=$libtorch_prefix" "-DTorch_DIR=$libtorch_torch_dir")
+libtorch_cmake_args=("-DCMAKE_PREFIX_PATH=$libtorch_prefix" "-DTorch_DIR:PATH=$libtorch_torch_dir")
 
 libtorch_reset_if_other() {
   local cache="$1/CMakeCache.txt"
-  if [[ -f "$cache" ]] && ! grep -qxF "Torch_DIR:PATH=$libtorch_torch_dir" "$cache"; then
+  # The entry's type is PATH or, when it came from -D without a type, UNINITIALIZED.
+  if [[ -f "$cache" ]] && [[ "$(sed -n 's/^Torch_DIR:[A-Z]*=//p' "$cache")" != "$libtorch_torch_dir" ]]; then
     echo "build: $1 was configured against another LibTorch; configuring it afresh" >&2
     rm -rf "$cache" "$1/CMakeFiles"
   fi
