@@ -81,7 +81,9 @@ class LkdPass : public Pass {
   void apply(PassStep& step) override {
     const auto start = std::chrono::steady_clock::now();
     core::DecoderLayer& layer = step.step.layer;
-    const at::Tensor inputs = options_.random_tokens ? random_inputs_ : step.step.layer_inputs;
+    const at::Tensor inputs = options_.random_tokens ? random_inputs_
+                            : step.step.layer_inputs.defined() ? step.step.layer_inputs.all()
+                                                               : at::Tensor();
     CALQ_CHECK(inputs.defined() && inputs.size(0) > 0,
                "layer {}: lkd has no layer inputs; expected calibration data (calibration.data) "
                "or passes.lkd.inputs: random_tokens",

@@ -19,6 +19,7 @@
 #include "calib/layerwise_runner.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/resident_memory.h"
 #include "core/model/activation_quant_extensions.h"
 #include "core/model/model.h"
 #include "core/progress.h"
@@ -265,12 +266,14 @@ class PassDriver : public calib::LayerHandler {
 
   void end_layer(core::DecoderLayer&, int64_t) override {}
 
-  void layer_done(core::DecoderLayer& layer, int64_t index, const at::Tensor& next_inputs) override {
+  void layer_done(core::DecoderLayer& layer, int64_t index,
+                  const calib::ActivationStore& next_inputs) override {
     auto& states = result_.layers[static_cast<size_t>(index)];
     // Saved before the sink, which rounds the layer to the stored dtype as it writes it: a
     // resumed run replays the sink on exactly what this run handed it.
     if (checkpoints_ != nullptr)
-      checkpoints_->save(index, layer, states, passes_, result_.pass_seconds, next_inputs);
+      checkpoints_->save(index, layer, states, passes_, result_.pass_seconds,
+                         next_inputs.defined() ? next_inputs.all() : at::Tensor());
     write_to_sink(layer, index);
   }
 
@@ -308,6 +311,19 @@ class PassDriver : public calib::LayerHandler {
   LayerCheckpoints* checkpoints_;
   std::unique_ptr<Pass> rtn_fallback_ = make_rtn(core::Options());
 };
+
+/// calibration.offload as the runner takes it. Auto keeps the activations in memory while they
+/// fit calibration.max_memory_gb and half of what the machine has free when the run starts.
+calib::OffloadPolicy offload_policy(const core::CalibrationSection& c) {
+  calib::OffloadPolicy policy;
+  policy.mode = c.offload;
+  policy.dir = c.offload_dir;
+  double budget = c.max_memory_gb * 1e9;
+  if (const double free_mb = core::available_mb(); free_mb > 0)
+    budget = std::min(budget, 0.5 * free_mb * 1024.0 * 1024.0);
+  policy.budget_bytes = static_cast<int64_t>(budget);
+  return policy;
+}
 
 /// Restores the layers `checkpoints` holds (replaying the sink on each, then releasing it when
 /// streaming) and returns the first layer still to do; `inputs` gets its saved inputs.
@@ -417,12 +433,14 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
     options.first_inputs = std::move(resumed_inputs);
     options.observe_all_experts = recipe.calibration &&
                                   recipe.calibration->moe == core::MoeCalibration::AllExperts;
+    if (recipe.calibration) options.offload = offload_policy(*recipe.calibration);
     calib::LayerwiseRunner runner(model, calibration->windows, options);
     runner.run(driver);
+    result.activations = runner.placement();
   } else {
     // No statistics needed: visit the weights only, no forward passes.
     at::NoGradGuard no_grad;
-    const at::Tensor no_inputs;
+    const calib::ActivationStore no_inputs;
     Progress progress("quantize layers", model.n_layers() - first_layer);
     for (int64_t i = first_layer; i < model.n_layers(); ++i) {
       core::DecoderLayer& layer = model.layer(i);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "algorithms/pass.h"
+#include "calib/activation_store.h"
 #include "calib/stats_cache.h"
 
 namespace calq::core {
@@ -44,6 +45,7 @@ struct QuantizationResult {
   std::vector<ExpertCoverage> experts;  ///< MoE layers' experts, in layer and expert order
   bool used_calibration = false;
   bool propagated_quantized = true;
+  calib::ActivationPlacement activations;  ///< where the layer inputs were kept (calibration)
   double seconds = 0.0;
 };
 

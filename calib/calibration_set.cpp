@@ -43,7 +43,7 @@ std::vector<int64_t> read_offsets(const std::string& path) {
 }  // namespace
 
 void check_calibration_memory(const CalibrationOptions& options) {
-  if (options.hidden_size <= 0)
+  if (options.hidden_size <= 0 || !options.in_memory_only)
     return;
   // In double: a hostile nsamples × seqlen must not overflow on its way to being refused.
   constexpr double kCopies = 2;  // a layer's inputs and its outputs
@@ -54,8 +54,8 @@ void check_calibration_memory(const CalibrationOptions& options) {
   CALQ_CHECK(gb <= options.max_memory_gb,
              "calibration: nsamples × seqlen × hidden = {} × {} × {} activations ({} copies of "
              "{} bytes each) need {:.3g} GB, over calibration.max_memory_gb = {:g}; expected "
-             "fewer or shorter windows, or a larger budget (recipe key calibration.max_memory_gb "
-             "or --set calibration.max_memory_gb={:.0f})",
+             "fewer or shorter windows, a larger budget (recipe key calibration.max_memory_gb "
+             "or --set calibration.max_memory_gb={:.0f}), or calibration.offload: auto or disk",
              options.nsamples, options.seqlen, options.hidden_size, kCopies,
              options.activation_bytes, gb, options.max_memory_gb, std::ceil(gb));
 }

@@ -28,6 +28,9 @@ struct CalibrationOptions {
   int64_t hidden_size = 0;       ///< the model's width; 0 = unknown, no memory check
   int64_t activation_bytes = 4;  ///< bytes per activation element (the compute dtype's)
   double max_memory_gb = 32.0;   ///< calibration.max_memory_gb
+  /// calibration.offload: ram refuses activations over the budget; auto and disk (false here)
+  /// put them in a scratch file instead (calib/activation_store.h).
+  bool in_memory_only = true;
 };
 
 struct CalibrationSet {

@@ -46,49 +46,118 @@ std::optional<std::string> LayerwiseRunner::cache_key(const LayerHandler& handle
   return fmt::format("L{}-S{}-{:016x}", layer, step, fnv1a64(described.data(), described.size()));
 }
 
-at::Tensor LayerwiseRunner::forward_layer(
-    core::DecoderLayer& layer, const at::Tensor& inputs, const Requirements* needs,
-    std::map<std::string, LinearStatsAccumulator>* accumulators) const {
-  const int64_t n = inputs.size(0);
+namespace {
+
+/// Thrown by a statistics forward's observer once every accumulator has seen this batch's input:
+/// the rest of the layer computes nothing any statistic reads.
+struct StopForward {};
+
+/// Linears of a dense layer that read one tensor — the same input norm's output (q,k,v; gate,up)
+/// — share the first one's accumulator: one Σxᵀx GEMM instead of three. Keyed by name; a linear
+/// that shares nothing maps to itself. Mixture-of-experts layers share nothing (an expert's input
+/// is its routed tokens, and their observation order is the router's).
+std::map<std::string, std::string> shared_inputs(const core::LayerSchema& schema,
+                                                 const Requirements& needs) {
+  std::map<std::string, std::string> leader;
+  std::map<std::string, std::string> first_of_norm;
+  for (const core::LinearSpec& l : schema.linears) {
+    const auto need = needs.find(l.name);
+    if (need == needs.end() || !need->second.any()) continue;
+    std::string& first = first_of_norm[l.input_norm];
+    const bool shares = schema.moe.n_experts == 0 && !l.input_norm.empty() && !first.empty();
+    if (first.empty()) first = l.name;
+    leader[l.name] = shares ? first : l.name;
+  }
+  // Requested names the schema does not list keep their own accumulator.
+  for (const auto& [name, request] : needs)
+    if (request.any()) leader.emplace(name, name);
+  return leader;
+}
+
+}  // namespace
+
+void LayerwiseRunner::forward_layer(core::DecoderLayer& layer, const ActivationStore& inputs,
+                                    ActivationStore& out) const {
+  const int64_t n = inputs.windows();
   const int64_t batch = std::max<int64_t>(1, options_.batch_size);
-  core::ForwardContext ctx = model_.make_context(inputs.size(1));
-  if (needs != nullptr && accumulators != nullptr && !accumulators->empty()) {
-    ctx.observer = [accumulators](int64_t, std::string_view name, const at::Tensor& x) {
-      const auto it = accumulators->find(std::string(name));
-      if (it != accumulators->end()) it->second.add(x);
-    };
-    ctx.observe_all_experts = options_.observe_all_experts;
-  }
-  std::vector<at::Tensor> outputs;
-  outputs.reserve(static_cast<size_t>((n + batch - 1) / batch));
+  const core::ForwardContext ctx = model_.make_context(inputs.seqlen());
   for (int64_t s = 0; s < n; s += batch) {
-    outputs.push_back(layer.forward(inputs.narrow(0, s, std::min(batch, n - s)), ctx));
+    const int64_t b = std::min(batch, n - s);
+    at::Tensor y = layer.forward(inputs.read(s, b), ctx);
+    out.write(s, y);
   }
-  return at::cat(outputs, 0);
+}
+
+void LayerwiseRunner::collect(core::DecoderLayer& layer, const ActivationStore& inputs,
+                              std::map<std::string, LinearStatsAccumulator>& accumulators) {
+  const int64_t n = inputs.windows();
+  const int64_t batch = std::max<int64_t>(1, options_.batch_size);
+  core::ForwardContext ctx = model_.make_context(inputs.seqlen());
+  const bool dense = model_.layer_schema(layer.index()).moe.n_experts == 0;
+  size_t seen = 0;
+  ctx.observer = [&accumulators, &seen, dense](int64_t, std::string_view name,
+                                                const at::Tensor& x) {
+    const auto it = accumulators.find(std::string(name));
+    if (it == accumulators.end()) return;
+    it->second.add(x);
+    // A dense layer calls each linear once per forward, in order: once the last accumulator
+    // is fed, nothing after it is read.
+    if (dense && ++seen == accumulators.size()) throw StopForward{};
+  };
+  ctx.observe_all_experts = options_.observe_all_experts;
+  for (int64_t s = 0; s < n; s += batch) {
+    seen = 0;
+    try {
+      layer.forward(inputs.read(s, std::min(batch, n - s)), ctx);
+    } catch (const StopForward&) {
+      ++placement_.stopped_forwards;
+    }
+  }
+}
+
+ActivationStore LayerwiseRunner::initial_inputs(int64_t copies) {
+  const auto device = at::Device(model_.device());
+  const int64_t n = windows_.size(0);
+  const int64_t seq = windows_.size(1);
+  const int64_t width = model_.config().hidden_size;
+  const auto dtype = model_.compute_dtype();
+  const int64_t bytes = n * seq * width * static_cast<int64_t>(c10::elementSize(dtype));
+  const bool on_disk = offloads(options_.offload, copies * bytes);
+  placement_.offload = core::activation_offload_name(options_.offload.mode);
+  placement_.on_disk = on_disk;
+  placement_.bytes = bytes;
+  placement_.copies = copies;
+  placement_.batch_windows = std::max<int64_t>(1, options_.batch_size);
+  if (options_.first_layer > 0) {
+    CALQ_ASSERT(options_.first_inputs.defined(), "a resumed run needs the inputs of layer {}",
+                options_.first_layer);
+    ActivationStore store =
+        ActivationStore::holding(options_.first_inputs.to(device), on_disk, options_.offload.dir);
+    options_.first_inputs = at::Tensor();
+    placement_.dir = store.dir();
+    return store;
+  }
+  ActivationStore store(n, seq, width, dtype, device, on_disk, options_.offload.dir);
+  placement_.dir = store.dir();
+  const int64_t batch = placement_.batch_windows;
+  for (int64_t s = 0; s < n; s += batch)
+    store.write(s, model_.embed(windows_.narrow(0, s, std::min(batch, n - s)).to(device)));
+  if (options_.release_layers) {
+    model_.release_embeddings();  // a 7B table is 0.25 GB in float16; eval reads it again
+    core::give_back_free_heap_pages();
+  }
+  return store;
 }
 
 void LayerwiseRunner::run(LayerHandler& handler) {
   at::NoGradGuard no_grad;
-  const auto device = at::Device(model_.device());
-  at::Tensor inputs;
-  if (options_.first_layer > 0) {
-    CALQ_ASSERT(options_.first_inputs.defined(), "a resumed run needs the inputs of layer {}",
-                options_.first_layer);
-    inputs = options_.first_inputs.to(device);
-    options_.first_inputs = at::Tensor();
-  } else {
-    // X_0: embeddings of every calibration window, kept resident for the whole loop.
-    std::vector<at::Tensor> embedded;
-    const int64_t n = windows_.size(0);
-    const int64_t batch = std::max<int64_t>(1, options_.batch_size);
-    for (int64_t s = 0; s < n; s += batch) {
-      embedded.push_back(model_.embed(windows_.narrow(0, s, std::min(batch, n - s)).to(device)));
-    }
-    inputs = at::cat(embedded, 0);
-    if (options_.release_layers) {
-      model_.release_embeddings();  // a 7B table is 0.25 GB in float16; eval reads it again
-      core::give_back_free_heap_pages();
-    }
+  const bool quantized_next = handler.propagate_quantized();
+  ActivationStore inputs = initial_inputs(quantized_next ? 1 : 2);
+  if (placement_.on_disk) {
+    log::info("calibration: layer activations ({:.0f} MiB a copy, {} at once) in a scratch file "
+              "in {} (calibration.offload: {})",
+              static_cast<double>(placement_.bytes) / (1 << 20), placement_.copies,
+              placement_.dir, placement_.offload);
   }
 
   Progress progress("calibrate layers", model_.n_layers() - options_.first_layer,
@@ -99,16 +168,24 @@ void LayerwiseRunner::run(LayerHandler& handler) {
     log::debug("layer {} loaded, resident {:.0f} MiB (peak {:.0f})", i, core::resident_mb(),
                core::peak_resident_mb());
     // AWQ-style handlers hand the next layer the float output: compute it before any change.
-    at::Tensor float_outputs;
-    if (!handler.propagate_quantized()) float_outputs = forward_layer(layer, inputs, nullptr, nullptr);
+    ActivationStore float_outputs;
+    if (!quantized_next) {
+      float_outputs = inputs.like();
+      forward_layer(layer, inputs, float_outputs);
+    }
 
     const std::vector<std::vector<std::string>> schedule = handler.schedule(layer);
     for (size_t k = 0; k < schedule.size(); ++k) {
       const std::vector<std::string>& subset = schedule[k];
       const Requirements needs = handler.needs(layer, subset);
+      // One accumulator per distinct input (shared_inputs), asking for what all its readers do.
+      const std::map<std::string, std::string> leader =
+          shared_inputs(model_.layer_schema(i), needs);
       std::map<std::string, LinearStatsAccumulator> accumulators;
-      for (const auto& [name, request] : needs) {
-        if (request.any()) accumulators.emplace(name, LinearStatsAccumulator(request));
+      {
+        Requirements merged;
+        for (const auto& [name, first] : leader) merged[first].merge(needs.at(name));
+        for (const auto& [name, request] : merged) accumulators.emplace(name, LinearStatsAccumulator(request));
       }
       std::map<std::string, LinearStats> stats;
       if (!accumulators.empty()) {
@@ -119,15 +196,23 @@ void LayerwiseRunner::run(LayerHandler& handler) {
           if (hit) stats = std::move(*hit);
         }
         if (stats.empty()) {
-          forward_layer(layer, inputs, &needs, &accumulators);
+          collect(layer, inputs, accumulators);
           log::debug("layer {} step {}: forward done, resident {:.0f} MiB (peak {:.0f})", i, k,
                      core::resident_mb(), core::peak_resident_mb());
-          for (auto& [name, acc] : accumulators) stats.emplace(name, acc.finish());
+          std::map<std::string, LinearStats> finished;
+          for (auto& [name, acc] : accumulators) finished.emplace(name, acc.finish());
+          // The double sums are not needed once finished: a 7B down_proj's is 462 MiB.
+          accumulators.clear();
+          for (const auto& [name, first] : leader) {
+            LinearStats s = finished.at(first);
+            // Passes may consume a Hessian in place (GPTQ damps it): each reader its own.
+            if (name != first && s.hessian.defined()) s.hessian = s.hessian.clone();
+            stats.emplace(name, std::move(s));
+          }
           // Before the cache keeps them: a poisoned entry would fail every later run.
           for (const auto& [name, s] : stats) require_finite(s, i, name);
           if (key) options_.cache.cache->store(*key, stats);
         }
-        // The double sums are not needed once finished: a 7B down_proj's is 462 MiB.
         accumulators.clear();
       }
       // The forward's many sub-threshold temporaries stay in malloc's heap once freed; a
@@ -145,8 +230,11 @@ void LayerwiseRunner::run(LayerHandler& handler) {
                  core::resident_mb(), core::peak_resident_mb());
     }
     handler.end_layer(layer, i);
-    inputs = handler.propagate_quantized() ? forward_layer(layer, inputs, nullptr, nullptr)
-                                           : float_outputs;
+    if (quantized_next) {
+      forward_layer(layer, inputs, inputs);  // X_{i+1} over X_i, batch by batch
+    } else {
+      inputs = std::move(float_outputs);
+    }
     log::debug("layer {}: next inputs computed, resident {:.0f} MiB (peak {:.0f})", i,
                core::resident_mb(), core::peak_resident_mb());
     handler.layer_done(layer, i, inputs);
@@ -159,6 +247,8 @@ void LayerwiseRunner::run(LayerHandler& handler) {
     progress.step();
   }
   progress.finish();
+  log::debug("calibration: {} statistics forwards stopped after their last observed linear",
+             placement_.stopped_forwards);
 }
 
 }  // namespace calq::calib

@@ -1,9 +1,15 @@
 // The calibration engine's layer loop (docs/architecture.md §2.3; IST-DASLab/gptq
 // llama_sequential). For layer i: the handler names the linears to process in turn (true
 // sequential: q,k,v → o → gate,up → down); for each subset the runner runs the layer over the
-// calibration inputs X_i once, collecting exactly the statistics the handler asked for, then
-// hands them over; finally X_{i+1} = layer_i(X_i) with the quantized layer (GPTQ) or the float
-// layer as it was before processing (AWQ), as the handler says.
+// calibration inputs X_i once, a batch of windows at a time, collecting exactly the statistics the
+// handler asked for, then hands them over; finally X_{i+1} = layer_i(X_i) with the quantized layer
+// (GPTQ) or the float layer as it was before processing (AWQ), as the handler says.
+//
+// Memory (issue 22): X_i lives in an ActivationStore (in memory or a scratch file,
+// calibration.offload); X_{i+1} overwrites it batch by batch when it comes from the processed
+// layer; only one batch's intermediate activations exist at a time; a statistics forward stops
+// as soon as the last linear it observes has seen its input (the q,k,v step runs the input norm
+// only); linears that read one input (q,k,v; gate,up) share one accumulator.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +21,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "calib/activation_store.h"
 #include "calib/linear_stats.h"
 #include "calib/stats_cache.h"
 
@@ -33,7 +40,7 @@ struct LayerStep {
   int64_t step_index = 0;  ///< position of this subset in the layer's schedule
   const std::vector<std::string>& linears;       ///< the subset
   std::map<std::string, LinearStats>& stats;     ///< collected for the subset's linears
-  const at::Tensor& layer_inputs;                ///< X_i [nsamples, seqlen, hidden]
+  const ActivationStore& layer_inputs;           ///< X_i [nsamples, seqlen, hidden]
   /// Runs the layer (as it is now) on a slice of inputs: [b, seq, hidden] -> same.
   std::function<at::Tensor(const at::Tensor&)> forward;
 };
@@ -54,7 +61,7 @@ class LayerHandler {
   /// Called when nothing reads the layer any more, before a release, with X_{i+1} (the next
   /// layer's inputs; a resumable run saves them with the layer).
   virtual void layer_done(core::DecoderLayer& /*layer*/, int64_t /*index*/,
-                          const at::Tensor& /*next_inputs*/) {}
+                          const ActivationStore& /*next_inputs*/) {}
   /// For the calibration cache: a fingerprint of everything that changed the model before the
   /// statistics of (layer, step) are gathered — "" when nothing did (the float model on float
   /// inputs), nullopt when they must not be cached.
@@ -75,18 +82,30 @@ struct RunnerOptions {
   /// first_inputs is X_first_layer as the interrupted run computed it.
   int64_t first_layer = 0;
   at::Tensor first_inputs;
+  /// Where X_i is kept (calibration.offload); the budget counts every copy the handler needs
+  /// (one when X_{i+1} comes from the processed layer, two when from the float one).
+  OffloadPolicy offload;
 };
+
 
 class LayerwiseRunner {
  public:
   /// `windows`: [nsamples, seqlen] int64 calibration token ids.
   LayerwiseRunner(core::Model& model, at::Tensor windows, RunnerOptions options = {});
   void run(LayerHandler& handler);
+  const ActivationPlacement& placement() const { return placement_; }
 
  private:
-  at::Tensor forward_layer(core::DecoderLayer& layer, const at::Tensor& inputs,
-                           const Requirements* needs,
-                           std::map<std::string, LinearStatsAccumulator>* accumulators) const;
+  /// X_0: the embeddings of every window (or the resumed run's inputs), placed per the policy.
+  ActivationStore initial_inputs(int64_t copies);
+  /// layer(X) batch by batch into `out` (may be `inputs` itself: each batch is read before its
+  /// result is written).
+  void forward_layer(core::DecoderLayer& layer, const ActivationStore& inputs,
+                     ActivationStore& out) const;
+  /// The subset's statistics: batch by batch, a dense layer's forward stopped once every
+  /// accumulator has seen its input.
+  void collect(core::DecoderLayer& layer, const ActivationStore& inputs,
+               std::map<std::string, LinearStatsAccumulator>& accumulators);
 
   /// The cache key of (layer, step)'s statistics, or nullopt when they are not cached.
   std::optional<std::string> cache_key(const LayerHandler& handler, int64_t layer, int64_t step,
@@ -97,6 +116,7 @@ class LayerwiseRunner {
   at::Tensor windows_;
   uint64_t windows_hash_ = 0;
   RunnerOptions options_;
+  ActivationPlacement placement_;
 };
 
 }  // namespace calq::calib

@@ -53,13 +53,22 @@ enum class ExpertPolicy {
   Rtn,    ///< quantized by round-to-nearest instead of the recipe's data-driven quantizer
 };
 
+/// calibration.offload: where the calibration engine keeps a layer's inputs (calib/activation_store.h).
+enum class ActivationOffload {
+  Auto,  ///< in memory while they fit the budget, else a scratch file
+  Ram,   ///< in memory; over calibration.max_memory_gb the run is refused before it starts
+  Disk,  ///< always a scratch file
+};
+
 struct CalibrationSection {
   RecipePath data;  ///< calibration text
   int64_t n_samples = 128;
   int64_t seqlen = 2048;
   int64_t seed = 0;                   ///< >= 0; the only seed calibration draws from
   std::optional<RecipePath> offsets;  ///< one token offset per line; replays exact windows
-  double max_memory_gb = 32.0;  ///< budget for the calibration activations (calib/calibration_set.h)
+  double max_memory_gb = 32.0;  ///< budget for the calibration activations in memory
+  ActivationOffload offload = ActivationOffload::Auto;
+  std::string offload_dir;  ///< the scratch file's folder ("" = TMPDIR or /tmp); not hashed
   MoeCalibration moe = MoeCalibration::Routed;
   int64_t min_expert_tokens = 1;  ///< below it an expert gets expert_policy
   ExpertPolicy expert_policy = ExpertPolicy::Damp;
@@ -69,6 +78,7 @@ struct CalibrationSection {
 };
 
 const char* moe_calibration_name(MoeCalibration mode);
+const char* activation_offload_name(ActivationOffload mode);
 const char* expert_policy_name(ExpertPolicy policy);
 
 struct WeightScheme {

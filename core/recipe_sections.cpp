@@ -19,6 +19,9 @@ using NameTable = std::vector<std::pair<const char*, E>>;
 
 const NameTable<MoeCalibration> kMoeCalibrations = {{"routed", MoeCalibration::Routed},
                                                     {"all_experts", MoeCalibration::AllExperts}};
+const NameTable<ActivationOffload> kOffloads = {{"auto", ActivationOffload::Auto},
+                                                {"ram", ActivationOffload::Ram},
+                                                {"disk", ActivationOffload::Disk}};
 const NameTable<ExpertPolicy> kExpertPolicies = {
     {"error", ExpertPolicy::Error}, {"damp", ExpertPolicy::Damp}, {"rtn", ExpertPolicy::Rtn}};
 const NameTable<Device> kDevices = {{"cpu", Device::Cpu}, {"cuda", Device::Cuda}};
@@ -127,8 +130,8 @@ std::optional<CalibrationSection> read_calibration(const Options& root) {
   const auto c = root.find_child("calibration");
   if (!c)
     return std::nullopt;
-  expect_keys(*c, {"data", "nsamples", "seqlen", "seed", "offsets", "max_memory_gb", "moe",
-                   "min_expert_tokens", "expert_policy", "expert_damp"});
+  expect_keys(*c, {"data", "nsamples", "seqlen", "seed", "offsets", "max_memory_gb", "offload",
+                   "offload_dir", "moe", "min_expert_tokens", "expert_policy", "expert_damp"});
   CalibrationSection out;
   out.data = require_path(*c, "data");
   out.n_samples = c->get_int_at_least("nsamples", out.n_samples, 1);
@@ -136,6 +139,8 @@ std::optional<CalibrationSection> read_calibration(const Options& root) {
   out.seed = c->get_int_at_least("seed", out.seed, 0);
   out.offsets = find_path(*c, "offsets");
   out.max_memory_gb = c->get_double_in_range("max_memory_gb", out.max_memory_gb, 1e-3, 1e6);
+  out.offload = get_enum(*c, "offload", out.offload, kOffloads);
+  out.offload_dir = c->get_string("offload_dir", "");
   for (const char* key : {"moe", "min_expert_tokens", "expert_policy", "expert_damp"})
     out.moe_keys_set = out.moe_keys_set || c->has(key);
   out.moe = get_enum(*c, "moe", out.moe, kMoeCalibrations);
@@ -467,5 +472,6 @@ const char* save_format_name(SaveFormat format) {
 
 const char* moe_calibration_name(MoeCalibration mode) { return name_in(kMoeCalibrations, mode); }
 const char* expert_policy_name(ExpertPolicy policy) { return name_in(kExpertPolicies, policy); }
+const char* activation_offload_name(ActivationOffload mode) { return name_in(kOffloads, mode); }
 
 }  // namespace calq::core

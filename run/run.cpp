@@ -86,6 +86,7 @@ std::optional<calib::CalibrationSet> make_calibration(
     c.hidden_size = model.config().hidden_size;
     c.activation_bytes = recipe.model.dtype == core::ComputeDtype::Float32 ? 4 : 2;
     c.max_memory_gb = recipe.calibration->max_memory_gb;
+    c.in_memory_only = recipe.calibration->offload == core::ActivationOffload::Ram;
     log::info("calibration: {} windows of {} tokens from {}", c.nsamples, c.seqlen, c.data);
     calibration = calib::make_calibration_set(*model.tokenizer(), c);
     report.set_calibration(*calibration);

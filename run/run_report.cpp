@@ -112,6 +112,16 @@ void RunReport::set_quantization(const algorithms::QuantizationResult& result) {
   d["quantization"] = {{"seconds", result.seconds},
                        {"used_calibration", result.used_calibration},
                        {"next_layer_inputs", result.propagated_quantized ? "quantized" : "float"}};
+  if (result.used_calibration) {
+    const calib::ActivationPlacement& a = result.activations;
+    d["calibration_activations"] = {{"offload", a.offload},
+                                    {"placement", a.on_disk ? "disk" : "ram"},
+                                    {"dir", a.dir},
+                                    {"bytes_per_copy", a.bytes},
+                                    {"copies", a.copies},
+                                    {"scratch_bytes", a.on_disk ? a.bytes * a.copies : 0},
+                                    {"batch_windows", a.batch_windows}};
+  }
 }
 
 void RunReport::add_perplexity(const core::PerplexityResult& r, const std::string& path) {

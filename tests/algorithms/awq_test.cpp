@@ -110,14 +110,14 @@ class FoldingHandler : public calq::calib::LayerHandler {
     const BlockGroups blocks =
         calq::algorithms::awq_scale_groups(step.model.layer_schema(step.layer_index), step.layer, step.linears);
     n_groups.push_back(blocks.groups.size());
-    const at::Tensor before = step.forward(step.layer_inputs);
+    const at::Tensor before = step.forward(step.layer_inputs.all());
     const auto chosen = calq::algorithms::search_block_scales(step.layer, step.model, blocks.groups,
                                                               step.stats, specs, {});
     // The search restores every weight it tried.
-    CHECK(at::equal(step.forward(step.layer_inputs), before));
+    CHECK(at::equal(step.forward(step.layer_inputs.all()), before));
     for (const auto& g : chosen)
       calq::algorithms::apply_group_scales(step.layer, g.group, g.scales);
-    errors.push_back(max_rel_diff(step.forward(step.layer_inputs), before));
+    errors.push_back(max_rel_diff(step.forward(step.layer_inputs.all()), before));
     for (const ScaleGroup& group : blocks.groups) {
       const at::Tensor s =
           calq::algorithms::candidate_scales(step.stats.at(group.linears.front()).mean_abs,
@@ -125,7 +125,7 @@ class FoldingHandler : public calq::calib::LayerHandler {
       spread.push_back((s.max() / s.min()).item<double>());
       calq::algorithms::apply_group_scales(step.layer, group, s);
     }
-    errors.push_back(max_rel_diff(step.forward(step.layer_inputs), before));
+    errors.push_back(max_rel_diff(step.forward(step.layer_inputs.all()), before));
   }
   bool propagate_quantized() const override { return false; }
   void end_layer(DecoderLayer&, int64_t) override {}

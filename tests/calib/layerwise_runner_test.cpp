@@ -4,6 +4,7 @@
 // bitwise repeatable.
 #include "calib/layerwise_runner.h"
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
@@ -145,6 +146,95 @@ TEST_CASE("runner: layer i+1 is fed by the processed layer i, o by the processed
     check_stats_match(handler.seen.at({0, "attn.o"}),
                       capture_inputs(*reference, windows).at({0, "attn.o"}), 4);
   }
+}
+
+TEST_CASE("offloaded layer activations give the statistics of in-memory ones, bit for bit",
+          "[calib][runner][offload]") {
+  calq::test::TempDir dir("calq_runner");
+  calq::test::write_tiny_model(dir / "model", {});
+  const at::Tensor windows = random_windows(5, 12, 32, 7);
+  const auto halve = [](DecoderLayer& layer, int64_t, const std::vector<std::string>& subset) {
+    for (const auto& name : subset) layer.linear(name).weight.mul_(0.5);
+  };
+  for (const bool propagate : {true, false}) {
+    INFO("propagate quantized " << propagate);
+    std::map<std::pair<int64_t, std::string>, LinearStats> seen[2];
+    calq::calib::ActivationPlacement placement[2];
+    for (int disk = 0; disk < 2; ++disk) {
+      auto model = calq::test::load_tiny_model(dir / "model");
+      RecordingHandler handler;
+      handler.mutate = halve;
+      handler.propagate = propagate;
+      calq::calib::RunnerOptions options;
+      options.batch_size = 2;
+      options.show_progress = false;
+      options.offload.mode = disk ? calq::calib::Offload::Disk : calq::calib::Offload::Ram;
+      options.offload.dir = (dir / "scratch").string();
+      calq::calib::LayerwiseRunner runner(*model, windows, options);
+      runner.run(handler);
+      seen[disk] = handler.seen;
+      placement[disk] = runner.placement();
+    }
+    CHECK_FALSE(placement[0].on_disk);
+    CHECK(placement[1].on_disk);
+    CHECK(placement[1].copies == (propagate ? 1 : 2));
+    CHECK(placement[1].dir == (dir / "scratch").string());
+    // The scratch files are unlinked at creation: nothing is left, whatever ends the run.
+    CHECK(std::filesystem::is_empty(dir / "scratch"));
+    REQUIRE(seen[0].size() == seen[1].size());
+    for (const auto& [key, a] : seen[0]) {
+      INFO("layer " << key.first << " " << key.second);
+      const LinearStats& b = seen[1].at(key);
+      CHECK(at::equal(a.hessian, b.hessian));
+      CHECK(at::equal(a.absmax, b.absmax));
+      CHECK(at::equal(a.mean_abs, b.mean_abs));
+      CHECK(at::equal(a.inputs, b.inputs));
+    }
+  }
+}
+
+TEST_CASE("linears reading one input share its statistics but each owns its Hessian",
+          "[calib][runner]") {
+  calq::test::TempDir dir("calq_runner");
+  calq::test::write_tiny_model(dir.path(), {});
+  auto model = calq::test::load_tiny_model(dir.path());
+  const at::Tensor windows = random_windows(3, 8, 32, 9);
+  // GPTQ damps the Hessian it is handed in place: q's must not be k's.
+  class DampingHandler : public RecordingHandler {
+   public:
+    void process(LayerStep& step) override {
+      RecordingHandler::process(step);
+      for (const auto& name : step.linears) step.stats.at(name).hessian.add_(1.0);
+    }
+  } handler;
+  calq::calib::RunnerOptions options;
+  options.show_progress = false;
+  calq::calib::LayerwiseRunner(*model, windows, options).run(handler);
+  for (int64_t layer = 0; layer < model->n_layers(); ++layer) {
+    const LinearStats& q = handler.seen.at({layer, "attn.q"});
+    const LinearStats& k = handler.seen.at({layer, "attn.k"});
+    CHECK(at::equal(q.hessian, k.hessian));  // the same input, each damped once
+    CHECK(q.hessian.data_ptr() != k.hessian.data_ptr());
+  }
+}
+
+TEST_CASE("an activation store round-trips windows in memory and on disk; a bad folder is named",
+          "[calib][offload]") {
+  calq::test::TempDir dir("calq_store");
+  at::manual_seed(1);
+  const at::Tensor x = at::randn({5, 4, 3}).to(at::kBFloat16);
+  for (const bool disk : {false, true}) {
+    auto store = calq::calib::ActivationStore::holding(x.clone(), disk, dir.path().string());
+    CHECK(store.on_disk() == disk);
+    CHECK(store.bytes() == 5 * 4 * 3 * 2);
+    CHECK(at::equal(store.read(1, 3), x.narrow(0, 1, 3)));
+    store.write(4, x.narrow(0, 0, 1) * 2);
+    CHECK(at::equal(store.all().narrow(0, 4, 1), x.narrow(0, 0, 1) * 2));
+  }
+  std::ofstream(dir / "file") << "x";
+  CHECK_THROWS_WITH(calq::calib::ActivationStore(1, 1, 1, at::kFloat, at::kCPU, true,
+                                                 (dir / "file" / "sub").string()),
+                    Catch::Contains("calibration.offload_dir") && Catch::Contains("file/sub"));
 }
 
 TEST_CASE("the same recipe and seed give bitwise identical quantized weights and reports",
