@@ -255,8 +255,9 @@ def llmc_fp8_dynamic(model_dir, out):
     finish_dir(out, model_dir)
 
 
-def gptqmodel_quantize(model_dir, out, windows, sym=True, group_size=128):
-    """GPTQModel's own GPTQ on the CPU (its quantize() runs wherever the model is)."""
+def gptqmodel_quantize(model_dir, out, windows, sym=True, group_size=128, **config):
+    """GPTQModel's own GPTQ on the CPU (its quantize() runs wherever the model is). config: more
+    QuantizeConfig fields (e.g. damp_percent). Returns the seconds of quantize() alone."""
     import gptqmodel
     from gptqmodel import GPTQModel, QuantizeConfig
     # GPTQModel 7.6 gives its CPU pool (cpu_count + 1) // 2 workers but asks 2 of them for its
@@ -265,7 +266,7 @@ def gptqmodel_quantize(model_dir, out, windows, sym=True, group_size=128):
     # Two CPU workers, before the pool is first built, let it load.
     if (os.cpu_count() or 1) < 4:
         gptqmodel._default_cpu_workers = lambda: 2
-    cfg = QuantizeConfig(bits=4, group_size=group_size, sym=sym, desc_act=False)
+    cfg = QuantizeConfig(bits=4, group_size=group_size, sym=sym, desc_act=False, **config)
     model = GPTQModel.load(model_dir, cfg, device="cpu")
     data = [{"input_ids": w, "attention_mask": [1] * len(w)} for w in windows]
     t = time.perf_counter()
