@@ -20,12 +20,13 @@ loads. A tool that fails is recorded with its error line, never left out silentl
 Same windows as bench/peer_gptq.py: sotu_calib.txt's ids (BOS first) cut into nsamples × seqlen;
 peers get the ids, calq the text and the offsets (calibration.offsets).
 
-The full protocol (128 × 512, as the configs). Expected duration: a linear fit in windows and
-tokens over the three small runs in bench/results/peers_sotu.json (8×128, 8×512, 32×256; 1 thread,
-load 5–6) gives about 22 minutes of tool time (the three AWQs about 80 % of it: calq ≈ 280 s,
-llm-compressor ≈ 420 s, AutoAWQ ≈ 470 s; the GPTQs 30–70 s each) plus about 2 minutes of
-evaluation; on the shared 2 cores a load of 7–14 has stretched such runs 5–20× (BENCHMARKS.md
-"Peers": calq GPTQ 271 s at 32×512 against its 49 s median at 128×512), so allow 1–2 hours:
+The full protocol (128 × 512, as the configs). Expected duration, from the three small runs in
+bench/results/peers_sotu.json (8×128, 8×512, 32×256; 1 thread, load 4–6): 18 minutes of tool
+time by a fit linear in windows and tokens, 29 minutes if every tool's time grew in proportion
+to tokens from 32×256 (AutoAWQ's fixed cost makes that its upper bound); the three AWQs are
+most of it. Add about 2 minutes of evaluation. Under the heavier loads this shared machine sees
+(7–14), runs have been 5–20× slower (BENCHMARKS.md "Peers", calq GPTQ at 32×512), so allow
+1–2 hours:
 
   CALQ_BIN=build/calq nice -n 10 .venv/bin/python bench/peers.py --nsamples 128 --seqlen 512 \\
       --threads 2 && .venv/bin/python bench/peers.py --table --write BENCHMARKS.md
@@ -83,6 +84,14 @@ DIFFERENCES = {
     "llmcompressor_gptq": "GPTQModifier block 128, dampening_frac 0.01, actorder None, "
         "min/max observer: calq's gptq settings.",
 }
+AUTOAWQ_INSTALL = (
+    "AutoAWQ: `pip install autoawq` into a scratch venv over the pinned one (header of "
+    "bench/peers.py) installed autoawq 0.2.9 cleanly (adding triton 3.9.0, zstandard 0.25.0 and "
+    "setuptools 84.2.1 to the scratch venv only); it imports and quantizes on the CPU with the "
+    "pinned torch and transformers. It stays out of requirements.txt: its import announces it "
+    "is deprecated and no longer maintained (last tested by its authors with torch 2.6.0 and "
+    "transformers 4.51.3), and it would add triton to every setup; without the scratch venv its "
+    "row reads 'not run'.")
 # name: (algorithm, label); the order they run in
 TOOLS = {"calq_gptq": ("gptq", "calq GPTQ"),
          "llmcompressor_gptq": ("gptq", "llm-compressor GPTQModifier"),
@@ -340,6 +349,7 @@ def table(doc):
         notes.append("The full protocol (128 × 512) has not been run yet: these rows are the "
                      "small protocols that prove every tool's path; at these sizes fixed costs "
                      "(imports, model loading, per-layer set-up) dominate the ratios.")
+    notes.append(AUTOAWQ_INSTALL)
     lines += ["", "\n\n".join(notes), "", "What the peers do differently from calq:", ""]
     labels = {n: l for n, (_, l) in TOOLS.items()}
     lines += [f"- {labels[n]}: {t}" for n, t in DIFFERENCES.items()]
