@@ -77,14 +77,19 @@ def prepare(work, model_dir, nsamples, seqlen):
     return calib, offsets, [ids[i * seqlen:(i + 1) * seqlen] for i in range(nsamples)]
 
 
-def llmc_gptq(model_dir, out, windows):
-    """llm-compressor's GPTQModifier set to calq's GPTQ settings (SCHEME)."""
+def llmc_scheme():
+    """compressed-tensors' weight scheme for SCHEME: int, groups, min/max observer (its min/max
+    take zero in, as calq's gptq grid)."""
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
-    from llmcompressor.modifiers.quantization import GPTQModifier
-    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
+    return QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
         num_bits=SCHEME["bits"], type="int", symmetric=SCHEME["sym"], strategy="group",
         group_size=SCHEME["group_size"], observer="minmax"))
-    recipe = [GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"],
+
+
+def llmc_gptq(model_dir, out, windows):
+    """llm-compressor's GPTQModifier set to calq's GPTQ settings (SCHEME)."""
+    from llmcompressor.modifiers.quantization import GPTQModifier
+    recipe = [GPTQModifier(config_groups={"group_0": llmc_scheme()}, ignore=["lm_head"],
                            block_size=SCHEME["block_size"], dampening_frac=SCHEME["damp"],
                            actorder=None)]
     return fp.llmc_oneshot(model_dir, out, recipe, windows)
@@ -113,19 +118,25 @@ def autoround_rtn(model_dir, out, windows):
     return seconds
 
 
-def calq_run(recipe, model_dir, out, calib, offsets, nsamples, seqlen, threads):
+def calq_command(recipe, model_dir, out, calib, offsets, nsamples, seqlen, threads, grid="gptq"):
     """calq's recipe with --set overrides to the same model / windows / scheme; compressed-tensors
-    export. Returns (quantization seconds, process seconds, save dir)."""
+    export. Returns (command, save dir). grid: the recipe's own (gptq for GPTQ, awq for AWQ)."""
     save = os.path.join(out, "checkpoint")
     sets = [f"model.path={os.path.abspath(model_dir)}", "model.dtype=float32",
             f"calibration.data={calib}", f"calibration.nsamples={nsamples}",
             f"calibration.seqlen={seqlen}", f"calibration.offsets={offsets}",
             f"scheme.weights.bits={SCHEME['bits']}",
             f"scheme.weights.group_size={SCHEME['group_size']}",
-            f"scheme.weights.sym={str(SCHEME['sym']).lower()}", "scheme.weights.grid=gptq",
+            f"scheme.weights.sym={str(SCHEME['sym']).lower()}", f"scheme.weights.grid={grid}",
             "eval.perplexity=[]", "save.format=compressed-tensors", f"save.path={save}"]
     cmd = [fp.CALQ, "--threads", str(threads), "-q", "run", recipe, "--out", out, "--overwrite",
            "--no-cache"] + [a for s in sets for a in ("--set", s)]
+    return cmd, save
+
+
+def calq_run(recipe, model_dir, out, calib, offsets, nsamples, seqlen, threads):
+    """calq_command run here. Returns (quantization seconds, process seconds, save dir)."""
+    cmd, save = calq_command(recipe, model_dir, out, calib, offsets, nsamples, seqlen, threads)
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -253,9 +264,10 @@ def table(doc):
     return "\n".join(lines) + "\n"
 
 
-def write_section(path, section):
+def write_section(path, section, begin=BEGIN, end=END):
+    """Replace the text between the markers begin … end in path (or append it)."""
     body = open(path).read() if os.path.exists(path) else ""
-    pat = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END) + r"\n?", re.S)
+    pat = re.compile(re.escape(begin) + ".*?" + re.escape(end) + r"\n?", re.S)
     body = pat.sub(lambda _: section, body) if pat.search(body) else body.rstrip("\n") + "\n\n" + section
     open(path, "w").write(body)
 

@@ -255,8 +255,10 @@ def llmc_fp8_dynamic(model_dir, out):
     finish_dir(out, model_dir)
 
 
-def gptqmodel_quantize(model_dir, out, windows, sym=True, group_size=128):
-    """GPTQModel's own GPTQ on the CPU (its quantize() runs wherever the model is)."""
+def gptqmodel_quantize(model_dir, out, windows, sym=True, group_size=128, dtype=None, **config):
+    """GPTQModel's own GPTQ on the CPU (its quantize() runs wherever the model is). dtype: the
+    compute dtype's name (GPTQModel's own choice on the CPU is bfloat16); config: more
+    QuantizeConfig fields (e.g. damp_percent). Returns the seconds of quantize() alone."""
     import gptqmodel
     from gptqmodel import GPTQModel, QuantizeConfig
     # GPTQModel 7.6 gives its CPU pool (cpu_count + 1) // 2 workers but asks 2 of them for its
@@ -265,8 +267,11 @@ def gptqmodel_quantize(model_dir, out, windows, sym=True, group_size=128):
     # Two CPU workers, before the pool is first built, let it load.
     if (os.cpu_count() or 1) < 4:
         gptqmodel._default_cpu_workers = lambda: 2
-    cfg = QuantizeConfig(bits=4, group_size=group_size, sym=sym, desc_act=False)
-    model = GPTQModel.load(model_dir, cfg, device="cpu")
+    cfg = QuantizeConfig(bits=4, group_size=group_size, sym=sym, desc_act=False, **config)
+    import torch
+    # a torch.dtype: GPTQModel's loader takes any other value (a name too) for "auto"
+    model = GPTQModel.load(model_dir, cfg, device="cpu",
+                           **({"dtype": getattr(torch, dtype)} if dtype else {}))
     data = [{"input_ids": w, "attention_mask": [1] * len(w)} for w in windows]
     t = time.perf_counter()
     model.quantize(data, batch_size=1)
