@@ -41,6 +41,9 @@ struct PassReads {
   /// The subset's statistics as collected, without asking (lorc's proxy losses): an earlier pass
   /// may not consume the Hessians in place.
   bool collected_hessians = false;
+  /// Every calibration token's input of the linears it processes (stats.inputs: AWQ's search):
+  /// memory that grows with the calibration tokens (run/memory_estimate.h).
+  bool linear_inputs = false;
 };
 
 /// "This pass must run before `pass` when both are in a recipe", with the reason the refusal

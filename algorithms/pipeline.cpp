@@ -257,12 +257,7 @@ class PassDriver : public calib::LayerHandler {
     result_.experts.push_back(coverage);
   }
 
-  bool propagate_quantized() const override {
-    for (const auto& pass : passes_) {
-      if (pass->traits().propagation == Propagation::Quantized) return true;
-    }
-    return false;
-  }
+  bool propagate_quantized() const override { return propagates_quantized(passes_); }
 
   void end_layer(core::DecoderLayer&, int64_t) override {}
 
@@ -312,19 +307,6 @@ class PassDriver : public calib::LayerHandler {
   std::unique_ptr<Pass> rtn_fallback_ = make_rtn(core::Options());
 };
 
-/// calibration.offload as the runner takes it. Auto keeps the activations in memory while they
-/// fit calibration.max_memory_gb and half of what the machine has free when the run starts.
-calib::OffloadPolicy offload_policy(const core::CalibrationSection& c) {
-  calib::OffloadPolicy policy;
-  policy.mode = c.offload;
-  policy.dir = c.offload_dir;
-  double budget = c.max_memory_gb * 1e9;
-  if (const double free_mb = core::available_mb(); free_mb > 0)
-    budget = std::min(budget, 0.5 * free_mb * 1024.0 * 1024.0);
-  policy.budget_bytes = static_cast<int64_t>(budget);
-  return policy;
-}
-
 /// Restores the layers `checkpoints` holds (replaying the sink on each, then releasing it when
 /// streaming) and returns the first layer still to do; `inputs` gets its saved inputs.
 int64_t restore_layers(core::Model& model, std::vector<std::unique_ptr<Pass>>& passes,
@@ -349,6 +331,24 @@ int64_t restore_layers(core::Model& model, std::vector<std::unique_ptr<Pass>>& p
 }
 
 }  // namespace
+
+calib::OffloadPolicy offload_policy(const core::CalibrationSection& c) {
+  calib::OffloadPolicy policy;
+  policy.mode = c.offload;
+  policy.dir = c.offload_dir;
+  double budget = c.max_memory_gb * 1e9;
+  if (const double free_mb = core::available_mb(); free_mb > 0)
+    budget = std::min(budget, 0.5 * free_mb * 1024.0 * 1024.0);
+  policy.budget_bytes = static_cast<int64_t>(budget);
+  return policy;
+}
+
+bool propagates_quantized(const std::vector<std::unique_ptr<Pass>>& passes) {
+  for (const auto& pass : passes) {
+    if (pass->traits().propagation == Propagation::Quantized) return true;
+  }
+  return false;
+}
 
 std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe) {
   std::vector<std::unique_ptr<Pass>> passes;
@@ -437,6 +437,7 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
     calib::LayerwiseRunner runner(model, calibration->windows, options);
     runner.run(driver);
     result.activations = runner.placement();
+    result.layer_timings = runner.timings();
   } else {
     // No statistics needed: visit the weights only, no forward passes.
     at::NoGradGuard no_grad;

@@ -46,12 +46,20 @@ struct QuantizationResult {
   bool used_calibration = false;
   bool propagated_quantized = true;
   calib::ActivationPlacement activations;  ///< where the layer inputs were kept (calibration)
+  std::vector<calib::LayerTiming> layer_timings;  ///< per calibrated layer
   double seconds = 0.0;
 };
 
 /// Builds the recipe's passes (an implicit trailing "rtn" when none quantizes) and rejects
 /// invalid orders with the reason the passes' traits give (algorithms/pass_order.h).
 std::vector<std::unique_ptr<Pass>> build_passes(const core::Recipe& recipe);
+
+/// calibration.offload as the layer loop takes it: auto keeps the activations in memory while
+/// they fit calibration.max_memory_gb and half of what the machine has free now.
+calib::OffloadPolicy offload_policy(const core::CalibrationSection& calibration);
+
+/// True when the next layer's inputs come from the processed layer (any pass says so).
+bool propagates_quantized(const std::vector<std::unique_ptr<Pass>>& passes);
 
 /// Every pass's check_model: one clear error before calibration starts.
 void check_passes(const std::vector<std::unique_ptr<Pass>>& passes, const core::Model& model);

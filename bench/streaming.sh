@@ -11,6 +11,11 @@
 #              Hessians and weights, not the windows, set the peak). Writes
 #              OUT/streaming_llama3-8b_{2,4}L.json and the summary bench/results/streaming_llama3-8b.json,
 #              from which bench/streaming_report.py writes BENCHMARKS.md's rows.
+#   llama3-8b-paper  the llama3-8b model at the GPTQ paper's calibration protocol (issue #22):
+#              128 x 2048 windows of WikiText-2 test, bfloat16 compute (model.dtype; how 8B
+#              checkpoints are stored; statistics in float32), calibration.offload auto, 2 and 4
+#              layers. report.json's timing.layers gives each layer's statistics / passes / next
+#              inputs seconds; writes OUT/streaming_llama3-8b-paper_{2,4}L.json and the summary.
 #   mixtral-8x7b `calq synth --preset mixtral-8x7b` (hidden 4096, 8 experts of 14336, top 2, 32
 #              heads, 8 kv heads, vocab 32000); 2 and 4 layers; 4 x 256 calibration, routed (each
 #              expert's Hessian from its own tokens); the same outputs as llama3-8b under its name.
@@ -33,15 +38,20 @@ case "$shape" in
   llama-7b) flags="--hidden 4096 --intermediate 11008 --heads 32 --vocab 32000"; layers="2 8"; tag="" ;;
   llama3-8b) flags="--preset llama3-8b"; layers="2 4"; tag="llama3-8b_"
              calib=(--set calibration.nsamples=4 --set calibration.seqlen=256) ;;
+  llama3-8b-paper) flags="--preset llama3-8b"; layers="2 4"; tag="llama3-8b-paper_"
+             calib=(--set calibration.nsamples=128 --set calibration.seqlen=2048
+                    --set "calibration.data=$root/data/wikitext-2/wiki.test.raw"
+                    --set model.dtype=bfloat16) ;;
   mixtral-8x7b) flags="--preset mixtral-8x7b"; layers="2 4"; tag="mixtral-8x7b_"
                 calib=(--set calibration.nsamples=4 --set calibration.seqlen=256) ;;
-  *) echo "bench/streaming.sh: SHAPE \"$shape\" is not a bench shape; expected llama-7b, llama3-8b or mixtral-8x7b" >&2; exit 1 ;;
+  *) echo "bench/streaming.sh: SHAPE \"$shape\" is not a bench shape; expected llama-7b, llama3-8b, llama3-8b-paper or mixtral-8x7b" >&2; exit 1 ;;
 esac
 layers="${LAYERS:-$layers}"
 mkdir -p "$out" "$synth"
 for n in $layers; do
   model="$synth/${shape}-shape-${n}L"
   [[ "$shape" == llama-7b ]] && model="$synth/llama-7b-shape-${n}L"
+  [[ "$shape" == llama3-8b-paper ]] && model="$synth/llama3-8b-shape-${n}L"
   if [[ ! -d "$model" ]]; then
     # shellcheck disable=SC2086  # flags is a list of words
     "$calq" synth $flags --layers "$n" --out "$model"

@@ -36,6 +36,15 @@ def layer_loop_peak_mb(path):
     return max(peaks)
 
 
+def median_layer_seconds(layers):
+    """Median over the layers of load + float outputs + statistics + passes + next inputs."""
+    totals = sorted(sum(v for k, v in t.items() if k.endswith("_s")) for t in layers)
+    if not totals:
+        return None
+    mid = len(totals) // 2
+    return totals[mid] if len(totals) % 2 else (totals[mid - 1] + totals[mid]) / 2
+
+
 def collect(a):
     runs = []
     for n in a.layers:
@@ -49,6 +58,11 @@ def collect(a):
             "quantization_s": report["quantization"]["seconds"],
             "total_s": report["timing"]["total_s"],
             "binary_git": report.get("git", "?"),  # git describe when the binary was configured
+            # Where each layer's time went (issue #22), and where the activations were kept.
+            "layers_timing": report["timing"].get("layers", []),
+            "seconds_per_layer_median": median_layer_seconds(report["timing"].get("layers", [])),
+            "calibration_activations": report.get("calibration_activations"),
+            "loadavg_after": open("/proc/loadavg").read().split()[:3],
         })
     ratio = runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")

@@ -44,6 +44,17 @@ struct ActivationPlacement {
   int64_t stopped_forwards = 0;  ///< statistics forwards ended after their last observed linear
 };
 
+/// Where one layer's calibration time went (report.json timing.layers).
+struct LayerTiming {
+  int64_t layer = 0;
+  double load_s = 0;           ///< materialising the layer (streamed runs read it from disk)
+  double float_outputs_s = 0;  ///< the float layer's outputs (float propagation only)
+  double statistics_s = 0;     ///< statistics forwards and their accumulation
+  double process_s = 0;        ///< the passes (GPTQ's factorisation and column loop, AWQ's search)
+  double propagate_s = 0;      ///< X_{i+1} from the processed layer
+  double peak_rss_mb = 0;      ///< the process's peak resident set once the layer is done
+};
+
 class ActivationStore {
  public:
   ActivationStore() = default;

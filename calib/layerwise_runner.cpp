@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include <fmt/format.h>
 
@@ -162,16 +163,26 @@ void LayerwiseRunner::run(LayerHandler& handler) {
 
   Progress progress("calibrate layers", model_.n_layers() - options_.first_layer,
                     options_.show_progress);
+  using Clock = std::chrono::steady_clock;
+  const auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
   for (int64_t i = options_.first_layer; i < model_.n_layers(); ++i) {
+    LayerTiming timing;
+    timing.layer = i;
+    auto t = Clock::now();
     core::DecoderLayer& layer = model_.layer(i);
     handler.begin_layer(layer, i);
+    timing.load_s = since(t);
     log::debug("layer {} loaded, resident {:.0f} MiB (peak {:.0f})", i, core::resident_mb(),
                core::peak_resident_mb());
     // AWQ-style handlers hand the next layer the float output: compute it before any change.
     ActivationStore float_outputs;
     if (!quantized_next) {
+      t = Clock::now();
       float_outputs = inputs.like();
       forward_layer(layer, inputs, float_outputs);
+      timing.float_outputs_s = since(t);
     }
 
     const std::vector<std::vector<std::string>> schedule = handler.schedule(layer);
@@ -196,6 +207,7 @@ void LayerwiseRunner::run(LayerHandler& handler) {
           if (hit) stats = std::move(*hit);
         }
         if (stats.empty()) {
+          t = Clock::now();
           collect(layer, inputs, accumulators);
           log::debug("layer {} step {}: forward done, resident {:.0f} MiB (peak {:.0f})", i, k,
                      core::resident_mb(), core::peak_resident_mb());
@@ -212,6 +224,7 @@ void LayerwiseRunner::run(LayerHandler& handler) {
           // Before the cache keeps them: a poisoned entry would fail every later run.
           for (const auto& [name, s] : stats) require_finite(s, i, name);
           if (key) options_.cache.cache->store(*key, stats);
+          timing.statistics_s += since(t);
         }
         accumulators.clear();
       }
@@ -224,14 +237,18 @@ void LayerwiseRunner::run(LayerHandler& handler) {
                      }};
       log::debug("layer {} step {}: statistics collected, resident {:.0f} MiB (peak {:.0f})", i, k,
                  core::resident_mb(), core::peak_resident_mb());
+      t = Clock::now();
       handler.process(step);
+      timing.process_s += since(t);
       if (options_.release_layers) core::give_back_free_heap_pages();
       log::debug("layer {} step {}: processed, resident {:.0f} MiB (peak {:.0f})", i, k,
                  core::resident_mb(), core::peak_resident_mb());
     }
     handler.end_layer(layer, i);
     if (quantized_next) {
+      t = Clock::now();
       forward_layer(layer, inputs, inputs);  // X_{i+1} over X_i, batch by batch
+      timing.propagate_s = since(t);
     } else {
       inputs = std::move(float_outputs);
     }
@@ -242,8 +259,14 @@ void LayerwiseRunner::run(LayerHandler& handler) {
       model_.release(i);
       core::give_back_free_heap_pages();
     }
-    log::debug("layer {} done, resident {:.0f} MiB (peak {:.0f})", i, core::resident_mb(),
-               core::peak_resident_mb());
+    timing.peak_rss_mb = core::peak_resident_mb();
+    log::debug("layer {} done in {:.1f} s (statistics {:.1f}, passes {:.1f}, next inputs {:.1f}), "
+               "resident {:.0f} MiB (peak {:.0f})", i,
+               timing.load_s + timing.float_outputs_s + timing.statistics_s + timing.process_s +
+                   timing.propagate_s,
+               timing.statistics_s, timing.process_s, timing.propagate_s + timing.float_outputs_s,
+               core::resident_mb(), timing.peak_rss_mb);
+    timings_.push_back(timing);
     progress.step();
   }
   progress.finish();

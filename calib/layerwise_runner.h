@@ -94,6 +94,7 @@ class LayerwiseRunner {
   LayerwiseRunner(core::Model& model, at::Tensor windows, RunnerOptions options = {});
   void run(LayerHandler& handler);
   const ActivationPlacement& placement() const { return placement_; }
+  const std::vector<LayerTiming>& timings() const { return timings_; }
 
  private:
   /// X_0: the embeddings of every window (or the resumed run's inputs), placed per the policy.
@@ -117,6 +118,7 @@ class LayerwiseRunner {
   uint64_t windows_hash_ = 0;
   RunnerOptions options_;
   ActivationPlacement placement_;
+  std::vector<LayerTiming> timings_;
 };
 
 }  // namespace calq::calib

@@ -20,8 +20,8 @@ constexpr double kRuntimeMb = 200.0;
 }  // namespace
 
 MemoryEstimate estimate_memory(const core::ModelConfig& c, const core::LayerSchema& layer,
-                               c10::ScalarType compute_dtype, int64_t calibration_tokens,
-                               bool streaming) {
+                               c10::ScalarType compute_dtype,
+                               const CalibrationFootprint& calibration, bool streaming) {
   const auto e = static_cast<double>(c10::elementSize(compute_dtype));
   const auto stored = static_cast<double>(c10::elementSize(c.storage_dtype));
   const auto h = static_cast<double>(c.hidden_size);
@@ -33,13 +33,18 @@ MemoryEstimate estimate_memory(const core::ModelConfig& c, const core::LayerSche
     layer_params += static_cast<double>(l.out) * static_cast<double>(l.in);
     d = std::max(d, static_cast<double>(l.in));
   }
-  const auto tokens = static_cast<double>(calibration_tokens);
+  const auto tokens = static_cast<double>(calibration.tokens);
+  const auto batch = static_cast<double>(std::min(calibration.batch_tokens, calibration.tokens));
   MemoryEstimate m;
   m.runtime_mb = kRuntimeMb;
   m.layer_mb = layer_params * e / kMiB;
   m.codes_mb = layer_params / kMiB;
-  m.inputs_mb = tokens * 2.0 * h * e / kMiB;
-  m.activations_mb = tokens * 2.0 * inter * e / kMiB;
+  m.inputs_mb = (calibration.resident_copies > 0
+                     ? static_cast<double>(calibration.resident_copies) * tokens
+                     : batch) * h * e / kMiB;
+  // The statistics see the widest input converted to float32 (a copy unless it already is).
+  m.activations_mb = (batch * (2.0 * inter + 2.0 * h) * e + (e < 4 ? batch * d * 4.0 : 0.0)) / kMiB;
+  m.linear_inputs_mb = calibration.keeps_linear_inputs ? tokens * d * e / kMiB : 0.0;
   // Every linear of a true-sequential step accumulates its own sum at once (an MoE layer's
   // experts: E of them); the largest step's total. A dense family's widest linear (down, fc2)
   // is alone in its step, where this is the 4 d² it always was.
@@ -62,16 +67,19 @@ std::string MemoryEstimate::json() const {
   return nlohmann::json{
       {"formula", "max(statistics phase, GPTQ phase) of the widest linear (input width d, "
                   "rows r); statistics: runtime + layer (compute dtype) + the layer's codes "
-                  "(1 byte/weight) + inputs X_i, X_i+1 (tokens x 2 hidden, compute dtype) + the "
-                  "forward's MLP outputs (tokens x 2 intermediate) + double upper-triangle Hessian sum (4 d^2) + embedding (not with "
-                  "--stream); GPTQ: runtime + layer + codes + inputs + embedding + max(float H, "
-                  "inverse factor U and W transposed: 8 d^2 + 4 d r; U, W transposed, codes and "
-                  "dequantized W: 4 d^2 + 12 d r)"},
+                  "(1 byte/weight) + inputs X_i (resident copies x tokens x hidden, compute "
+                  "dtype; one batch when offloaded) + one batch's forward (batch tokens x (2 "
+                  "intermediate + 2 hidden), plus batch tokens x d float32 below float32 compute) "
+                  "+ kept linear inputs (tokens x d, AWQ) + double upper-triangle Hessian sum "
+                  "(4 d^2) + embedding (not with --stream); GPTQ: runtime + layer + codes + "
+                  "inputs + embedding + max(float H, inverse factor U and W transposed: 8 d^2 + "
+                  "4 d r; U, W transposed, codes and dequantized W: 4 d^2 + 12 d r)"},
       {"runtime_mb", runtime_mb},
       {"layer_mb", layer_mb},
       {"codes_mb", codes_mb},
       {"inputs_mb", inputs_mb},
       {"activations_mb", activations_mb},
+      {"linear_inputs_mb", linear_inputs_mb},
       {"hessian_sum_mb", hessian_sum_mb},
       {"gptq_mb", gptq_mb},
       {"embedding_mb", embedding_mb},

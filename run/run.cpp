@@ -90,10 +90,19 @@ std::optional<calib::CalibrationSet> make_calibration(
     log::info("calibration: {} windows of {} tokens from {}", c.nsamples, c.seqlen, c.data);
     calibration = calib::make_calibration_set(*model.tokenizer(), c);
     report.set_calibration(*calibration);
+    CalibrationFootprint footprint;
+    footprint.tokens = c.nsamples * c.seqlen;
+    footprint.batch_tokens = std::max<int64_t>(1, args.batch_size) * c.seqlen;
+    const int64_t copies = algorithms::propagates_quantized(passes) ? 1 : 2;
+    const int64_t bytes = footprint.tokens * c.hidden_size * c.activation_bytes;
+    footprint.resident_copies =
+        calib::offloads(algorithms::offload_policy(*recipe.calibration), copies * bytes) ? 0
+                                                                                         : copies;
+    for (const auto& pass : passes)
+      footprint.keeps_linear_inputs = footprint.keeps_linear_inputs || pass->traits().reads.linear_inputs;
     report.set_memory_estimate(
         estimate_memory(model.config(), heaviest_layer_schema(model), model.compute_dtype(),
-                        c.nsamples * c.seqlen,
-                        args.stream).json());
+                        footprint, args.stream).json());
   }
   return calibration;
 }

@@ -121,6 +121,18 @@ void RunReport::set_quantization(const algorithms::QuantizationResult& result) {
                                     {"copies", a.copies},
                                     {"scratch_bytes", a.on_disk ? a.bytes * a.copies : 0},
                                     {"batch_windows", a.batch_windows}};
+    // Where each layer's time went (issue 22: choose the next optimisation from data).
+    nlohmann::json layers = nlohmann::json::array();
+    for (const calib::LayerTiming& t : result.layer_timings) {
+      layers.push_back({{"layer", t.layer},
+                        {"load_s", t.load_s},
+                        {"float_outputs_s", t.float_outputs_s},
+                        {"statistics_s", t.statistics_s},
+                        {"process_s", t.process_s},
+                        {"propagate_s", t.propagate_s},
+                        {"peak_rss_mb", t.peak_rss_mb}});
+    }
+    d["timing"]["layers"] = layers;
   }
 }
 
@@ -153,7 +165,7 @@ void RunReport::finish(double total_seconds) {
   d["recipe"] = nlohmann::json::parse(recipe_.resolved_json());
   d["recipe_hash"] = recipe_.hash_hex();
   if (!d.contains("export")) d["export"] = nullptr;
-  d["timing"] = {{"total_s", total_seconds}};
+  d["timing"]["total_s"] = total_seconds;  // beside the per-layer breakdown, when there is one
   d["memory"] = {{"peak_rss_mb", core::peak_resident_mb()}};
   if (!memory_estimate_.empty()) d["memory"]["estimate"] = nlohmann::json::parse(memory_estimate_);
 }
