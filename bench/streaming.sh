@@ -16,6 +16,8 @@
 #              checkpoints are stored; statistics in float32), calibration.offload auto, 2 and 4
 #              layers. report.json's timing.layers gives each layer's statistics / passes / next
 #              inputs seconds; writes OUT/streaming_llama3-8b-paper_{2,4}L.json and the summary.
+#   llama3-8b-awq-paper  the llama3-8b model, AWQ W4 g128 (configs/synth_awq_w4g128.yaml) at AWQ's
+#              protocol, 128 x 512, bfloat16 compute; 2 and 4 layers; same outputs under its name.
 #   mixtral-8x7b `calq synth --preset mixtral-8x7b` (hidden 4096, 8 experts of 14336, top 2, 32
 #              heads, 8 kv heads, vocab 32000); 2 and 4 layers; 4 x 256 calibration, routed (each
 #              expert's Hessian from its own tokens); the same outputs as llama3-8b under its name.
@@ -34,6 +36,7 @@ shape="${SHAPE:-llama-7b}"
 
 # One row per shape: synth flags | default layers | calibration overrides | JSON name prefix.
 calib=()
+recipe="$root/configs/synth_gptq_w4g128.yaml"
 case "$shape" in
   llama-7b) flags="--hidden 4096 --intermediate 11008 --heads 32 --vocab 32000"; layers="2 8"; tag="" ;;
   llama3-8b) flags="--preset llama3-8b"; layers="2 4"; tag="llama3-8b_"
@@ -42,23 +45,25 @@ case "$shape" in
              calib=(--set calibration.nsamples=128 --set calibration.seqlen=2048
                     --set "calibration.data=$root/data/wikitext-2/wiki.test.raw"
                     --set model.dtype=bfloat16) ;;
+  llama3-8b-awq-paper) flags="--preset llama3-8b"; layers="2 4"; tag="llama3-8b-awq-paper_"
+             recipe="$root/configs/synth_awq_w4g128.yaml"; calib=(--set model.dtype=bfloat16) ;;
   mixtral-8x7b) flags="--preset mixtral-8x7b"; layers="2 4"; tag="mixtral-8x7b_"
                 calib=(--set calibration.nsamples=4 --set calibration.seqlen=256) ;;
-  *) echo "bench/streaming.sh: SHAPE \"$shape\" is not a bench shape; expected llama-7b, llama3-8b, llama3-8b-paper or mixtral-8x7b" >&2; exit 1 ;;
+  *) echo "bench/streaming.sh: SHAPE \"$shape\" is not a bench shape; expected llama-7b, llama3-8b, llama3-8b-paper, llama3-8b-awq-paper or mixtral-8x7b" >&2; exit 1 ;;
 esac
 layers="${LAYERS:-$layers}"
 mkdir -p "$out" "$synth"
 for n in $layers; do
   model="$synth/${shape}-shape-${n}L"
   [[ "$shape" == llama-7b ]] && model="$synth/llama-7b-shape-${n}L"
-  [[ "$shape" == llama3-8b-paper ]] && model="$synth/llama3-8b-shape-${n}L"
+  [[ "$shape" == llama3-8b-*paper ]] && model="$synth/llama3-8b-shape-${n}L"
   if [[ ! -d "$model" ]]; then
     # shellcheck disable=SC2086  # flags is a list of words
     "$calq" synth $flags --layers "$n" --out "$model"
   fi
   rm -rf "$synth/gptq-${tag}${n}L" "$synth/run-${tag}${n}L"
   /usr/bin/time -v -o "$synth/time-${tag}${n}L.txt" \
-    "$calq" -v run "$root/configs/synth_gptq_w4g128.yaml" --stream --set model.path="$model" \
+    "$calq" -v run "$recipe" --stream --set model.path="$model" \
     "${calib[@]}" --set "save={format: gptq, path: $synth/gptq-${tag}${n}L}" \
     --out "$synth/run-${tag}${n}L" 2> "$synth/run-${tag}${n}L.log"
   json="$out/streaming_${tag}${n}L.json"
@@ -69,7 +74,7 @@ for n in $layers; do
 done
 if [[ -n "$tag" ]]; then
   # shellcheck disable=SC2086
-  python3 "$root/bench/streaming_report.py" collect --shape "$shape" --synth-flags "$flags" \
+  python3 "$root/bench/streaming_report.py" collect --shape "$shape" --recipe "${recipe#"$root"/}" --synth-flags "$flags" \
     --calibration="${calib[*]}" --dir "$out" --logs "$synth" --layers $layers \
     --json "$root/bench/results/streaming_${shape}.json" \
     --source-git "$(git -C "$root" describe --always --dirty 2>/dev/null || echo '?')"

@@ -70,7 +70,7 @@ def collect(a):
         "benchmark": "streaming",
         "shape": a.shape,
         "synth": f"calq synth {a.synth_flags} --layers N (float16)",
-        "recipe": "configs/synth_gptq_w4g128.yaml --stream",
+        "recipe": f"{a.recipe} --stream",
         "calibration_overrides": a.calibration,
         "source_git": a.source_git,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -108,6 +108,26 @@ def section(paths):
         first, last = s["runs"][0]["layers"], s["runs"][-1]["layers"]
         lines.append(f"| {s['shape']}: ratio {last} / {first} layers | | | **{s['peak_rss_ratio']:.3f}** "
                      f"({'flat' if s['flat_within_10_percent'] else 'not flat'}) | | | | | |")
+    timed = [(path, json.load(open(path))) for path in paths]
+    timed = [(p, s) for p, s in timed if any(r.get("layers_timing") for r in s["runs"])]
+    if timed:
+        lines += ["", "Where each layer's time goes (report.json `timing.layers`, seconds; issue #22), and the",
+                  "projection to a 32-layer model: the median layer's seconds × 32. The load average after",
+                  "the run says how much of the 2 cores the run had.", "",
+                  "| model | layers | layer | load | float outputs | statistics | passes | next inputs | total | peak RSS MiB | activations | load avg after |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for _, s in timed:
+            for r in s["runs"]:
+                a = r.get("calibration_activations") or {}
+                where = f"{a.get('placement', '?')}, {a.get('bytes_per_copy', 0) / 2**20:.0f} MiB x {a.get('copies', '?')}"
+                for t in r.get("layers_timing", []):
+                    total = sum(v for k, v in t.items() if k.endswith("_s"))
+                    lines.append(f"| {s['shape']} | {r['layers']} | {t['layer']} | {t['load_s']:.1f} | {t['float_outputs_s']:.1f} "
+                                 f"| {t['statistics_s']:.1f} | {t['process_s']:.1f} | {t['propagate_s']:.1f} | **{total:.1f}** "
+                                 f"| {t['peak_rss_mb']:.0f} | {where} | {' '.join(r.get('loadavg_after', []))} |")
+                if r.get("seconds_per_layer_median"):
+                    lines.append(f"| {s['shape']} | {r['layers']} | projection to 32 layers | | | | | | "
+                                 f"**{32 * r['seconds_per_layer_median'] / 3600:.1f} h** | | | |")
     lines += ["", END]
     return "\n".join(lines) + "\n"
 
@@ -134,6 +154,7 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("collect")
     c.add_argument("--shape", required=True)
+    c.add_argument("--recipe", default="configs/synth_gptq_w4g128.yaml")
     c.add_argument("--synth-flags", required=True)
     c.add_argument("--calibration", default="")
     c.add_argument("--dir", required=True)
