@@ -155,9 +155,15 @@ struct CandidateWeights {
     return out;
   }
 
-  void load(size_t c) {
-    if (keep && kept.size() <= c)
+  /// Quantizes every candidate up front when they are kept: allocated together, before the
+  /// chunks' temporaries, so they do not pin fragments of the heap between them.
+  void set_keep(bool value) {
+    keep = value;
+    for (size_t c = 0; keep && c < scales.size(); ++c)
       kept.push_back(quantized(c));
+  }
+
+  void load(size_t c) {
     const std::vector<at::Tensor> w = keep ? kept[c] : quantized(c);
     for (size_t i = 0; i < live.size(); ++i)
       live[i].copy_(w[i]);
@@ -378,9 +384,10 @@ std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
       weights.scales.push_back(candidate_scales(x_mean, w_mean, candidate, options.flavor));
     // Every candidate's weights are kept when they take at most half the budget (quantized once,
     // not once per chunk); what remains of the budget bounds the chunk.
-    weights.keep = weights.kept_bytes() <= options.max_chunk_memory / 2;
-    const ChunkPlan plan = plan_chunks(
-        layer, model, group, x, options.max_chunk_memory - (weights.keep ? weights.kept_bytes() : 0));
+    const bool keep = weights.kept_bytes() <= options.max_chunk_memory / 2;
+    const ChunkPlan plan = plan_chunks(layer, model, group, x,
+                                       options.max_chunk_memory - (keep ? weights.kept_bytes() : 0));
+    weights.set_keep(keep);
     const std::vector<double> sum_sq = chunked_sum_sq(layer, model, group, x, plan, weights);
 
     GroupScales best{group, at::Tensor(), candidates.front(),

@@ -22,7 +22,8 @@ for b in "$before" "$after"; do
 done
 mkdir -p "$out" "$root/bench/results"
 cd "$root"
-runs=()
+runs="$out/runs.tsv"
+: > "$runs"
 for spec in $recipes; do
   recipe="${spec%%@*}"
   sets=()
@@ -39,39 +40,8 @@ for spec in $recipes; do
     /usr/bin/time -v -o "$dir.time" "$bin" run "$recipe" "${sets[@]}" --no-cache \
       --no-resume-state --out "$dir" --overwrite > "$dir.log" 2>&1
     load1="$(cat /proc/loadavg)"
-    runs+=("$name|$which|$recipe ${sets[*]}|$dir|$load0|$load1")
+    printf '%s|%s|%s|%s|%s|%s\n' "$name" "$which" "$recipe ${sets[*]}" "$dir" "$load0" "$load1" >> "$runs"
   done
 done
-printf '%s\n' "${runs[@]}" | python3 - "$root/bench/results/awq_memory.json" "$before_sha" "$after_sha" <<'PY'
-import json, re, sys
-path, before_sha, after_sha = sys.argv[1:4]
-runs = {}
-for line in sys.stdin.read().splitlines():
-    name, which, recipe, d, load0, load1 = line.split("|")
-    report = json.load(open(f"{d}/report.json"))
-    t = open(f"{d}.time").read()
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", t).group(1)
-    secs = 0.0
-    for part in wall.split(":"):
-        secs = secs * 60 + float(part)
-    runs.setdefault(name, {"recipe": recipe})[which] = {
-        "wall_seconds": secs,
-        "max_rss_kib_time_v": int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)),
-        "report_memory": report.get("memory"),
-        "report_timing": report.get("timing"),
-        "perplexity": {p["dataset"]: p["ppl"] for p in report["eval"]["perplexity"]},
-        "loadavg_before": load0, "loadavg_after": load1,
-    }
-for r in runs.values():
-    if "before" in r and "after" in r:
-        r["perplexity_bit_identical"] = r["before"]["perplexity"] == r["after"]["perplexity"]
-        r["peak_rss_ratio_after_over_before"] = (r["after"]["max_rss_kib_time_v"] /
-                                                 r["before"]["max_rss_kib_time_v"])
-        r["wall_ratio_after_over_before"] = r["after"]["wall_seconds"] / r["before"]["wall_seconds"]
-json.dump({"before_sha": before_sha, "after_sha": after_sha, "runs": runs}, open(path, "w"),
-          indent=2)
-print(json.dumps({k: {"bit_identical": v.get("perplexity_bit_identical"),
-                      "rss_kib": [v[w]["max_rss_kib_time_v"] for w in ("before", "after")],
-                      "wall_s": [v[w]["wall_seconds"] for w in ("before", "after")]}
-                  for k, v in runs.items()}, indent=1))
-PY
+python3 "$root/bench/awq_memory_summary.py" "$runs" "$root/bench/results/awq_memory.json" \
+  "$before_sha" "$after_sha"
