@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 
 #include "algorithms/targets.h"
 #include "calib/layerwise_runner.h"
+#include "calib/stats_cache.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/model/model.h"
@@ -69,6 +72,39 @@ DuoScaling read_duo_scaling(const core::Options& options, DuoScaling fallback) {
   if (value != "both")
     options.fail(key, "\"{}\" is not supported; expected true, false or both", value);
   return DuoScaling::Both;
+}
+
+/// max_chunk_memory: bytes as a number, or a string with a K, M or G suffix (calib::
+/// parse_byte_size, as --cache-limit). Default 1G, AutoAWQ's.
+int64_t read_chunk_memory(const core::Options& options) {
+  const std::string key = "max_chunk_memory";
+  if (!options.has(key)) {
+    options.get_string(key, "1G");  // records the default for report.json
+    return kAwqDefaultChunkMemory;
+  }
+  std::optional<int64_t> bytes;
+  try {
+    bytes = options.get_int(key, 0);
+  } catch (const Error&) {
+  }
+  if (bytes) {
+    if (*bytes < 1)
+      options.fail(key, "{} is not a size; expected a positive number of bytes or a size such as "
+                   "512M or 2G", *bytes);
+    return *bytes;
+  }
+  std::string text;
+  try {
+    text = options.get_string(key, "");
+  } catch (const Error&) {
+    options.fail(key, "expected a positive number of bytes or a size such as 512M or 2G");
+  }
+  try {
+    return calib::parse_byte_size(text, key);
+  } catch (const Error&) {
+  }
+  options.fail(key, "\"{}\" is not a size; expected a positive number of bytes with an optional "
+               "K, M or G suffix (e.g. 512M, 2G)", text);
 }
 
 class AwqPass : public Pass {
@@ -135,9 +171,12 @@ class AwqPass : public Pass {
     const double search_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     for (const GroupScales& g : chosen) {
       apply_group_scales(s.layer, g.group, g.scales);
+      // rescale_inputs replaces the statistics' tensors (never writes into them, so inputs that
+      // several linears share stay intact); an object two names share is rescaled once.
+      std::set<const calib::LinearStats*> rescaled;
       for (const auto& name : g.group.linears) {
         const auto it = s.stats.find(name);
-        if (it != s.stats.end())
+        if (it != s.stats.end() && rescaled.insert(&it->second).second)
           calib::rescale_inputs(it->second, g.scales);
         report_scales(step.linears[name].reports["awq"], g);
       }
@@ -174,6 +213,8 @@ class AwqPass : public Pass {
     report.figures["loss_first_candidate"] = g.loss_first;
     report.figures["scale_min"] = g.scales.min().item<double>();
     report.figures["scale_max"] = g.scales.max().item<double>();
+    report.figures["search_chunk_windows"] = static_cast<double>(g.chunk_windows);
+    report.figures["search_chunks"] = static_cast<double>(g.n_chunks);
   }
 
   void clip_layer(PassStep& step) const {
@@ -198,6 +239,8 @@ class AwqPass : public Pass {
       report.figures["clip_shrink_mean"] = clip.shrink.mean().item<double>();
       report.figures["clip_shrink_min"] = clip.shrink.min().item<double>();
       report.figures["clip_tokens"] = static_cast<double>(clip.n_tokens);
+      report.figures["clip_row_batch"] = static_cast<double>(clip.row_batch);
+      report.figures["clip_token_chunk"] = static_cast<double>(clip.token_chunk);
       report.figures["clip_seconds"] = std::chrono::duration<double>(Clock::now() - start).count();
       log::debug("layer {} awq clip {}: shrink mean {:.4f} min {:.2f}", s.layer_index, target.name,
                  report.figures["clip_shrink_mean"], report.figures["clip_shrink_min"]);
@@ -249,6 +292,8 @@ std::unique_ptr<Pass> make_awq(const core::Options& options, const core::SchemeS
                  "* clip_grid >= 1",
                  o.clip_options.max_shrink, o.clip_options.grid);
   }
+  o.search.max_chunk_memory = read_chunk_memory(options);
+  o.clip_options.max_chunk_memory = o.search.max_chunk_memory;
   o.propagate_quantized =
       options.get_string_in("propagate", "float", {"float", "quantized"}) == "quantized";
   options.finish();

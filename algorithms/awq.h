@@ -4,7 +4,8 @@
 // rtn, or gptq) quantizes the result. Statistics of the scaled linears are rescaled
 // (calib::rescale_inputs) so that pass sees x/s. YAML:
 //   awq: {flavor: llm-awq|autoawq, n_grid: 20, duo_scaling: false|true|both, clip: true,
-//         max_shrink: 0.5, clip_grid: 20, clip_tokens: 512, propagate: float|quantized}
+//         max_shrink: 0.5, clip_grid: 20, clip_tokens: 512, max_chunk_memory: 1G,
+//         propagate: float|quantized}
 #pragma once
 
 #include <memory>

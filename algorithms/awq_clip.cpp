@@ -15,6 +15,9 @@ namespace {
 // llm-awq auto_clip_layer: oc_batch_size = 256 if out % 256 == 0 else 64.
 constexpr int64_t kRowBatchLarge = 256;
 constexpr int64_t kRowBatchSmall = 64;
+// The smallest row batch a tight budget shrinks to before the tokens are chunked instead.
+constexpr int64_t kRowBatchMin = 16;
+constexpr int64_t kFloatBytes = 4;
 
 /// The input groups of a linear: n_full groups of g columns, then a tail of `tail` columns.
 struct Groups {
@@ -91,6 +94,66 @@ class GroupDots {
   at::Tensor x_tail_;
 };
 
+/// Row batch and token chunk for a budget: the reference's row batch and every token when they
+/// fit; else fewer rows (results unchanged); else fewer tokens per chunk.
+struct ClipPlan {
+  int64_t rows = 0;
+  int64_t tokens = 0;
+};
+
+ClipPlan plan_clip(int64_t out, int64_t in, int64_t n_groups, int64_t n_tokens, int64_t budget) {
+  // Per token: its inputs split by group (in floats) and, per row, the float and candidate dot
+  // products and their squared difference (3 floats per group).
+  const auto bytes = [&](int64_t rows, int64_t tokens) {
+    return kFloatBytes * tokens * (in + 3 * n_groups * rows);
+  };
+  ClipPlan plan{out % kRowBatchLarge == 0 ? kRowBatchLarge : kRowBatchSmall, n_tokens};
+  if (bytes(plan.rows, n_tokens) <= budget)
+    return plan;
+  const int64_t per_row = kFloatBytes * n_tokens * 3 * n_groups;
+  const int64_t fixed = kFloatBytes * n_tokens * in;
+  const int64_t rows = budget > fixed ? (budget - fixed) / per_row : 0;
+  plan.rows = std::max(std::min(plan.rows, kRowBatchMin), std::min(plan.rows, rows));
+  if (bytes(plan.rows, n_tokens) > budget)
+    plan.tokens = std::max<int64_t>(1, budget / bytes(plan.rows, 1));
+  return plan;
+}
+
+/// Σ over the tokens of (dots(q) − reference)² per (row, group) of one candidate, [rows, n_groups]:
+/// the float32 mean over the tokens (llm-awq's) when they form one chunk, else the float32 sum of
+/// each chunk accumulated in double, divided once.
+class ClipErrors {
+ public:
+  ClipErrors(const at::Tensor& xs, const Groups& groups, int64_t chunk) {
+    for (int64_t t = 0; t < xs.size(0); t += chunk)
+      chunks_.emplace_back(xs.narrow(0, t, std::min(chunk, xs.size(0) - t)), groups);
+    n_tokens_ = xs.size(0);
+  }
+
+  /// Sets the float weights of a row batch, [rows, in].
+  void set_reference(const at::Tensor& wb) {
+    references_.clear();
+    for (const GroupDots& dots : chunks_)
+      references_.push_back(dots(wb));  // [n_groups, T, rows]
+  }
+
+  at::Tensor error(const at::Tensor& q) const {
+    if (chunks_.size() == 1)
+      return (chunks_.front()(q) - references_.front()).pow_(2).mean(1).t();
+    at::Tensor sum;
+    for (size_t i = 0; i < chunks_.size(); ++i) {
+      const at::Tensor part = (chunks_[i](q) - references_[i]).pow_(2).sum(1).to(at::kDouble);
+      sum = sum.defined() ? sum + part : part;
+    }
+    return (sum / static_cast<double>(n_tokens_)).to(at::kFloat).t();
+  }
+
+ private:
+  std::vector<GroupDots> chunks_;
+  std::vector<at::Tensor> references_;
+  int64_t n_tokens_ = 0;
+};
+
 }  // namespace
 
 bool awq_skips_clip(core::LinearRole role) {
@@ -113,18 +176,20 @@ ClipResult awq_clip_search(const at::Tensor& w,
   // §4.4 step 1: every step-th token, step = max(1, N // n_tokens).
   const int64_t step = std::max<int64_t>(1, x.size(0) / options.n_tokens);
   const at::Tensor xs = x.slice(0, 0, x.size(0), step).to(at::kFloat);
-  const GroupDots dots(xs, groups);
+  const ClipPlan plan = plan_clip(out, in, groups.count(), xs.size(0), options.max_chunk_memory);
+  ClipErrors errors(xs, groups, plan.tokens);
 
   ClipResult result;
   result.n_tokens = xs.size(0);
+  result.row_batch = plan.rows;
+  result.token_chunk = plan.tokens;
   result.max_val = at::empty({out, groups.count()}, wf.options());
   result.shrink = at::empty({out, groups.count()}, wf.options());
-  const int64_t batch = out % kRowBatchLarge == 0 ? kRowBatchLarge : kRowBatchSmall;
-  for (int64_t first = 0; first < out; first += batch) {
-    const int64_t rows = std::min(batch, out - first);
+  for (int64_t first = 0; first < out; first += plan.rows) {
+    const int64_t rows = std::min(plan.rows, out - first);
     const at::Tensor wb = wf.narrow(0, first, rows);
     const at::Tensor m0 = group_absmax(wb, groups);  // [rows, n_groups]
-    const at::Tensor reference = dots(wb);           // [n_groups, T, rows]
+    errors.set_reference(wb);
     at::Tensor best_err = at::full_like(m0, std::numeric_limits<float>::infinity());
     at::Tensor best_m = m0.clone();
     at::Tensor best_shrink = at::ones_like(m0);
@@ -133,8 +198,7 @@ ClipResult awq_clip_search(const at::Tensor& w,
       const at::Tensor m = m0 * factor;
       const at::Tensor bound = m.index_select(1, g_idx);  // [rows, in]
       const at::Tensor clamped = at::minimum(at::maximum(wb, -bound), bound);
-      const at::Tensor q = core::fake_quantize(clamped, spec);
-      const at::Tensor err = (dots(q) - reference).pow_(2).mean(1).t();  // [rows, n_groups]
+      const at::Tensor err = errors.error(core::fake_quantize(clamped, spec));  // [rows, n_groups]
       const at::Tensor better = err < best_err;  // strict: the least shrink wins ties
       best_err = at::where(better, err, best_err);
       best_m = at::where(better, m, best_m);

@@ -34,36 +34,38 @@ bool contains(const std::vector<std::string>& names, const std::string& name) {
 }
 
 
-/// Windows per inspected forward for inputs x [n, seq, in].
-int64_t inspect_batch(const at::Tensor& x) {
-  return std::max<int64_t>(1, kInspectTokens / x.size(1));
+/// The inspected module's output for a chunk of calibration inputs [windows, seq, in].
+at::Tensor inspected_output(core::DecoderLayer& layer,
+                            const ScaleGroup& group,
+                            const at::Tensor& batch,
+                            const core::ForwardContext& ctx) {
+  switch (group.inspect) {
+    case Inspect::Attention:
+      return layer.attention(batch, ctx);
+    case Inspect::Mlp:
+      return layer.mlp(batch, ctx);
+    case Inspect::Linear:
+      return layer.linear(group.inspected_linear).forward(batch);
+  }
+  CALQ_ASSERT(false, "awq: unknown inspected module");
+  return {};
 }
 
-/// The inspected module's output for calibration inputs x [n, seq, in], in batches of windows:
-/// calls `sink(first_window, output)` for each batch.
-template <typename Sink>
-void run_inspected(core::DecoderLayer& layer,
-                   const core::Model& model,
-                   const ScaleGroup& group,
-                   const at::Tensor& x,
-                   Sink&& sink) {
-  const int64_t n = x.size(0);
-  const int64_t batch_size = inspect_batch(x);
-  const core::ForwardContext ctx = model.make_context(x.size(1));  // no observer: nothing records
-  for (int64_t start = 0; start < n; start += batch_size) {
-    const at::Tensor batch = x.narrow(0, start, std::min(batch_size, n - start));
-    switch (group.inspect) {
-      case Inspect::Attention:
-        sink(start, layer.attention(batch, ctx));
-        break;
-      case Inspect::Mlp:
-        sink(start, layer.mlp(batch, ctx));
-        break;
-      case Inspect::Linear:
-        sink(start, layer.linear(group.inspected_linear).forward(batch));
-        break;
-    }
-  }
+/// How a group's inputs are cut into chunks: along `dim` (0: windows of x [n, seq, in]; 1: the
+/// tokens of a routed expert's x [1, tokens, in]), `per_chunk` units at a time.
+struct ChunkPlan {
+  int64_t dim = 0;
+  int64_t total = 0;
+  int64_t per_chunk = 1;
+  int64_t count() const { return (total + per_chunk - 1) / per_chunk; }
+};
+
+/// Units per chunk: as many as `budget` bytes hold at `unit_bytes` each, at least one, at most
+/// `cap`. The cap keeps today's batches (kInspectTokens) when the budget allows them, so the
+/// float32 sums of each chunk, and with them every loss, are unchanged.
+int64_t units_per_chunk(int64_t budget, int64_t unit_bytes, int64_t cap) {
+  const int64_t fit = unit_bytes > 0 ? budget / unit_bytes : cap;
+  return std::max<int64_t>(1, std::min(cap, fit));
 }
 
 /// The group's calibration inputs as windows [n_samples, seq, in]; an expert's routed tokens,
@@ -77,6 +79,133 @@ at::Tensor group_inputs(const calib::LinearStats& stats, const std::string& name
   CALQ_ASSERT(tokens % stats.n_samples == 0, "awq: {} tokens of {} are not {} equal windows",
               tokens, name, stats.n_samples);
   return stats.inputs.view({stats.n_samples, tokens / stats.n_samples, stats.inputs.size(-1)});
+}
+
+/// The output width of the inspected module: hidden for attention and MLP blocks.
+int64_t inspected_width(core::DecoderLayer& layer, const ScaleGroup& group) {
+  return group.inspect == Inspect::Linear
+             ? layer.linear(group.inspected_linear).weight.size(0)
+             : layer.linear(group.linears.front()).weight.size(1);
+}
+
+ChunkPlan plan_chunks(core::DecoderLayer& layer,
+                      const core::Model& model,
+                      const ScaleGroup& group,
+                      const at::Tensor& x,
+                      int64_t budget) {
+  ChunkPlan plan;
+  if (group.routed_inputs) {  // [1, tokens, in]: today one batch; tokens when the budget says
+    plan.dim = 1;
+    plan.total = x.size(1);
+    plan.per_chunk =
+        units_per_chunk(budget, scale_search_window_bytes(layer, model, group, 1), plan.total);
+  } else {
+    plan.dim = 0;
+    plan.total = x.size(0);
+    plan.per_chunk =
+        units_per_chunk(budget, scale_search_window_bytes(layer, model, group, x.size(1)),
+                        std::max<int64_t>(1, kInspectTokens / x.size(1)));
+  }
+  return plan;
+}
+
+/// The scaled linears a group quantizes, their original weights and each candidate's s. A float
+/// router keeps its weight while candidates are tried (its W·s·s⁻¹ is W), and takes no part in
+/// the weight mean.
+struct CandidateWeights {
+  std::vector<std::string> members;
+  std::vector<const core::QuantSpec*> specs;
+  std::vector<at::Tensor> originals;  ///< clones, restored after every chunk
+  std::vector<at::Tensor> live;       ///< the layer's weights, overwritten per candidate
+  std::vector<at::Tensor> scales;     ///< per candidate, [in] float32
+  bool keep = false;                  ///< keep every candidate's weights (quantize once)
+  std::vector<std::vector<at::Tensor>> kept;
+
+  CandidateWeights(core::DecoderLayer& layer,
+                   const ScaleGroup& group,
+                   const std::map<std::string, core::QuantSpec>& all_specs) {
+    for (const auto& name : group.linears) {
+      const auto it = all_specs.find(name);
+      if (it == all_specs.end())
+        continue;
+      members.push_back(name);
+      specs.push_back(&it->second);
+      originals.push_back(layer.linear(name).weight.clone());
+      live.push_back(layer.linear(name).weight);
+    }
+    CALQ_ASSERT(!members.empty(), "awq: no quantizer for any linear of {}", group.describe());
+  }
+
+  int64_t kept_bytes() const {
+    int64_t bytes = 0;
+    for (const auto& w : live)
+      bytes += w.numel() * w.element_size();
+    return bytes * static_cast<int64_t>(scales.size());
+  }
+
+  /// Candidate c's weights, Q(W·diag(s))·diag(s)⁻¹ (llm-awq simulates x/s by pre-dividing the
+  /// quantized weight), in each weight's dtype.
+  std::vector<at::Tensor> quantized(size_t c) const {
+    std::vector<at::Tensor> out;
+    for (size_t i = 0; i < live.size(); ++i) {
+      const at::Tensor s_w = scales[c].to(originals[i].scalar_type());
+      const at::Tensor q = core::fake_quantize(originals[i] * s_w, *specs[i]);
+      out.push_back((q / s_w.to(at::kFloat)).to(live[i].scalar_type()));
+    }
+    return out;
+  }
+
+  /// Quantizes every candidate up front when they are kept: allocated together, before the
+  /// chunks' temporaries, so they do not pin fragments of the heap between them.
+  void set_keep(bool value) {
+    keep = value;
+    for (size_t c = 0; keep && c < scales.size(); ++c)
+      kept.push_back(quantized(c));
+  }
+
+  void load(size_t c) {
+    const std::vector<at::Tensor> w = keep ? kept[c] : quantized(c);
+    for (size_t i = 0; i < live.size(); ++i)
+      live[i].copy_(w[i]);
+  }
+
+  void restore() {
+    for (size_t i = 0; i < live.size(); ++i)
+      live[i].copy_(originals[i]);
+  }
+};
+
+/// §4.2 steps 3–4, chunk by chunk: the float output Y of the unmodified module, computed once
+/// per chunk and compared with every candidate's Ŷ; Σ(Y − Ŷ)² of a chunk is a float32 sum,
+/// accumulated in double in chunk order for every candidate. Returns one sum per candidate; the
+/// layer's weights are the originals again on return.
+std::vector<double> chunked_sum_sq(core::DecoderLayer& layer,
+                                   const core::Model& model,
+                                   const ScaleGroup& group,
+                                   const at::Tensor& x,
+                                   const ChunkPlan& plan,
+                                   CandidateWeights& weights) {
+  std::vector<double> sum_sq(weights.scales.size(), 0.0);
+  // No observer: nothing records. A routed expert's group inspects a linear (its up → down pair),
+  // which reads no RoPE or mask: it gets an empty context rather than a [tokens, tokens] mask.
+  CALQ_ASSERT(plan.dim == 0 || group.inspect == Inspect::Linear,
+              "awq: routed inputs of {} inspect a block", group.describe());
+  core::ForwardContext ctx;
+  if (plan.dim == 0)
+    ctx = model.make_context(x.size(1));
+  for (int64_t start = 0; start < plan.total; start += plan.per_chunk) {
+    const at::Tensor batch = x.narrow(plan.dim, start, std::min(plan.per_chunk, plan.total - start));
+    if (plan.dim == 1)
+      ctx.seq_len = batch.size(1);
+    const at::Tensor reference = inspected_output(layer, group, batch, ctx).to(at::kFloat);
+    for (size_t c = 0; c < sum_sq.size(); ++c) {
+      weights.load(c);
+      const at::Tensor diff = reference - inspected_output(layer, group, batch, ctx).to(at::kFloat);
+      sum_sq[c] += diff.pow(2).sum().item<double>();
+    }
+    weights.restore();
+  }
+  return sum_sq;
 }
 
 }  // namespace
@@ -151,6 +280,31 @@ BlockGroups awq_scale_groups(const core::LayerSchema& schema,
   return out;
 }
 
+int64_t scale_search_window_bytes(core::DecoderLayer& layer,
+                                  const core::Model& model,
+                                  const ScaleGroup& group,
+                                  int64_t seq) {
+  constexpr int64_t kFloatBytes = 4;  // outputs and the loss are compared in float32
+  const int64_t in = layer.linear(group.linears.front()).weight.size(1);
+  int64_t scaled_out = 0;
+  for (const auto& name : group.linears)
+    scaled_out += layer.linear(name).weight.size(0);
+  int64_t out_width = in;  // attention and MLP blocks map hidden to hidden
+  int64_t activations = 0;
+  switch (group.inspect) {
+    case Inspect::Attention:
+      activations = 2 * scaled_out + 2 * model.config().n_heads * seq;
+      break;
+    case Inspect::Mlp:
+      activations = 2 * scaled_out;
+      break;
+    case Inspect::Linear:
+      out_width = layer.linear(group.inspected_linear).weight.size(0);
+      break;
+  }
+  return kFloatBytes * seq * (3 * out_width + activations);
+}
+
 std::vector<ScaleCandidate> scale_candidates(const ScaleSearchOptions& options) {
   std::vector<ScaleCandidate> out;
   if (options.duo_scaling == DuoScaling::Both) {
@@ -222,58 +376,33 @@ std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
     const at::Tensor x = group_inputs(it->second, input_of, group.routed_inputs);
     const at::Tensor& x_mean = it->second.mean_abs;
 
-    // §4.2 step 3: the float output Y of the unmodified module.
-    std::vector<at::Tensor> reference;
-    run_inspected(layer, model, group, x,
-                  [&](int64_t, at::Tensor y) { reference.push_back(std::move(y)); });
-
-    // The quantized members: a float router keeps its weight while candidates are tried (its
-    // W·s·s⁻¹ is W), and takes no part in the weight mean.
-    std::vector<std::string> members;
-    std::vector<at::Tensor> originals;
-    std::vector<at::Tensor> weights;
-    for (const auto& name : group.linears) {
-      if (specs.count(name) == 0)
-        continue;
-      members.push_back(name);
-      originals.push_back(layer.linear(name).weight.clone());
-      weights.push_back(layer.linear(name).weight);
-    }
-    CALQ_ASSERT(!members.empty(), "awq: no quantizer for any linear of {}", group.describe());
+    CandidateWeights weights(layer, group, specs);
     at::Tensor w_mean;
     if (any_duo)
-      w_mean = weight_mean(originals, specs.at(members.front()).group_size);
+      w_mean = weight_mean(weights.originals, specs.at(weights.members.front()).group_size);
+    for (const ScaleCandidate& candidate : candidates)
+      weights.scales.push_back(candidate_scales(x_mean, w_mean, candidate, options.flavor));
+    // Every candidate's weights are kept when they take at most half the budget (quantized once,
+    // not once per chunk); what remains of the budget bounds the chunk.
+    const bool keep = weights.kept_bytes() <= options.max_chunk_memory / 2;
+    const ChunkPlan plan = plan_chunks(layer, model, group, x,
+                                       options.max_chunk_memory - (keep ? weights.kept_bytes() : 0));
+    weights.set_keep(keep);
+    const std::vector<double> sum_sq = chunked_sum_sq(layer, model, group, x, plan, weights);
 
     GroupScales best{group, at::Tensor(), candidates.front(),
-                     std::numeric_limits<double>::infinity(), 0.0};
+                     std::numeric_limits<double>::infinity(), 0.0, plan.per_chunk, plan.count()};
+    const auto count = static_cast<double>(x.numel() / x.size(-1) * inspected_width(layer, group));
     for (size_t c = 0; c < candidates.size(); ++c) {
-      const at::Tensor s = candidate_scales(x_mean, w_mean, candidates[c], options.flavor);
-      // W ← Q(W·diag(s))·diag(s)⁻¹ (llm-awq simulates x/s by pre-dividing the quantized weight).
-      for (size_t i = 0; i < weights.size(); ++i) {
-        const at::Tensor s_w = s.to(originals[i].scalar_type());
-        const at::Tensor q = core::fake_quantize(originals[i] * s_w, specs.at(members[i]));
-        weights[i].copy_(q / s_w.to(at::kFloat));
-      }
-      double sum_sq = 0.0;
-      int64_t count = 0;
-      run_inspected(layer, model, group, x, [&](int64_t start, const at::Tensor& y) {
-        const at::Tensor diff =
-            reference[static_cast<size_t>(start / inspect_batch(x))].to(at::kFloat) -
-            y.to(at::kFloat);
-        sum_sq += diff.pow(2).sum().item<double>();
-        count += diff.numel();
-      });
-      const double loss = sum_sq / static_cast<double>(count);
+      const double loss = sum_sq[c] / count;
       if (c == 0)
         best.loss_first = loss;
       if (loss < best.loss) {  // strict: the earliest candidate wins ties; NaN never wins
         best.loss = loss;
         best.best = candidates[c];
-        best.scales = s;
+        best.scales = weights.scales[c];
       }
     }
-    for (size_t i = 0; i < weights.size(); ++i)
-      weights[i].copy_(originals[i]);
     CALQ_CHECK(std::isfinite(best.loss),
                "layer {} awq group {}: every scale candidate gave a non-finite loss; expected "
                "finite weights and calibration inputs",

@@ -75,10 +75,17 @@ BlockGroups awq_scale_groups(const core::LayerSchema& schema,
                              core::DecoderLayer& layer,
                              const std::vector<std::string>& targeted);
 
+/// Default bound on what one chunk of a loss evaluation holds (AutoAWQ's max_chunk_memory, 1 GiB).
+constexpr int64_t kAwqDefaultChunkMemory = int64_t{1} << 30;
+
 struct ScaleSearchOptions {
   AwqFlavor flavor = AwqFlavor::LlmAwq;
   int n_grid = 20;
   DuoScaling duo_scaling = DuoScaling::Off;
+  /// Bytes one chunk of windows may hold while the losses are evaluated: the inspected module's
+  /// float and candidate outputs, their difference and the module's own activations
+  /// (scale_search_window_bytes), plus the candidates' quantized weights when they are kept.
+  int64_t max_chunk_memory = kAwqDefaultChunkMemory;
 };
 
 /// One candidate of the grid: ratio k/n and which formula.
@@ -110,11 +117,27 @@ struct GroupScales {
   ScaleCandidate best;
   double loss = 0.0;        ///< mean((Y − Ŷ)²) of the chosen candidate
   double loss_first = 0.0;  ///< of the first candidate (ratio 0: plain quantization for llm-awq)
+  int64_t chunk_windows = 0;  ///< windows (routed experts: tokens) per chunk of the loss
+  int64_t n_chunks = 0;       ///< chunks the inputs were evaluated in
 };
+
+/// Estimated bytes one window (routed experts: one token, seq = 1) of `group`'s loss evaluation
+/// holds at once, in float32: Y, Ŷ and Y − Ŷ of the inspected output, plus the module's own
+/// activations — the scaled linears' outputs twice (projections and their RoPE'd or activated
+/// copies) and, for attention, the [heads, seq, seq] scores twice (scores, softmax). An
+/// estimate for chunking, not a measurement; mixture-of-experts MLPs are charged every expert.
+int64_t scale_search_window_bytes(core::DecoderLayer& layer,
+                                  const core::Model& model,
+                                  const ScaleGroup& group,
+                                  int64_t seq);
 
 /// §4.2–4.3: searches every group on the layer as it is (weights restored after each candidate)
 /// and returns the chosen scales; changes nothing. `stats` must hold mean_abs and inputs of each
-/// group's first scaled linear; `specs` the quantizer of every scaled linear.
+/// group's first scaled linear (read, never modified); `specs` the quantizer of every scaled
+/// linear. The inputs go in chunks of whole windows bounded by options.max_chunk_memory and by
+/// 8192 tokens: per chunk the float output Y is computed once and every candidate's Ŷ compared
+/// with it, so only one chunk's outputs exist at a time. Each chunk's Σ(Y − Ŷ)² is a float32 sum
+/// accumulated in double, divided once by the element count at the end.
 std::vector<GroupScales> search_block_scales(core::DecoderLayer& layer,
                                              const core::Model& model,
                                              const std::vector<ScaleGroup>& groups,

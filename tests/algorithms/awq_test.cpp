@@ -417,4 +417,81 @@ TEST_CASE("awq refuses schemes and options it cannot honour, naming the key", "[
   rejects(int4, "{max_shrink: 0.01}", "max_shrink");
   rejects(int4, "{propagate: sideways}", "propagate");
   rejects(int4, "{clip_grd: 20}", "clip_grd");
+  rejects(int4, "{max_chunk_memory: lots}", "max_chunk_memory: \"lots\" is not a size");
+  rejects(int4, "{max_chunk_memory: 3T}", "max_chunk_memory");
+  rejects(int4, "{max_chunk_memory: 0}", "max_chunk_memory: 0 is not a size");
+  rejects(int4, "{max_chunk_memory: 1.5}", "max_chunk_memory");
+}
+
+TEST_CASE("awq losses in many small chunks choose what one chunk chooses", "[awq][algorithms]") {
+  // max_chunk_memory 1 byte: one window per chunk of the scale search, candidates re-quantized
+  // per chunk, and the clip search in 16-row batches of one token each; 1G: one chunk of every
+  // window and one batch of every token, as before chunking existed.
+  const std::string family = GENERATE(as<std::string>{}, "llama", "phi3");
+  INFO(family);
+  calq::test::TempDir dir("calq_awq");
+  calq::test::write_tiny_model(dir / "model", tiny_spec(family, /*kv_heads=*/4));
+  const std::string scheme = "{bits: 3, group_size: 16, sym: false, grid: awq}";
+  const auto whole = write_recipe(dir, "whole.yaml", scheme, "  - awq: {max_chunk_memory: 1G}\n");
+  const auto tiny = write_recipe(dir, "tiny.yaml", scheme, "  - awq: {max_chunk_memory: 1}\n");
+  calq::calib::CalibrationSet calibration;
+  calibration.windows = random_windows(6, 12, 32, kSeed);
+  const auto run = [&](const calq::core::Recipe& recipe) {
+    auto model = calq::test::load_tiny_model(dir / "model");
+    auto passes = calq::algorithms::build_passes(recipe);
+    auto result = calq::algorithms::quantize_model(*model, recipe, passes, &calibration, 2);
+    return std::make_pair(std::move(result), all_weights(*model));
+  };
+  const auto [whole_result, whole_weights] = run(whole);
+  const auto [tiny_result, tiny_weights] = run(tiny);
+  REQUIRE(whole_weights.size() == tiny_weights.size());
+  for (size_t i = 0; i < whole_weights.size(); ++i)
+    CHECK(at::equal(whole_weights[i], tiny_weights[i]));
+  for (size_t l = 0; l < whole_result.layers.size(); ++l) {
+    for (const auto& [name, state] : whole_result.layers[l]) {
+      INFO("layer " << l << " " << name);
+      const auto& a = state.reports.at("awq").figures;
+      const auto& b = tiny_result.layers[l].at(name).reports.at("awq").figures;
+      REQUIRE(state.quantized.has_value());
+      CHECK(at::equal(state.quantized->codes, tiny_result.layers[l].at(name).quantized->codes));
+      if (a.count("ratio") != 0) {
+        CHECK(a.at("ratio") == b.at("ratio"));
+        CHECK(a.at("search_chunks") == 1.0);
+        CHECK(b.at("search_chunks") == 6.0);  // a window per chunk
+        CHECK(b.at("loss") == Approx(a.at("loss")).epsilon(1e-6));
+      }
+      if (a.count("clip_shrink_mean") != 0) {
+        CHECK(a.at("clip_shrink_mean") == b.at("clip_shrink_mean"));
+        CHECK(a.at("clip_token_chunk") == a.at("clip_tokens"));
+        CHECK(b.at("clip_token_chunk") == 1.0);
+        CHECK(b.at("clip_row_batch") == 16.0);
+      }
+    }
+  }
+}
+
+TEST_CASE("awq clip search in token chunks and small row batches matches one batch",
+          "[awq][algorithms]") {
+  at::manual_seed(kSeed);
+  const at::Tensor w = at::randn({300, 40}) * at::rand({1, 40}) * 2;
+  const at::Tensor x = at::randn({700, 40}) * (at::rand({1, 40}) + 0.1);
+  calq::core::QuantSpec spec = calq::core::weight_spec(3, calq::core::Grid::AwqAsym, 16);
+  calq::algorithms::ClipOptions options;
+  const auto whole = calq::algorithms::awq_clip_search(w, x, spec, options);
+  CHECK(whole.row_batch == 64);
+  CHECK(whole.token_chunk == 700);
+  // Room for 16 rows of every token: fewer rows per batch, one token chunk (bit for bit).
+  options.max_chunk_memory = 4 * 700 * (40 + 3 * 3 * 20);
+  const auto rows = calq::algorithms::awq_clip_search(w, x, spec, options);
+  CHECK(rows.row_batch == 20);
+  CHECK(rows.token_chunk == 700);
+  CHECK(at::equal(rows.shrink, whole.shrink));
+  CHECK(at::equal(rows.max_val, whole.max_val));
+  // Room for 16 rows of 50 tokens: 14 token chunks accumulated in double.
+  options.max_chunk_memory = 4 * 50 * (40 + 3 * 3 * 16);
+  const auto chunks = calq::algorithms::awq_clip_search(w, x, spec, options);
+  CHECK(chunks.row_batch == 16);
+  CHECK(chunks.token_chunk == 50);
+  CHECK(at::equal(chunks.shrink, whole.shrink));
+  CHECK(at::equal(chunks.max_val, whole.max_val));
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Summarises bench/awq_memory.sh's runs (RUNS.tsv: name|before or after|recipe|run dir|loadavg
+before|loadavg after) into JSON: per run wall seconds and maximum RSS from /usr/bin/time -v,
+report.json's memory and timing, every perplexity, and per recipe whether the two binaries'
+perplexities are bit-identical (JSON doubles compared exactly)."""
+import json
+import re
+import sys
+
+
+def wall_seconds(text):
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text).group(1)
+    secs = 0.0
+    for part in wall.split(":"):
+        secs = secs * 60 + float(part)
+    return secs
+
+
+def main(runs_path, json_path, before_sha, after_sha):
+    runs = {}
+    for line in open(runs_path).read().splitlines():
+        name, which, recipe, d, load0, load1 = line.split("|")
+        report = json.load(open(f"{d}/report.json"))
+        t = open(f"{d}.time").read()
+        runs.setdefault(name, {"recipe": recipe})[which] = {
+            "wall_seconds": wall_seconds(t),
+            "max_rss_kib_time_v": int(
+                re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)),
+            "report_peak_rss_mb": report.get("memory", {}).get("peak_rss_mb"),
+            "report_timing": report.get("timing"),
+            "perplexity": {p["dataset"]: p["ppl"] for p in report["eval"]["perplexity"]},
+            "loadavg_before": load0,
+            "loadavg_after": load1,
+        }
+    for r in runs.values():
+        if "before" in r and "after" in r:
+            b, a = r["before"], r["after"]
+            r["perplexity_bit_identical"] = b["perplexity"] == a["perplexity"]
+            r["peak_rss_ratio_after_over_before"] = a["max_rss_kib_time_v"] / b["max_rss_kib_time_v"]
+            r["wall_ratio_after_over_before"] = a["wall_seconds"] / b["wall_seconds"]
+    json.dump({"before_sha": before_sha, "after_sha": after_sha, "runs": runs},
+              open(json_path, "w"), indent=2)
+    print(json.dumps({k: {"bit_identical": v.get("perplexity_bit_identical"),
+                          "rss_kib": [v[w]["max_rss_kib_time_v"] for w in ("before", "after") if w in v],
+                          "wall_s": [v[w]["wall_seconds"] for w in ("before", "after") if w in v]}
+                      for k, v in runs.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
