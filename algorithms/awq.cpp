@@ -116,6 +116,7 @@ class AwqPass : public Pass {
     // the unmodified block (§4.3): the whole layer in one step, statistics from one float forward.
     traits_.schedule = PassSchedule::WholeLayer;
     traits_.propagation = options_.propagate_quantized ? Propagation::Quantized : Propagation::Float;
+    traits_.reads.linear_inputs = true;  // every token's input of the scaled groups (run/memory_estimate.h)
     traits_.float_weight_formats = true;  // the factory refuses them with its own reason
   }
   const char* name() const override { return "awq"; }
