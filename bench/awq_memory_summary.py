@@ -46,5 +46,41 @@ def main(runs_path, json_path, before_sha, after_sha):
                       for k, v in runs.items()}, indent=1))
 
 
+BEGIN, END = "<!-- awq-memory:begin -->", "<!-- awq-memory:end -->"
+
+
+def section(d):
+    """BENCHMARKS.md's AWQ before/after section, from the JSON."""
+    lines = [BEGIN, "", "## AWQ in bounded memory (`bench/awq_memory.sh`, issue 22 part 2)", "",
+             f"Before = {d['before_sha'][:9]}, after = {d['after_sha'][:9]}; one run each, one after the other, "
+             "on this 2-core machine (load = /proc/loadavg before → after). Max RSS from `/usr/bin/time -v`; "
+             "the per-layer peaks are report.json `timing.layers` (after only).", "",
+             "| recipe | binary | wall s | max RSS MiB | perplexities | load |", "|---|---|---|---|---|---|"]
+    for name, r in d["runs"].items():
+        for which in ("before", "after"):
+            if which not in r:
+                continue
+            x = r[which]
+            ppl = ", ".join(f"{k} {v:.6f}" for k, v in x["perplexity"].items())
+            lines.append(f"| {name} | {which} | {x['wall_seconds']:.0f} | {x['max_rss_kib_time_v'] / 1024:.0f} | {ppl} "
+                         f"| {' '.join(x['loadavg_before'].split()[:1])} → {' '.join(x['loadavg_after'].split()[:1])} |")
+        if "perplexity_bit_identical" in r:
+            layers = (r["after"].get("report_timing") or {}).get("layers", [])
+            peaks = " → ".join(f"{t['peak_rss_mb']:.0f}" for t in layers)
+            lines.append(f"| {name} | after / before | **{r['wall_ratio_after_over_before']:.2f}** "
+                         f"| **{r['peak_rss_ratio_after_over_before']:.2f}** | bit-identical: "
+                         f"{'yes' if r['perplexity_bit_identical'] else 'NO'} | per-layer peak MiB {peaks} |")
+    return "\n".join(lines + ["", END]) + "\n"
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    if sys.argv[1:2] == ["--table"]:
+        sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+        import peer_gptq as pg
+        text = section(json.load(open(sys.argv[2])))
+        if len(sys.argv) > 3:
+            pg.write_section(sys.argv[3], text, BEGIN, END)
+        else:
+            sys.stdout.write(text)
+    else:
+        main(*sys.argv[1:5])
