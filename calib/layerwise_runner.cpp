@@ -213,8 +213,6 @@ void LayerwiseRunner::run(LayerHandler& handler) {
                      core::resident_mb(), core::peak_resident_mb());
           std::map<std::string, LinearStats> finished;
           for (auto& [name, acc] : accumulators) finished.emplace(name, acc.finish());
-          // The double sums are not needed once finished: a 7B down_proj's is 462 MiB.
-          accumulators.clear();
           for (const auto& [name, first] : leader) {
             LinearStats s = finished.at(first);
             // Passes may consume a Hessian in place (GPTQ damps it): each reader its own.
@@ -226,6 +224,7 @@ void LayerwiseRunner::run(LayerHandler& handler) {
           if (key) options_.cache.cache->store(*key, stats);
           timing.statistics_s += since(t);
         }
+        // The double sums are not needed once finished: a 7B down_proj's is 462 MiB.
         accumulators.clear();
       }
       // The forward's many sub-threshold temporaries stay in malloc's heap once freed; handed

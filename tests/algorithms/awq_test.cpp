@@ -5,6 +5,7 @@
 #include "algorithms/awq.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -78,6 +79,17 @@ std::vector<at::Tensor> all_weights(Model& model) {
     }
   }
   return out;
+}
+
+/// Loads the tiny model at `model_dir`, quantizes it with `recipe` (batches of 2 windows) and
+/// returns the result with every weight afterwards.
+std::pair<calq::algorithms::QuantizationResult, std::vector<at::Tensor>> quantize_tiny(
+    const std::filesystem::path& model_dir, const calq::core::Recipe& recipe,
+    const calq::calib::CalibrationSet& calibration) {
+  auto model = calq::test::load_tiny_model(model_dir);
+  auto passes = calq::algorithms::build_passes(recipe);
+  auto result = calq::algorithms::quantize_model(*model, recipe, passes, &calibration, 2);
+  return {std::move(result), all_weights(*model)};
 }
 
 double max_rel_diff(const at::Tensor& got, const at::Tensor& want) {
@@ -204,10 +216,7 @@ TEST_CASE("awq with only ratio 0 and no clipping equals rtn bit for bit", "[awq]
   calibration.windows = random_windows(4, 12, 32, kSeed);
 
   const auto run = [&](const calq::core::Recipe& recipe) {
-    auto model = calq::test::load_tiny_model(dir / "model");
-    auto passes = calq::algorithms::build_passes(recipe);
-    auto result = calq::algorithms::quantize_model(*model, recipe, passes, &calibration, 2);
-    return std::make_pair(std::move(result), all_weights(*model));
+    return quantize_tiny(dir / "model", recipe, calibration);
   };
   const auto [awq_result, awq_weights] = run(awq);
   const auto [rtn_result, rtn_weights] = run(rtn);
@@ -437,10 +446,7 @@ TEST_CASE("awq losses in many small chunks choose what one chunk chooses", "[awq
   calq::calib::CalibrationSet calibration;
   calibration.windows = random_windows(6, 12, 32, kSeed);
   const auto run = [&](const calq::core::Recipe& recipe) {
-    auto model = calq::test::load_tiny_model(dir / "model");
-    auto passes = calq::algorithms::build_passes(recipe);
-    auto result = calq::algorithms::quantize_model(*model, recipe, passes, &calibration, 2);
-    return std::make_pair(std::move(result), all_weights(*model));
+    return quantize_tiny(dir / "model", recipe, calibration);
   };
   const auto [whole_result, whole_weights] = run(whole);
   const auto [tiny_result, tiny_weights] = run(tiny);
