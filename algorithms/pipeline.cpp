@@ -17,6 +17,7 @@
 #include "algorithms/weight_guard.h"
 #include "calib/calibration_set.h"
 #include "calib/layerwise_runner.h"
+#include "core/dist/communicator.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/resident_memory.h"
@@ -259,6 +260,8 @@ class PassDriver : public calib::LayerHandler {
 
   bool propagate_quantized() const override { return propagates_quantized(passes_); }
 
+  void set_sharded_windows(bool sharded) { sharded_windows_ = sharded; }
+
   void end_layer(core::DecoderLayer&, int64_t) override {}
 
   void layer_done(core::DecoderLayer& layer, int64_t index,
@@ -266,9 +269,16 @@ class PassDriver : public calib::LayerHandler {
     auto& states = result_.layers[static_cast<size_t>(index)];
     // Saved before the sink, which rounds the layer to the stored dtype as it writes it: a
     // resumed run replays the sink on exactly what this run handed it.
-    if (checkpoints_ != nullptr)
-      checkpoints_->save(index, layer, states, passes_, result_.pass_seconds,
-                         next_inputs.defined() ? next_inputs.all() : at::Tensor());
+    if (checkpoints_ != nullptr) {
+      // The state holds every window's X_{i+1} (a resumed run may have another world size):
+      // gathered from the ranks' shares, written by rank 0 alone.
+      dist::Communicator& ranks = dist::Communicator::world();
+      at::Tensor next = next_inputs.defined() ? next_inputs.all() : at::Tensor();
+      if (next.defined() && sharded_windows_)
+        next = ranks.gather_rows(next, fmt::format("layer {}: gather the next inputs", index));
+      if (ranks.is_root())
+        checkpoints_->save(index, layer, states, passes_, result_.pass_seconds, next);
+    }
     write_to_sink(layer, index);
   }
 
@@ -304,6 +314,7 @@ class PassDriver : public calib::LayerHandler {
   QuantizationResult& result_;
   const LayerSink& sink_;
   LayerCheckpoints* checkpoints_;
+  bool sharded_windows_ = true;  ///< each rank holds its share of the calibration windows
   std::unique_ptr<Pass> rtn_fallback_ = make_rtn(core::Options());
 };
 
@@ -434,6 +445,11 @@ QuantizationResult quantize_model(core::Model& model, const core::Recipe& recipe
     options.observe_all_experts = recipe.calibration &&
                                   recipe.calibration->moe == core::MoeCalibration::AllExperts;
     if (recipe.calibration) options.offload = offload_policy(*recipe.calibration);
+    // A pass that reads the calibration windows itself (lkd trains on the layer's inputs) runs
+    // on every window on every rank, so all ranks hold the same layer (docs/distributed.md).
+    for (const auto& pass : passes)
+      options.shard_windows = options.shard_windows && !pass->traits().reads.calibration_windows;
+    driver.set_sharded_windows(options.shard_windows);
     calib::LayerwiseRunner runner(model, calibration->windows, options);
     runner.run(driver);
     result.activations = runner.placement();

@@ -50,7 +50,8 @@ ActivationStore::ActivationStore(int64_t windows, int64_t seqlen, int64_t width,
                                  at::ScalarType dtype, at::Device device, bool on_disk,
                                  const std::string& dir)
     : windows_(windows), seqlen_(seqlen), width_(width), dtype_(dtype), device_(device) {
-  CALQ_ASSERT(windows > 0 && seqlen > 0 && width > 0, "activation store of {} x {} x {}", windows,
+  // No window is legal: a rank whose share of the calibration windows is empty (core/dist).
+  CALQ_ASSERT(windows >= 0 && seqlen > 0 && width > 0, "activation store of {} x {} x {}", windows,
               seqlen, width);
   if (!on_disk) {
     memory_ = at::empty({windows, seqlen, width}, at::TensorOptions().dtype(dtype).device(device));
@@ -146,6 +147,8 @@ void ActivationStore::write(int64_t start, const at::Tensor& x) {
 
 at::Tensor ActivationStore::all() const {
   if (!on_disk()) return memory_;
+  if (windows_ == 0)
+    return at::empty({0, seqlen_, width_}, at::TensorOptions().dtype(dtype_).device(device_));
   return read(0, windows_);
 }
 

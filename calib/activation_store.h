@@ -67,7 +67,7 @@ class ActivationStore {
   /// An empty store of the same shape, dtype and placement.
   ActivationStore like() const;
 
-  bool defined() const { return windows_ > 0; }
+  bool defined() const { return seqlen_ > 0; }
   int64_t windows() const { return windows_; }
   int64_t seqlen() const { return seqlen_; }
   int64_t width() const { return width_; }

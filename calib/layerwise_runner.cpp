@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "calib/calibration_set.h"
+#include "core/dist/communicator.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/model/allocation_policy.h"
@@ -23,6 +24,14 @@ LayerwiseRunner::LayerwiseRunner(core::Model& model, at::Tensor windows, RunnerO
   CALQ_ASSERT(windows_.dim() == 2, "calibration windows must be [nsamples, seqlen]");
   const at::Tensor ids = windows_.to(at::kCPU, at::kLong).contiguous();
   windows_hash_ = fnv1a64(ids.data_ptr(), static_cast<size_t>(ids.numel()) * sizeof(int64_t));
+  const dist::Communicator& ranks = dist::Communicator::world();
+  const dist::Share share =
+      options_.shard_windows
+          ? dist::share_of(windows_.size(0), std::max<int64_t>(1, options_.batch_size),
+                           ranks.rank(), ranks.size())
+          : dist::Share{0, windows_.size(0)};
+  share_begin_ = share.begin;
+  share_end_ = share.end;
 }
 
 std::optional<std::string> LayerwiseRunner::cache_key(const LayerHandler& handler, int64_t layer,
@@ -118,7 +127,7 @@ void LayerwiseRunner::collect(core::DecoderLayer& layer, const ActivationStore& 
 
 ActivationStore LayerwiseRunner::initial_inputs(int64_t copies) {
   const auto device = at::Device(model_.device());
-  const int64_t n = windows_.size(0);
+  const int64_t n = share_end_ - share_begin_;
   const int64_t seq = windows_.size(1);
   const int64_t width = model_.config().hidden_size;
   const auto dtype = model_.compute_dtype();
@@ -132,8 +141,8 @@ ActivationStore LayerwiseRunner::initial_inputs(int64_t copies) {
   if (options_.first_layer > 0) {
     CALQ_ASSERT(options_.first_inputs.defined(), "a resumed run needs the inputs of layer {}",
                 options_.first_layer);
-    ActivationStore store =
-        ActivationStore::holding(options_.first_inputs.to(device), on_disk, options_.offload.dir);
+    ActivationStore store = ActivationStore::holding(
+        options_.first_inputs.narrow(0, share_begin_, n).to(device), on_disk, options_.offload.dir);
     options_.first_inputs = at::Tensor();
     placement_.dir = store.dir();
     return store;
@@ -142,7 +151,7 @@ ActivationStore LayerwiseRunner::initial_inputs(int64_t copies) {
   placement_.dir = store.dir();
   const int64_t batch = placement_.batch_windows;
   for (int64_t s = 0; s < n; s += batch)
-    store.write(s, model_.embed(windows_.narrow(0, s, std::min(batch, n - s)).to(device)));
+    store.write(s, model_.embed(windows_.narrow(0, share_begin_ + s, std::min(batch, n - s)).to(device)));
   if (options_.release_layers) {
     model_.release_embeddings();  // a 7B table is 0.25 GB in float16; eval reads it again
     core::give_back_free_heap_pages();
@@ -152,6 +161,7 @@ ActivationStore LayerwiseRunner::initial_inputs(int64_t copies) {
 
 void LayerwiseRunner::run(LayerHandler& handler) {
   at::NoGradGuard no_grad;
+  dist::Communicator& ranks = dist::Communicator::world();
   const bool quantized_next = handler.propagate_quantized();
   ActivationStore inputs = initial_inputs(quantized_next ? 1 : 2);
   if (placement_.on_disk) {
@@ -205,10 +215,23 @@ void LayerwiseRunner::run(LayerHandler& handler) {
           auto hit = options_.cache.cache->load(*key, fmt::format("layer {} step {}", i, k),
                                                 model_.device());
           if (hit) stats = std::move(*hit);
+          // Every rank collects, or none does: the collection's reductions are collectives.
+          if (ranks.distributed() &&
+              ranks.sum(stats.empty() ? 0 : 1, fmt::format("layer {} step {}: cache", i, k)) <
+                  ranks.size())
+            stats.clear();
         }
         if (stats.empty()) {
           t = Clock::now();
           collect(layer, inputs, accumulators);
+          const core::LayerSchema& schema = model_.layer_schema(i);
+          for (auto& [name, acc] : accumulators) {
+            int64_t in = 0;
+            for (const core::LinearSpec& l : schema.linears)
+              if (l.name == name) in = l.in;
+            acc.reduce_across_ranks(in, model_.compute_dtype(),
+                                    fmt::format("layer {} step {}: {}", i, k, name));
+          }
           log::debug("layer {} step {}: forward done, resident {:.0f} MiB (peak {:.0f})", i, k,
                      core::resident_mb(), core::peak_resident_mb());
           std::map<std::string, LinearStats> finished;
@@ -221,7 +244,7 @@ void LayerwiseRunner::run(LayerHandler& handler) {
           }
           // Before the cache keeps them: a poisoned entry would fail every later run.
           for (const auto& [name, s] : stats) require_finite(s, i, name);
-          if (key) options_.cache.cache->store(*key, stats);
+          if (key && ranks.is_root()) options_.cache.cache->store(*key, stats);
           timing.statistics_s += since(t);
         }
         // The double sums are not needed once finished: a 7B down_proj's is 462 MiB.

@@ -85,6 +85,10 @@ struct RunnerOptions {
   /// Where X_i is kept (calibration.offload); the budget counts every copy the handler needs
   /// (one when X_{i+1} comes from the processed layer, two when from the float one).
   OffloadPolicy offload;
+  /// With several ranks (core/dist): each runs the forwards on its share of whole batches and
+  /// the statistics are reduced across ranks. false: every rank runs every window (passes that
+  /// read the layer inputs themselves: lkd).
+  bool shard_windows = true;
 };
 
 
@@ -97,7 +101,7 @@ class LayerwiseRunner {
   const std::vector<LayerTiming>& timings() const { return timings_; }
 
  private:
-  /// X_0: the embeddings of every window (or the resumed run's inputs), placed per the policy.
+  /// X_0: the embeddings of this rank's windows (or the resumed run's inputs), placed per the policy.
   ActivationStore initial_inputs(int64_t copies);
   /// layer(X) batch by batch into `out` (may be `inputs` itself: each batch is read before its
   /// result is written).
@@ -115,6 +119,8 @@ class LayerwiseRunner {
 
   core::Model& model_;
   at::Tensor windows_;
+  int64_t share_begin_ = 0;  ///< this rank's windows: [share_begin_, share_end_)
+  int64_t share_end_ = 0;
   uint64_t windows_hash_ = 0;
   RunnerOptions options_;
   ActivationPlacement placement_;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "core/dist/communicator.h"
 #include "core/error.h"
 #include "core/kernels/hessian.h"
 #include "core/numeric_guard.h"
@@ -86,6 +87,39 @@ LinearStats LinearStatsAccumulator::finish() {
   }
   if (request_.inputs) stats.inputs = at::cat(inputs_, 0);
   return stats;
+}
+
+}  // namespace calq::calib
+
+namespace calq::calib {
+
+void LinearStatsAccumulator::reduce_across_ranks(int64_t in, at::ScalarType inputs_dtype,
+                                                 const std::string& step) {
+  dist::Communicator& ranks = dist::Communicator::world();
+  if (!ranks.distributed()) return;
+  at::Tensor counts = at::tensor({n_samples_, n_tokens_, non_finite_}, at::kLong);
+  ranks.sum_in_rank_order(counts, step + ": counts");
+  n_samples_ = counts[0].item<int64_t>();
+  n_tokens_ = counts[1].item<int64_t>();
+  non_finite_ = counts[2].item<int64_t>();
+  if (request_.hessian) {
+    // A rank without tokens contributes zero blocks in the kernel's layout.
+    if (xtx_blocks_.empty()) core::kernels::accumulate_xtx(xtx_blocks_, at::zeros({0, in}));
+    for (at::Tensor& block : xtx_blocks_) ranks.sum_in_rank_order(block, step + ": Hessian");
+  }
+  if (request_.absmax) {
+    if (!absmax_.defined()) absmax_ = at::zeros({in});  // |x| >= 0: zero changes no maximum
+    ranks.max(absmax_, step + ": absmax");
+  }
+  if (request_.mean_abs) {
+    if (!abs_sum_.defined()) abs_sum_ = at::zeros({in}, at::kDouble);
+    ranks.sum_in_rank_order(abs_sum_, step + ": sum |x|");
+  }
+  if (request_.inputs) {
+    at::Tensor local = inputs_.empty() ? at::empty({0, in}, inputs_dtype) : at::cat(inputs_, 0);
+    inputs_.clear();
+    inputs_.push_back(ranks.gather_rows(local, step + ": inputs"));
+  }
 }
 
 }  // namespace calq::calib

@@ -57,6 +57,11 @@ class LinearStatsAccumulator {
   void add(const at::Tensor& x);
   /// The statistics; the sums are given up as they are converted (call once).
   LinearStats finish();
+  /// Adds the other ranks' partial statistics of the same linear (core/dist; nothing on one
+  /// rank), before finish(): Σxᵀx and Σ|x| summed in rank order in float64, absmax max-reduced,
+  /// counts summed, raw inputs gathered in rank (= window) order. `in` and `inputs_dtype` shape
+  /// what a rank that saw no token contributes. `step` names the collective in a fault message.
+  void reduce_across_ranks(int64_t in, at::ScalarType inputs_dtype, const std::string& step);
 
  private:
   StatRequest request_;

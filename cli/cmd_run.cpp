@@ -2,6 +2,7 @@
 // run::run_recipe (run/run.h), which loads, quantizes, exports, evaluates and writes
 // DIR/report.json (docs/architecture.md §2, §8); this file prints each perplexity on stdout.
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include "calib/stats_cache.h"
 #include "cli/bounds.h"
 #include "cli/commands.h"
+#include "cli/local_launch.h"
 #include "cli/run_recipe.h"
 #include "core/error.h"
 #include "core/eval/perplexity.h"
@@ -88,7 +90,18 @@ CommandRunner add_run_command(CLI::App& app) {
                   "Write the first eval text's windows (input_ids) and the quantized model's "
                   "float32 logits on them to this safetensors file");
   add_cache_options(*cmd, *args);
-  return [args, resume] {
+  auto nproc = std::make_shared<int>(1);
+  cmd->add_option("--nproc", *nproc,
+                  "Run as N ranks on this machine (Gloo over loopback; calibration windows and "
+                  "evaluation sharded): the same as torchrun --nproc-per-node N calq run ...")
+      ->check(at_least(1));
+  return [args, resume, nproc] {
+    if (*nproc > 1) {
+      CALQ_CHECK(std::getenv("WORLD_SIZE") == nullptr,
+                 "--nproc {}: WORLD_SIZE is already set (started by a launcher); expected "
+                 "either --nproc or a launcher", *nproc);
+      return launch_local_ranks(*nproc);
+    }
     if (resume->empty()) {
       CALQ_CHECK(!args->recipe.empty(), "calq run: expected a recipe YAML, or --resume DIR");
       return run_recipe(*args);

@@ -22,10 +22,10 @@ int usable_cores() {
   return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
-int resolve_thread_count(int requested) {
+int resolve_thread_count(int requested, int local_ranks) {
   const int cores = usable_cores();
   if (requested <= 0)
-    return cores;
+    return std::max(1, cores / std::max(1, local_ranks));
   if (requested > cores) {
     log::warn("--threads {}: this process may run on {} core{}; using {} threads", requested,
               cores, cores == 1 ? "" : "s", cores);

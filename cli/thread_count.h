@@ -10,8 +10,9 @@ namespace calq::cli {
 /// std::thread::hardware_concurrency; at least 1.
 int usable_cores();
 
-/// `requested` threads (0 = one per usable core), capped at usable_cores() with one warning.
-int resolve_thread_count(int requested);
+/// `requested` threads (0 = the usable cores shared among `local_ranks` processes of one
+/// group on this machine, at least one each), capped at usable_cores() with one warning.
+int resolve_thread_count(int requested, int local_ranks = 1);
 
 /// Sets LibTorch's intra-op and OpenBLAS's thread counts to `n`. Called once, from main.
 void set_run_threads(int n);

@@ -19,6 +19,7 @@
 #include "calib/stats_cache.h"
 #include "core/checkpoint/export_checkpoint.h"
 #include "core/checkpoint/lora_adapter.h"
+#include "core/dist/communicator.h"
 #include "core/error.h"
 #include "core/eval/eval_budget.h"
 #include "core/eval/eval_text.h"
@@ -135,10 +136,13 @@ void quantize_and_export(std::unique_ptr<core::Model>& model, const core::LoadOp
   }
   std::optional<core::StreamingExport> stream;
   algorithms::LayerSink sink;
+  dist::Communicator& ranks = dist::Communicator::world();
   if (args.stream) {
-    stream.emplace(*model, export_options(recipe, args.overwrite));
+    // Rank 0 writes the checkpoint; every rank frees each layer once it is final.
+    if (ranks.is_root()) stream.emplace(*model, export_options(recipe, args.overwrite));
     sink = [&stream, &model](int64_t i, core::DecoderLayer& layer,
                              std::map<std::string, algorithms::LinearState>& states) {
+      if (!stream) return;
       std::map<std::string, core::QuantizedTensor> quantized;
       for (const auto& [name, state] : states) {
         if (state.quantized) quantized.emplace(name, *state.quantized);
@@ -161,16 +165,19 @@ void quantize_and_export(std::unique_ptr<core::Model>& model, const core::LoadOp
               cache->counters().hits + cache->counters().misses, cache->dir());
   }
   log::info("quantized in {:.1f} s", result.seconds);
-  if (stream) {
-    const core::ExportResult exported = stream->finish(*model);
-    report.set_export(exported.json());
-    report.set_section("certificate", exported.certificate);
+  if (args.stream) {
+    if (stream) {
+      const core::ExportResult exported = stream->finish(*model);
+      report.set_export(exported.json());
+      report.set_section("certificate", exported.certificate);
+    }
+    ranks.barrier("the streamed checkpoint is written");
     // The layers were freed as they were written: evaluate the checkpoint, which re-read bit
     // for bit, as a model of its own.
     core::LoadOptions written = load;
     written.path = recipe.save->path.resolved;
     model = core::load_model(written);
-  } else if (recipe.save) {
+  } else if (recipe.save && ranks.is_root()) {
     std::optional<core::AdapterResult> adapter;
     const core::ExportResult exported =
         save_checkpoint(*model, recipe, args.overwrite, result, adapter);
@@ -201,6 +208,10 @@ void evaluate(core::Model& model, const core::Recipe& recipe, const RunOptions& 
     core::PerplexityResult r = core::evaluate_perplexity(model, tokens, options, e.data.resolved);
     r.dataset = text.dataset;
     r.join = core::text_join_name(e.join);
+    if (!dist::Communicator::world().is_root()) {  // rank 0 prints and writes
+      report.add_perplexity(r, e.data.resolved);
+      continue;
+    }
     if (!args.logits.empty() && &e == recipe.eval.perplexity.data())
       write_window_logits(model, tokens, r, args.logits);
     if (args.on_perplexity) args.on_perplexity(r);
@@ -240,33 +251,56 @@ std::string run_recipe(const algorithms::ResolvedRecipe& resolved, const RunOpti
                "save section in {}", recipe.file);
   }
 
+  // Ranks (core/dist): rank 0 alone claims and writes the outputs (report, export, resume
+  // state); the others compute their shares and wait for it where they read what it wrote.
+  dist::Communicator& ranks = dist::Communicator::world();
+  CALQ_CHECK(!ranks.distributed() || load.device == "cpu",
+             "{}: model.device: {} with {} ranks; expected cpu (calq's ranks communicate over "
+             "Gloo; the NCCL backend for CUDA is not built yet)", recipe.file, load.device,
+             ranks.size());
   // Claim the outputs (locks, parent folders, the report folder) only now that every check
   // passed, and before any work: an unwritable parent fails here, not after quantization.
-  core::OutputClaim out_claim(outputs.out, "--out", /*create_dir=*/true);
+  std::optional<core::OutputClaim> out_claim;
   std::optional<core::OutputClaim> save_claim;
-  if (outputs.save) save_claim.emplace(*outputs.save, recipe.file + ": save.path", false);
+  if (ranks.is_root()) {
+    out_claim.emplace(outputs.out, "--out", /*create_dir=*/true);
+    if (outputs.save) save_claim.emplace(*outputs.save, recipe.file + ": save.path", false);
+  }
 
   const std::string state_dir = state_dir_of(out_dir);
   const bool keep_state = !args.float_only && !args.no_resume_state;
   StateFolder state_folder(state_dir);
-  if (keep_state && !args.resuming) {
+  if (keep_state && !args.resuming && ranks.is_root()) {
     fs::remove_all(state_dir);  // a fresh run never continues an older one's layers
     state_folder.arm();
     write_run_request(recipe, args, state_dir);
   }
+  ranks.barrier("outputs claimed by rank 0");
 
   RunReport report(recipe, *model);
-  if (args.float_only) {
-    report.set_float();
-  } else {
-    quantize_and_export(model, load, recipe, passes, args, state_dir, keep_state, report);
+  try {
+    if (args.float_only) {
+      report.set_float();
+    } else {
+      quantize_and_export(model, load, recipe, passes, args, state_dir, keep_state, report);
+    }
+    evaluate(*model, recipe, args, report);
+  } catch (const dist::PeerFailure&) {
+    // Another rank died: like a kill, this run's state stays for `calq run --resume`.
+    state_folder.disarm();
+    if (out_claim && keep_state) out_claim->keep();
+    throw;
   }
-  evaluate(*model, recipe, args, report);
 
   if (const std::string int8 = args.stream ? std::string() : int8_outlier_report(*model);
       !int8.empty())
     report.set_section("llm_int8", int8);
+  report.set_ranks(ranks.size());
   report.finish(std::chrono::duration<double>(Clock::now() - start).count());
+  if (!ranks.is_root()) {
+    ranks.barrier("report written by rank 0");
+    return report.dump() + "\n";
+  }
   fs::create_directories(out_dir);
   const std::string report_path = (fs::path(out_dir) / "report.json").string();
   std::string text = report.dump() + "\n";
@@ -274,8 +308,9 @@ std::string run_recipe(const algorithms::ResolvedRecipe& resolved, const RunOpti
   log::info("report written to {}", report_path);
   if (keep_state) fs::remove_all(state_dir);
   state_folder.disarm();
-  out_claim.keep();
+  out_claim->keep();
   if (save_claim) save_claim->keep();
+  ranks.barrier("report written by rank 0");
   return text;
 }
 

@@ -159,6 +159,10 @@ void RunReport::set_section(const std::string& key, const std::string& json) {
 
 void RunReport::set_float() { (*doc_)["float"] = true; }
 
+void RunReport::set_ranks(int world_size) {
+  (*doc_)["ranks"] = {{"world_size", world_size}, {"backend", world_size > 1 ? "gloo" : "none"}};
+}
+
 void RunReport::finish(double total_seconds) {
   nlohmann::json& d = *doc_;
   // Pass defaults are only known once the passes have read their options: resolve last.

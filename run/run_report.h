@@ -38,6 +38,8 @@ class RunReport {
   void set_section(const std::string& key, const std::string& json);
   /// Marks the report as the float model's (no quantization ran): "float": true.
   void set_float();
+  /// "ranks": the world size the run had (core/dist) and the backend between them.
+  void set_ranks(int world_size);
   /// What should dominate the peak (run/memory_estimate.h), reported beside the measured peak.
   void set_memory_estimate(const std::string& json);
   void finish(double total_seconds);

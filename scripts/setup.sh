@@ -12,6 +12,7 @@ packages=(
   libeigen3-dev libopenblas-dev libyaml-cpp-dev catch2
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libicu-dev
   gnuplot-nox python3
+  libgloo-dev  # headers c10d's ProcessGroupGloo.hpp includes (core/dist/communicator.cpp)
 )
 
 missing=()

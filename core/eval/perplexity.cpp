@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/dist/communicator.h"
 #include "core/error.h"
 #include "core/eval/non_finite_stage.h"
 #include "core/eval/eval_budget.h"
@@ -47,11 +48,15 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& t
                              .narrow(0, 0, n_windows * options.seqlen)
                              .view({n_windows, options.seqlen});
   at::NoGradGuard no_grad;
-  double nll_sum = 0.0;
-  Progress progress(options.label, n_windows, options.show_progress);
+  // Ranks (core/dist): each evaluates a contiguous share of whole batches; every batch's NLL sum
+  // is gathered and added in batch order, exactly as one process adds them.
+  dist::Communicator& ranks = dist::Communicator::world();
+  const dist::Share share = dist::share_of(n_windows, batch, ranks.rank(), ranks.size());
+  std::vector<double> batch_sums;
+  Progress progress(options.label, share.size(), options.show_progress);
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t w = 0; w < n_windows; w += batch) {
-    const int64_t b = std::min(batch, n_windows - w);
+  for (int64_t w = share.begin; w < share.end; w += batch) {
+    const int64_t b = std::min(batch, share.end - w);
     const at::Tensor ids = all.narrow(0, w, b).to(at::kLong).to(at::Device(model.device()));
     const at::Tensor logits = model.forward(ids).to(at::kFloat);  // [b, seqlen, vocab]
     const at::Tensor log_probs =
@@ -64,10 +69,16 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& t
       const int64_t k = at::logical_not(at::isfinite(nll).all(1)).nonzero()[0][0].item<int64_t>();
       fail("{}: {}", model.path(), describe_non_finite_stage(model, ids.narrow(0, k, 1), w + k));
     }
-    nll_sum += nll.to(at::kDouble).sum().item<double>();
+    batch_sums.push_back(nll.to(at::kDouble).sum().item<double>());
     progress.step(b);
   }
   progress.finish();
+  const at::Tensor local_sums =
+      at::tensor(batch_sums, at::kDouble).reshape({static_cast<int64_t>(batch_sums.size())});
+  const at::Tensor every_sum = ranks.gather_rows(local_sums, options.label + ": NLL sums");
+  double nll_sum = 0.0;
+  const double* sums = every_sum.data_ptr<double>();
+  for (int64_t k = 0; k < every_sum.numel(); ++k) nll_sum += sums[k];
 
   PerplexityResult result;
   result.seqlen = options.seqlen;
