@@ -3,9 +3,11 @@
 // into DIR/runs/<name>/, plus the float model's row once per model and evaluation; then
 // DIR/table.md, table.csv and ppl_vs_bits.png/.svg (sweep_table.h). A run whose report.json already holds the same recipe hash is skipped, so a killed sweep resumes.
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,9 +19,11 @@
 #include "algorithms/resolved_recipe.h"
 #include "cli/bounds.h"
 #include "cli/commands.h"
+#include "cli/local_launch.h"
 #include "cli/run_recipe.h"
 #include "cli/sweep_plan.h"
 #include "cli/sweep_table.h"
+#include "core/dist/communicator.h"
 #include "core/error.h"
 #include "core/io/json_text.h"
 #include "core/io/output_dir.h"
@@ -191,11 +195,17 @@ int run_sweep(const SweepArgs& args) {
 
   // The sweep folder follows the run folders' rules (core/io/output_dir.h): new, empty, calq's
   // own (an earlier sweep, resumed) or --overwrite; claimed (locked) for the whole sweep.
+  // With ranks (core/dist) every rank runs every cell together; rank 0 alone claims and writes.
+  dist::Communicator& ranks = dist::Communicator::world();
   const fs::path out = core::output_dir_path(args.out, "--out");
-  core::check_output_dir(out, "--out", args.overwrite);
-  core::OutputClaim claim(out, "--out", /*create_dir=*/true);
-  fs::create_directories(out / "runs");
-  claim.keep();  // from here on the folder holds calq's runs: a failed sweep is resumed in it
+  std::optional<core::OutputClaim> claim;  // locked for the whole sweep
+  if (ranks.is_root()) {
+    core::check_output_dir(out, "--out", args.overwrite);
+    claim.emplace(out, "--out", /*create_dir=*/true);
+    fs::create_directories(out / "runs");
+    claim->keep();  // from here on the folder holds calq's runs: a failed sweep is resumed in it
+  }
+  ranks.barrier("sweep folder claimed by rank 0");
   Progress progress("sweep runs", static_cast<int64_t>(all.size()));
   std::vector<SweepRun> done;
   int resumed = 0;
@@ -218,6 +228,7 @@ int run_sweep(const SweepArgs& args) {
     progress.step();
   }
   progress.finish();
+  if (!ranks.is_root()) return 0;
   const std::string table = write_sweep_table(out.string(), done);
   std::printf("%s", table.c_str());
   std::fflush(stdout);
@@ -244,7 +255,18 @@ CommandRunner add_sweep_command(CLI::App& app) {
   cmd->add_flag("--overwrite", args->overwrite,
                 "Replace the sweep folder and the runs' outputs even if calq did not write them");
   add_cache_options(*cmd, args->cache);
-  return [args] { return run_sweep(*args); };
+  auto nproc = std::make_shared<int>(1);
+  cmd->add_option("--nproc", *nproc, "Run every cell as N ranks on this machine (as calq run --nproc)")
+      ->check(at_least(1));
+  return [args, nproc] {
+    if (*nproc > 1) {
+      CALQ_CHECK(std::getenv("WORLD_SIZE") == nullptr,
+                 "--nproc {}: WORLD_SIZE is already set (started by a launcher); expected "
+                 "either --nproc or a launcher", *nproc);
+      return launch_local_ranks(*nproc);
+    }
+    return run_sweep(*args);
+  };
 }
 
 }  // namespace calq::cli

@@ -177,7 +177,10 @@ void quantize_and_export(std::unique_ptr<core::Model>& model, const core::LoadOp
     core::LoadOptions written = load;
     written.path = recipe.save->path.resolved;
     model = core::load_model(written);
-  } else if (recipe.save && ranks.is_root()) {
+  } else if (recipe.save && !ranks.is_root()) {
+    core::round_to_export(*model, algorithms::quantized_linears(result),
+                          export_options(recipe, args.overwrite));
+  } else if (recipe.save) {
     std::optional<core::AdapterResult> adapter;
     const core::ExportResult exported =
         save_checkpoint(*model, recipe, args.overwrite, result, adapter);

@@ -553,6 +553,12 @@ void check_save_scheme(const SaveSection& save, const SchemeSection& scheme, con
   }
 }
 
+void round_to_export(Model& model, const QuantizedLinears& quantized, const ExportOptions& o) {
+  const Plan plan = plan_export(model, quantized, o);
+  for (int64_t i = 0; i < model.n_layers(); ++i)
+    round_layer(model.layer(i), plan, quantized[static_cast<size_t>(i)]);
+}
+
 ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
                                const ExportOptions& o) {
   const Plan plan = plan_export(model, quantized, o);

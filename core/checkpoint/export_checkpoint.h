@@ -87,6 +87,10 @@ void check_save_shapes(const SaveSection& save, const SchemeSection& scheme,
 ExportResult export_checkpoint(Model& model, const QuantizedLinears& quantized,
                                const ExportOptions& options);
 
+/// What export_checkpoint does to the in-memory model, without writing anything: a rank that
+/// does not write the checkpoint (core/dist) evaluates the exported model as rank 0 does.
+void round_to_export(Model& model, const QuantizedLinears& quantized, const ExportOptions& options);
+
 /// The same checkpoint written while the model is quantized (`calq run --stream`): each decoder
 /// layer goes to a shard of its own as soon as it is done, so the caller can free it; the
 /// embeddings, final norm and head go to the last shard in finish(). Files and checks as
