@@ -72,8 +72,9 @@ Share share_of(int64_t items, int64_t unit, int rank, int world) {
   CALQ_ASSERT(world >= 1 && rank >= 0 && rank < world && unit >= 1, "share_of({}, {}, {}, {})",
               items, unit, rank, world);
   const int64_t units = (items + unit - 1) / unit;
-  const int64_t first = units * rank / world;
-  const int64_t last = units * (rank + 1) / world;
+  // Boundaries ceil(units · r / world): the earlier ranks take the extra units.
+  const int64_t first = (units * rank + world - 1) / world;
+  const int64_t last = (units * (rank + 1) + world - 1) / world;
   return {std::min(items, first * unit), std::min(items, last * unit)};
 }
 

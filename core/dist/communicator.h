@@ -52,7 +52,7 @@ struct LaunchEnv {
 
 /// Rows [begin, end) of `items` that a rank owns: contiguous, in rank order, cut at multiples
 /// of `unit` (a batch of windows) so each unit is computed whole by one rank whatever the world
-/// size; ranks past the last unit own nothing.
+/// size; with fewer units than ranks the last ranks own nothing.
 struct Share {
   int64_t begin = 0;
   int64_t end = 0;
