@@ -33,6 +33,7 @@ class GptqPass : public Pass {
       PassTraits t;
       t.role = PassRole::Quantizer;
       t.propagation = Propagation::Quantized;  // each layer's Hessians see the quantized inputs
+      t.per_linear = true;
       return t;
     }();
     return traits;

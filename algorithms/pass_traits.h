@@ -66,6 +66,11 @@ struct PassTraits {
   std::string refuses_refinement;
   /// Only save.format fake can hold what this pass leaves, and why (llm_int8); "" = every format.
   std::string fake_export_only;
+  /// A quantizer that turns each target linear into its result from that linear's weight and
+  /// statistics alone, leaving only the weight, its QuantizedTensor and its report (rtn, gptq):
+  /// with several ranks each linear is quantized by one owner and broadcast
+  /// (algorithms/owner_parallel.h).
+  bool per_linear = false;
   /// `calq run --stream` cannot run this pass, and why (lorc); "" = it can.
   std::string not_streamable;
 };

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "algorithms/layer_checkpoints.h"
+#include "algorithms/owner_parallel.h"
 #include "algorithms/pass_order.h"
 #include "algorithms/registry.h"
 #include "algorithms/rtn.h"
@@ -166,7 +167,11 @@ class PassDriver : public calib::LayerHandler {
       }
       if (current.targets.empty()) continue;
       const auto start = Clock::now();
-      pass->apply(current);
+      if (split_by_owner(*pass, current)) {
+        apply_by_owner(*pass, current, step);
+      } else {
+        pass->apply(current);
+      }
       result_.pass_seconds[pass->name()] +=
           std::chrono::duration<double>(Clock::now() - start).count();
     }
@@ -188,6 +193,39 @@ class PassDriver : public calib::LayerHandler {
                                  pass_step.linears[target.name]);
       }
     }
+  }
+
+  /// With several ranks, a per-linear quantizer (GPTQ) quantizes each linear on one owner rank
+  /// (algorithms/owner_parallel.h); float formats stay on every rank (their state is not
+  /// broadcast).
+  static bool split_by_owner(const Pass& pass, const PassStep& current) {
+    if (!dist::Communicator::world().distributed() || !pass.traits().per_linear) return false;
+    for (const LinearTarget& target : current.targets)
+      if (target.fp) return false;
+    return true;
+  }
+
+  void apply_by_owner(Pass& pass, PassStep& current, calib::LayerStep& step) {
+    const int rank = dist::Communicator::world().rank();
+    const std::vector<int> owners =
+        assign_owners(step.layer, current.targets, dist::Communicator::world().size());
+    std::vector<LinearTarget> mine;
+    for (size_t k = 0; k < current.targets.size(); ++k) {
+      const LinearTarget& target = current.targets[k];
+      if (owners[k] == rank) {
+        mine.push_back(target);
+      } else if (current.later_reads_float_weight) {
+        // What the owner keeps for a refinement (lorc): the weight it started from.
+        current.linears[target.name].float_weight =
+            step.layer.linear(target.name).weight.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+      }
+    }
+    PassStep owned{current.step, mine, current.linears, current.later_reads_hessian,
+                   current.later_reads_float_weight};
+    if (!mine.empty()) pass.apply(owned);
+    share_owned_results(step.layer, current.targets, owners, current.linears, pass.name(),
+                        fmt::format("layer {} step {}: {}", step.layer_index, step.step_index,
+                                    pass.name()));
   }
 
   /// calibration.min_expert_tokens and expert_policy on the subset's expert linears whose

@@ -10,10 +10,9 @@ single-rank per-layer figures.
          Wall time (median), the largest rank's max RSS (GNU time on the launcher: the children's
          maximum), perplexity, checkpoint sha256, load average before and after.
   table  BENCHMARKS.md's section from the JSON: the measured rows; bytes per layer for the
-         Llama-2-7B and Llama-2-70B / Llama-3-8B shapes (Hessian all-gather as implemented;
-         code broadcast of weight-parallel quantization, not implemented yet, for planning); and
-         the N-rank model t(N) = sharded/N + replicated + bytes/bandwidth from a measured layer
-         (bench/results/streaming_llama3-8b-paper.json's timing.layers).
+         Llama-2-7B, Llama-3-8B and Llama-2-70B shapes (Hessian all-gather and GPTQ's owner
+         broadcast, as implemented); and the N-rank model t(N) = forwards/N + passes/N +
+         bytes/bandwidth from measured layers (bench/results/streaming_llama3-8b-paper.json).
 
 Usage:
   .venv/bin/python bench/distributed.py run [--repeat 3] [--calq build/calq]
@@ -127,18 +126,19 @@ def xtx_bytes(n):
 
 
 def layer_bytes(shape, world, bits=4, group=128):
-    """Bytes one rank receives per layer: the Hessian all-gather (as implemented: one Σxᵀx per
-    distinct input, q/k/v and gate/up share theirs), and the code broadcast weight-parallel
-    quantization would need (codes + fp16 scales and zeros + the dequantized fp16 weight)."""
+    """Bytes one rank receives per layer, as implemented: the Hessian all-gather (one Σxᵀx per
+    distinct input, q/k/v and gate/up share theirs) and GPTQ's owner broadcast of each linear
+    it does not own (algorithms/owner_parallel.cpp: the dequantized weight in the bfloat16
+    compute dtype, uint8 codes, float32 scales and int32 zeros per group, int32 g_idx)."""
     hidden, inter, heads, kv = shape
     head_dim = hidden // heads
     inputs = [hidden, hidden, hidden, inter]  # q/k/v, o, gate/up, down
     hessian = sum(xtx_bytes(n) for n in inputs) * (world - 1)
     linears = [(heads * head_dim, hidden), (kv * head_dim, hidden), (kv * head_dim, hidden),
                (hidden, heads * head_dim), (inter, hidden), (inter, hidden), (hidden, inter)]
-    per_weight = bits / 8 + 2  # codes + the dequantized fp16 weight
-    per_group = 2 * 2  # fp16 scale and zero
-    codes = sum(o * i * per_weight + o * (i // group) * per_group for o, i in linears)
+    per_weight = 1 + 2  # a uint8 code + the dequantized bfloat16 weight
+    per_group = 4 + 4  # float32 scale, int32 zero
+    codes = sum(o * i * per_weight + o * (i // group) * per_group + 4 * i for o, i in linears)
     # A rank receives the linears it does not own: (world - 1) / world of them.
     return hessian, codes * (world - 1) / world
 
@@ -162,11 +162,13 @@ def table(doc):
     lines += ["", "Equal threads per rank give identical bytes at any world size; 1 rank × 2 threads "
               "and 2 ranks × 1 thread differ because the CPU kernels' rounding depends on the thread "
               "count (not on the sharding). On 2 cores the ranks share the same cores, so little "
-              "gain is expected; every rank also repeats the quantization (GPTQ) itself.", ""]
-    lines += ["Bytes one rank receives per decoder layer (GPTQ W4 g128): the float64 Σxᵀx all-gather "
-              "as implemented (one per distinct input: q/k/v, o, gate/up, down), and the code "
-              "broadcast that weight-parallel quantization (not implemented yet) would add.", "",
-              "| shape | ranks | Hessian all-gather MiB | code broadcast MiB (planned) |",
+              "gain is expected. GPTQ runs each linear on one owner rank (largest cost first) and "
+              "broadcasts the result.", ""]
+    lines += ["Bytes one rank receives per decoder layer (GPTQ W4 g128, bfloat16 compute), as "
+              "implemented: the float64 Σxᵀx all-gather (one per distinct input: q/k/v, o, "
+              "gate/up, down), and the owners' broadcast of the linears a rank does not quantize "
+              "itself (weight, uint8 codes, scales, zeros, g_idx).", "",
+              "| shape | ranks | Hessian all-gather MiB | owner broadcast MiB |",
               "|---|---:|---:|---:|"]
     for name, shape in SHAPES.items():
         for world in (2, 8):
@@ -196,14 +198,15 @@ def n_rank_model(layers_doc):
     rows = ["Modelled seconds per Llama-3-8B layer at 128 × 2048 (bfloat16) from the measured "
             f"single-rank layers of bench/results/streaming_llama3-8b-paper.json (median: "
             f"forwards + statistics {sharded:.0f} s, passes {replicated:.0f} s), with N ranks "
-            "each as fast as this machine: t(N) = forwards/N + passes + all-gather bytes / "
+            "each as fast as this machine: t(N) = forwards/N + passes/N (GPTQ's owners; the "
+            "largest linear bounds it, ignored here) + (all-gather + broadcast bytes) / "
             "bandwidth.", "",
             "| N | 1 GB/s (loopback TCP) | 25 GB/s (PCIe-class) | speed-up at 25 GB/s |",
             "|---:|---:|---:|---:|"]
     for n in (1, 2, 4, 8):
-        h, _ = layer_bytes(SHAPES["Llama-3-8B"], n)
-        t1 = sharded / n + replicated + h / 1e9
-        t25 = sharded / n + replicated + h / 25e9
+        h, c = layer_bytes(SHAPES["Llama-3-8B"], n)
+        t1 = sharded / n + replicated / n + (h + c) / 1e9
+        t25 = sharded / n + replicated / n + (h + c) / 25e9
         rows.append(f"| {n} | {t1:.0f} | {t25:.0f} | {(sharded + replicated) / t25:.2f} |")
     return "\n".join(rows)
 

@@ -92,7 +92,19 @@ eval:
 YAML
 run moe1 moe 1; run moe2 moe 2
 same_ckpt moe1 moe2
-echo "ok: mixtral-shaped (4 experts, top 2) 1/2 ranks: same bytes"
+owners=$(python3 - "$work/moe2/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+owners = {}
+for layer in r["passes"][0]["layers"]:
+    for name, figures in layer["linears"].items():
+        if "experts" in name:
+            owners.setdefault(int(figures["owner_rank"]), []).append(name)
+assert sorted(owners) == [0, 1], owners  # the experts' GPTQ ran on both ranks
+print(" ".join(f"rank {k}: {len(v)} expert linears" for k, v in sorted(owners.items())))
+PY
+) || fail "moe2: experts not spread over both ranks"
+echo "ok: mixtral-shaped (4 experts, top 2) 1/2 ranks: same bytes; GPTQ owners $owners"
 
 # 2. A launcher's variables, one process per rank.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
