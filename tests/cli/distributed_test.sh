@@ -120,6 +120,17 @@ pids=()
 same_ckpt gptq1 env2
 echo "ok: RANK/WORLD_SIZE/MASTER_* from the environment: same bytes"
 
+# --stream: rank 0 writes each layer as it is final, every rank frees it; the same shards.
+for n in 1 2; do
+  "$calq" -q --threads 1 run "$work/gptq.yaml" --batch-size 4 --no-cache --stream --nproc "$n" \
+    --set "save={format: gptq, path: $work/stream$n/ckpt}" --out "$work/stream$n" \
+    > /dev/null 2> "$work/stream$n.err" || { cat "$work/stream$n.err"; fail "stream$n"; }
+done
+for f in "$work"/stream1/ckpt/*.safetensors; do
+  cmp -s "$f" "$work/stream2/ckpt/$(basename "$f")" || fail "--stream: $(basename "$f") differs on 2 ranks"
+done
+echo "ok: --stream 1/2 ranks: same shards"
+
 # 3. Kill rank 1 mid-run (its -v log says it reached layer 2), resume on 3 ranks.
 "$calq" -v --threads 1 --dist-timeout 20 run "$work/gptq.yaml" --batch-size 4 --no-cache \
   --nproc 2 --set "save={format: gptq, path: $work/killed/ckpt}" --out "$work/killed" \
