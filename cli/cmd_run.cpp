@@ -2,9 +2,9 @@
 // run::run_recipe (run/run.h), which loads, quantizes, exports, evaluates and writes
 // DIR/report.json (docs/architecture.md §2, §8); this file prints each perplexity on stdout.
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -96,12 +96,7 @@ CommandRunner add_run_command(CLI::App& app) {
                   "evaluation sharded): the same as torchrun --nproc-per-node N calq run ...")
       ->check(at_least(1));
   return [args, resume, nproc] {
-    if (*nproc > 1) {
-      CALQ_CHECK(std::getenv("WORLD_SIZE") == nullptr,
-                 "--nproc {}: WORLD_SIZE is already set (started by a launcher); expected "
-                 "either --nproc or a launcher", *nproc);
-      return launch_local_ranks(*nproc);
-    }
+    if (const std::optional<int> code = launch_if_asked(*nproc)) return *code;
     if (resume->empty()) {
       CALQ_CHECK(!args->recipe.empty(), "calq run: expected a recipe YAML, or --resume DIR");
       return run_recipe(*args);

@@ -3,7 +3,6 @@
 // into DIR/runs/<name>/, plus the float model's row once per model and evaluation; then
 // DIR/table.md, table.csv and ppl_vs_bits.png/.svg (sweep_table.h). A run whose report.json already holds the same recipe hash is skipped, so a killed sweep resumes.
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -259,12 +258,7 @@ CommandRunner add_sweep_command(CLI::App& app) {
   cmd->add_option("--nproc", *nproc, "Run every cell as N ranks on this machine (as calq run --nproc)")
       ->check(at_least(1));
   return [args, nproc] {
-    if (*nproc > 1) {
-      CALQ_CHECK(std::getenv("WORLD_SIZE") == nullptr,
-                 "--nproc {}: WORLD_SIZE is already set (started by a launcher); expected "
-                 "either --nproc or a launcher", *nproc);
-      return launch_local_ranks(*nproc);
-    }
+    if (const std::optional<int> code = launch_if_asked(*nproc)) return *code;
     return run_sweep(*args);
   };
 }

@@ -146,4 +146,12 @@ int launch_local_ranks(int n) {
   return first_failure;
 }
 
+std::optional<int> launch_if_asked(int n) {
+  if (n <= 1) return std::nullopt;
+  CALQ_CHECK(std::getenv("WORLD_SIZE") == nullptr,
+             "--nproc {}: WORLD_SIZE is already set (started by a launcher); expected either "
+             "--nproc or a launcher", n);
+  return launch_local_ranks(n);
+}
+
 }  // namespace calq::cli

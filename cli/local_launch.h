@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 
 namespace calq::cli {
 
@@ -20,5 +21,9 @@ void set_command_line(int argc, char** argv);
 /// grace period) to notice and exit on their own before they are killed. Returns 0 when every
 /// rank succeeded, else the first failing rank's exit code (128 + signal when killed).
 int launch_local_ranks(int n);
+
+/// `--nproc n`: nullopt when n is 1 (run here); else refuses when a launcher already set
+/// WORLD_SIZE, and otherwise launches the ranks and returns launch_local_ranks' exit code.
+std::optional<int> launch_if_asked(int n);
 
 }  // namespace calq::cli
