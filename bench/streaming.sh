@@ -62,10 +62,15 @@ for n in $layers; do
     "$calq" synth $flags --layers "$n" --out "$model"
   fi
   rm -rf "$synth/gptq-${tag}${n}L" "$synth/run-${tag}${n}L"
+  # The 1-minute load average once a minute while the run works (what else had the 2 cores).
+  (while true; do cut -d' ' -f1 /proc/loadavg; sleep 60; done) > "$synth/load-${tag}${n}L.txt" &
+  sampler=$!
   /usr/bin/time -v -o "$synth/time-${tag}${n}L.txt" \
     "$calq" -v run "$recipe" --stream --set model.path="$model" \
     "${calib[@]}" --set "save={format: gptq, path: $synth/gptq-${tag}${n}L}" \
     --out "$synth/run-${tag}${n}L" 2> "$synth/run-${tag}${n}L.log"
+  kill "$sampler"
+  cp "$synth/load-${tag}${n}L.txt" "$out/load_${tag}${n}L.txt"
   json="$out/streaming_${tag}${n}L.json"
   cp "$synth/run-${tag}${n}L/report.json" "$json"
   cp "$synth/time-${tag}${n}L.txt" "$out/time_${tag}${n}L.txt"

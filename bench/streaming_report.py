@@ -36,6 +36,25 @@ def layer_loop_peak_mb(path):
     return max(peaks)
 
 
+def load_during_run(path, note):
+    """The 1-minute load averages bench/streaming.sh sampled once a minute during the run, as
+    'min–max (median m, k samples)'; runs from before the sampler carry --load-note instead."""
+    if not os.path.exists(path):
+        return note or "not recorded"
+    samples = sorted(float(x) for x in open(path).read().split())
+    if not samples:
+        return note or "not recorded"
+    return (f"{samples[0]:.1f}–{samples[-1]:.1f} (median {samples[len(samples) // 2]:.1f}, "
+            f"{len(samples)} samples)")
+
+
+def load_text(run):
+    """The table's load column: sampled during the run, or (older summaries) read after it."""
+    if run.get("load_during_run"):
+        return run["load_during_run"]
+    return "after: " + " ".join(run["loadavg_after"]) if run.get("loadavg_after") else "not recorded"
+
+
 def median_layer_seconds(layers):
     """Median over the layers of load + float outputs + statistics + passes + next inputs."""
     totals = sorted(sum(v for k, v in t.items() if k.endswith("_s")) for t in layers)
@@ -62,7 +81,8 @@ def collect(a):
             "layers_timing": report["timing"].get("layers", []),
             "seconds_per_layer_median": median_layer_seconds(report["timing"].get("layers", [])),
             "calibration_activations": report.get("calibration_activations"),
-            "loadavg_after": open("/proc/loadavg").read().split()[:3],
+            "load_during_run": load_during_run(os.path.join(a.dir, f"load_{a.shape}_{n}L.txt"),
+                                               dict(x.split("=", 1) for x in a.load_note).get(str(n), "")),
         })
     ratio = runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -117,9 +137,9 @@ def section(paths):
     timed = [(p, s) for p, s in timed if any(r.get("layers_timing") for r in s["runs"])]
     if timed:
         lines += ["", "Where each layer's time goes (report.json `timing.layers`, seconds; issue #22), and the",
-                  "projection to a 32-layer model: the median layer's seconds × 32. The load average after",
-                  "the run says how much of the 2 cores the run had.", "",
-                  "| model | layers | layer | load | float outputs | statistics | passes | next inputs | total | peak RSS MiB | activations | load avg after |",
+                  "projection to a 32-layer model: the median layer's seconds × 32. The load during the",
+                  "run (1-minute load averages sampled once a minute) says how much of the 2 cores it had.", "",
+                  "| model | layers | layer | load | float outputs | statistics | passes | next inputs | total | peak RSS MiB | activations | load during run |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, s in timed:
             for r in s["runs"]:
@@ -129,7 +149,7 @@ def section(paths):
                     total = sum(v for k, v in t.items() if k.endswith("_s"))
                     lines.append(f"| {s['shape']} | {r['layers']} | {t['layer']} | {t['load_s']:.1f} | {t['float_outputs_s']:.1f} "
                                  f"| {t['statistics_s']:.1f} | {t['process_s']:.1f} | {t['propagate_s']:.1f} | **{total:.1f}** "
-                                 f"| {t['peak_rss_mb']:.0f} | {where} | {' '.join(r.get('loadavg_after', []))} |")
+                                 f"| {t['peak_rss_mb']:.0f} | {where} | {load_text(r)} |")
                 if r.get("seconds_per_layer_median"):
                     lines.append(f"| {s['shape']} | {r['layers']} | projection to 32 layers | | | | | | "
                                  f"**{32 * r['seconds_per_layer_median'] / 3600:.1f} h** | | | |")
@@ -167,6 +187,8 @@ def main():
     c.add_argument("--layers", type=int, nargs="+", required=True)
     c.add_argument("--json", required=True)
     c.add_argument("--source-git", default="?", help="the checkout's commit when the bench ran")
+    c.add_argument("--load-note", action="append", default=[], metavar="N=TEXT",
+                   help="the load during the N-layer run, for runs that predate the sampler")
     t = sub.add_parser("table")
     t.add_argument("--write", default="")
     t.add_argument("summaries", nargs="+")
