@@ -4,7 +4,7 @@ between ranks for real model shapes, and a wall-time model for N ranks built fro
 single-rank per-layer figures.
 
   run    sotu-llama-6L GPTQ W4 g128 at its full protocol (configs/sotu_gptq_w4g128.yaml,
-         128 x 512 calibration; evaluation on sotu_valid), REPEAT times each:
+         128 x 512 calibration; the first 64 windows of sotu_valid), REPEAT times each:
            1 rank x all cores, 2 ranks x half the cores (what --nproc gives by default),
            1 rank x 1 thread and 2 ranks x 1 thread (equal threads per rank: identical bytes).
          Wall time (median), the largest rank's max RSS (GNU time on the launcher: the children's
@@ -74,7 +74,7 @@ def one_run(calq, nproc, threads, work):
         cmd += ["--threads", str(threads)]
     cmd += ["run", os.path.join(ROOT, "configs", "sotu_gptq_w4g128.yaml"), "--no-cache",
             "--nproc", str(nproc), "--out", out,
-            "--set", "eval.perplexity=[{data: %s, seqlen: 512}]"
+            "--set", "eval.perplexity=[{data: %s, seqlen: 512, max_windows: 64}]"
             % os.path.join(ROOT, "data", "sotu-llama-6L", "sotu_valid.txt"),
             "--set", "save={format: gptq, path: %s}" % os.path.join(out, "ckpt")]
     before = loadavg()
@@ -105,7 +105,7 @@ def run(a):
                   file=sys.stderr)
     doc = {"bench": "distributed_sotu", "date": datetime.date.today().isoformat(),
            "machine": f"{os.cpu_count()} cores", "recipe": "configs/sotu_gptq_w4g128.yaml",
-           "protocol": "128 x 512 calibration, sotu_valid at 512", "repeat": a.repeat,
+           "protocol": "128 x 512 calibration, the first 64 windows of sotu_valid at 512 (as bench/peers.py)", "repeat": a.repeat,
            "source_git": subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
                                         capture_output=True, text=True).stdout.strip(),
            "rows": rows}
@@ -159,11 +159,20 @@ def table(doc):
                      f"{r0['ppl']:.6f} | {r0['checkpoint_sha256'][:12]}"
                      f"{'' if row['nproc'] == 1 else (' (= 1 rank)' if same else ' (differs)')} | "
                      f"{row['runs'][0]['load_before'][0]:.1f} → {row['runs'][-1]['load_after'][0]:.1f} |")
-    lines += ["", "Equal threads per rank give identical bytes at any world size; 1 rank × 2 threads "
-              "and 2 ranks × 1 thread differ because the CPU kernels' rounding depends on the thread "
-              "count (not on the sharding). On 2 cores the ranks share the same cores, so little "
-              "gain is expected. GPTQ runs each linear on one owner rank (largest cost first) and "
-              "broadcasts the result.", ""]
+    hashes = {row["runs"][0]["checkpoint_sha256"] for row in doc["rows"]}
+    one_thread = [r for r in doc["rows"] if r["threads"] == 1]
+    base = next(r for r in doc["rows"] if r["nproc"] == 1 and r["threads"] == 0)
+    two = next(r for r in doc["rows"] if r["nproc"] == 2 and r["threads"] == 0)
+    lines += ["", ("Every configuration wrote the same checkpoint bytes. " if len(hashes) == 1 else
+                   "Equal threads per rank give identical bytes; configurations with other thread "
+                   "counts may differ because the CPU kernels' rounding can depend on the thread "
+                   "count (not on the sharding). ") +
+              f"2 ranks vs 1 rank on the same 2 cores: {base['median_wall_s'] / two['median_wall_s']:.2f}× "
+              "(GPTQ runs each linear on one owner rank, largest cost first, and broadcasts the "
+              "result; one-thread ranks also avoid small multi-threaded ops). "
+              + (f"The 1-thread rows (1 and 2 ranks) wrote "
+                 f"{'the same' if len({r['runs'][0]['checkpoint_sha256'] for r in one_thread}) == 1 else 'different'} bytes."
+                 if one_thread else ""), ""]
     lines += ["Bytes one rank receives per decoder layer (GPTQ W4 g128, bfloat16 compute), as "
               "implemented: the float64 Σxᵀx all-gather (one per distinct input: q/k/v, o, "
               "gate/up, down), and the owners' broadcast of the linears a rank does not quantize "
