@@ -7,7 +7,7 @@
 #     count, not by rank count, so equal threads per rank is the comparison that isolates the
 #     sharding.
 #  2. Ranks started the way torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
-#     set by hand, one process each): the same result.
+#     set by hand, one process each), and by torchrun itself: the same result; --stream too.
 #  3. A rank SIGKILLed mid-run: the other exits within the timeout with one line naming rank 1;
 #     the resume state survives, and `calq run --resume` with 3 ranks gives the uninterrupted
 #     checkpoint byte for byte.
@@ -119,6 +119,17 @@ wait "${pids[@]}" || fail "env launch: $(cat "$work"/env2.*.err)"
 pids=()
 same_ckpt gptq1 env2
 echo "ok: RANK/WORLD_SIZE/MASTER_* from the environment: same bytes"
+
+# torchrun itself (the venv's, PyTorch's launcher): its agent hosts the store.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+torchrun="${CALQ_VENV:-$root/.venv}/bin/torchrun"
+[[ -x "$torchrun" ]] || fail "torchrun not found at $torchrun (scripts/setup.sh installs torch)"
+"$torchrun" --nproc-per-node 2 --no-python "$calq" -q --threads 1 run "$work/gptq.yaml" \
+  --batch-size 4 --no-cache --set "save={format: gptq, path: $work/torchrun/ckpt}" \
+  --out "$work/torchrun" > "$work/torchrun.out" 2> "$work/torchrun.err" ||
+  { tail -5 "$work/torchrun.err"; fail "torchrun --nproc-per-node 2"; }
+same_ckpt gptq1 torchrun
+echo "ok: torchrun --nproc-per-node 2 --no-python calq run: same bytes"
 
 # --stream: rank 0 writes each layer as it is final, every rank frees it; the same shards.
 for n in 1 2; do
