@@ -269,7 +269,9 @@ def write_section(path, section, begin=BEGIN, end=END):
     body = open(path).read() if os.path.exists(path) else ""
     pat = re.compile(re.escape(begin) + ".*?" + re.escape(end) + r"\n?", re.S)
     body = pat.sub(lambda _: section, body) if pat.search(body) else body.rstrip("\n") + "\n\n" + section
-    open(path, "w").write(body)
+    with open(path + ".tmp", "w") as f:  # never a half-written BENCHMARKS.md
+        f.write(body)
+    os.replace(path + ".tmp", path)
 
 
 def main():

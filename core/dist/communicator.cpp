@@ -82,7 +82,6 @@ struct Communicator::Group {
   c10::intrusive_ptr<c10d::Store> store;  // the plain TCP store: progress posts
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
   uint64_t seq = 0;
-  std::string last_step = "joining the group";
   // A heartbeat on its own store connection: a rank that is stopped or dead stops beating,
   // which tells a survivor whom to name when a collective times out with every rank inside it.
   c10::intrusive_ptr<c10d::Store> beat_store;
@@ -172,7 +171,7 @@ namespace {
 /// Posts `step` as this rank's latest collective, runs it, and turns a transport failure into
 /// one line naming the rank that is missing or behind.
 template <typename F>
-void guarded(c10d::Store& store, uint64_t& seq, std::string& last_step, int rank, int world,
+void guarded(c10d::Store& store, uint64_t& seq, int rank, int world,
              std::chrono::milliseconds timeout, std::string_view step, F&& collective) {
   ++seq;
   const std::string here(step);
@@ -242,7 +241,6 @@ void guarded(c10d::Store& store, uint64_t& seq, std::string& last_step, int rank
     cause = cause.substr(0, std::min(cause.find(". This is"), cause.find('\n')));
     throw PeerFailure(fmt::format("distributed: {} ({}); rank {} exits", culprit, cause, rank));
   }
-  last_step = here;
 }
 
 }  // namespace
@@ -253,7 +251,7 @@ void Communicator::sum_in_rank_order(at::Tensor& t, std::string_view step) {
   std::vector<std::vector<at::Tensor>> parts(1);
   for (int r = 0; r < size_; ++r) parts[0].push_back(at::empty_like(local));
   std::vector<at::Tensor> in{local};
-  guarded(*group_->store, group_->seq, group_->last_step, rank_, size_, timeout_, step,
+  guarded(*group_->store, group_->seq, rank_, size_, timeout_, step,
           [&] { group_->pg->allgather(parts, in)->wait(); });
   at::Tensor total = parts[0][0].clone();
   for (int r = 1; r < size_; ++r) total.add_(parts[0][static_cast<size_t>(r)]);
@@ -265,7 +263,7 @@ void Communicator::max(at::Tensor& t, std::string_view step) {
   std::vector<at::Tensor> io{t.contiguous()};
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::MAX;
-  guarded(*group_->store, group_->seq, group_->last_step, rank_, size_, timeout_, step,
+  guarded(*group_->store, group_->seq, rank_, size_, timeout_, step,
           [&] { group_->pg->allreduce(io, o)->wait(); });
   if (!io[0].is_same(t)) t.copy_(io[0]);
 }
@@ -275,7 +273,7 @@ void Communicator::broadcast(at::Tensor& t, int root, std::string_view step) {
   std::vector<at::Tensor> io{t.contiguous()};
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  guarded(*group_->store, group_->seq, group_->last_step, rank_, size_, timeout_, step,
+  guarded(*group_->store, group_->seq, rank_, size_, timeout_, step,
           [&] { group_->pg->broadcast(io, o)->wait(); });
   if (!io[0].is_same(t)) t.copy_(io[0]);
 }
@@ -286,7 +284,7 @@ at::Tensor Communicator::gather_rows(const at::Tensor& local, std::string_view s
   std::vector<std::vector<at::Tensor>> counts(1);
   for (int r = 0; r < size_; ++r) counts[0].push_back(at::empty_like(rows));
   std::vector<at::Tensor> in{rows};
-  guarded(*group_->store, group_->seq, group_->last_step, rank_, size_, timeout_, step,
+  guarded(*group_->store, group_->seq, rank_, size_, timeout_, step,
           [&] { group_->pg->allgather(counts, in)->wait(); });
   int64_t most = 0;
   for (const at::Tensor& c : counts[0]) most = std::max(most, c.item<int64_t>());
@@ -297,7 +295,7 @@ at::Tensor Communicator::gather_rows(const at::Tensor& local, std::string_view s
   std::vector<std::vector<at::Tensor>> parts(1);
   for (int r = 0; r < size_; ++r) parts[0].push_back(at::empty_like(padded));
   std::vector<at::Tensor> send{padded};
-  guarded(*group_->store, group_->seq, group_->last_step, rank_, size_, timeout_, step,
+  guarded(*group_->store, group_->seq, rank_, size_, timeout_, step,
           [&] { group_->pg->allgather(parts, send)->wait(); });
   std::vector<at::Tensor> pieces;
   for (int r = 0; r < size_; ++r)
@@ -322,7 +320,7 @@ void Communicator::post_failure(const std::string& message) noexcept {
 
 void Communicator::barrier(std::string_view step) {
   if (!distributed()) return;
-  guarded(*group_->store, group_->seq, group_->last_step, rank_, size_, timeout_, step,
+  guarded(*group_->store, group_->seq, rank_, size_, timeout_, step,
           [&] { group_->pg->barrier()->wait(); });
 }
 
