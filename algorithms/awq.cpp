@@ -10,9 +10,11 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "algorithms/owner_parallel.h"
 #include "algorithms/targets.h"
 #include "calib/layerwise_runner.h"
 #include "calib/stats_cache.h"
+#include "core/dist/communicator.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/model/model.h"
@@ -218,9 +220,14 @@ class AwqPass : public Pass {
     report.figures["search_chunks"] = static_cast<double>(g.n_chunks);
   }
 
+  /// §4.4 on every clipped linear. With several ranks each linear's search runs on one owner
+  /// (by cost out·in, algorithms/owner_parallel.h), which broadcasts the chosen bounds and its
+  /// figures; every rank then clamps its own copy, so all hold the same weights.
   void clip_layer(PassStep& step) const {
     calib::LayerStep& s = step.step;
     const core::LayerSchema& schema = s.model.layer_schema(s.layer_index);
+    std::vector<const LinearTarget*> clipped;
+    std::vector<double> costs;
     for (const LinearTarget& target : step.targets) {
       if (awq_skips_clip(schema.linear(target.name).role))
         continue;
@@ -231,20 +238,49 @@ class AwqPass : public Pass {
         continue;
       }
       CALQ_ASSERT(it->second.inputs.defined(), "awq: no inputs collected for {}", target.name);
-      const auto start = Clock::now();
+      clipped.push_back(&target);
+      costs.push_back(static_cast<double>(s.layer.linear(target.name).weight.numel()));
+    }
+    dist::Communicator& ranks = dist::Communicator::world();
+    const std::vector<int> owners = assign_owners_by_cost(costs, ranks.size());
+    for (size_t k = 0; k < clipped.size(); ++k) {
+      const LinearTarget& target = *clipped[k];
       at::Tensor& weight = s.layer.linear(target.name).weight;
-      const ClipResult clip =
-          awq_clip_search(weight, it->second.inputs, target.spec, options_.clip_options);
-      apply_clip(weight, clip.max_val, target.spec);
+      // The owner's figures: shrink mean, min, tokens, row batch, token chunk, seconds, groups.
+      at::Tensor figures = at::zeros({7}, at::kDouble);
+      at::Tensor max_val;
+      if (owners[k] == ranks.rank()) {
+        const auto start = Clock::now();
+        const ClipResult clip = awq_clip_search(weight, s.stats.at(target.name).inputs,
+                                                target.spec, options_.clip_options);
+        max_val = clip.max_val.contiguous();
+        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        figures = at::tensor({clip.shrink.mean().item<double>(), clip.shrink.min().item<double>(),
+                              static_cast<double>(clip.n_tokens),
+                              static_cast<double>(clip.row_batch),
+                              static_cast<double>(clip.token_chunk), seconds,
+                              static_cast<double>(max_val.size(1))},
+                             at::kDouble);
+      }
+      const std::string where = fmt::format("layer {} awq clip {} from rank {}", s.layer_index,
+                                            target.name, owners[k]);
+      ranks.broadcast(figures, owners[k], where + ": figures");
+      const auto f = figures.accessor<double, 1>();
+      if (!max_val.defined())
+        max_val = at::empty({weight.size(0), static_cast<int64_t>(f[6])}, at::kFloat);
+      ranks.broadcast(max_val, owners[k], where + ": bounds");
+      apply_clip(weight, max_val, target.spec);
       LinearReport& report = step.linears[target.name].reports["awq"];
-      report.figures["clip_shrink_mean"] = clip.shrink.mean().item<double>();
-      report.figures["clip_shrink_min"] = clip.shrink.min().item<double>();
-      report.figures["clip_tokens"] = static_cast<double>(clip.n_tokens);
-      report.figures["clip_row_batch"] = static_cast<double>(clip.row_batch);
-      report.figures["clip_token_chunk"] = static_cast<double>(clip.token_chunk);
-      report.figures["clip_seconds"] = std::chrono::duration<double>(Clock::now() - start).count();
+      report.figures["clip_shrink_mean"] = f[0];
+      report.figures["clip_shrink_min"] = f[1];
+      report.figures["clip_tokens"] = f[2];
+      report.figures["clip_row_batch"] = f[3];
+      report.figures["clip_token_chunk"] = f[4];
+      report.figures["clip_seconds"] = f[5];
+      if (ranks.distributed())
+        report.figures["clip_owner_rank"] = owners[k];
       log::debug("layer {} awq clip {}: shrink mean {:.4f} min {:.2f}", s.layer_index, target.name,
-                 report.figures["clip_shrink_mean"], report.figures["clip_shrink_min"]);
+                 f[0], f[1]);
     }
   }
 

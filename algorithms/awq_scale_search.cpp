@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 
 #include "calib/linear_stats.h"
+#include "core/dist/communicator.h"
 #include "core/error.h"
 #include "core/model/model.h"
 #include "core/model/norm_scaling.h"
@@ -179,13 +180,22 @@ struct CandidateWeights {
 /// per chunk and compared with every candidate's Ŷ; Σ(Y − Ŷ)² of a chunk is a float32 sum,
 /// accumulated in double in chunk order for every candidate. Returns one sum per candidate; the
 /// layer's weights are the originals again on return.
+///
+/// With several ranks (docs/distributed.md) each rank evaluates a contiguous share of the chunks
+/// on every candidate, the per-chunk sums are gathered in chunk order and every rank adds them in
+/// that order: the losses, and with them the chosen ratio, are one process's to the last bit on
+/// any world size (at equal threads per rank), and every rank picks the same candidate.
 std::vector<double> chunked_sum_sq(core::DecoderLayer& layer,
                                    const core::Model& model,
                                    const ScaleGroup& group,
                                    const at::Tensor& x,
                                    const ChunkPlan& plan,
                                    CandidateWeights& weights) {
-  std::vector<double> sum_sq(weights.scales.size(), 0.0);
+  const auto n_candidates = static_cast<int64_t>(weights.scales.size());
+  dist::Communicator& ranks = dist::Communicator::world();
+  const dist::Share mine = dist::share_of(plan.count(), 1, ranks.rank(), ranks.size());
+  at::Tensor chunk_sums = at::zeros({mine.size(), n_candidates}, at::kDouble);
+  auto sums = chunk_sums.accessor<double, 2>();
   // No observer: nothing records. A routed expert's group inspects a linear (its up → down pair),
   // which reads no RoPE or mask: it gets an empty context rather than a [tokens, tokens] mask.
   CALQ_ASSERT(plan.dim == 0 || group.inspect == Inspect::Linear,
@@ -193,18 +203,26 @@ std::vector<double> chunked_sum_sq(core::DecoderLayer& layer,
   core::ForwardContext ctx;
   if (plan.dim == 0)
     ctx = model.make_context(x.size(1));
-  for (int64_t start = 0; start < plan.total; start += plan.per_chunk) {
+  for (int64_t chunk = mine.begin; chunk < mine.end; ++chunk) {
+    const int64_t start = chunk * plan.per_chunk;
     const at::Tensor batch = x.narrow(plan.dim, start, std::min(plan.per_chunk, plan.total - start));
     if (plan.dim == 1)
       ctx.seq_len = batch.size(1);
     const at::Tensor reference = inspected_output(layer, group, batch, ctx).to(at::kFloat);
-    for (size_t c = 0; c < sum_sq.size(); ++c) {
-      weights.load(c);
+    for (int64_t c = 0; c < n_candidates; ++c) {
+      weights.load(static_cast<size_t>(c));
       const at::Tensor diff = reference - inspected_output(layer, group, batch, ctx).to(at::kFloat);
-      sum_sq[c] += diff.pow(2).sum().item<double>();
+      sums[chunk - mine.begin][c] = diff.pow(2).sum().item<double>();
     }
     weights.restore();
   }
+  const at::Tensor all = ranks.gather_rows(
+      chunk_sums, fmt::format("layer {} awq {}: grid losses", layer.index(), group.describe()));
+  const auto every = all.accessor<double, 2>();
+  std::vector<double> sum_sq(static_cast<size_t>(n_candidates), 0.0);
+  for (int64_t chunk = 0; chunk < all.size(0); ++chunk)
+    for (int64_t c = 0; c < n_candidates; ++c)
+      sum_sq[static_cast<size_t>(c)] += every[chunk][c];
   return sum_sq;
 }
 

@@ -61,6 +61,21 @@ LinearReport report_of(const json& j) {
 
 }  // namespace
 
+std::vector<int> assign_owners_by_cost(const std::vector<double>& costs, int world) {
+  std::vector<size_t> order(costs.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return costs[a] > costs[b]; });
+  std::vector<double> load(static_cast<size_t>(world), 0.0);
+  std::vector<int> owners(costs.size(), 0);
+  for (size_t k : order) {
+    const auto least = std::min_element(load.begin(), load.end());
+    owners[k] = static_cast<int>(least - load.begin());
+    *least += costs[k];
+  }
+  return owners;
+}
+
 std::vector<int> assign_owners(core::DecoderLayer& layer,
                                const std::vector<LinearTarget>& targets, int world) {
   std::vector<double> cost;
@@ -70,17 +85,7 @@ std::vector<int> assign_owners(core::DecoderLayer& layer,
     const double in = static_cast<double>(w.size(1));
     cost.push_back(in * in * out + in * in * in);
   }
-  std::vector<size_t> order(targets.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cost[a] > cost[b]; });
-  std::vector<double> load(static_cast<size_t>(world), 0.0);
-  std::vector<int> owners(targets.size(), 0);
-  for (size_t k : order) {
-    const auto least = std::min_element(load.begin(), load.end());
-    owners[k] = static_cast<int>(least - load.begin());
-    *least += cost[k];
-  }
-  return owners;
+  return assign_owners_by_cost(cost, world);
 }
 
 void share_owned_results(core::DecoderLayer& layer, const std::vector<LinearTarget>& targets,

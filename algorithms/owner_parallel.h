@@ -18,9 +18,12 @@ class DecoderLayer;
 
 namespace calq::algorithms {
 
-/// The owner rank of each target (same order): the longest-processing-time greedy on the
-/// estimated cost in²·out + in³ (GPTQ's column loop and Cholesky), ties by position, so every
+/// The owner rank of each item (same order) by the longest-processing-time greedy on `costs`:
+/// the costliest first, each to the least loaded rank, ties by position and lowest rank, so every
 /// rank computes the same assignment.
+std::vector<int> assign_owners_by_cost(const std::vector<double>& costs, int world);
+
+/// assign_owners_by_cost on GPTQ's estimated cost in²·out + in³ (its column loop and Cholesky).
 std::vector<int> assign_owners(core::DecoderLayer& layer,
                                const std::vector<LinearTarget>& targets, int world);
 

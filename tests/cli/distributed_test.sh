@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # calq on several ranks (issue 23; docs/distributed.md), Gloo over loopback on this machine:
 #  1. GPTQ W4 g128 act-order on sotu-llama-6L with 1, 2 and 3 ranks (calq run --nproc): the
-#     same checkpoint bytes and perplexity; AWQ W4 g128 and SmoothQuant W8A8 with 1 and 2 ranks
-#     (AWQ's checkpoint, SmoothQuant's logits); a Mixtral-shaped synth model (4 experts, top 2)
+#     same checkpoint bytes and perplexity; AWQ W4 g128 with 1, 2 and 3 ranks (a chunk budget
+#     that cuts the grid search into several chunks, so every rank evaluates some; the clip
+#     searches spread over the ranks) and SmoothQuant W8A8 with 1 and 2 ranks (AWQ's
+#     checkpoint, SmoothQuant's logits); a Mixtral-shaped synth model (4 experts, top 2)
 #     with 1 and 2 ranks. Every rank runs one thread (--threads 1): CPU kernels round by thread
 #     count, not by rank count, so equal threads per rank is the comparison that isolates the
 #     sharding.
@@ -38,7 +40,7 @@ YAML
 }
 recipe gptq "gptq: {act_order: true, damp: 0.01, block_size: 128}" \
   "{weights: {bits: 4, group_size: 128, sym: false, grid: gptq}}"
-recipe awq "awq: {}" "{weights: {bits: 4, group_size: 128, sym: false, grid: gptq}}"
+recipe awq "awq: {max_chunk_memory: 40M}" "{weights: {bits: 4, group_size: 128, sym: false, grid: gptq}}"
 recipe sq "smoothquant: {alpha: 0.5}" \
   "{weights: {bits: 8, group_size: -1, sym: true, grid: absmax}, activations: {bits: 8, granularity: token, dynamic: true, sym: true, bmm_inputs: true}}"
 
@@ -67,9 +69,22 @@ r = json.load(open(sys.argv[1]))
 assert r["ranks"] == {"world_size": 2, "backend": "gloo"}, r["ranks"]
 PY
 echo "ok: gptq act-order 1/2/3 ranks: ppl $(ppl_of "$work/gptq1/report.json"), same bytes"
-run awq1 awq 1; run awq2 awq 2
-same_ckpt awq1 awq2
-echo "ok: awq 1/2 ranks: ppl $(ppl_of "$work/awq1/report.json"), same bytes"
+run awq1 awq 1; run awq2 awq 2; run awq3 awq 3
+same_ckpt awq1 awq2; same_ckpt awq1 awq3
+awq_split=$(python3 - "$work/awq3/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+chunks, owners = 0, set()
+for layer in r["passes"][0]["layers"]:
+    for figures in layer["linears"].values():
+        chunks = max(chunks, int(figures.get("search_chunks", 0)))
+        if "clip_owner_rank" in figures: owners.add(int(figures["clip_owner_rank"]))
+assert chunks >= 3, f"the grid search ran in {chunks} chunks; expected >= 3 to share over 3 ranks"
+assert owners == {0, 1, 2}, f"clip searches ran on ranks {sorted(owners)}; expected 0, 1, 2"
+print(f"grid losses of up to {chunks} chunks shared, clip searches on ranks 0-2")
+PY
+) || fail "awq3: $awq_split"
+echo "ok: awq 1/2/3 ranks: ppl $(ppl_of "$work/awq1/report.json"), same bytes; $awq_split"
 for n in 1 2; do
   "$calq" -q --threads 1 run "$work/sq.yaml" --batch-size 4 --no-cache --nproc "$n" \
     --out "$work/sq$n" --logits "$work/sq$n.logits" > /dev/null 2> "$work/sq$n.err" ||
