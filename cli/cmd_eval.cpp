@@ -1,4 +1,5 @@
-// `calq eval`: perplexity of a model on a text under the GPTQ protocol (docs/algorithms.md §10.1).
+// `calq eval`: perplexity of a model on a text under the GPTQ protocol (docs/algorithms.md §10.1)
+// and zero-shot tasks with lm-eval-harness's semantics (docs/tasks.md).
 // stdout gets one result line per text; --json writes the figures with their protocol.
 #include <ATen/ATen.h>
 
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/bounds.h"
@@ -20,6 +22,7 @@
 #include "core/eval/eval_budget.h"
 #include "core/eval/eval_text.h"
 #include "core/eval/perplexity.h"
+#include "core/eval/task.h"
 #include "core/io/atomic_file.h"
 #include "core/io/output_dir.h"
 #include "core/log.h"
@@ -42,7 +45,35 @@ struct EvalArgs {
   std::string dtype = "float32";
   std::string json;
   std::string logits;  ///< safetensors file: input_ids and float32 logits of the first text's windows
+  std::vector<std::string> tasks;  ///< task definitions (docs/tasks.md)
+  int64_t task_limit = 0;
+  int64_t max_length = 0;  ///< lm-eval's max_length; 0: the model's
 };
+
+/// One task's line on stdout and its JSON (metrics, and per document each request's Σ log p
+/// and greediness, as lm-eval's samples hold them).
+/// --task FILE or FILE=DATA: the definition, and the documents to read instead of its own.
+nlohmann::json run_task(core::Model& model, const std::string& arg, const EvalArgs& args) {
+  std::string path = arg, data;
+  const size_t eq = arg.rfind('=');
+  if (!std::filesystem::exists(arg) && eq != std::string::npos) {
+    path = arg.substr(0, eq);
+    data = arg.substr(eq + 1);
+  }
+  const core::Task task = core::load_task(path, args.task_limit, data);
+  log::info("task {}: {} documents ({}, form {})", task.name, task.docs.size(),
+            core::task_type_name(task.type), task.form);
+  const core::TaskResult r = core::evaluate_task(model, task, args.max_length);
+  std::string line;
+  for (const auto& [metric, value] : r.metrics) line += fmt::format(" {} {:.6f}", metric, value);
+  std::printf("%s:%s (%lld documents, %s)\n", r.name.c_str(), line.c_str(),
+              static_cast<long long>(r.docs), core::task_type_name(r.type));
+  std::fflush(stdout);
+  return {{"task", r.name}, {"file", task.file}, {"data", task.data},
+          {"type", core::task_type_name(r.type)}, {"form", task.form}, {"documents", r.docs},
+          {"metrics", r.metrics}, {"seconds", r.seconds},
+          {"loglikelihoods", r.loglikelihoods}, {"greedy", r.greedy}};
+}
 
 c10::ScalarType parse_dtype(const std::string& name) {
   if (name == "float32") return at::kFloat;
@@ -67,8 +98,10 @@ int run_eval(const EvalArgs& args) {
   const core::TextJoin join = core::parse_text_join(args.join);
   // Before any text is read: a window the model cannot hold, or one that cannot fit. The
   // batch is checked once the text says how many windows it has (evaluate_perplexity).
-  core::check_perplexity_fits(*model, args.seqlen, /*batch_size=*/1, "--seqlen");
+  if (!args.data.empty()) core::check_perplexity_fits(*model, args.seqlen, /*batch_size=*/1, "--seqlen");
 
+  CALQ_CHECK(!args.data.empty() || !args.tasks.empty(),
+             "calq eval: nothing to evaluate; expected --data TEXT or --task FILE");
   nlohmann::json results = nlohmann::json::array();
   for (const std::string& path : args.data) {
     const core::EvalText text = core::read_eval_text(path, join);
@@ -103,6 +136,8 @@ int run_eval(const EvalArgs& args) {
                        {"seconds", r.seconds},
                        {"tokens_per_second", r.tokens_per_second()}});
   }
+  nlohmann::json tasks = nlohmann::json::array();
+  for (const std::string& path : args.tasks) tasks.push_back(run_task(*model, path, args));
   if (!args.json.empty()) {
     nlohmann::json doc = {{core::kWrittenByKey, "calq eval"},
                           {"model", args.model},
@@ -110,7 +145,8 @@ int run_eval(const EvalArgs& args) {
                           {"device", args.device},
                           {"dtype", args.dtype},
                           {"adapter", adapter ? nlohmann::json::parse(adapter->json()) : nlohmann::json(nullptr)},
-                          {"perplexity", results}};
+                          {"perplexity", results},
+                          {"tasks", tasks}};
     core::write_string_atomically(args.json, doc.dump(2) + "\n");
   }
   return 0;
@@ -120,13 +156,21 @@ int run_eval(const EvalArgs& args) {
 
 CommandRunner add_eval_command(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
-  CLI::App* cmd = app.add_subcommand("eval", "Perplexity of a model on text (GPTQ protocol)");
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "Perplexity of a model on text (GPTQ protocol) and zero-shot tasks (lm-eval's)");
   cmd->add_option("--model", args->model, "HF model directory or llama2.c .bin")->required();
   cmd->add_option("--tokenizer", args->tokenizer,
                   "Tokenizer file (default: the one beside the model)");
   cmd->add_option("--adapter", args->adapter,
                   "PEFT LoRA adapter directory to apply (e.g. a LoRC run's <save.path>/lorc_adapter)");
-  cmd->add_option("--data", args->data, "Text file(s) to evaluate")->required();
+  cmd->add_option("--data", args->data, "Text file(s) whose perplexity to evaluate");
+  cmd->add_option("--task", args->tasks,
+                  "Task definition(s) (YAML, docs/tasks.md) to evaluate with lm-eval-harness's "
+                  "semantics; FILE=DATA reads the documents from DATA (JSON lines)");
+  cmd->add_option("--task-limit", args->task_limit, "Evaluate only each task's first N documents "
+                  "(0 = all)")->capture_default_str()->check(at_least(0));
+  cmd->add_option("--max-length", args->max_length, "Tasks' context length in tokens, lm-eval's "
+                  "max_length (0 = the model's)")->capture_default_str()->check(at_least(0));
   cmd->add_option("--join", args->join,
                   "as-is (file unchanged) | wikitext-rows (raw WikiText: rows joined by \\n\\n)")
       ->capture_default_str();

@@ -274,6 +274,15 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   return parse_recipe(read_small_file(path, "a YAML recipe", kMaxRecipeBytes), path, overrides);
 }
 
+Options load_yaml_options(const std::string& path, const std::string& expected) {
+  YamlBudget budget;
+  Json tree = to_json(parse_yaml(read_small_file(path, expected, kMaxRecipeBytes), path), path, "",
+                      budget, 0);
+  CALQ_CHECK(tree.is_object(), "{}: the file is {}; expected {} (a mapping)", path,
+             describe(tree), expected);
+  return detail::OptionsAccess::make_root(std::move(tree), path, {});
+}
+
 Recipe parse_recipe(const std::string& yaml, const std::string& path,
                     const std::vector<std::string>& overrides) {
   Json tree = parse_yaml_tree(yaml, path);

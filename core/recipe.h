@@ -197,6 +197,11 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
 Recipe parse_recipe(const std::string& yaml, const std::string& path,
                     const std::vector<std::string>& overrides = {});
 
+/// Another YAML file of calq's (a task definition, docs/tasks.md) read with a recipe's checks —
+/// bounded size, depth and aliases, UTF-8, no duplicate keys — as typed options whose errors
+/// name `path` and the key. `expected` says what the file should be ("a task definition").
+Options load_yaml_options(const std::string& path, const std::string& expected);
+
 // Names as written in YAML, for logs and report.json.
 const char* device_name(Device device);
 const char* compute_dtype_name(ComputeDtype dtype);

@@ -238,10 +238,16 @@ std::string SentencepieceTokenizer::normalize(std::string_view text) const {
 }
 
 std::string SentencepieceTokenizer::normalize(std::string_view text, bool dummy_prefix) const {
+  return normalize(text, dummy_prefix, vocab_->model.remove_extra_whitespaces);
+}
+
+std::string SentencepieceTokenizer::normalize(std::string_view text, bool dummy_prefix,
+                                              bool remove_extra_whitespaces) const {
   const SentencepieceModel& spec = vocab_->model;
+  const bool collapse = remove_extra_whitespaces;
   std::string out;
   size_t pos = 0;
-  if (spec.remove_extra_whitespaces) {
+  if (collapse) {
     while (pos < text.size()) {
       const auto [piece, length] = vocab_->normalize_prefix(text, pos);
       if (piece != " ")
@@ -255,7 +261,7 @@ std::string SentencepieceTokenizer::normalize(std::string_view text, bool dummy_
   const std::string_view space = spec.escape_whitespaces ? kSpaceSymbol : " ";
   if (dummy_prefix)
     out += space;
-  bool is_prev_space = spec.remove_extra_whitespaces;
+  bool is_prev_space = collapse;
   while (pos < text.size()) {
     auto [piece, length] = vocab_->normalize_prefix(text, pos);
     while (is_prev_space && !piece.empty() && piece.front() == ' ')
@@ -271,10 +277,10 @@ std::string SentencepieceTokenizer::normalize(std::string_view text, bool dummy_
       is_prev_space = piece.back() == ' ';
     }
     pos += length;
-    if (!spec.remove_extra_whitespaces)
+    if (!collapse)
       is_prev_space = false;
   }
-  if (spec.remove_extra_whitespaces) {
+  if (collapse) {
     while (out.size() >= space.size() &&
            out.compare(out.size() - space.size(), space.size(), space) == 0) {
       out.resize(out.size() - space.size());
@@ -412,6 +418,15 @@ void SentencepieceTokenizer::Vocab::encode_words(
 
 std::vector<int32_t> SentencepieceTokenizer::encode(std::string_view text, bool add_bos) const {
   return encode_normalized(normalize(text), add_bos);
+}
+
+std::vector<int32_t> SentencepieceTokenizer::encode_as_transformers(std::string_view text,
+                                                                    bool add_bos) const {
+  // tokenizers' Metaspace(prepend_scheme "first") prepends "▁" only where the text does not
+  // already start with one (a leading space becomes it).
+  const bool starts_with_space = text.rfind(' ', 0) == 0 || text.rfind(kSpaceSymbol, 0) == 0;
+  return encode_normalized(normalize(text, vocab_->model.add_dummy_prefix && !starts_with_space,
+                                     /*remove_extra_whitespaces=*/false), add_bos);
 }
 
 std::vector<int32_t> SentencepieceTokenizer::encode_continuation(std::string_view text) const {

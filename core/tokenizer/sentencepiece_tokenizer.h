@@ -25,6 +25,11 @@ class SentencepieceTokenizer final : public Tokenizer {
   ~SentencepieceTokenizer() override;
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override;
+  /// transformers' tokenizer made from this model (tokenizers' Metaspace pre-tokenizer with
+  /// prepend_scheme "first": "▁" for spaces and a dummy prefix unless the text starts with a
+  /// space, and no normalizer that removes extra whitespace), so runs of spaces and leading or
+  /// trailing spaces stay, where SentencePiece collapses them.
+  std::vector<int32_t> encode_as_transformers(std::string_view text, bool add_bos) const override;
   /// Between two ASCII characters that are pieces of their own and that no mergeable piece holds
   /// side by side ("e▁" in none of Llama-2's), neither a space when the model removes extra
   /// whitespace; none when it has user-defined symbols.
@@ -42,6 +47,8 @@ class SentencepieceTokenizer final : public Tokenizer {
 
  private:
   std::string normalize(std::string_view text, bool dummy_prefix) const;
+  std::string normalize(std::string_view text, bool dummy_prefix,
+                        bool remove_extra_whitespaces) const;
   std::vector<int32_t> encode_normalized(const std::string& normalized, bool add_bos) const;
   struct Vocab;
   std::string path_;

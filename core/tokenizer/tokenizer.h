@@ -18,6 +18,12 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   /// Token ids of `text`; with `add_bos` the tokenizer's BOS (if it has one) comes first.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos) const = 0;
+  /// As transformers' tokenizer for the same files encodes (lm-eval's `hf` model tokenizes with
+  /// it): encode() unless the two differ — SentencePiece models, whose extra whitespace
+  /// transformers keeps.
+  virtual std::vector<int32_t> encode_as_transformers(std::string_view text, bool add_bos) const {
+    return encode(text, add_bos);
+  }
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual int64_t vocab_size() const = 0;
   virtual std::optional<int32_t> bos_id() const = 0;
