@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/eval/eval_budget.h"
 #include "core/eval/eval_text.h"
+#include "core/eval/kl_divergence.h"
 #include "core/eval/perplexity.h"
 #include "core/eval/task.h"
 #include "core/io/atomic_file.h"
@@ -45,6 +46,9 @@ struct EvalArgs {
   std::string dtype = "float32";
   std::string json;
   std::string logits;  ///< safetensors file: input_ids and float32 logits of the first text's windows
+  std::string kl_base;       ///< a model directory or a --save-logits file
+  std::string save_logits;   ///< the first text's top-k distribution, for later --kl-base
+  int64_t kl_top_k = core::kDefaultKlTopK;
   std::vector<std::string> tasks;  ///< task definitions (docs/tasks.md)
   int64_t task_limit = 0;
   int64_t max_length = 0;  ///< lm-eval's max_length; 0: the model's
@@ -52,6 +56,30 @@ struct EvalArgs {
 
 /// One task's line on stdout and its JSON (metrics, and per document each request's Σ log p
 /// and greediness, as lm-eval's samples hold them).
+c10::ScalarType parse_dtype(const std::string& name);
+
+/// The KL base for --kl-base: a file `--save-logits` wrote, or a model directory whose top-k
+/// distribution is computed here on the evaluated windows.
+core::TopKDistribution kl_base(const EvalArgs& args, const std::vector<int32_t>& tokens,
+                               const core::PerplexityResult& r) {
+  if (!std::filesystem::is_directory(args.kl_base)) return core::load_topk_distribution(args.kl_base);
+  core::LoadOptions load;
+  load.path = args.kl_base;
+  load.device = args.device;
+  load.compute_dtype = parse_dtype(args.dtype);
+  load.load_tokenizer = false;
+  auto base = core::load_model(load);
+  log::info("kl base: {} on {} windows of {}", args.kl_base, r.windows, r.seqlen);
+  return core::topk_distribution(*base, tokens, r.seqlen, r.windows, args.kl_top_k, args.batch_size);
+}
+
+nlohmann::json kl_json(const core::KlResult& k) {
+  return {{"base", k.base}, {"tokens", k.tokens}, {"top_k", k.k}, {"kl_mean", k.kl_mean},
+          {"kl_median", k.kl_median}, {"kl_p99", k.kl_p99}, {"kl_max", k.kl_max},
+          {"top1_agreement", k.top1_agreement}, {"ppl", k.ppl}, {"ppl_base", k.ppl_base},
+          {"ppl_ratio", k.ppl_ratio()}, {"base_tail_mass", k.tail_mass}};
+}
+
 /// --task FILE or FILE=DATA: the definition, and the documents to read instead of its own.
 nlohmann::json run_task(core::Model& model, const std::string& arg, const EvalArgs& args) {
   std::string path = arg, data;
@@ -85,6 +113,9 @@ c10::ScalarType parse_dtype(const std::string& name) {
 int run_eval(const EvalArgs& args) {
   if (!args.json.empty()) core::check_output_file(args.json, "--json");  // before any work
   if (!args.logits.empty()) core::check_output_file(args.logits, "--logits");
+  if (!args.save_logits.empty()) core::check_output_file(args.save_logits, "--save-logits");
+  CALQ_CHECK((args.kl_base.empty() && args.save_logits.empty()) || !args.data.empty(),
+             "calq eval: --kl-base and --save-logits need --data TEXT (the windows they score)");
   core::LoadOptions load;
   load.path = args.model;
   load.tokenizer_path = args.tokenizer;
@@ -118,6 +149,24 @@ int run_eval(const EvalArgs& args) {
     r.dataset = text.dataset;
     if (!args.logits.empty() && results.empty())
       run::write_window_logits(*model, tokens, r, args.logits);
+    nlohmann::json kl = nullptr;
+    if (results.empty() && !args.save_logits.empty()) {
+      core::save_topk_distribution(core::topk_distribution(*model, tokens, r.seqlen, r.windows,
+                                                           args.kl_top_k, args.batch_size),
+                                   args.save_logits);
+      log::info("wrote the top-{} distribution of {} windows to {}", args.kl_top_k, r.windows,
+                args.save_logits);
+    }
+    if (results.empty() && !args.kl_base.empty()) {
+      const core::KlResult k = core::compare_to_base(*model, kl_base(args, tokens, r), args.batch_size);
+      std::printf("%s: KL vs %s: mean %.6f median %.6f p99 %.6f, top-1 agreement %.2f %%, "
+                  "ppl %.4f vs base %.4f (ratio %.4f), top-%lld + rest, %lld tokens\n",
+                  text.dataset.c_str(), k.base.c_str(), k.kl_mean, k.kl_median, k.kl_p99,
+                  100.0 * k.top1_agreement, k.ppl, k.ppl_base, k.ppl_ratio(),
+                  static_cast<long long>(k.k), static_cast<long long>(k.tokens));
+      std::fflush(stdout);
+      kl = kl_json(k);
+    }
     r.join = core::text_join_name(text.join);
     std::printf("%s: ppl %.4f (seqlen %lld, %lld tokens, %lld windows, join %s)\n",
                 r.dataset.c_str(), r.ppl, static_cast<long long>(r.seqlen),
@@ -134,7 +183,8 @@ int run_eval(const EvalArgs& args) {
                        {"nll", r.nll},
                        {"ppl", r.ppl},
                        {"seconds", r.seconds},
-                       {"tokens_per_second", r.tokens_per_second()}});
+                       {"tokens_per_second", r.tokens_per_second()},
+                       {"kl", kl}});
   }
   nlohmann::json tasks = nlohmann::json::array();
   for (const std::string& path : args.tasks) tasks.push_back(run_task(*model, path, args));
@@ -164,6 +214,14 @@ CommandRunner add_eval_command(CLI::App& app) {
   cmd->add_option("--adapter", args->adapter,
                   "PEFT LoRA adapter directory to apply (e.g. a LoRC run's <save.path>/lorc_adapter)");
   cmd->add_option("--data", args->data, "Text file(s) whose perplexity to evaluate");
+  cmd->add_option("--kl-base", args->kl_base,
+                  "KL divergence to a base on the first --data text's windows: the float model's "
+                  "directory, or a file --save-logits wrote");
+  cmd->add_option("--save-logits", args->save_logits,
+                  "Write this model's top-k next-token log-probabilities on the first --data text's "
+                  "windows (a KL base for later runs)");
+  cmd->add_option("--kl-top-k", args->kl_top_k, "Tokens kept per position in a KL base")
+      ->capture_default_str()->check(in_range(int64_t{1}, int64_t{1} << 20));
   cmd->add_option("--task", args->tasks,
                   "Task definition(s) (YAML, docs/tasks.md) to evaluate with lm-eval-harness's "
                   "semantics; FILE=DATA reads the documents from DATA (JSON lines)");
