@@ -14,6 +14,7 @@ using CommandRunner = std::function<int()>;
 
 CommandRunner add_run_command(CLI::App& app);
 CommandRunner add_eval_command(CLI::App& app);
+CommandRunner add_generate_command(CLI::App& app);
 CommandRunner add_inspect_command(CLI::App& app);
 CommandRunner add_bench_command(CLI::App& app);
 CommandRunner add_outliers_command(CLI::App& app);

@@ -81,6 +81,7 @@ int run(int argc, char** argv) {
   };
   add(calq::cli::add_run_command);
   add(calq::cli::add_eval_command);
+  add(calq::cli::add_generate_command);
   add(calq::cli::add_inspect_command);
   add(calq::cli::add_bench_command);
   add(calq::cli::add_outliers_command);

@@ -251,16 +251,16 @@ at::Tensor DecoderModel::check_ids(const at::Tensor& ids) const {
   return ids.to(device_obj_, at::kLong);
 }
 
-at::Tensor DecoderModel::causal_mask(int64_t seq_len, int64_t window) const {
+at::Tensor DecoderModel::causal_mask(int64_t seq_len, int64_t past, int64_t window) const {
   // Key j is visible from query i when j <= i and, with a window, i - j < window
   // (transformers masking_utils sliding_window_overlay: kv_idx > q_idx - sliding_window).
   const auto opts = at::TensorOptions().device(device_obj_).dtype(at::kLong);
-  const at::Tensor i = at::arange(seq_len, opts).unsqueeze(1);
-  const at::Tensor j = at::arange(seq_len, opts).unsqueeze(0);
+  const at::Tensor i = at::arange(past, past + seq_len, opts).unsqueeze(1);
+  const at::Tensor j = at::arange(past + seq_len, opts).unsqueeze(0);
   at::Tensor hidden = j > i;
   if (window > 0)
     hidden = hidden.logical_or(i - j >= window);
-  at::Tensor mask = at::zeros({seq_len, seq_len}, opts.dtype(compute_dtype_));
+  at::Tensor mask = at::zeros({seq_len, past + seq_len}, opts.dtype(compute_dtype_));
   return mask.masked_fill_(hidden, -std::numeric_limits<double>::infinity());
 }
 

@@ -89,9 +89,10 @@ class DecoderModel : public Model {
   static at::Tensor project_logits(const at::Tensor& hidden, const at::Tensor& head);
   /// ids [batch, seq] int64 on the model's device, checked against the vocabulary.
   at::Tensor check_ids(const at::Tensor& ids) const;
-  /// The additive causal mask [seq, seq] in the compute dtype (0 / -inf), optionally limited
-  /// to the last `window` keys (Mistral sliding window).
-  at::Tensor causal_mask(int64_t seq_len, int64_t window = 0) const;
+  /// The additive causal mask [seq, past + seq] in the compute dtype (0 / -inf) of queries at
+  /// positions past..past+seq-1 over keys 0..past+seq-1, optionally limited to the last
+  /// `window` keys (Mistral sliding window).
+  at::Tensor causal_mask(int64_t seq_len, int64_t past, int64_t window = 0) const;
 
   ModelConfig config_;
   std::shared_ptr<const WeightSource> weights_;

@@ -80,7 +80,7 @@ class GemmaLayer final : public NamedDecoderLayer {
     q = apply_rope(q, cos, sin);
     k = apply_rope(k, cos, sin);
     const at::Tensor& mask = windowed_ && ctx.window_mask.defined() ? ctx.window_mask : ctx.causal_mask;
-    return apply(kO, causal_attention(q, k, v, scale_, mask, softcap_), ctx);
+    return apply(kO, layer_attention(ctx, index_, q, k, v, scale_, mask, softcap_), ctx);
   }
 
   // Gemma2MLP: down(gelu_tanh(gate(h)) ⊙ up(h)).
@@ -113,7 +113,7 @@ class GemmaModel final : public DecoderModel {
 
   // Gemma3TextScaledWordEmbedding: rows × sqrt(hidden), the scale a float32 scalar cast to the
   // compute dtype (transformers casts it to the weights' dtype).
-  at::Tensor embed(const at::Tensor& ids) override {
+  at::Tensor embed(const at::Tensor& ids, int64_t /*past*/) override {
     if (!embed_.defined())
       embed_ = load_stored(config_.weight_prefix + "model.embed_tokens.weight",
                            {config_.vocab_size, config_.hidden_size});
@@ -124,16 +124,17 @@ class GemmaModel final : public DecoderModel {
     return rows * scale;
   }
 
-  ForwardContext make_context(int64_t seq_len) const override {
+  ForwardContext make_context(int64_t seq_len, int64_t past) const override {
     ForwardContext ctx;
     ctx.seq_len = seq_len;
+    ctx.past = past;
     std::tie(ctx.rope_cos, ctx.rope_sin) =
-        rope_tables(config_.rope, rope_, config_.head_dim, seq_len, compute_dtype_);
+        rope_tables(config_.rope, rope_, config_.head_dim, seq_len, compute_dtype_, past);
     if (config_.rope_local)
-      std::tie(ctx.local_rope_cos, ctx.local_rope_sin) =
-          rope_tables(*config_.rope_local, rope_local_, config_.head_dim, seq_len, compute_dtype_);
-    ctx.causal_mask = causal_mask(seq_len);
-    ctx.window_mask = causal_mask(seq_len, config_.sliding_window.value_or(0));
+      std::tie(ctx.local_rope_cos, ctx.local_rope_sin) = rope_tables(
+          *config_.rope_local, rope_local_, config_.head_dim, seq_len, compute_dtype_, past);
+    ctx.causal_mask = causal_mask(seq_len, past);
+    ctx.window_mask = causal_mask(seq_len, past, config_.sliding_window.value_or(0));
     return ctx;
   }
 

@@ -57,7 +57,7 @@ class Gpt2Layer final : public NamedDecoderLayer {
     const at::Tensor k = at(kK).forward(h).view({batch, seq, n_heads_, head_dim_});
     const at::Tensor v = at(kV).forward(h).view({batch, seq, n_heads_, head_dim_});
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));  // scale_attn_weights
-    const at::Tensor attn = causal_attention(q, k, v, scale, ctx.causal_mask);
+    const at::Tensor attn = layer_attention(ctx, index_, q, k, v, scale, ctx.causal_mask);
     return apply(kO, attn, ctx);  // attn.c_proj
   }
 
@@ -94,19 +94,20 @@ class Gpt2Model final : public DecoderModel {
     require_finite_tensor(final_norm_.source + ".bias", final_norm_.bias);
   }
 
-  at::Tensor embed(const at::Tensor& ids) override {
+  at::Tensor embed(const at::Tensor& ids, int64_t past) override {
     const at::Tensor checked = check_ids(ids);
     const int64_t seq = checked.size(1);
-    CALQ_CHECK(seq <= config_.max_positions,
-               "{}: {} tokens exceed n_positions {}; expected at most that many", path_, seq,
-               config_.max_positions);
-    return at::embedding(embed_, checked) + positions_.narrow(0, 0, seq);
+    CALQ_CHECK(past + seq <= config_.max_positions,
+               "{}: {} tokens exceed n_positions {}; expected at most that many", path_,
+               past + seq, config_.max_positions);
+    return at::embedding(embed_, checked) + positions_.narrow(0, past, seq);  // wpe rows past..
   }
 
-  ForwardContext make_context(int64_t seq_len) const override {
+  ForwardContext make_context(int64_t seq_len, int64_t past) const override {
     ForwardContext ctx;
     ctx.seq_len = seq_len;
-    ctx.causal_mask = causal_mask(seq_len);
+    ctx.past = past;
+    ctx.causal_mask = causal_mask(seq_len, past);
     return ctx;
   }
 

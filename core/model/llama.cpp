@@ -73,7 +73,7 @@ class LlamaLayer final : public NamedDecoderLayer {
     q = apply_rope(q, cos, sin);
     k = apply_rope(k, cos, sin);
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));  // hd^-0.5
-    return apply(kO, causal_attention(q, k, v, scale, ctx.causal_mask), ctx);
+    return apply(kO, layer_attention(ctx, index_, q, k, v, scale, ctx.causal_mask), ctx);
   }
 
   // LlamaMLP: down(silu(gate(h)) ⊙ up(h)); a sparse layer's experts in core/model/moe.cpp.
@@ -126,21 +126,22 @@ class LlamaModel final : public DecoderModel {
   // an untied head that is 1 GB of float32.
   void release_embeddings() override { embed_ = at::Tensor(); }
 
-  at::Tensor embed(const at::Tensor& ids) override {
+  at::Tensor embed(const at::Tensor& ids, int64_t /*past*/) override {
     if (!embed_.defined())
       embed_ = load_stored(config_.weight_prefix + "model.embed_tokens.weight",
                            {config_.vocab_size, config_.hidden_size});
     return at::embedding(embed_, check_ids(ids)).to(compute_dtype_);
   }
 
-  ForwardContext make_context(int64_t seq_len) const override {
+  ForwardContext make_context(int64_t seq_len, int64_t past) const override {
     ForwardContext ctx;
     ctx.seq_len = seq_len;
+    ctx.past = past;
     // freqs = positions ⊗ inv_freq in float32, emb = cat(freqs, freqs); cos/sin cast to the
     // compute dtype (LlamaRotaryEmbedding.forward).
     std::tie(ctx.rope_cos, ctx.rope_sin) =
-        rope_tables(config_.rope, rope_, config_.head_dim, seq_len, compute_dtype_);
-    ctx.causal_mask = causal_mask(seq_len, config_.sliding_window.value_or(0));
+        rope_tables(config_.rope, rope_, config_.head_dim, seq_len, compute_dtype_, past);
+    ctx.causal_mask = causal_mask(seq_len, past, config_.sliding_window.value_or(0));
     return ctx;
   }
 

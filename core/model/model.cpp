@@ -15,6 +15,7 @@
 #include "core/model/allocation_policy.h"
 #include "core/model/compute_support.h"
 #include "core/model/family_table.h"
+#include "core/model/kv_cache.h"
 #include "core/model/llama.h"
 #include "core/model/llama2c.h"
 #include "core/model/moe_weights.h"
@@ -97,6 +98,19 @@ at::Tensor Model::forward(const at::Tensor& ids, const LinearObserver& observer)
   for (int64_t i = 0; i < n_layers(); ++i)
     hidden = layer(i).forward(hidden, ctx);
   return logits(hidden);
+}
+
+at::Tensor Model::forward_cached(const at::Tensor& ids, KvCache& cache) {
+  at::NoGradGuard no_grad;  // a cache is for inference: no graph may hold its tensors
+  const int64_t past = cache.length(), n_new = ids.size(-1);
+  CALQ_CHECK(n_new > 0, "{}: an incremental forward of no tokens; expected at least one", path_);
+  ForwardContext ctx = make_context(n_new, past);
+  ctx.kv_cache = &cache;
+  at::Tensor hidden = embed(ids, past);
+  for (int64_t i = 0; i < n_layers(); ++i)
+    hidden = layer(i).forward(hidden, ctx);
+  cache.advance(n_new);
+  return logits(hidden.narrow(1, n_new - 1, 1)).squeeze(1);
 }
 
 namespace {

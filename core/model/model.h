@@ -25,6 +25,7 @@
 
 namespace calq::core {
 
+class KvCache;
 class Tokenizer;
 
 struct Linear {
@@ -78,11 +79,16 @@ using LinearObserver =
     std::function<void(int64_t layer_index, std::string_view linear_name, const at::Tensor& input)>;
 
 /// Per-forward state shared by all layers: positions and masks for one sequence length.
+/// Incremental decoding (Model::forward_cached) runs seq_len new positions past..past+seq_len-1
+/// against the keys of positions 0..past+seq_len-1: RoPE rows are those of the new positions,
+/// masks [seq, past + seq], and every attention layer appends to and reads kv_cache.
 struct ForwardContext {
   int64_t seq_len = 0;
+  int64_t past = 0;            ///< position of the first new token (0: a full forward)
+  KvCache* kv_cache = nullptr;  ///< earlier positions' keys and values; null: a full forward
   at::Tensor rope_cos;     ///< [seq, head_dim] (Llama family), compute dtype
   at::Tensor rope_sin;     ///< [seq, head_dim]
-  at::Tensor causal_mask;  ///< [seq, seq] additive mask, 0 or -inf, compute dtype
+  at::Tensor causal_mask;  ///< [seq, past + seq] additive mask, 0 or -inf, compute dtype
   at::Tensor local_rope_cos, local_rope_sin;  ///< windowed layers' RoPE when it differs (Gemma 3)
   at::Tensor window_mask;  ///< windowed layers' mask when not every layer is windowed (Gemma)
   LinearObserver observer;  ///< may be empty
@@ -125,8 +131,14 @@ class Model {
   int64_t n_layers() const { return config().n_layers; }
 
   /// ids: [batch, seq] int64 -> hidden [batch, seq, hidden] (with learned positions if any).
-  virtual at::Tensor embed(const at::Tensor& ids) = 0;
-  virtual ForwardContext make_context(int64_t seq_len) const = 0;
+  at::Tensor embed(const at::Tensor& ids) { return embed(ids, 0); }
+  /// As embed(ids), the tokens at positions past..past+seq-1 (learned positions read those rows).
+  virtual at::Tensor embed(const at::Tensor& ids, int64_t past) = 0;
+  /// The context of a full forward over positions 0..seq_len-1.
+  ForwardContext make_context(int64_t seq_len) const { return make_context(seq_len, 0); }
+  /// The context of seq_len new positions after `past` cached ones (ForwardContext); the RoPE
+  /// rows and mask entries equal those of make_context(past + seq_len)'s last seq_len rows.
+  virtual ForwardContext make_context(int64_t seq_len, int64_t past) const = 0;
   virtual DecoderLayer& layer(int64_t i) = 0;  ///< materialises layer i if needed
   /// Layer i described as data (layer_schema.h), without materialising it.
   virtual const LayerSchema& layer_schema(int64_t i) const = 0;
@@ -139,6 +151,10 @@ class Model {
 
   /// Full forward, every layer in turn: ids [batch, seq] -> float32 logits.
   at::Tensor forward(const at::Tensor& ids, const LinearObserver& observer = {});
+  /// Incremental forward: ids [batch, seq] are the tokens at positions cache.length()..; every
+  /// layer attends over its cached keys and values and appends the new ones (kv_cache.h).
+  /// Returns the float32 logits of the last position only, [batch, vocab] (what decoding needs).
+  at::Tensor forward_cached(const at::Tensor& ids, KvCache& cache);
 
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   void set_tokenizer(std::shared_ptr<const Tokenizer> tokenizer) { tokenizer_ = std::move(tokenizer); }

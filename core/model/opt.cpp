@@ -57,7 +57,7 @@ class OptLayer final : public NamedDecoderLayer {
         at(kQ).forward(h).mul_(scale).view({batch, seq, n_heads_, head_dim_});  // scaled q_proj
     const at::Tensor k = at(kK).forward(h).view({batch, seq, n_heads_, head_dim_});
     const at::Tensor v = at(kV).forward(h).view({batch, seq, n_heads_, head_dim_});
-    const at::Tensor attn = causal_attention(q, k, v, /*scale=*/1.0, ctx.causal_mask);
+    const at::Tensor attn = layer_attention(ctx, index_, q, k, v, /*scale=*/1.0, ctx.causal_mask);
     return apply(kO, attn, ctx);  // out_proj
   }
 
@@ -88,20 +88,21 @@ class OptModel final : public DecoderModel {
     require_finite_tensor(final_norm_.source + ".bias", final_norm_.bias);
   }
 
-  at::Tensor embed(const at::Tensor& ids) override {
+  at::Tensor embed(const at::Tensor& ids, int64_t past) override {
     const at::Tensor checked = check_ids(ids);
     const int64_t seq = checked.size(1);
-    CALQ_CHECK(seq <= config_.max_positions,
+    CALQ_CHECK(past + seq <= config_.max_positions,
                "{}: {} tokens exceed max_position_embeddings {}; expected at most that many", path_,
-               seq, config_.max_positions);
-    // No padding: positions are 0..S-1 (cumsum(attention_mask) - 1), rows 2..S+1.
-    return at::embedding(embed_, checked) + positions_.narrow(0, kPositionOffset, seq);
+               past + seq, config_.max_positions);
+    // No padding: positions are past..past+S-1 (cumsum(attention_mask) - 1), rows 2 on.
+    return at::embedding(embed_, checked) + positions_.narrow(0, kPositionOffset + past, seq);
   }
 
-  ForwardContext make_context(int64_t seq_len) const override {
+  ForwardContext make_context(int64_t seq_len, int64_t past) const override {
     ForwardContext ctx;
     ctx.seq_len = seq_len;
-    ctx.causal_mask = causal_mask(seq_len);
+    ctx.past = past;
+    ctx.causal_mask = causal_mask(seq_len, past);
     return ctx;
   }
 

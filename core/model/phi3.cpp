@@ -68,7 +68,7 @@ class Phi3Layer final : public NamedDecoderLayer {
     q = apply_partial_rope(q, cos, sin);
     k = apply_partial_rope(k, cos, sin);
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));  // head_dim**-0.5
-    return apply(kO, causal_attention(q, k, v, scale, ctx.causal_mask), ctx);
+    return apply(kO, layer_attention(ctx, index_, q, k, v, scale, ctx.causal_mask), ctx);
   }
 
   // Phi3MLP: gate, up = gate_up_proj(h).chunk(2); down(up · silu(gate)).
@@ -99,19 +99,20 @@ class Phi3Model final : public DecoderModel {
 
   void release_embeddings() override { embed_ = at::Tensor(); }
 
-  at::Tensor embed(const at::Tensor& ids) override {
+  at::Tensor embed(const at::Tensor& ids, int64_t /*past*/) override {
     if (!embed_.defined())
       embed_ = load_stored("model.embed_tokens.weight", {config_.vocab_size, config_.hidden_size});
     return at::embedding(embed_, check_ids(ids)).to(compute_dtype_);
   }
 
-  ForwardContext make_context(int64_t seq_len) const override {
+  ForwardContext make_context(int64_t seq_len, int64_t past) const override {
     ForwardContext ctx;
     ctx.seq_len = seq_len;
+    ctx.past = past;
     std::tie(ctx.rope_cos, ctx.rope_sin) =
-        rope_tables(config_.rope, rope_, rotary_dim(), seq_len, compute_dtype_);
+        rope_tables(config_.rope, rope_, rotary_dim(), seq_len, compute_dtype_, past);
     // Phi3Model: create_sliding_window_causal_mask when config.sliding_window is set.
-    ctx.causal_mask = causal_mask(seq_len, config_.sliding_window.value_or(0));
+    ctx.causal_mask = causal_mask(seq_len, past, config_.sliding_window.value_or(0));
     return ctx;
   }
 

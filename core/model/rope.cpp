@@ -172,21 +172,26 @@ RopeFrequencies rope_frequencies(const RopeSpec& spec, int64_t head_dim, int64_t
 
 std::pair<at::Tensor, at::Tensor> rope_tables(const RopeSpec& spec, const RopeFrequencies& cached,
                                               int64_t head_dim, int64_t seq_len,
-                                              c10::ScalarType dtype) {
+                                              c10::ScalarType dtype, int64_t past) {
   // freqs = positions ⊗ inv_freq in float32, emb = cat(freqs, freqs); cos/sin scaled by
   // attention_scaling (yarn, longrope) in float32, then cast to the compute dtype
   // (LlamaRotaryEmbedding.forward).
+  const int64_t total = past + seq_len;
   const RopeFrequencies rope =
       rope_depends_on_length(spec)
-          ? rope_frequencies(spec, head_dim, seq_len, cached.inv_freq.device())
+          ? rope_frequencies(spec, head_dim, total, cached.inv_freq.device())
           : cached;
-  const at::Tensor positions = at::arange(seq_len, rope.inv_freq.options());
+  const at::Tensor positions = at::arange(total, rope.inv_freq.options());
   const at::Tensor freqs = at::outer(positions, rope.inv_freq);
   const at::Tensor emb = at::cat({freqs, freqs}, -1);
   at::Tensor cos = emb.cos(), sin = emb.sin();
   if (rope.attention_scaling != 1.0) {
     cos = cos * rope.attention_scaling;
     sin = sin * rope.attention_scaling;
+  }
+  if (past > 0) {
+    cos = cos.narrow(0, past, seq_len);
+    sin = sin.narrow(0, past, seq_len);
   }
   return {cos.to(dtype), sin.to(dtype)};
 }

@@ -26,11 +26,14 @@ struct RopeFrequencies {
 RopeFrequencies rope_frequencies(const RopeSpec& spec, int64_t head_dim, int64_t seq_len,
                                  const at::Device& device);
 
-/// cos and sin [seq_len, head_dim] in `dtype` for positions 0..seq_len-1; `cached` holds the
-/// frequencies of types that do not depend on the length (recomputed for the others).
+/// cos and sin [seq_len, head_dim] in `dtype` for positions past..past+seq_len-1; `cached` holds
+/// the frequencies of types that do not depend on the length (recomputed for the others, for a
+/// window of past + seq_len tokens). The rows are those of the table for past + seq_len
+/// positions, computed whole and sliced, so a decoding step's rows equal a full forward's bit for
+/// bit (a sliced computation may round cos/sin differently in the vectorised loop's tail).
 std::pair<at::Tensor, at::Tensor> rope_tables(const RopeSpec& spec, const RopeFrequencies& cached,
                                               int64_t head_dim, int64_t seq_len,
-                                              c10::ScalarType dtype);
+                                              c10::ScalarType dtype, int64_t past = 0);
 
 /// transformers apply_rotary_pos_emb on x [B, S, n, hd] with cos, sin [S, 1, hd].
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);

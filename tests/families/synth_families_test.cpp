@@ -13,6 +13,7 @@
 
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
+#include "tests/support/kv_cache_check.h"
 #include "tests/support/test_data.h"
 
 namespace {
@@ -65,4 +66,28 @@ TEST_CASE("synth: every family's synth model loads in calq with transformers' lo
   const fs::path tmp = path.string() + ".tmp";
   std::ofstream(tmp) << figures.dump(1) << "\n";
   fs::rename(tmp, path);
+}
+
+TEST_CASE("synth: KV-cache decoding equals the full forward in every synth family (MoE included)",
+          "[families][synth][generate]") {
+  std::ifstream in(fixtures_root() / "manifest.json");
+  if (!in) {
+    if (calq::test::running_in_ci()) FAIL("synth fixtures missing under CI: " << fixtures_root());
+    WARN("SKIPPED: synth fixtures missing: " << fixtures_root());
+    return;
+  }
+  const nlohmann::json manifest = nlohmann::json::parse(in);
+  for (const auto& [name, entry] : manifest.at("fixtures").items()) {
+    INFO(name);
+    const fs::path dir = fixtures_root() / name;
+    calq::core::LoadOptions options;
+    options.path = dir.string();
+    options.load_tokenizer = false;
+    auto model = calq::core::load_model(options);
+    const at::Tensor ids =
+        calq::core::SafetensorsFile((dir / "expected.safetensors").string()).load("input_ids");
+    const double err = calq::test::kv_cache_relative_error(*model, ids, ids.size(1) / 2);
+    INFO("max decode error relative to the largest logit: " << err);
+    CHECK(err <= calq::test::kDecodeRelTolF32);
+  }
 }
