@@ -73,13 +73,6 @@ core::TopKDistribution kl_base(const EvalArgs& args, const std::vector<int32_t>&
   return core::topk_distribution(*base, tokens, r.seqlen, r.windows, args.kl_top_k, args.batch_size);
 }
 
-nlohmann::json kl_json(const core::KlResult& k) {
-  return {{"base", k.base}, {"tokens", k.tokens}, {"top_k", k.k}, {"kl_mean", k.kl_mean},
-          {"kl_median", k.kl_median}, {"kl_p99", k.kl_p99}, {"kl_max", k.kl_max},
-          {"top1_agreement", k.top1_agreement}, {"ppl", k.ppl}, {"ppl_base", k.ppl_base},
-          {"ppl_ratio", k.ppl_ratio()}, {"base_tail_mass", k.tail_mass}};
-}
-
 /// --task FILE or FILE=DATA: the definition, and the documents to read instead of its own.
 nlohmann::json run_task(core::Model& model, const std::string& arg, const EvalArgs& args) {
   std::string path = arg, data;
@@ -97,10 +90,11 @@ nlohmann::json run_task(core::Model& model, const std::string& arg, const EvalAr
   std::printf("%s:%s (%lld documents, %s)\n", r.name.c_str(), line.c_str(),
               static_cast<long long>(r.docs), core::task_type_name(r.type));
   std::fflush(stdout);
-  return {{"task", r.name}, {"file", task.file}, {"data", task.data},
-          {"type", core::task_type_name(r.type)}, {"form", task.form}, {"documents", r.docs},
-          {"metrics", r.metrics}, {"seconds", r.seconds},
-          {"loglikelihoods", r.loglikelihoods}, {"greedy", r.greedy}};
+  nlohmann::json out = nlohmann::json::parse(r.json(/*per_document=*/true));
+  out["file"] = task.file;
+  out["data"] = task.data;
+  out["form"] = task.form;
+  return out;
 }
 
 c10::ScalarType parse_dtype(const std::string& name) {
@@ -165,7 +159,7 @@ int run_eval(const EvalArgs& args) {
                   100.0 * k.top1_agreement, k.ppl, k.ppl_base, k.ppl_ratio(),
                   static_cast<long long>(k.k), static_cast<long long>(k.tokens));
       std::fflush(stdout);
-      kl = kl_json(k);
+      kl = nlohmann::json::parse(k.json());
     }
     r.join = core::text_join_name(text.join);
     std::printf("%s: ppl %.4f (seqlen %lld, %lld tokens, %lld windows, join %s)\n",

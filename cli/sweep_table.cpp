@@ -32,6 +32,8 @@ struct Cell {
   bool is_float = false;
   std::string run;
   Json eval;  // report "eval"."perplexity"
+  Json kl;     // report "eval"."kl" (null without)
+  Json tasks;  // report "eval"."tasks" (null without)
 };
 
 std::string capitalized(const std::string& pass, const Json& options) {
@@ -91,6 +93,8 @@ Cell read_cell(const SweepRun& run) {
   Cell c;
   c.run = run.name;
   c.eval = r.at("eval").at("perplexity");
+  c.kl = r.at("eval").value("kl", Json());
+  c.tasks = r.at("eval").value("tasks", Json());
   c.is_float = r.value("float", false);
   if (c.is_float) {
     c.method = fmt::format("FP ({})", r.at("recipe").at("model").value("dtype", "float32"));
@@ -186,6 +190,83 @@ void plot(const std::string& dir, const std::vector<Cell>& cells, const std::str
   run::draw_with_gnuplot(dir, "ppl_vs_bits", script.str(), "sweep");
 }
 
+/// The second table (issue 24): per run, the first perplexity beside its KL divergence to the
+/// float model on the same windows, top-1 agreement, and each task's accuracy. Empty when no
+/// run measured any of them. Also writes DIR/table_eval.csv.
+std::string eval_table(const std::string& dir, const std::vector<Cell>& cells) {
+  std::vector<std::string> tasks;
+  bool any_kl = false;
+  for (const Cell& c : cells) {
+    any_kl = any_kl || !c.kl.is_null();
+    if (c.tasks.is_array())
+      for (const Json& t : c.tasks) {
+        const std::string name = t.at("task").get<std::string>();
+        if (std::find(tasks.begin(), tasks.end(), name) == tasks.end()) tasks.push_back(name);
+      }
+  }
+  if (!any_kl && tasks.empty()) return "";
+  std::ostringstream md, csv;
+  md << "| Method | Setting | ppl (" << (cells.front().eval.empty() ? "" : cells.front().eval.at(0).at("dataset").get<std::string>())
+     << ") |";
+  csv << "method,setting,avg_bits,ppl,kl_mean,kl_median,kl_p99,top1_agreement,kl_top_k";
+  if (any_kl) md << " KL mean | KL p99 | top-1 agree |";
+  for (const auto& t : tasks) {
+    md << " " << t << " acc |";
+    csv << "," << t << "_acc";
+  }
+  csv << ",run\n";
+  md << "\n|---|---|---:|";
+  for (size_t i = 0; i < (any_kl ? 3 : 0) + tasks.size(); ++i) md << "---:|";
+  md << "\n";
+  const auto fixed = [](const Json& j, const char* key, const char* format) {
+    return j.is_null() || !j.contains(key) || !j.at(key).is_number()
+               ? std::string("–")
+               : fmt::format(fmt::runtime(format), j.at(key).get<double>());
+  };
+  for (const Cell& c : cells) {
+    const Json ppl = c.eval.empty() ? Json() : c.eval.at(0);
+    md << "| " << c.method << " | " << (c.setting.empty() ? "–" : c.setting) << " | "
+       << fixed(ppl, "ppl", "{:.2f}") << " |";
+    csv << fmt::format("\"{}\",\"{}\",{:.4f},{},{},{},{},{},{}", c.method, c.setting, c.avg_bits,
+                       fixed(ppl, "ppl", "{:.6f}"), fixed(c.kl, "kl_mean", "{:.6g}"),
+                       fixed(c.kl, "kl_median", "{:.6g}"), fixed(c.kl, "kl_p99", "{:.6g}"),
+                       fixed(c.kl, "top1_agreement", "{:.6f}"), fixed(c.kl, "top_k", "{:.0f}"));
+    if (any_kl) {
+      md << " " << fixed(c.kl, "kl_mean", "{:.4f}") << " | " << fixed(c.kl, "kl_p99", "{:.4f}")
+         << " | "
+         << (c.kl.is_null() ? std::string("–")
+                            : fmt::format("{:.1f} %", 100.0 * c.kl.at("top1_agreement").get<double>()))
+         << " |";
+    }
+    for (const auto& t : tasks) {
+      Json metrics;
+      if (c.tasks.is_array())
+        for (const Json& r : c.tasks)
+          if (r.at("task") == t) metrics = r.at("metrics");
+      md << " " << (metrics.is_null() ? std::string("–")
+                                      : fmt::format("{:.1f} %", 100.0 * metrics.at("acc").get<double>()))
+         << " |";
+      csv << "," << fixed(metrics, "acc", "{:.6f}");
+    }
+    md << "\n";
+    csv << "," << c.run << "\n";
+  }
+  core::write_string_atomically(dir + "/table_eval.csv", csv.str());
+  std::string k_note;
+  for (const Cell& c : cells)
+    if (!c.kl.is_null()) {
+      k_note = fmt::format(" KL(P_float ‖ P_method) per predicted token on the windows of the "
+                           "first perplexity set, over the float model's top {} tokens and the "
+                           "rest as one bucket (docs/tasks.md); top-1 agree: how often the two "
+                           "argmaxes agree.", c.kl.at("top_k").get<int64_t>());
+      break;
+    }
+  md << "\n" << "Beyond perplexity." << k_note
+     << (tasks.empty() ? "" : " Task accuracy with lm-eval-harness's semantics (docs/tasks.md).")
+     << "\n";
+  return md.str();
+}
+
 }  // namespace
 
 std::string write_sweep_table(const std::string& dir, const std::vector<SweepRun>& runs) {
@@ -241,6 +322,11 @@ std::string write_sweep_table(const std::string& dir, const std::vector<SweepRun
     md << "\n";
   }
   md << "\n" << caption(cells, calibration) << "\n";
+  // Float first, then the runs in sweep order, as the first table's rows.
+  std::vector<Cell> ordered;
+  for (const Cell& c : cells) if (c.is_float) ordered.push_back(c);
+  for (const Cell& c : cells) if (!c.is_float) ordered.push_back(c);
+  if (const std::string beyond = eval_table(dir, ordered); !beyond.empty()) md << "\n" << beyond;
   core::write_string_atomically(dir + "/table.md", md.str());
   core::write_string_atomically(dir + "/table.csv", csv.str());
   if (!datasets.empty()) plot(dir, cells, datasets.front());

@@ -153,8 +153,24 @@ struct PerplexityEval {
   int64_t max_windows = 0;  ///< 0 = every window
 };
 
+/// eval.kl (docs/tasks.md "KL divergence"): the quantized model against a base on the first
+/// perplexity entry's windows.
+struct KlEval {
+  std::optional<RecipePath> base_file;  ///< a `calq eval --save-logits` file; absent: the float model
+  int64_t top_k = 256;                  ///< kept per position when the float model is the base
+};
+
+/// One entry of eval.tasks: a task definition (docs/tasks.md) and optionally its documents.
+struct TaskEval {
+  RecipePath task;
+  std::optional<RecipePath> data;
+  int64_t limit = 0;  ///< 0 = every document
+};
+
 struct EvalSection {
   std::vector<PerplexityEval> perplexity;
+  std::optional<KlEval> kl;
+  std::vector<TaskEval> tasks;
 };
 
 struct SaveSection {

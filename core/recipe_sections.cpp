@@ -293,7 +293,7 @@ SchemeSection read_scheme(const Options& root) {
 
 EvalSection read_eval(const Options& root) {
   const Options e = root.child("eval");
-  expect_keys(e, {"perplexity"});
+  expect_keys(e, {"perplexity", "kl", "tasks"});
   EvalSection out;
   for (const Options& p : e.get_list_of_maps("perplexity")) {
     expect_keys(p, {"data", "seqlen", "join", "max_windows"});
@@ -303,6 +303,26 @@ EvalSection read_eval(const Options& root) {
     item.join = get_enum(p, "join", item.join, kJoins);
     item.max_windows = p.get_int_at_least("max_windows", item.max_windows, 0);
     out.perplexity.push_back(item);
+  }
+  if (const auto k = e.find_child("kl")) {
+    expect_keys(*k, {"base", "top_k"});
+    KlEval kl;
+    const std::string base = k->get_string("base", "float");
+    if (base != "float") kl.base_file = require_path(*k, "base");
+    kl.top_k = k->get_int_in_range("top_k", kl.top_k, 1, int64_t{1} << 20);
+    if (out.perplexity.empty()) {
+      k->fail("", "KL is measured on the windows of eval.perplexity[0], but eval.perplexity is "
+                  "empty; expected a perplexity entry");
+    }
+    out.kl = kl;
+  }
+  for (const Options& t : e.get_list_of_maps("tasks")) {
+    expect_keys(t, {"task", "data", "limit"});
+    TaskEval item;
+    item.task = require_path(t, "task");
+    item.data = find_path(t, "data");
+    item.limit = t.get_int_at_least("limit", 0, 0);
+    out.tasks.push_back(item);
   }
   return out;
 }
@@ -404,6 +424,17 @@ Json resolved_tree(const Recipe& r) {
                                          {"seqlen", p.seqlen},
                                          {"join", text_join_name(p.join)},
                                          {"max_windows", p.max_windows}});
+  }
+  // Present only when set, so recipes without them keep their resolved text (sweep hashes).
+  if (r.eval.kl) {
+    out["eval"]["kl"] = {{"base", r.eval.kl->base_file ? Json(r.eval.kl->base_file->resolved)
+                                                       : Json("float")},
+                         {"top_k", r.eval.kl->top_k}};
+  }
+  for (const auto& t : r.eval.tasks) {
+    out["eval"]["tasks"].push_back({{"task", t.task.resolved},
+                                    {"data", t.data ? Json(t.data->resolved) : Json(nullptr)},
+                                    {"limit", t.limit}});
   }
   out["save"] = nullptr;
   if (r.save)

@@ -23,7 +23,9 @@
 #include "core/error.h"
 #include "core/eval/eval_budget.h"
 #include "core/eval/eval_text.h"
+#include "core/eval/kl_divergence.h"
 #include "core/eval/perplexity.h"
+#include "core/eval/task.h"
 #include "core/io/atomic_file.h"
 #include "core/io/output_dir.h"
 #include "core/log.h"
@@ -191,25 +193,75 @@ void quantize_and_export(std::unique_ptr<core::Model>& model, const core::LoadOp
   }
 }
 
+/// The token stream of eval.perplexity[i], as evaluate() reads it.
+std::vector<int32_t> eval_tokens(core::Model& model, const core::Recipe& recipe, size_t i,
+                                 const RunOptions& args, core::PerplexityOptions& options,
+                                 std::string* dataset = nullptr) {
+  const core::PerplexityEval& e = recipe.eval.perplexity[i];
+  CALQ_CHECK(model.tokenizer() != nullptr,
+             "{}: eval: the model has no tokenizer; expected model.tokenizer", recipe.file);
+  const core::EvalText text = core::read_eval_text(e.data.resolved, e.join);
+  options.seqlen = e.seqlen;
+  options.max_windows = e.max_windows;
+  options.batch_size = args.batch_size;
+  options.label = "ppl " + text.dataset;
+  options.seqlen_key = fmt::format("{}: eval.perplexity[{}].seqlen", recipe.file, i);
+  if (dataset) *dataset = text.dataset;
+  return core::perplexity_tokens(*model.tokenizer(), text.text, options);
+}
+
+/// eval.kl's base (docs/tasks.md): a saved file, or the float model's top-k distribution on the
+/// windows of eval.perplexity[0], taken before quantization changes the model. Rank 0 only.
+std::optional<core::TopKDistribution> kl_base(core::Model& model, const core::Recipe& recipe,
+                                              const RunOptions& args) {
+  if (!recipe.eval.kl || !dist::Communicator::world().is_root()) return std::nullopt;
+  if (recipe.eval.kl->base_file) return core::load_topk_distribution(recipe.eval.kl->base_file->resolved);
+  core::PerplexityOptions options;
+  const std::vector<int32_t> tokens = eval_tokens(model, recipe, 0, args, options);
+  int64_t windows = static_cast<int64_t>(tokens.size()) / options.seqlen;
+  if (options.max_windows > 0) windows = std::min(windows, options.max_windows);
+  CALQ_CHECK(windows >= 1, "{}: eval.kl: eval.perplexity[0]'s text holds no window of {} tokens",
+             recipe.file, options.seqlen);
+  log::info("kl base: the float model's top-{} on {} windows of {}", recipe.eval.kl->top_k,
+            windows, options.seqlen);
+  return core::topk_distribution(model, tokens, options.seqlen, windows, recipe.eval.kl->top_k,
+                                 args.batch_size);
+}
+
+/// eval.kl and eval.tasks on the evaluated model (rank 0; the others skip them).
+void evaluate_beyond_perplexity(core::Model& model, const RunOptions& args,
+                                const std::optional<core::TopKDistribution>& base,
+                                const std::vector<core::Task>& tasks, RunReport& report) {
+  if (!dist::Communicator::world().is_root()) return;
+  if (base) {
+    const core::KlResult k = core::compare_to_base(model, *base, args.batch_size);
+    log::info("KL vs the base: mean {:.6f}, p99 {:.6f}, top-1 agreement {:.2f} %", k.kl_mean,
+              k.kl_p99, 100.0 * k.top1_agreement);
+    report.set_eval_section("kl", k.json());
+  }
+  if (tasks.empty()) return;
+  std::string all = "[";
+  for (const core::Task& task : tasks) {
+    const core::TaskResult r = core::evaluate_task(model, task);
+    std::string metrics;
+    for (const auto& [name, value] : r.metrics) metrics += fmt::format(" {} {:.4f}", name, value);
+    log::info("task {}:{}", r.name, metrics);
+    all += (all.size() > 1 ? "," : "") + r.json(/*per_document=*/false);
+  }
+  report.set_eval_section("tasks", all + "]");
+}
+
 /// eval.perplexity, one figure per entry (docs/architecture.md §9), each handed to
 /// RunOptions::on_perplexity as soon as it is measured.
 void evaluate(core::Model& model, const core::Recipe& recipe, const RunOptions& args,
               RunReport& report) {
   for (const core::PerplexityEval& e : recipe.eval.perplexity) {
-    CALQ_CHECK(model.tokenizer() != nullptr,
-               "{}: eval: the model has no tokenizer; expected model.tokenizer", recipe.file);
-    const core::EvalText text = core::read_eval_text(e.data.resolved, e.join);
     core::PerplexityOptions options;
-    options.seqlen = e.seqlen;
-    options.max_windows = e.max_windows;
-    options.batch_size = args.batch_size;
-    options.label = "ppl " + text.dataset;
-    options.seqlen_key = fmt::format("{}: eval.perplexity[{}].seqlen", recipe.file,
-                                     &e - recipe.eval.perplexity.data());
-    const std::vector<int32_t> tokens =
-        core::perplexity_tokens(*model.tokenizer(), text.text, options);
+    const auto index = static_cast<size_t>(&e - recipe.eval.perplexity.data());
+    std::string dataset;
+    const std::vector<int32_t> tokens = eval_tokens(model, recipe, index, args, options, &dataset);
     core::PerplexityResult r = core::evaluate_perplexity(model, tokens, options, e.data.resolved);
-    r.dataset = text.dataset;
+    r.dataset = dataset;
     r.join = core::text_join_name(e.join);
     if (!dist::Communicator::world().is_root()) {  // rank 0 prints and writes
       report.add_perplexity(r, e.data.resolved);
@@ -252,7 +304,15 @@ std::string run_recipe(const algorithms::ResolvedRecipe& resolved, const RunOpti
     CALQ_CHECK(recipe.save.has_value() && !args.float_only,
                "--stream: each quantized layer is written to the checkpoint and freed; expected a "
                "save section in {}", recipe.file);
+    CALQ_CHECK(!recipe.eval.kl || recipe.eval.kl->base_file,
+               "{}: eval.kl: the float model's distribution needs the whole float model before "
+               "quantization, which --stream never holds; expected eval.kl.base: a file `calq "
+               "eval --save-logits` wrote", recipe.file);
   }
+  // The tasks' definitions and documents, read before any work so a bad file fails here.
+  std::vector<core::Task> tasks;
+  for (const core::TaskEval& t : recipe.eval.tasks)
+    tasks.push_back(core::load_task(t.task.resolved, t.limit, t.data ? t.data->resolved : ""));
 
   // Ranks (core/dist): rank 0 alone claims and writes the outputs (report, export, resume
   // state); the others compute their shares and wait for it where they read what it wrote.
@@ -282,12 +342,14 @@ std::string run_recipe(const algorithms::ResolvedRecipe& resolved, const RunOpti
 
   RunReport report(recipe, *model);
   try {
+    const std::optional<core::TopKDistribution> base = kl_base(*model, recipe, args);
     if (args.float_only) {
       report.set_float();
     } else {
       quantize_and_export(model, load, recipe, passes, args, state_dir, keep_state, report);
     }
     evaluate(*model, recipe, args, report);
+    evaluate_beyond_perplexity(*model, args, base, tasks, report);
   } catch (const dist::PeerFailure&) {
     // Another rank died: like a kill, this run's state stays for `calq run --resume`.
     state_folder.disarm();

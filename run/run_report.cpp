@@ -153,6 +153,10 @@ void RunReport::set_export(const std::string& json) {
   (*doc_)["export"] = nlohmann::json::parse(json);
 }
 
+void RunReport::set_eval_section(const std::string& key, const std::string& json) {
+  (*doc_)["eval"][key] = nlohmann::json::parse(json);
+}
+
 void RunReport::set_section(const std::string& key, const std::string& json) {
   (*doc_)[key] = nlohmann::json::parse(json);
 }

@@ -32,6 +32,8 @@ class RunReport {
   void set_calibration_cache(const calib::StatsCache& cache);
   void set_quantization(const algorithms::QuantizationResult& result);
   void add_perplexity(const core::PerplexityResult& result, const std::string& path);
+  /// eval.<key> from JSON text (eval.kl, eval.tasks).
+  void set_eval_section(const std::string& key, const std::string& json);
   /// The export's figures (core::ExportResult::to_json()): format, path, re-read, lint.
   void set_export(const std::string& json);
   /// A top-level section from JSON text (e.g. "llm_int8": outlier fractions seen in evaluation).

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/io/safetensors.h"
@@ -14,6 +17,11 @@ namespace calq::core {
 namespace {
 
 constexpr const char* kFormat = "calq-kl-base-v1";
+
+/// log Σ_{j outside ids} exp(logp_j), exactly (logsumexp with the top k masked out): [b, s].
+at::Tensor rest_logprob(const at::Tensor& logp, const at::Tensor& ids) {
+  return at::logsumexp(logp.scatter(-1, ids, -std::numeric_limits<float>::infinity()), -1);
+}
 
 /// log-probabilities of the next token at every position but the last: [b, seqlen − 1, vocab].
 at::Tensor next_token_logprobs(Model& model, const at::Tensor& ids) {
@@ -44,17 +52,19 @@ TopKDistribution topk_distribution(Model& model, const std::vector<int32_t>& tok
   out.input_ids = at::from_blob(const_cast<int32_t*>(tokens.data()), {windows * seqlen}, at::kInt)
                       .view({windows, seqlen})
                       .to(at::kLong);
-  std::vector<at::Tensor> ids, logprobs, nll;
+  std::vector<at::Tensor> ids, logprobs, rest, nll;
   for (int64_t w = 0; w < windows; w += batch) {
     const at::Tensor x = out.input_ids.narrow(0, w, std::min(batch, windows - w));
     const at::Tensor logp = next_token_logprobs(model, x);
     const auto top = logp.topk(k, -1, /*largest=*/true, /*sorted=*/true);
     ids.push_back(std::get<1>(top).to(at::kInt));
     logprobs.push_back(std::get<0>(top));
+    rest.push_back(rest_logprob(logp, std::get<1>(top)));
     nll.push_back(-logp.gather(-1, x.narrow(1, 1, seqlen - 1).unsqueeze(-1)).squeeze(-1).to(at::kDouble));
   }
   out.topk_ids = at::cat(ids, 0);
   out.topk_logprobs = at::cat(logprobs, 0);
+  out.rest_logprob = at::cat(rest, 0);
   out.nll = at::cat(nll, 0);
   return out;
 }
@@ -62,7 +72,8 @@ TopKDistribution topk_distribution(Model& model, const std::vector<int32_t>& tok
 void save_topk_distribution(const TopKDistribution& base, const std::string& path) {
   write_safetensors(path,
                     {{"input_ids", base.input_ids}, {"topk_ids", base.topk_ids},
-                     {"topk_logprobs", base.topk_logprobs}, {"nll", base.nll}},
+                     {"topk_logprobs", base.topk_logprobs}, {"rest_logprob", base.rest_logprob},
+                     {"nll", base.nll}},
                     {{"calq", kFormat}, {"k", std::to_string(base.k())}, {"source", base.source}});
 }
 
@@ -74,11 +85,12 @@ TopKDistribution load_topk_distribution(const std::string& path) {
              "--save-logits` wrote", path,
              format == file.metadata().end() ? std::string() : format->second);
   TopKDistribution out;
-  for (const char* name : {"input_ids", "topk_ids", "topk_logprobs", "nll"})
+  for (const char* name : {"input_ids", "topk_ids", "topk_logprobs", "rest_logprob", "nll"})
     CALQ_CHECK(file.contains(name), "{}: no tensor \"{}\"; expected a KL base", path, name);
   out.input_ids = file.load("input_ids");
   out.topk_ids = file.load("topk_ids");
   out.topk_logprobs = file.load("topk_logprobs");
+  out.rest_logprob = file.load("rest_logprob");
   out.nll = file.load("nll");
   const auto source = file.metadata().find("source");
   out.source = source == file.metadata().end() ? path : source->second;
@@ -89,11 +101,22 @@ TopKDistribution load_topk_distribution(const std::string& path) {
                  out.topk_ids.size(0) == w && out.topk_ids.size(1) == s - 1 &&
                  out.topk_logprobs.scalar_type() == at::kFloat &&
                  out.topk_logprobs.sizes() == out.topk_ids.sizes() &&
+                 out.rest_logprob.scalar_type() == at::kFloat &&
+                 out.rest_logprob.sizes() == out.nll.sizes() &&
                  out.nll.scalar_type() == at::kDouble && out.nll.dim() == 2 &&
                  out.nll.size(0) == w && out.nll.size(1) == s - 1,
              "{}: tensors of inconsistent shapes or dtypes; expected input_ids int64 [W, S], "
-             "topk_ids int32 and topk_logprobs float32 [W, S-1, k], nll float64 [W, S-1]", path);
+             "topk_ids int32 and topk_logprobs float32 [W, S-1, k], rest_logprob float32 and nll "
+             "float64 [W, S-1]", path);
   return out;
+}
+
+std::string KlResult::json() const {
+  return nlohmann::json{{"base", base}, {"tokens", tokens}, {"top_k", k}, {"kl_mean", kl_mean},
+                        {"kl_median", kl_median}, {"kl_p99", kl_p99}, {"kl_max", kl_max},
+                        {"top1_agreement", top1_agreement}, {"ppl", ppl}, {"ppl_base", ppl_base},
+                        {"ppl_ratio", ppl_ratio()}, {"base_tail_mass", tail_mass}}
+      .dump();
 }
 
 KlResult compare_to_base(Model& model, const TopKDistribution& base, int64_t batch) {
@@ -116,9 +139,11 @@ KlResult compare_to_base(Model& model, const TopKDistribution& base, int64_t bat
     const at::Tensor logp_k = base.topk_logprobs.narrow(0, w, b).to(at::kDouble);
     const at::Tensor logq_k = logq.gather(-1, ids).to(at::kDouble);
     const at::Tensor p_k = logp_k.exp();
-    const at::Tensor p_rest = (1.0 - p_k.sum(-1)).clamp_min(0.0);
-    const at::Tensor q_rest = (1.0 - logq_k.exp().sum(-1)).clamp_min(0.0);
-    const at::Tensor rest = at::where(p_rest > 0, p_rest * (p_rest.log() - q_rest.log()),
+    const at::Tensor logp_rest = base.rest_logprob.narrow(0, w, b).to(at::kDouble);
+    const at::Tensor logq_rest = rest_logprob(logq, ids).to(at::kDouble);
+    const at::Tensor p_rest = logp_rest.exp();
+    // Nothing outside the top k (k = vocabulary, or underflow): the bucket adds nothing.
+    const at::Tensor rest = at::where(p_rest > 0, p_rest * (logp_rest - logq_rest),
                                       at::zeros_like(p_rest));
     const at::Tensor per_token = (p_k * (logp_k - logq_k)).sum(-1) + rest;  // [b, seqlen − 1]
     const at::Tensor flat = per_token.reshape({-1}).contiguous();

@@ -18,14 +18,15 @@ namespace calq::core {
 
 class Model;
 
-/// Default k: with a 32000-token vocabulary, the rest holds well under 1 % of the probability
-/// on sotu-llama-6L (tail_mass in the result says how much).
-constexpr int64_t kDefaultKlTopK = 128;
+/// Default k. What the base puts outside its top k is reported (KlResult::tail_mass): 2 % on
+/// sotu-llama-6L at k = 512, 8 % at 128; peakier large models leave less.
+constexpr int64_t kDefaultKlTopK = 256;
 
 struct TopKDistribution {
   at::Tensor input_ids;      ///< [windows, seqlen] int64: the windows scored
   at::Tensor topk_ids;       ///< [windows, seqlen − 1, k] int32: the base's k likeliest tokens
   at::Tensor topk_logprobs;  ///< [windows, seqlen − 1, k] float32, descending
+  at::Tensor rest_logprob;   ///< [windows, seqlen − 1] float32: log P_base(outside the top k)
   at::Tensor nll;            ///< [windows, seqlen − 1] float64: −log P_base(next token)
   std::string source;        ///< the base model's path
   int64_t k() const { return topk_ids.size(2); }
@@ -52,6 +53,8 @@ struct KlResult {
   double ppl_ratio() const { return ppl_base > 0 ? ppl / ppl_base : 0.0; }
   double tail_mass = 0.0;  ///< mean base probability outside the top k
   std::string base;
+  /// The figures as a JSON object (report.json eval.kl, calq eval --json).
+  std::string json() const;
 };
 
 /// `model` on the base's windows, token by token against it. Median and 99th percentile as

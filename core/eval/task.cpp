@@ -285,6 +285,16 @@ Task load_task(const std::string& path, int64_t limit, const std::string& data_o
   return task;
 }
 
+std::string TaskResult::json(bool per_document) const {
+  nlohmann::json out = {{"task", name}, {"type", task_type_name(type)}, {"documents", docs},
+              {"metrics", metrics}, {"seconds", seconds}};
+  if (per_document) {
+    out["loglikelihoods"] = loglikelihoods;
+    out["greedy"] = greedy;
+  }
+  return out.dump();
+}
+
 TaskResult evaluate_task(Model& model, const Task& task, int64_t max_length) {
   const Tokenizer* tokenizer = model.tokenizer();
   CALQ_CHECK(tokenizer != nullptr, "task {}: the model has no tokenizer; expected one beside it",

@@ -58,6 +58,9 @@ struct TaskResult {
   std::vector<std::vector<double>> loglikelihoods;
   std::vector<std::vector<bool>> greedy;
   double seconds = 0.0;
+  /// task, type, documents, metrics, seconds; with per_document each request's Σ log p and
+  /// greediness too (lm-eval's samples).
+  std::string json(bool per_document) const;
 };
 
 /// Runs every request of `task` on `model` (its tokenizer) and aggregates as lm-eval does.
