@@ -22,6 +22,7 @@
 #include "core/eval/eval_budget.h"
 #include "core/eval/eval_text.h"
 #include "core/eval/kl_divergence.h"
+#include "core/eval/loglikelihood.h"
 #include "core/eval/perplexity.h"
 #include "core/eval/task.h"
 #include "core/io/atomic_file.h"
@@ -49,6 +50,7 @@ struct EvalArgs {
   std::string kl_base;       ///< a model directory or a --save-logits file
   std::string save_logits;   ///< the first text's top-k distribution, for later --kl-base
   int64_t kl_top_k = core::kDefaultKlTopK;
+  bool rolling = false;  ///< lm-eval's rolling word/byte perplexity of each --data text too
   std::vector<std::string> tasks;  ///< task definitions (docs/tasks.md)
   int64_t task_limit = 0;
   int64_t max_length = 0;  ///< lm-eval's max_length; 0: the model's
@@ -71,6 +73,28 @@ core::TopKDistribution kl_base(const EvalArgs& args, const std::vector<int32_t>&
   auto base = core::load_model(load);
   log::info("kl base: {} on {} windows of {}", args.kl_base, r.windows, r.seqlen);
   return core::topk_distribution(*base, tokens, r.seqlen, r.windows, args.kl_top_k, args.batch_size);
+}
+
+/// The model's weight files on disk (model*.safetensors, or the one file given) and bits per
+/// parameter over the whole checkpoint (embeddings and norms included); null without files.
+nlohmann::json checkpoint_size(const std::string& path, const core::Model& model) {
+  namespace fs = std::filesystem;
+  uint64_t bytes = 0;
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) {
+    bytes = fs::file_size(path, ec);
+  } else if (fs::is_directory(path, ec)) {
+    for (const auto& entry : fs::directory_iterator(path, ec)) {
+      // The weight files transformers reads (model.safetensors or its shards), not other files
+      // kept beside them (test logits, adapters' own folders).
+      const std::string name = entry.path().filename().string();
+      const bool weights = name.rfind("model", 0) == 0 && entry.path().extension() == ".safetensors";
+      if (entry.is_regular_file(ec) && weights) bytes += entry.file_size(ec);
+    }
+  }
+  if (bytes == 0 || model.n_parameters() <= 0) return nullptr;
+  return {{"bytes", bytes}, {"parameters", model.n_parameters()},
+          {"bits_per_parameter", 8.0 * static_cast<double>(bytes) / static_cast<double>(model.n_parameters())}};
 }
 
 /// --task FILE or FILE=DATA: the definition, and the documents to read instead of its own.
@@ -143,6 +167,27 @@ int run_eval(const EvalArgs& args) {
     r.dataset = text.dataset;
     if (!args.logits.empty() && results.empty())
       run::write_window_logits(*model, tokens, r, args.logits);
+    r.join = core::text_join_name(text.join);
+    std::printf("%s: ppl %.4f (GPTQ-protocol token perplexity: seqlen %lld, %lld tokens, %lld windows, join %s)\n",
+                r.dataset.c_str(), r.ppl, static_cast<long long>(r.seqlen),
+                static_cast<long long>(r.tokens), static_cast<long long>(r.windows),
+                r.join.c_str());
+    std::fflush(stdout);
+    nlohmann::json rolling = nullptr;
+    if (args.rolling) {
+      const core::RollingMetrics m =
+          core::rolling_metrics(*model, *model->tokenizer(), text.text,
+                                args.max_length > 0 ? args.max_length : core::lm_eval_max_length(*model));
+      std::printf("%s: lm-eval rolling (whole text as one document, %lld tokens): word_perplexity "
+                  "%.4f byte_perplexity %.6f bits_per_byte %.6f\n",
+                  text.dataset.c_str(), static_cast<long long>(m.tokens), m.word_perplexity(),
+                  m.byte_perplexity(), m.bits_per_byte());
+      std::fflush(stdout);
+      rolling = {{"protocol", "lm-eval loglikelihood_rolling, the whole text as one document"},
+                 {"tokens", m.tokens}, {"words", m.words}, {"bytes", m.bytes},
+                 {"loglikelihood", m.loglikelihood}, {"word_perplexity", m.word_perplexity()},
+                 {"byte_perplexity", m.byte_perplexity()}, {"bits_per_byte", m.bits_per_byte()}};
+    }
     nlohmann::json kl = nullptr;
     if (results.empty() && !args.save_logits.empty()) {
       core::save_topk_distribution(core::topk_distribution(*model, tokens, r.seqlen, r.windows,
@@ -161,12 +206,6 @@ int run_eval(const EvalArgs& args) {
       std::fflush(stdout);
       kl = nlohmann::json::parse(k.json());
     }
-    r.join = core::text_join_name(text.join);
-    std::printf("%s: ppl %.4f (seqlen %lld, %lld tokens, %lld windows, join %s)\n",
-                r.dataset.c_str(), r.ppl, static_cast<long long>(r.seqlen),
-                static_cast<long long>(r.tokens), static_cast<long long>(r.windows),
-                r.join.c_str());
-    std::fflush(stdout);
     results.push_back({{"dataset", r.dataset},
                        {"path", path},
                        {"join", r.join},
@@ -178,7 +217,16 @@ int run_eval(const EvalArgs& args) {
                        {"ppl", r.ppl},
                        {"seconds", r.seconds},
                        {"tokens_per_second", r.tokens_per_second()},
+                       {"protocol", "GPTQ token perplexity, non-overlapping windows"},
+                       {"lm_eval_rolling", rolling},
                        {"kl", kl}});
+  }
+  const nlohmann::json size = checkpoint_size(args.model, *model);
+  if (!size.is_null()) {
+    std::printf("checkpoint: %.2f MiB on disk, %.3f bits per parameter (%lld parameters)\n",
+                size.at("bytes").get<double>() / (1 << 20), size.at("bits_per_parameter").get<double>(),
+                static_cast<long long>(model->n_parameters()));
+    std::fflush(stdout);
   }
   nlohmann::json tasks = nlohmann::json::array();
   for (const std::string& path : args.tasks) tasks.push_back(run_task(*model, path, args));
@@ -189,6 +237,7 @@ int run_eval(const EvalArgs& args) {
                           {"device", args.device},
                           {"dtype", args.dtype},
                           {"adapter", adapter ? nlohmann::json::parse(adapter->json()) : nlohmann::json(nullptr)},
+                          {"checkpoint", size},
                           {"perplexity", results},
                           {"tasks", tasks}};
     core::write_string_atomically(args.json, doc.dump(2) + "\n");
@@ -216,6 +265,9 @@ CommandRunner add_eval_command(CLI::App& app) {
                   "windows (a KL base for later runs)");
   cmd->add_option("--kl-top-k", args->kl_top_k, "Tokens kept per position in a KL base")
       ->capture_default_str()->check(in_range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_flag("--rolling", args->rolling,
+               "Also lm-eval's rolling word perplexity, byte perplexity and bits per byte of each "
+               "--data text (the whole text as one document)");
   cmd->add_option("--task", args->tasks,
                   "Task definition(s) (YAML, docs/tasks.md) to evaluate with lm-eval-harness's "
                   "semantics; FILE=DATA reads the documents from DATA (JSON lines)");

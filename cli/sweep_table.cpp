@@ -190,6 +190,39 @@ void plot(const std::string& dir, const std::vector<Cell>& cells, const std::str
   run::draw_with_gnuplot(dir, "ppl_vs_bits", script.str(), "sweep");
 }
 
+/// kl_vs_bits.{png,svg}: each method's mean KL to the float model against average bits per
+/// weight, one line per method as ppl_vs_bits (log scale; the float model's zero is not drawn).
+void plot_kl(const std::string& dir, const std::vector<Cell>& cells) {
+  std::map<std::string, std::vector<std::pair<double, double>>> series;
+  double lo = 1e300, hi = 0.0;
+  for (const Cell& c : cells) {
+    if (c.is_float || c.kl.is_null() || !c.kl.at("kl_mean").is_number()) continue;
+    const double kl = c.kl.at("kl_mean").get<double>();
+    if (kl <= 0) continue;
+    lo = std::min(lo, kl);
+    hi = std::max(hi, kl);
+    series[c.method + act_suffix(c.setting)].emplace_back(c.avg_bits, kl);
+  }
+  if (series.empty()) return;
+  std::ostringstream data, script;
+  std::string all;
+  int index = 0;
+  for (auto& [method, points] : series) {
+    std::sort(points.begin(), points.end());
+    for (const auto& [x, y] : points) data << x << " " << y << "\n";
+    data << "\n\n";
+    all += fmt::format("{}'{}/kl_vs_bits.dat' index {} with linespoints lw 2 pt 7 title '{}'",
+                       all.empty() ? "" : ", ", dir, index++, method);
+  }
+  core::write_string_atomically(dir + "/kl_vs_bits.dat", data.str());
+  script << "set title 'KL divergence to the float model vs average bits per weight'\n"
+         << "set yrange [" << lo * 0.5 << ":" << hi * 2 << "]\nset offsets 0.1, 0.1, 0, 0\n"
+         << "set xlabel 'average bits per weight (codes + scales/zeros)'\n"
+         << "set ylabel 'mean KL(P_float || P_method), nats per token'\n"
+         << "set logscale y\nset grid\nset key top right\nplot " << all;
+  run::draw_with_gnuplot(dir, "kl_vs_bits", script.str(), "sweep");
+}
+
 /// The second table (issue 24): per run, the first perplexity beside its KL divergence to the
 /// float model on the same windows, top-1 agreement, and each task's accuracy. Empty when no
 /// run measured any of them. Also writes DIR/table_eval.csv.
@@ -330,6 +363,7 @@ std::string write_sweep_table(const std::string& dir, const std::vector<SweepRun
   core::write_string_atomically(dir + "/table.md", md.str());
   core::write_string_atomically(dir + "/table.csv", csv.str());
   if (!datasets.empty()) plot(dir, cells, datasets.front());
+  plot_kl(dir, cells);
   return md.str();
 }
 

@@ -5,7 +5,8 @@
 # stays within minutes on 2 cores): FP32, RTN, GPTQ and AWQ at W4 g128 and W3 g128, naive W8A8
 # and SmoothQuant W8A8. Beside each perplexity: the KL divergence to the float model on the same
 # windows, top-1 agreement, and the built-in sotu last-word cloze accuracy (docs/tasks.md).
-# Prints table.md; the plot is out/demo/ppl_vs_bits.png (CALQ_DEMO_OUT moves the folder). Run again, it resumes: finished runs are skipped by their recipe hash.
+# Prints table.md; the plots are out/demo/ppl_vs_bits.png and kl_vs_bits.png (CALQ_DEMO_OUT moves
+# the folder). Run again, it resumes: finished runs are skipped by their recipe hash.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="$root/data"   # the repository's own data (data/PROVENANCE.md)
@@ -21,4 +22,4 @@ start=$(date +%s)
   --set "eval.kl={base: float, top_k: 1024}" \
   --set "eval.tasks=[{task: $root/configs/tasks/sotu_cloze.yaml}]" \
   --out "$out"
-echo "demo: setup + build $(( start - begin )) s, sweep $(( $(date +%s) - start )) s; table $out/table.md, plot $out/ppl_vs_bits.png" >&2
+echo "demo: setup + build $(( start - begin )) s, sweep $(( $(date +%s) - start )) s; table $out/table.md, plots $out/ppl_vs_bits.png $out/kl_vs_bits.png" >&2

@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 #include "core/eval/python_text.h"
@@ -126,6 +127,27 @@ LoglikelihoodResult rolling_loglikelihood(Model& model, const Tokenizer& tokeniz
     predicted = end;
   }
   return total;
+}
+
+double RollingMetrics::word_perplexity() const {
+  return std::exp(-loglikelihood / static_cast<double>(words));
+}
+double RollingMetrics::byte_perplexity() const {
+  return std::exp(-loglikelihood / static_cast<double>(bytes));
+}
+double RollingMetrics::bits_per_byte() const {
+  return -loglikelihood / static_cast<double>(bytes) / std::log(2.0);
+}
+
+RollingMetrics rolling_metrics(Model& model, const Tokenizer& tokenizer, const std::string& text,
+                               int64_t max_length) {
+  const LoglikelihoodResult r = rolling_loglikelihood(model, tokenizer, text, max_length);
+  RollingMetrics m;
+  m.loglikelihood = r.loglikelihood;
+  m.tokens = r.tokens;
+  m.words = python_text::split_whitespace_count(text);
+  m.bytes = static_cast<int64_t>(text.size());
+  return m;
 }
 
 int64_t lm_eval_max_length(const Model& model) {

@@ -50,6 +50,19 @@ LoglikelihoodResult loglikelihood(Model& model, const TokenizedRequest& request,
 LoglikelihoodResult rolling_loglikelihood(Model& model, const Tokenizer& tokenizer,
                                           const std::string& text, int64_t max_length);
 
+/// lm-eval's rolling-window metrics of one whole text treated as one document (its wikitext
+/// task's protocol without the detokenizer): word_perplexity = exp(−Σ log p / words),
+/// byte_perplexity = exp(−Σ log p / bytes), bits_per_byte = −Σ log p / bytes / ln 2.
+struct RollingMetrics {
+  double loglikelihood = 0.0;
+  int64_t tokens = 0, words = 0, bytes = 0;
+  double word_perplexity() const;
+  double byte_perplexity() const;
+  double bits_per_byte() const;
+};
+RollingMetrics rolling_metrics(Model& model, const Tokenizer& tokenizer, const std::string& text,
+                               int64_t max_length);
+
 /// The model's context length as lm-eval's resolve_max_length reads it from the config
 /// (max_position_embeddings or its family's equivalent).
 int64_t lm_eval_max_length(const Model& model);
