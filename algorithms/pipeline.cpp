@@ -309,11 +309,11 @@ class PassDriver : public calib::LayerHandler {
     // resumed run replays the sink on exactly what this run handed it.
     if (checkpoints_ != nullptr) {
       // The state holds every window's X_{i+1} (a resumed run may have another world size):
-      // gathered from the ranks' shares, written by rank 0 alone.
+      // gathered from the ranks' shares to rank 0, which alone writes it.
       dist::Communicator& ranks = dist::Communicator::world();
       at::Tensor next = next_inputs.defined() ? next_inputs.all() : at::Tensor();
       if (next.defined() && sharded_windows_)
-        next = ranks.gather_rows(next, fmt::format("layer {}: gather the next inputs", index));
+        next = ranks.gather_rows_to(0, next, fmt::format("layer {}: gather the next inputs", index));
       if (ranks.is_root())
         checkpoints_->save(index, layer, states, passes_, result_.pass_seconds, next);
     }

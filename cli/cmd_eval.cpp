@@ -16,6 +16,7 @@
 
 #include "cli/bounds.h"
 #include "cli/commands.h"
+#include "cli/model_flags.h"
 #include "run/window_logits.h"
 #include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
@@ -35,16 +36,12 @@ namespace calq::cli {
 namespace {
 
 struct EvalArgs {
-  std::string model;
-  std::string tokenizer;
-  std::string adapter;
+  ModelFlags model;
   std::vector<std::string> data;
   std::string join = "as-is";
   int64_t seqlen = 2048;
   int64_t batch_size = 8;
   int64_t max_windows = 0;
-  std::string device = "cpu";
-  std::string dtype = "float32";
   std::string json;
   std::string logits;  ///< safetensors file: input_ids and float32 logits of the first text's windows
   std::string kl_base;       ///< a model directory or a --save-logits file
@@ -58,17 +55,15 @@ struct EvalArgs {
 
 /// One task's line on stdout and its JSON (metrics, and per document each request's Σ log p
 /// and greediness, as lm-eval's samples hold them).
-c10::ScalarType parse_dtype(const std::string& name);
-
 /// The KL base for --kl-base: a file `--save-logits` wrote, or a model directory whose top-k
 /// distribution is computed here on the evaluated windows.
 core::TopKDistribution kl_base(const EvalArgs& args, const std::vector<int32_t>& tokens,
                                const core::PerplexityResult& r) {
   if (!std::filesystem::is_directory(args.kl_base)) return core::load_topk_distribution(args.kl_base);
-  core::LoadOptions load;
-  load.path = args.kl_base;
-  load.device = args.device;
-  load.compute_dtype = parse_dtype(args.dtype);
+  ModelFlags flags = args.model;
+  flags.model = args.kl_base;
+  core::LoadOptions load = flags.load_options();
+  load.tokenizer_path.clear();
   load.load_tokenizer = false;
   auto base = core::load_model(load);
   log::info("kl base: {} on {} windows of {}", args.kl_base, r.windows, r.seqlen);
@@ -121,29 +116,17 @@ nlohmann::json run_task(core::Model& model, const std::string& arg, const EvalAr
   return out;
 }
 
-c10::ScalarType parse_dtype(const std::string& name) {
-  if (name == "float32") return at::kFloat;
-  if (name == "float16") return at::kHalf;
-  if (name == "bfloat16") return at::kBFloat16;
-  fail("--dtype: unknown value \"{}\"; expected float32, float16 or bfloat16", name);
-}
-
 int run_eval(const EvalArgs& args) {
   if (!args.json.empty()) core::check_output_file(args.json, "--json");  // before any work
   if (!args.logits.empty()) core::check_output_file(args.logits, "--logits");
   if (!args.save_logits.empty()) core::check_output_file(args.save_logits, "--save-logits");
   CALQ_CHECK((args.kl_base.empty() && args.save_logits.empty()) || !args.data.empty(),
              "calq eval: --kl-base and --save-logits need --data TEXT (the windows they score)");
-  core::LoadOptions load;
-  load.path = args.model;
-  load.tokenizer_path = args.tokenizer;
-  load.device = args.device;
-  load.compute_dtype = parse_dtype(args.dtype);
-  auto model = core::load_model(load);
+  auto model = core::load_model(args.model.load_options());
   std::optional<core::AdapterResult> adapter;
-  if (!args.adapter.empty()) adapter = core::load_lora_adapter(*model, args.adapter);
+  if (!args.model.adapter.empty()) adapter = core::load_lora_adapter(*model, args.model.adapter);
   CALQ_CHECK(model->tokenizer() != nullptr,
-             "{}: no tokenizer found beside the model; expected --tokenizer PATH", args.model);
+             "{}: no tokenizer found beside the model; expected --tokenizer PATH", args.model.model);
   const core::TextJoin join = core::parse_text_join(args.join);
   // Before any text is read: a window the model cannot hold, or one that cannot fit. The
   // batch is checked once the text says how many windows it has (evaluate_perplexity).
@@ -221,21 +204,20 @@ int run_eval(const EvalArgs& args) {
                        {"lm_eval_rolling", rolling},
                        {"kl", kl}});
   }
-  const nlohmann::json size = checkpoint_size(args.model, *model);
-  if (!size.is_null()) {
-    std::printf("checkpoint: %.2f MiB on disk, %.3f bits per parameter (%lld parameters)\n",
-                size.at("bytes").get<double>() / (1 << 20), size.at("bits_per_parameter").get<double>(),
-                static_cast<long long>(model->n_parameters()));
-    std::fflush(stdout);
+  const nlohmann::json size = checkpoint_size(args.model.model, *model);
+  if (!size.is_null()) {  // on stderr: stdout keeps one result line per text or task
+    log::info("checkpoint: {:.2f} MiB on disk, {:.3f} bits per parameter ({} parameters)",
+              size.at("bytes").get<double>() / (1 << 20), size.at("bits_per_parameter").get<double>(),
+              model->n_parameters());
   }
   nlohmann::json tasks = nlohmann::json::array();
   for (const std::string& path : args.tasks) tasks.push_back(run_task(*model, path, args));
   if (!args.json.empty()) {
     nlohmann::json doc = {{core::kWrittenByKey, "calq eval"},
-                          {"model", args.model},
+                          {"model", args.model.model},
                           {"tokenizer", model->tokenizer()->path()},
-                          {"device", args.device},
-                          {"dtype", args.dtype},
+                          {"device", args.model.device},
+                          {"dtype", args.model.dtype},
                           {"adapter", adapter ? nlohmann::json::parse(adapter->json()) : nlohmann::json(nullptr)},
                           {"checkpoint", size},
                           {"perplexity", results},
@@ -251,11 +233,7 @@ CommandRunner add_eval_command(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
   CLI::App* cmd = app.add_subcommand(
       "eval", "Perplexity of a model on text (GPTQ protocol) and zero-shot tasks (lm-eval's)");
-  cmd->add_option("--model", args->model, "HF model directory or llama2.c .bin")->required();
-  cmd->add_option("--tokenizer", args->tokenizer,
-                  "Tokenizer file (default: the one beside the model)");
-  cmd->add_option("--adapter", args->adapter,
-                  "PEFT LoRA adapter directory to apply (e.g. a LoRC run's <save.path>/lorc_adapter)");
+  args->model.add_to(*cmd, "HF model directory or llama2.c .bin");
   cmd->add_option("--data", args->data, "Text file(s) whose perplexity to evaluate");
   cmd->add_option("--kl-base", args->kl_base,
                   "KL divergence to a base on the first --data text's windows: the float model's "
@@ -284,9 +262,6 @@ CommandRunner add_eval_command(CLI::App& app) {
       ->check(at_least(1));
   cmd->add_option("--max-windows", args->max_windows, "Evaluate only the first N windows (0 = all)")
       ->capture_default_str()->check(at_least(0));
-  cmd->add_option("--device", args->device, "cpu | cuda")->capture_default_str();
-  cmd->add_option("--dtype", args->dtype, "Compute dtype: float32 | float16 | bfloat16")
-      ->capture_default_str();
   cmd->add_option("--json", args->json, "Write the figures to this JSON file");
   cmd->add_option("--logits", args->logits,
                   "Write the first text's evaluated windows (input_ids) and their float32 logits "

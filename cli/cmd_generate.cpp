@@ -13,6 +13,7 @@
 
 #include "cli/bounds.h"
 #include "cli/commands.h"
+#include "cli/model_flags.h"
 #include "core/checkpoint/lora_adapter.h"
 #include "core/error.h"
 #include "core/eval/generation.h"
@@ -24,9 +25,7 @@ namespace calq::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model;
-  std::string tokenizer;
-  std::string adapter;
+  ModelFlags model;
   std::string prompt;
   int64_t max_new_tokens = 128;
   bool greedy = false;
@@ -34,17 +33,8 @@ struct GenerateArgs {
   int64_t top_k = 0;
   double top_p = 1.0;
   uint64_t seed = 0;
-  std::string device = "cpu";
-  std::string dtype = "float32";
   bool sampling = false;  ///< one of --temperature --top-k --top-p --seed was given
 };
-
-c10::ScalarType parse_dtype(const std::string& name) {  // as calq eval's --dtype
-  if (name == "float32") return at::kFloat;
-  if (name == "float16") return at::kHalf;
-  if (name == "bfloat16") return at::kBFloat16;
-  fail("--dtype: unknown value \"{}\"; expected float32, float16 or bfloat16", name);
-}
 
 double per_second(int64_t n, double seconds) { return seconds > 0 ? double(n) / seconds : 0.0; }
 
@@ -58,13 +48,8 @@ int run_generate(const GenerateArgs& args) {
   options.sampling.seed = args.seed;
   core::check_sampling_options(options.sampling);  // before the model loads
 
-  core::LoadOptions load;
-  load.path = args.model;
-  load.tokenizer_path = args.tokenizer;
-  load.device = args.device;
-  load.compute_dtype = parse_dtype(args.dtype);
-  auto model = core::load_model(load);
-  if (!args.adapter.empty()) core::load_lora_adapter(*model, args.adapter);
+  auto model = core::load_model(args.model.load_options());
+  if (!args.model.adapter.empty()) core::load_lora_adapter(*model, args.model.adapter);
 
   std::fwrite(args.prompt.data(), 1, args.prompt.size(), stdout);
   std::fflush(stdout);
@@ -91,14 +76,7 @@ CommandRunner add_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand(
       "generate", "Generate text from a prompt with a KV cache (greedy unless sampling is asked)");
-  cmd->add_option("--model", args->model, "HF model directory (float or calq/packed checkpoint) "
-                                          "or llama2.c .bin")
-      ->required();
-  cmd->add_option("--tokenizer", args->tokenizer,
-                  "Tokenizer file (default: the one beside the model)");
-  cmd->add_option("--adapter", args->adapter,
-                  "PEFT LoRA adapter directory to apply (e.g. a LoRC run's "
-                  "<save.path>/lorc_adapter)");
+  args->model.add_to(*cmd, "HF model directory (float or calq/packed checkpoint) or llama2.c .bin");
   cmd->add_option("--prompt", args->prompt,
                   "Text to continue; the tokenizer's BOS comes first (\"\" = BOS only)")
       ->required();
@@ -120,9 +98,6 @@ CommandRunner add_generate_command(CLI::App& app) {
   CLI::Option* seed = cmd->add_option("--seed", args->seed, "Seed of the sampling generator")
                           ->capture_default_str();
   for (CLI::Option* o : {temperature, top_k, top_p, seed}) greedy->excludes(o);
-  cmd->add_option("--device", args->device, "cpu | cuda")->capture_default_str();
-  cmd->add_option("--dtype", args->dtype, "Compute dtype: float32 | float16 | bfloat16")
-      ->capture_default_str();
   return [args, temperature, top_k, top_p, seed] {
     args->sampling = temperature->count() + top_k->count() + top_p->count() + seed->count() > 0;
     return run_generate(*args);

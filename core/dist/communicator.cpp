@@ -278,29 +278,65 @@ void Communicator::broadcast(at::Tensor& t, int root, std::string_view step) {
   if (!io[0].is_same(t)) t.copy_(io[0]);
 }
 
-at::Tensor Communicator::gather_rows(const at::Tensor& local, std::string_view step) {
-  if (!distributed()) return local;
+at::Tensor Communicator::padded_rows(const at::Tensor& local, std::string_view step,
+                                     std::vector<int64_t>& counts) {
   at::Tensor rows = at::full({1}, local.size(0), at::kLong);
-  std::vector<std::vector<at::Tensor>> counts(1);
-  for (int r = 0; r < size_; ++r) counts[0].push_back(at::empty_like(rows));
+  std::vector<std::vector<at::Tensor>> all(1);
+  for (int r = 0; r < size_; ++r) all[0].push_back(at::empty_like(rows));
   std::vector<at::Tensor> in{rows};
   guarded(*group_->store, group_->seq, rank_, size_, timeout_, step,
-          [&] { group_->pg->allgather(counts, in)->wait(); });
+          [&] { group_->pg->allgather(all, in)->wait(); });
+  counts.clear();
   int64_t most = 0;
-  for (const at::Tensor& c : counts[0]) most = std::max(most, c.item<int64_t>());
+  for (const at::Tensor& c : all[0]) {
+    counts.push_back(c.item<int64_t>());
+    most = std::max(most, counts.back());
+  }
   std::vector<int64_t> shape = local.sizes().vec();
   shape[0] = most;
   at::Tensor padded = at::zeros(shape, local.options());
   if (local.size(0) > 0) padded.narrow(0, 0, local.size(0)).copy_(local);
+  return padded;
+}
+
+namespace {
+
+/// Each rank's rows out of its padded part, in rank order.
+at::Tensor unpad(const std::vector<at::Tensor>& parts, const std::vector<int64_t>& counts) {
+  std::vector<at::Tensor> pieces;
+  for (size_t r = 0; r < parts.size(); ++r) pieces.push_back(parts[r].narrow(0, 0, counts[r]));
+  return at::cat(pieces, 0);
+}
+
+}  // namespace
+
+at::Tensor Communicator::gather_rows(const at::Tensor& local, std::string_view step) {
+  if (!distributed()) return local;
+  std::vector<int64_t> counts;
+  at::Tensor padded = padded_rows(local, step, counts);
   std::vector<std::vector<at::Tensor>> parts(1);
   for (int r = 0; r < size_; ++r) parts[0].push_back(at::empty_like(padded));
   std::vector<at::Tensor> send{padded};
   guarded(*group_->store, group_->seq, rank_, size_, timeout_, step,
           [&] { group_->pg->allgather(parts, send)->wait(); });
-  std::vector<at::Tensor> pieces;
-  for (int r = 0; r < size_; ++r)
-    pieces.push_back(parts[0][static_cast<size_t>(r)].narrow(0, 0, counts[0][static_cast<size_t>(r)].item<int64_t>()));
-  return at::cat(pieces, 0);
+  return unpad(parts[0], counts);
+}
+
+at::Tensor Communicator::gather_rows_to(int root, const at::Tensor& local, std::string_view step) {
+  if (!distributed()) return local;
+  std::vector<int64_t> counts;
+  at::Tensor padded = padded_rows(local, step, counts);
+  std::vector<std::vector<at::Tensor>> parts;
+  if (rank_ == root) {
+    parts.emplace_back();
+    for (int r = 0; r < size_; ++r) parts[0].push_back(at::empty_like(padded));
+  }
+  std::vector<at::Tensor> send{padded};
+  c10d::GatherOptions o;
+  o.rootRank = root;
+  guarded(*group_->store, group_->seq, rank_, size_, timeout_, step,
+          [&] { group_->pg->gather(parts, send, o)->wait(); });
+  return rank_ == root ? unpad(parts[0], counts) : at::Tensor();
 }
 
 int64_t Communicator::sum(int64_t value, std::string_view step) {

@@ -88,6 +88,9 @@ class Communicator {
   /// Every rank's `local` rows (dim 0; counts may differ, the other dims may not) concatenated
   /// in rank order, on every rank.
   at::Tensor gather_rows(const at::Tensor& local, std::string_view step);
+  /// The same on `root` only (the others get an undefined tensor): what one rank writes need
+  /// not travel to every rank.
+  at::Tensor gather_rows_to(int root, const at::Tensor& local, std::string_view step);
   int64_t sum(int64_t value, std::string_view step);
   void barrier(std::string_view step);
   /// Tells the other ranks why this one stops: their next failing collective names it and the
@@ -100,6 +103,9 @@ class Communicator {
 
  private:
   Communicator();
+  /// Every rank's row count (allgathered into `counts`) and `local` padded to the largest.
+  at::Tensor padded_rows(const at::Tensor& local, std::string_view step,
+                         std::vector<int64_t>& counts);
   struct Group;  // the c10d process group and store (communicator.cpp)
   std::unique_ptr<Group> group_;
   int rank_ = 0;

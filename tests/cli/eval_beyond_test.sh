@@ -20,13 +20,13 @@ fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 text="$sotu/sotu_valid.txt"
 
 # (a)
-"$calq" -q eval --model "$sotu" --data "$text" --seqlen 256 --max-windows 3 --kl-top-k 64 \
+"$calq" eval --model "$sotu" --data "$text" --seqlen 256 --max-windows 3 --kl-top-k 64 \
   --save-logits "$work/base.safetensors" --rolling > "$work/a.out" 2> "$work/a.err" ||
   fail "save-logits: $(cat "$work/a.err")"
 grep -q "ppl [0-9.]* (GPTQ-protocol token perplexity" "$work/a.out" || fail "no labelled token perplexity"
 grep -q "lm-eval rolling .*word_perplexity [0-9.]* byte_perplexity [0-9.]* bits_per_byte" "$work/a.out" ||
   fail "no labelled rolling perplexity"
-grep -q "checkpoint: .* MiB on disk, .* bits per parameter" "$work/a.out" || fail "no checkpoint size"
+grep -q "checkpoint: .* MiB on disk, .* bits per parameter" "$work/a.err" || fail "no checkpoint size"
 "$calq" -q eval --model "$sotu" --data "$text" --seqlen 256 --max-windows 3 \
   --kl-base "$work/base.safetensors" --json "$work/self.json" > /dev/null 2> "$work/self.err" ||
   fail "kl-base self: $(cat "$work/self.err")"

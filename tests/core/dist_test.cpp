@@ -73,12 +73,15 @@ bool collectives_hold(int rank) {
   const at::Tensor all = c.gather_rows(local, "test: gather");
   const bool gather_ok = all.size(0) == 4 && all[0][0].item<float>() == 0.0f &&
                          all[1][0].item<float>() == 10.0f && all[3][0].item<float>() == 12.0f;
+  // To rank 1 alone: the same rows there, nothing on rank 0.
+  const at::Tensor to_one = c.gather_rows_to(1, local, "test: gather to 1");
+  const bool gather_to_ok = rank == 1 ? to_one.equal(all) : !to_one.defined();
   at::Tensor b = at::full({3}, rank == 1 ? 9.0 : 0.0);
   c.broadcast(b, 1, "test: broadcast");
   const bool broadcast_ok = b.sum().item<double>() == 27.0;
   const bool count_ok = c.sum(rank + 1, "test: count") == 3;
   c.barrier("test: barrier");
-  return sum_ok && max_ok && gather_ok && broadcast_ok && count_ok;
+  return sum_ok && max_ok && gather_ok && gather_to_ok && broadcast_ok && count_ok;
 }
 
 }  // namespace
