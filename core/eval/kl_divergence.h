@@ -18,8 +18,8 @@ namespace calq::core {
 
 class Model;
 
-/// Default k. What the base puts outside its top k is reported (KlResult::tail_mass): 2 % on
-/// sotu-llama-6L at k = 512, 8 % at 128; peakier large models leave less.
+/// Default k. What the base puts outside its top k is reported (KlResult::tail_mass): a small
+/// model with a flat distribution leaves more there than a large, peaky one.
 constexpr int64_t kDefaultKlTopK = 256;
 
 struct TopKDistribution {
